@@ -1,0 +1,112 @@
+"""Shared Gaussian algebra used by the Kalman core, the GP code and the models.
+
+Shapes follow the project vocabulary: ``(*batch, S)`` for means and
+``(*batch, S, S)`` for covariances. Everything here is a pure function.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def symmetrize(P: Tensor) -> Tensor:
+    """(…, S, S) -> 0.5 (P + P^T): removes round-off asymmetry of covariances."""
+    return 0.5 * (P + P.transpose(-1, -2))
+
+
+def add_jitter(P: Tensor, jitter: float) -> Tensor:
+    """P + jitter * I, for documented, explicit regularisation only."""
+    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
+    return P + jitter * eye
+
+
+def batched_mv(M: Tensor, v: Tensor) -> Tensor:
+    """(…, m, n) @ (…, n) -> (…, m)."""
+    return (M @ v.unsqueeze(-1)).squeeze(-1)
+
+
+def mvn_log_prob(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
+    """log N(x | mean, cov) for (…, D) points and (…, D, D) covariances -> (…)."""
+    L = torch.linalg.cholesky(cov)
+    diff = (x - mean).unsqueeze(-1)
+    sol = torch.linalg.solve_triangular(L, diff, upper=False).squeeze(-1)
+    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * (sol.pow(2).sum(-1) + x.shape[-1] * LOG_2PI) - half_logdet
+
+
+def diag_gaussian_log_prob(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor | None = None
+                           ) -> Tensor:
+    """Elementwise log N(x | mean, var) (…, D), zero where ``mask`` is False."""
+    lp = -0.5 * (LOG_2PI + torch.log(var) + (x - mean).pow(2) / var)
+    if mask is not None:
+        lp = torch.where(mask, lp, torch.zeros_like(lp))
+    return lp
+
+
+def kl_diag_gaussians(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tensor) -> Tensor:
+    """Elementwise KL( N(mean_q, var_q) || N(mean_p, var_p) ) for diagonal Gaussians, (…, Z).
+
+    Closed form: 0.5 [log(var_p/var_q) + (var_q + (mean_q-mean_p)^2)/var_p - 1].
+    """
+    return 0.5 * (torch.log(var_p) - torch.log(var_q)
+                  + (var_q + (mean_q - mean_p).pow(2)) / var_p - 1.0)
+
+
+def kl_mvn(mean_q: Tensor, cov_q: Tensor, mean_p: Tensor, cov_p: Tensor) -> Tensor:
+    """KL( N(mean_q, cov_q) || N(mean_p, cov_p) ) for full covariances (…, S, S) -> (…)."""
+    S = mean_q.shape[-1]
+    Lp = torch.linalg.cholesky(cov_p)
+    Lq = torch.linalg.cholesky(cov_q)
+    M = torch.linalg.solve_triangular(Lp, Lq, upper=False)
+    diff = torch.linalg.solve_triangular(Lp, (mean_p - mean_q).unsqueeze(-1), upper=False)
+    logdet_p = 2 * torch.log(torch.diagonal(Lp, dim1=-2, dim2=-1)).sum(-1)
+    logdet_q = 2 * torch.log(torch.diagonal(Lq, dim1=-2, dim2=-1)).sum(-1)
+    return 0.5 * (M.pow(2).sum((-1, -2)) + diff.pow(2).sum((-1, -2)) - S + logdet_p - logdet_q)
+
+
+def condition_on_observation(
+    mean: Tensor, cov: Tensor, y: Tensor, H: Tensor, R: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Condition N(mean, cov) on y = H z + v, v ~ N(0, R), using only observed entries.
+
+    Missing entries (``mask`` False) are removed exactly, with static shapes: their rows
+    of H and the residual are zeroed and their block of R replaced by the identity,
+    which decouples them; their constant log N(0 | 0, 1) is then taken out of the
+    log-likelihood.
+
+    Args:
+        mean: (…, S) prior mean.  cov: (…, S, S) prior covariance.
+        y: (…, D) observation residual target (bias already subtracted).
+        H: (…, D, S) emission matrix.  R: (…, D, D) observation noise covariance.
+        mask: optional (…, D) bool, True where observed.
+
+    Returns:
+        posterior mean (…, S), posterior covariance (…, S, S) in Joseph form,
+        log-likelihood of the observed entries (…).
+    """
+    if mask is not None:
+        m = mask.to(mean.dtype)
+        H = H * m.unsqueeze(-1)
+        R = R * (m.unsqueeze(-1) * m.unsqueeze(-2)) + torch.diag_embed(1.0 - m)
+        resid = (y - batched_mv(H, mean)) * m
+    else:
+        resid = y - batched_mv(H, mean)
+    PHt = cov @ H.transpose(-1, -2)                         # (…, S, D)
+    S_innov = symmetrize(H @ PHt + R)                       # (…, D, D)
+    L = torch.linalg.cholesky(S_innov)
+    K = torch.cholesky_solve(PHt.transpose(-1, -2), L).transpose(-1, -2)   # (…, S, D)
+    new_mean = mean + batched_mv(K, resid)
+    I_KH = torch.eye(mean.shape[-1], dtype=mean.dtype, device=mean.device) - K @ H
+    new_cov = symmetrize(I_KH @ cov @ I_KH.transpose(-1, -2) + K @ R @ K.transpose(-1, -2))
+    z = torch.linalg.solve_triangular(L, resid.unsqueeze(-1), upper=False).squeeze(-1)
+    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    D = y.shape[-1]
+    n_obs = mask.to(mean.dtype).sum(-1) if mask is not None else D
+    # missing entries contributed exactly -0.5 log(2 pi) each (z = 0, unit variance)
+    log_lik = -0.5 * z.pow(2).sum(-1) - half_logdet - 0.5 * n_obs * LOG_2PI
+    return new_mean, new_cov, log_lik

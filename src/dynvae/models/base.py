@@ -1,0 +1,74 @@
+"""The contract every dynvae model implements (DESIGN.md, "One model contract")."""
+
+from __future__ import annotations
+
+import abc
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from dynvae.data.batch import SequenceBatch
+
+
+class ELBOTerms(NamedTuple):
+    """Per-sequence terms of the evidence lower bound (seed eq. 13).
+
+    log_lik: (B,) expected log-likelihood of the observed entries.
+    kl: (B,) KL term (0 for models with an exact likelihood).
+    n_obs: (B,) number of observed entries, for per-entry normalisation.
+    """
+
+    log_lik: Tensor
+    kl: Tensor
+    n_obs: Tensor
+
+    def loss(self, beta: float = 1.0) -> Tensor:
+        """-(log_lik - beta kl).sum() / n_obs.sum(): the training loss per observed entry."""
+        return -(self.log_lik - beta * self.kl).sum() / self.n_obs.sum().clamp_min(1)
+
+    def elbo(self) -> Tensor:
+        """(B,) the bound itself, log_lik - kl."""
+        return self.log_lik - self.kl
+
+
+class Prediction(NamedTuple):
+    """Posterior predictive mean and standard deviation of every entry.
+
+    t: (B, T) times.  mean: (B, T, D).  std: (B, T, D).
+    """
+
+    t: Tensor
+    mean: Tensor
+    std: Tensor
+
+
+class DVAE(nn.Module, abc.ABC):
+    """Abstract base of every model: training bound, imputation, forecasting, sampling."""
+
+    @abc.abstractmethod
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Evidence lower bound terms; exact models return log p(x) with kl = 0."""
+
+    @abc.abstractmethod
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Posterior predictive of every entry given the observed ones (imputation)."""
+
+    @abc.abstractmethod
+    def forecast(self, batch: SequenceBatch, t_future: Tensor) -> Prediction:
+        """Predictive distribution at ``t_future`` (B, H) after each sequence's last step."""
+
+    @abc.abstractmethod
+    def sample(self, n: int, t: Tensor) -> Tensor:
+        """(n, T, D) draws from the generative model at times ``t`` (T,)."""
+
+    @abc.abstractmethod
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
+        """(B,) importance-weighted bound on log p(x) with ``k`` samples (exact for exact models)."""
+
+    def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
+        return self.elbo(batch).loss(beta)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
