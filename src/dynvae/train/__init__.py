@@ -1,1 +1,1 @@
-"""dynvae.train"""
+"""Training: the gradient trainer, checkpoints and metrics."""
