@@ -181,13 +181,15 @@ class SequenceDataset:
         if self.time_origin is None:
             raise DataError("this dataset's times were not parsed from dates (no time_origin)")
         import pandas as pd
-        if self.time_unit not in _PANDAS_UNITS:
-            raise DataError(f"unknown time_unit {self.time_unit!r}; one of {list(_PANDAS_UNITS)}")
+        if self.time_unit not in _NANOSECONDS:
+            raise DataError(f"unknown time_unit {self.time_unit!r}; one of {list(_NANOSECONDS)}")
         t = np.asarray(t, dtype=np.float64)
         origin = pd.Timestamp(self.time_origin)
         if origin.tz is not None:                 # absolute instants, returned in UTC
             origin = origin.tz_convert("UTC").tz_localize(None)
-        delta = pd.to_timedelta(t.reshape(-1), unit=_PANDAS_UNITS[self.time_unit])
+        # round to whole nanoseconds: float days carry ~1e-16 relative error
+        nanoseconds = np.round(t.reshape(-1) * _NANOSECONDS[self.time_unit]).astype(np.int64)
+        delta = pd.to_timedelta(nanoseconds, unit="ns")
         return (origin + delta).to_numpy().reshape(t.shape)
 
     def to_frame(self, id_col: str = "id", time_col: str = "t"):
@@ -237,7 +239,7 @@ class SequenceDataset:
         return tuple(self[np.sort(perm[a:b])] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
 
 
-_PANDAS_UNITS = {"days": "D", "hours": "h", "seconds": "s"}
+_NANOSECONDS = {"days": 86_400e9, "hours": 3_600e9, "seconds": 1e9}
 
 
 def split_sizes(n: int, fractions) -> list[int]:

@@ -9,6 +9,7 @@ Empty cells and NaN mean missing. Every reader validates its input and raises
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -137,7 +138,8 @@ def from_dataframe(frame: pd.DataFrame, id_col: str | None = None,
             earliest timestamp of the table (``time_origin``, ``time_unit="days"``).
             Rows are sorted by time within each sequence. None: times 0..T-1 in
             row order.
-        value_cols: feature columns; None: every other numeric column.
+        value_cols: feature columns; None: every other column holding numbers (a
+            text column with any number in it counts, so a typo is reported).
         input_cols: columns of known inputs u (finite at every row).
         source: name used in error messages.
     """
@@ -191,13 +193,23 @@ def _resolve_columns(frame, id_col, time_col, value_cols, input_cols, source):
                         "columns must be distinct)")
     if value_cols is None:
         taken = set(requested)
-        value_cols = [c for c in columns if c not in taken and _is_number_column(frame[c])]
+        value_cols = [c for c in columns if c not in taken and _looks_numeric(frame[c])]
         if not value_cols:
             raise DataError(f"{source} has no numeric value column besides the id, time and "
                             f"input columns; columns: {columns}")
     if len(value_cols) == 0:
         raise DataError("value_cols is empty: name at least one feature column")
     return list(value_cols), input_cols
+
+
+def _looks_numeric(series: pd.Series) -> bool:
+    """A numeric column, or a text column with at least one number in it (so that a
+    stray typo in a numeric column is reported rather than the column dropped)."""
+    if _is_number_column(series) or ptypes.is_bool_dtype(series.dtype):
+        return True
+    if ptypes.is_datetime64_any_dtype(series.dtype) or ptypes.is_timedelta64_dtype(series.dtype):
+        return False
+    return bool(pd.to_numeric(series, errors="coerce").notna().any())
 
 
 def _is_number_column(series: pd.Series) -> bool:
@@ -250,25 +262,35 @@ def _parse_times(series: pd.Series, name: str) -> tuple[np.ndarray, str | None, 
         if numbers.notna().all():
             values = numbers.to_numpy(dtype=np.float64)
         else:
-            return _days_since_first(_to_datetime(series, name))
+            stamps = _to_datetime(series)
+            if stamps.notna().all():
+                return _days_since_first(stamps)
+            neither = (numbers.isna() & stamps.isna()).to_numpy()
+            row = int(np.argmax(neither if neither.any() else stamps.isna().to_numpy()))
+            problem = ("a value that is neither a number nor a date:" if neither.any()
+                       else "both numbers and dates, e.g.")
+            raise DataError(f"time column {name!r} has {problem} {series.iloc[row]!r} "
+                            f"at row {row}")
     if not np.isfinite(values).all():
         row = int(np.argmax(~np.isfinite(values)))
         raise DataError(f"time column {name!r} has a non-finite value {values[row]} at row {row}")
     return values, None, None
 
 
-def _to_datetime(series: pd.Series, name: str) -> pd.Series:
+def _to_datetime(series: pd.Series) -> pd.Series:
+    """Dates parsed from text; NaT where a value is not a date."""
+    attempts = (dict(format=None), dict(format="mixed"), dict(format="mixed", utc=True))
     stamps = None
-    for fmt in (None, "mixed"):                 # one inferred format first, then per value
+    for kwargs in attempts:        # one inferred format, then per value, then mixed offsets
         try:
-            stamps = pd.to_datetime(series, errors="coerce", format=fmt)
-        except (ValueError, TypeError) as err:
-            raise DataError(f"time column {name!r} cannot be read as dates: {err}") from None
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)
+                stamps = pd.to_datetime(series, errors="coerce", **kwargs)
+        except (ValueError, TypeError):
+            continue
         if stamps.notna().all():
             return stamps
-    row = int(np.argmax(stamps.isna().to_numpy()))
-    raise DataError(f"time column {name!r} has a value that is neither a number nor a date: "
-                    f"{series.iloc[row]!r} at row {row}")
+    return stamps if stamps is not None else pd.Series(pd.NaT, index=series.index)
 
 
 def _days_since_first(stamps: pd.Series) -> tuple[np.ndarray, str, str]:
