@@ -30,7 +30,8 @@ def test_collate_pads_values_mask_times_and_inputs():
     assert isinstance(batch, SequenceBatch)
     lengths = ds.lengths
     T = lengths.max()
-    assert batch.x.shape == (4, T, 2) and batch.u.shape == (4, T, 1) and batch.t.dtype == torch.float64
+    assert batch.x.shape == (4, T, 2) and batch.u.shape == (4, T, 1)
+    assert batch.t.dtype == torch.float64
     assert batch.lengths.tolist() == lengths.tolist()
     assert torch.equal(batch.valid, torch.arange(T)[None, :] < torch.as_tensor(lengths)[:, None])
     for b, seq in enumerate(ds):
@@ -60,7 +61,7 @@ def test_to_batch_selects_indices_dtype_and_one_step_sequences():
 
 def test_collate_rejects_times_that_merge_in_float32():
     seq = Sequence(t=[1e8, 1e8 + 1], x=[[1.0], [2.0]], id="late")
-    with pytest.raises(DataError, match=r"times of sequence 'late' are not distinct in torch.float32"):
+    with pytest.raises(DataError, match=r"sequence 'late' are not distinct in torch.float32"):
         collate([seq])
     assert collate([seq], dtype=torch.float64).t[0, 1] == 1e8 + 1
     with pytest.raises(DataError, match="empty list"):
@@ -72,6 +73,9 @@ def test_getitem_len_dim_iteration():
     assert len(ds) == 6 and ds.dim == 3 and ds.input_dim == 0
     assert ds[2].id == "s2" and ds[np.int64(2)].id == "s2"
     assert ds[1:3].ids == ["s1", "s2"] and ds[[4, 0]].ids == ["s4", "s0"]
+    assert ds[np.arange(6) % 2 == 1].ids == ["s1", "s3", "s5"]
+    with pytest.raises(DataError, match=r"boolean index must have shape \(6,\)"):
+        ds[[True, False]]
     assert ds[1:3].feature_names == ds.feature_names
     assert [s.id for s in ds] == ds.ids
 

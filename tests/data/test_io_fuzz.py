@@ -60,7 +60,7 @@ def check_outcome(read, expected, found):
     assert not found, f"expected one of {found}, read without error"
     assert ds.ids == list(expected)
     batch = ds.to_batch(dtype=torch.float64)
-    for b, (sid, (times, x)) in enumerate(expected.items()):
+    for b, (times, x) in enumerate(expected.values()):
         x = np.array(x, dtype=np.float64)
         seq = ds[b]
         np.testing.assert_array_equal(seq.t, times)
