@@ -13,7 +13,7 @@ from torch.nn.functional import softplus
 from dynvae.nn.mlp import MLP, FreeVariance, GaussianHead, trunk
 
 
-def _with_input(z: Tensor, u: Tensor | None) -> Tensor:
+def with_input(z: Tensor, u: Tensor | None) -> Tensor:
     """Concatenate z (…, Z) and optional inputs u (…, U) -> (…, Z+U)."""
     return z if u is None else torch.cat([z, u.expand(*z.shape[:-1], u.shape[-1])], -1)
 
@@ -70,7 +70,7 @@ class GaussianMLPTransition(Transition):
         self.head = GaussianHead(width, latent_dim, min_var=min_var, free_variance=free_variance)
 
     def forward(self, z_prev: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        return self.head(self.trunk(_with_input(z_prev, u)))
+        return self.head(self.trunk(with_input(z_prev, u)))
 
 
 class GatedTransition(Transition):
@@ -95,7 +95,7 @@ class GatedTransition(Transition):
         self.min_var = float(min_var)
 
     def forward(self, z_prev: Tensor, u: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        zu = _with_input(z_prev, u)                                  # (…, Z+U)
+        zu = with_input(z_prev, u)                                  # (…, Z+U)
         g = torch.sigmoid(self.gate(zu))
         h = self.proposal(zu)
         mean = (1 - g) * self.linear(zu) + g * h
