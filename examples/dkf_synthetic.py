@@ -13,7 +13,6 @@ that has learned the data's law gets close to the exact value from below.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
