@@ -145,6 +145,8 @@ def test_prediction_shapes_with_inputs():
         m.forecast(batch, t_future)
     with pytest.raises(DataError, match="t_future"):
         m.forecast(batch, t_future - 10)
+    with pytest.raises(DataError, match="H >= 1"):
+        m.forecast(batch, t_future[:, :0], torch.randn(3, 0, 1, dtype=torch.float64))
     with pytest.raises(DataError, match="inputs"):
         m.sample(4, torch.arange(5.0))
 

@@ -123,3 +123,12 @@ def test_registry():
     m = model_class("vrnn").from_config({"latent_dim": 2, "mlp_hidden": []}, data_dim=2)
     assert m.config.mlp_hidden == ()
     assert torch.isfinite(m.elbo(make_batch(dtype=torch.float32)).elbo()).all()
+
+
+def test_single_step_sequences():
+    m = model()
+    batch = SequenceBatch.from_tensor(torch.randn(2, 1, 2, dtype=torch.float64))
+    assert torch.isfinite(m.elbo(batch).elbo()).all()
+    f = m.forecast(batch, torch.tensor([[1.0, 2.0], [1.0, 2.0]], dtype=torch.float64))
+    assert f.mean.shape == (2, 2, 2)
+    assert m.sample(3, torch.zeros(1)).shape == (3, 1, 2)
