@@ -203,3 +203,11 @@ def test_forward_is_the_elbo_for_ddp_wrappers():
     m, batch = model(), make_batch()
     for u, v in zip(seeded(m, batch, 2), seeded(m.elbo, batch, 2), strict=True):
         torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+def test_single_step_sequences():
+    m = model()
+    batch = SequenceBatch.from_tensor(torch.randn(2, 1, 2, dtype=torch.float64))
+    assert torch.isfinite(m.elbo(batch).elbo()).all()
+    assert m.forecast(batch, torch.ones(2, 3, dtype=torch.float64)).mean.shape == (2, 3, 2)
+    assert m.sample(3, torch.zeros(1)).shape == (3, 1, 2)
