@@ -209,5 +209,6 @@ def test_single_step_sequences():
     m = model()
     batch = SequenceBatch.from_tensor(torch.randn(2, 1, 2, dtype=torch.float64))
     assert torch.isfinite(m.elbo(batch).elbo()).all()
-    assert m.forecast(batch, torch.ones(2, 3, dtype=torch.float64)).mean.shape == (2, 3, 2)
+    t_future = torch.arange(1.0, 4.0, dtype=torch.float64).expand(2, 3)
+    assert m.forecast(batch, t_future).mean.shape == (2, 3, 2)
     assert m.sample(3, torch.zeros(1)).shape == (3, 1, 2)
