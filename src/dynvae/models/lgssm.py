@@ -35,7 +35,7 @@ from dynvae.models.lgssm_params import (
     LearnedMatrix,
     MatrixBlock,
 )
-from dynvae.ssm import LinearGaussianSSM, kalman_filter, rts_smoother
+from dynvae.ssm import FilterResult, LinearGaussianSSM, kalman_filter, rts_smoother
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -185,7 +185,11 @@ class LGSSM(DVAE, SelfFitting):
         """(B,) exact log p(x_observed) (for a diffuse start: given the burn-in steps)."""
         x, mask, u = self._inputs(batch)
         model = self.ssm()
-        f = kalman_filter(model, x, mask, u)
+        return self._score(model, x, mask, u, kalman_filter(model, x, mask, u))
+
+    def _score(self, model: LinearGaussianSSM, x: Tensor, mask: Tensor, u: Tensor | None,
+               f: FilterResult) -> Tensor:
+        """(B,) the filter's log-likelihood less the terms of the burn-in steps."""
         if self.initial.burn == 0:
             return f.log_likelihood
         burn = self._burn_steps(mask)                                  # (B, T)
@@ -207,11 +211,17 @@ class LGSSM(DVAE, SelfFitting):
 
     # ------------------------------------------------------------- prediction
     def reconstruct(self, batch: SequenceBatch) -> Prediction:
-        """Smoothed predictive of every entry: H m_s + c, sqrt(diag(H P_s H^T + R))."""
+        """Posterior predictive of every entry given all observed ones.
+
+        Observed entries: a fresh draw at that step, mean H m_s + c and std
+        sqrt(diag(H P_s H^T + R)) (m_s, P_s smoothed). Missing entries: the exact
+        conditional p(x_m | x_observed), which also uses the observed entries of the
+        same step through the correlations of R (equal to the above for diagonal R).
+        """
         x, mask, u = self._inputs(batch)
         model = self.ssm()
         sm = rts_smoother(model, x, mask, u)
-        return ops.emit(model, sm.smoothed_mean, sm.smoothed_cov, u, batch.t.to(x))
+        return ops.impute(model, x, mask, sm.smoothed_mean, sm.smoothed_cov, u, batch.t.to(x))
 
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
                  u_future: Tensor | None = None) -> Prediction:
@@ -270,24 +280,30 @@ class LGSSM(DVAE, SelfFitting):
         their conditional moments (see dynvae.models.lgssm_em). Stops when the full
         log-likelihood per observed entry changes by less than ``tol``.
 
-        Returns one row per iteration: step, log_likelihood (the score of
-        :meth:`log_likelihood`, summed over sequences), log_likelihood_per_entry.
+        Returns one row per parameter set visited (row 0: the starting point): step,
+        log_likelihood (the score of :meth:`log_likelihood`, summed over sequences),
+        log_likelihood_per_entry.
         """
         x, mask, u = self._inputs(batch)
         lengths = batch.lengths.to(x.device)
         n_obs = float(self.scored_mask(batch).sum())
         history, previous = [], None
-        for step in ops.progress_range(n_iter, progress, "EM"):
-            with torch.no_grad():
-                stats = e_step(self.ssm(), x, mask, lengths, u)
+        with torch.no_grad():
+            for step in ops.progress_range(n_iter, progress, "EM"):
+                model = self.ssm()
+                stats = e_step(model, x, mask, lengths, u)
+                score = float(self._score(model, x, mask, u, stats.filtered).sum())
+                history.append({"step": step, "log_likelihood": score,
+                                "log_likelihood_per_entry": score / n_obs})
                 full = float(stats.log_likelihood.sum()) / float(mask.sum())
+                if previous is not None and abs(full - previous) < tol:
+                    break
+                previous = full
                 ops.m_step(self, stats)
+            else:
                 score = float(self.log_likelihood(batch).sum())
-            history.append({"step": step, "log_likelihood": score,
-                            "log_likelihood_per_entry": score / n_obs})
-            if previous is not None and abs(full - previous) < tol:
-                break
-            previous = full
+                history.append({"step": n_iter, "log_likelihood": score,
+                                "log_likelihood_per_entry": score / n_obs})
         return history
 
     def fit_gradient(self, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,

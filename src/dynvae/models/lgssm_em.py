@@ -25,7 +25,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from dynvae.ssm import LinearGaussianSSM, rts_smoother
+from dynvae.ssm import FilterResult, LinearGaussianSSM, rts_smoother
 
 
 class EMStatistics(NamedTuple):
@@ -38,6 +38,7 @@ class EMStatistics(NamedTuple):
     initial_mean: (S,) average over sequences of E[z_0 | x].
     initial_cov: (S, S) average of E[(z_0 - initial_mean)(z_0 - initial_mean)^T | x].
     log_likelihood: (B,) log p(x) under the parameters of the E-step (full likelihood).
+    filtered: the Kalman filter pass of the E-step.
     """
 
     transition: Tensor
@@ -47,6 +48,7 @@ class EMStatistics(NamedTuple):
     initial_mean: Tensor
     initial_cov: Tensor
     log_likelihood: Tensor
+    filtered: FilterResult
 
 
 def _outer_plus_cov(mean: Tensor, cov: Tensor) -> Tensor:
@@ -122,7 +124,7 @@ def e_step(ssm: LinearGaussianSSM, x: Tensor, mask: Tensor, lengths: Tensor,
     d0 = m[:, 0] - m0
     cov0 = (P[:, 0] + d0.unsqueeze(-1) * d0.unsqueeze(-2)).mean(0)
     return EMStatistics(transition, w_tr.sum(), emission, valid.sum(), m0, cov0,
-                        sm.log_likelihood)
+                        sm.log_likelihood, sm.filtered)
 
 
 def regression_m_step(moment: Tensor, n: Tensor, target: Tensor, features: Tensor | None

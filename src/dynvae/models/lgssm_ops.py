@@ -10,7 +10,7 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.errors import DataError
 from dynvae.gaussian import batched_mv, symmetrize
 from dynvae.models.base import Prediction
-from dynvae.models.lgssm_em import EMStatistics, regression_m_step
+from dynvae.models.lgssm_em import EMStatistics, missing_entry_moments, regression_m_step
 from dynvae.ssm import LinearGaussianSSM
 
 STEP_TOLERANCE = 1e-2  # t_future may be off the grid by at most 1% of a step
@@ -31,6 +31,22 @@ def emit(model: LinearGaussianSSM, mean: Tensor, cov: Tensor, u: Tensor | None,
         x_mean = x_mean + emis_off
     var = torch.diagonal(H @ cov @ H.transpose(-1, -2), dim1=-2, dim2=-1) + torch.diagonal(R)
     return Prediction(t, x_mean, var.clamp_min(0).sqrt())
+
+
+def impute(model: LinearGaussianSSM, x: Tensor, mask: Tensor, mean: Tensor, cov: Tensor,
+           u: Tensor | None, t: Tensor) -> Prediction:
+    """Predictive of every entry from smoothed state moments mean (B, T, S), cov
+    (B, T, S, S): observed entries as :func:`emit`; missing ones x_m = L z + l + e
+    conditioned on the observed entries of their step (see lgssm_em)."""
+    pred = emit(model, mean, cov, u, t)
+    _, emis_off = model.offsets(x.shape[-2], u)
+    offset = torch.zeros_like(x) if emis_off is None else emis_off.expand_as(x)
+    L, ell, E = missing_entry_moments(x, mask, offset, model.emission_matrix,
+                                      model.emission_cov)
+    m_mean = batched_mv(L, mean) + ell                                  # (B, T, D)
+    m_var = torch.diagonal(L @ cov @ L.transpose(-1, -2) + E, dim1=-2, dim2=-1)
+    return Prediction(t, torch.where(mask, pred.mean, m_mean),
+                      torch.where(mask, pred.std, m_var.clamp_min(0).sqrt()))
 
 
 def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
