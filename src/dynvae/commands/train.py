@@ -71,8 +71,8 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
         batch = lambda d: None if d is None else d.to_batch(dtype=torch.float64, device=device)
         return model.fit(batch(train), batch(val), configs["fit"], out)
     trainer = importlib.import_module("dynvae.train.trainer")
-    history = trainer.Trainer(model, configs["train"], out).fit(train, val)
-    return list(history or [])
+    result = trainer.Trainer(model, configs["train"], out).fit(train, val)
+    return list(result.history)
 
 
 def run(args: argparse.Namespace) -> int:
