@@ -110,3 +110,17 @@ def condition_on_observation(
     # missing entries contributed exactly -0.5 log(2 pi) each (z = 0, unit variance)
     log_lik = -0.5 * z.pow(2).sum(-1) - half_logdet - 0.5 * n_obs * LOG_2PI
     return new_mean, new_cov, log_lik
+
+
+def psd_sqrt(P: Tensor) -> Tensor:
+    """A factor L with L L^T = P for symmetric PSD (…, S, S) matrices.
+
+    The Cholesky factor when every P is positive definite; otherwise the symmetric
+    eigen-root V diag(sqrt(max(lambda, 0))) V^T, which also covers singular P
+    (e.g. a noise-free state component).
+    """
+    L, info = torch.linalg.cholesky_ex(symmetrize(P))
+    if not bool((info != 0).any()):
+        return L
+    evals, evecs = torch.linalg.eigh(symmetrize(P))
+    return evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(-1, -2)
