@@ -168,3 +168,10 @@ def test_drop_observed_rate_and_batch_independence():
     assert dropped.mask.any(dim=(1, 2)).all()
     part = drop_observed(data.to_batch([7, 3]), 0.3, seed=0, step=5, indices=[7, 3])
     assert torch.equal(part.mask, dropped.mask[[7, 3]])
+
+
+def test_time_budget_stops_training():
+    cfg = _config(max_seconds=0.3, max_epochs=10_000)
+    result = Trainer(_model(), cfg).fit(ListDataset(make_data(10)))
+    assert result.stopped == "max_seconds"
+    assert result.history[-1]["seconds"] >= 0.3

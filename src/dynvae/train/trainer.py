@@ -39,6 +39,7 @@ class TrainConfig:
     batch_size: int = 20
     max_epochs: int = 100
     max_steps: int | None = None  # None: limited by max_epochs only
+    max_seconds: float | None = None  # wall-clock training budget; None: no limit
     grad_clip: float | None = 10.0  # max global gradient norm; None: no clipping
     kl_anneal_steps: int = 0  # linear beta warm-up 0 -> 1; 0: beta = 1 throughout
     eval_every: int = 100  # steps between validation bounds
@@ -59,7 +60,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_steps", "grad_clip", "patience"):
+        for name in ("max_steps", "max_seconds", "grad_clip", "patience"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0 or None, got {value}")
@@ -83,7 +84,8 @@ class TrainConfig:
 class TrainResult:
     """history: one dict per step; best_step/best_val: the best validation bound per
     step and when it was reached (None without validation data); stopped: why the
-    loop ended (max_steps, max_epochs, early_stopping, non_finite); message: details."""
+    loop ended (max_steps, max_epochs, max_seconds, early_stopping, non_finite);
+    message: details."""
 
     history: list[dict]
     best_step: int | None
@@ -202,6 +204,8 @@ class Trainer:
                     self._save_last(state)
                 if stopped == "max_epochs" and self._reached_max_steps(state):
                     stopped = "max_steps"
+                if stopped == "max_epochs" and self._out_of_time(start):
+                    stopped = "max_seconds"
                 if stopped != "max_epochs":
                     break
             else:
@@ -209,6 +213,16 @@ class Trainer:
                 state.batch_in_epoch = 0
         bar.close()
         return self._finish(state, val, stopped, message)
+
+    def _out_of_time(self, start: float) -> bool:
+        """Same decision on every rank: rank 0's clock is broadcast under DDP."""
+        if self.config.max_seconds is None:
+            return False
+        elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+        if self.world.distributed:
+            elapsed = elapsed.to(self.device)
+            torch.distributed.broadcast(elapsed, src=0)
+        return float(elapsed[0]) >= self.config.max_seconds
 
     def _reached_max_steps(self, state: _State) -> bool:
         return self.config.max_steps is not None and state.step >= self.config.max_steps
