@@ -11,6 +11,8 @@ import importlib
 from dynvae.errors import ConfigError
 
 MODELS: dict[str, str] = {
+    "dkf": "dynvae.models.dkf:DeepKalmanFilter",
+    "vrnn": "dynvae.models.vrnn:VRNN",
     "lgssm": "dynvae.models.lgssm:LGSSM",
 }
 

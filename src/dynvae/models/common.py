@@ -1,0 +1,109 @@
+"""Helpers shared by the discrete-time deep models (DKF, VRNN): input checks,
+encoder features, Monte Carlo predictive moments, importance weighting."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError, DataError
+
+
+def check_choice(field: str, value: str, choices: Mapping) -> None:
+    """Raise ConfigError unless ``value`` is a key of ``choices``."""
+    if value not in choices:
+        raise ConfigError(f"unknown {field} {value!r}; choose one of {sorted(choices)}")
+
+
+def check_positive(**values: float) -> None:
+    """Raise ConfigError naming the first value that is not > 0."""
+    for name, v in values.items():
+        if not v > 0:
+            raise ConfigError(f"{name} must be > 0, got {v}")
+
+
+def as_sizes(name: str, sizes: Sequence[int] | int) -> tuple[int, ...]:
+    """Normalise hidden sizes (a list from JSON, a tuple or one int) to a tuple of ints."""
+    sizes = (sizes,) if isinstance(sizes, int) else tuple(sizes)
+    if any(not isinstance(s, int) or isinstance(s, bool) or s < 1 for s in sizes):
+        raise ConfigError(f"{name} must be positive integers, got {sizes}")
+    return sizes
+
+
+def prepare_batch(batch: SequenceBatch, data_dim: int, input_dim: int,
+                  like: Tensor) -> SequenceBatch:
+    """Check the batch against the model's dims; move it to the parameters' dtype/device."""
+    if batch.dim != data_dim:
+        raise DataError(f"batch has D={batch.dim} channels, the model was built for {data_dim}")
+    if input_dim > 0 and batch.u is None:
+        raise DataError(f"the model takes {input_dim} control inputs but the batch has no u")
+    if input_dim == 0 and batch.u is not None:
+        raise DataError("the batch has control inputs u but the model was built with "
+                        "input_dim=0")
+    if batch.u is not None and batch.u.shape[-1] != input_dim:
+        raise DataError(f"batch has U={batch.u.shape[-1]} inputs, the model expects {input_dim}")
+    if batch.x.dtype != like.dtype or batch.x.device != like.device:
+        batch = batch.to(device=like.device, dtype=like.dtype)
+    return batch
+
+
+def observation_features(batch: SequenceBatch) -> Tensor:
+    """(B, T, 2D + U) encoder input: [x * mask, mask, u]; missing entries are visible
+    to the encoder only through the mask channel."""
+    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
+    parts = [x, batch.mask.to(x.dtype)]
+    if batch.u is not None:
+        parts.append(batch.u)
+    return torch.cat(parts, -1)
+
+
+def check_future(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None,
+                 input_dim: int) -> None:
+    """Validate forecast times (B, H) after each sequence's last valid time, and inputs."""
+    B = batch.batch_size
+    if t_future.ndim != 2 or t_future.shape[0] != B:
+        raise DataError(f"t_future must have shape (B={B}, H), got {tuple(t_future.shape)}")
+    H = t_future.shape[1]
+    t_last = last_valid(batch.t[..., None], batch.lengths)[:, 0]             # (B,)
+    times = torch.cat([t_last[:, None], t_future.to(t_last)], 1)
+    if not bool(torch.isfinite(t_future).all()) or bool((times[:, 1:] <= times[:, :-1]).any()):
+        raise DataError("t_future must be finite, strictly increasing and after each "
+                        "sequence's last time")
+    if input_dim > 0 and (u_future is None or tuple(u_future.shape) != (B, H, input_dim)):
+        got = None if u_future is None else tuple(u_future.shape)
+        raise DataError(f"the model takes inputs: u_future of shape {(B, H, input_dim)} is "
+                        f"needed, got {got}")
+
+
+def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int) -> int:
+    """Validate sample times (T,) and optional inputs (T, U); return T."""
+    if t.ndim != 1 or t.shape[0] < 1:
+        raise DataError(f"t must have shape (T,) with T >= 1, got {tuple(t.shape)}")
+    T = t.shape[0]
+    if input_dim > 0 and (u is None or tuple(u.shape[-2:]) != (T, input_dim)):
+        raise DataError(f"the model takes inputs: u of shape (T={T}, U={input_dim}) is needed")
+    return T
+
+
+def last_valid(x: Tensor, lengths: Tensor) -> Tensor:
+    """Value at each sequence's last valid step: x (…, B, T, F), lengths (B,) -> (…, B, F)."""
+    idx = (lengths.to(x.device) - 1).view(-1, 1, 1).expand(-1, 1, x.shape[-1])
+    idx = idx.expand(*x.shape[:-3], *idx.shape)
+    return x.gather(-2, idx).squeeze(-2)
+
+
+def mixture_moments(means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and std of an equal-weight mixture over the leading K axis (law of total
+    variance): E[mean], sqrt(E[var] + Var[mean])."""
+    mean = means.mean(0)
+    var = variances.mean(0) + (means - mean).pow(2).mean(0)
+    return mean, var.sqrt()
+
+
+def log_mean_exp(log_w: Tensor) -> Tensor:
+    """log (1/K) sum_k exp(log_w[k]) over the leading axis: (K, …) -> (…)."""
+    return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])

@@ -1,0 +1,244 @@
+"""Deep Kalman Filter (seed eqs. 14-24; Krishnan et al. 2015, 2017).
+
+Generative model, steps t = 0..T-1 (0-indexed like dynvae.ssm):
+    z_0 ~ p(z_0)                                  (N(0, I) or learned diagonal Gaussian)
+    z_t ~ N(mu_z(z_{t-1}, u_t), diag sigma_z^2)   (eq. 18/23)
+    x_t ~ p(x_t | z_t, u_t)                       (eq. 17/22: Gaussian or Bernoulli)
+Inference: q(z_{0:T-1} | x) = prod_t q(z_t | z_{t-1}, context_t(x)) (eq. 16/19; the
+encoder strategy decides which part of x step t sees). The ELBO (eq. 20-21) uses
+reparametrised ancestral samples from q and the closed-form KL between q(z_t | ·) and
+p(z_t | z_{t-1}) at the sampled z_{t-1}. Time stamps are not used: one transition per
+step (a discrete-time model); padding beyond ``lengths`` is excluded from every term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError
+from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
+from dynvae.models.base import DVAE, ELBOTerms, Prediction
+from dynvae.models.common import (
+    as_sizes,
+    check_choice,
+    check_future,
+    check_positive,
+    check_sample_times,
+    last_valid,
+    log_mean_exp,
+    mixture_moments,
+    observation_features,
+    prepare_batch,
+)
+from dynvae.nn.encoders import ENCODERS
+from dynvae.nn.mlp import trunk
+from dynvae.nn.observation import OBSERVATIONS
+from dynvae.nn.transition import INITIAL_PRIORS, TRANSITIONS, with_input
+
+IWAE_CHUNK = 64   # importance samples drawn at once by log_likelihood_bound
+
+
+@dataclass
+class DKFConfig:
+    """Configuration of :class:`DeepKalmanFilter`.
+
+    encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
+    "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
+    "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
+    Empty hidden sizes make the corresponding map affine.
+    """
+
+    latent_dim: int = 8
+    encoder: str = "backward"
+    transition: str = "mlp"
+    observation: str = "gaussian"
+    initial_prior: str = "standard"
+    encoder_hidden: int = 64
+    transition_hidden: tuple[int, ...] = (64,)
+    emission_hidden: tuple[int, ...] = (64,)
+    free_transition_variance: bool = False
+    free_emission_variance: bool = False
+    min_var: float = 1e-4
+    n_predict_samples: int = 64
+
+    def __post_init__(self) -> None:
+        check_choice("encoder", self.encoder, ENCODERS)
+        check_choice("transition", self.transition, TRANSITIONS)
+        check_choice("observation", self.observation, OBSERVATIONS)
+        check_choice("initial_prior", self.initial_prior, INITIAL_PRIORS)
+        self.transition_hidden = as_sizes("transition_hidden", self.transition_hidden)
+        self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
+        check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
+                       n_predict_samples=self.n_predict_samples)
+        if self.min_var < 0:
+            raise ConfigError(f"min_var must be >= 0, got {self.min_var}")
+        if self.observation == "bernoulli" and self.free_emission_variance:
+            raise ConfigError("free_emission_variance applies to the 'gaussian' observation "
+                              "only")
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> DKFConfig:
+        """Build from a mapping (e.g. a saved config.json); unknown keys are an error."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown DKF config keys {sorted(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class PosteriorPaths(NamedTuple):
+    """Ancestral samples from q and the densities along them, all (K, B, T, Z)."""
+
+    z: Tensor
+    q_mean: Tensor
+    q_var: Tensor
+    p_mean: Tensor
+    p_var: Tensor
+
+
+class DeepKalmanFilter(DVAE):
+    """The Deep Kalman Filter of seed eqs. 14-24, with missing values and control inputs.
+
+    Args: config: :class:`DKFConfig`. data_dim: D. input_dim: U (0 for no inputs).
+    """
+
+    Config = DKFConfig
+
+    def __init__(self, config: DKFConfig, data_dim: int, input_dim: int = 0) -> None:
+        super().__init__()
+        check_positive(data_dim=data_dim)
+        if input_dim < 0:
+            raise ConfigError(f"input_dim must be >= 0, got {input_dim}")
+        c = self.config = config
+        Z, D, U = c.latent_dim, data_dim, input_dim
+        self.data_dim, self.input_dim = D, U
+        self.encoder = ENCODERS[c.encoder](2 * D + U, Z, c.encoder_hidden, c.min_var)
+        self.initial_prior = INITIAL_PRIORS[c.initial_prior](Z)
+        self.transition = TRANSITIONS[c.transition](Z, U, c.transition_hidden, c.min_var,
+                                                    c.free_transition_variance)
+        self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
+                                                       c.free_emission_variance)
+
+    @classmethod
+    def from_config(cls, config: DKFConfig | Mapping, data_dim: int,
+                    input_dim: int = 0) -> DeepKalmanFilter:
+        if not isinstance(config, DKFConfig):
+            config = DKFConfig.from_dict(config)
+        return cls(config, data_dim, input_dim)
+
+    # ------------------------------------------------------------ building blocks
+    def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
+        batch = prepare_batch(batch, self.data_dim, self.input_dim, self.encoder.z_start)
+        self.observation.check_data(batch.x, batch.mask)
+        return batch
+
+    def emission(self, z: Tensor, u: Tensor | None = None) -> tuple[Tensor, ...]:
+        """Parameters of p(x_t | z_t, u_t): z (…, T, Z), u (…, T, U) -> each (…, T, D)."""
+        return self.observation(self.emission_trunk(with_input(z, u)))
+
+    def latent_prior(self, z: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+        """p(z_0) and p(z_t | z_{t-1}, u_t) along paths z (K, B, T, Z) -> mean, var (K, B, T, Z)."""
+        m0, v0 = self.initial_prior(z.shape[:-2] + (1,), z)
+        u_next = None if u is None else u[..., 1:, :]
+        mt, vt = self.transition(z[..., :-1, :], u_next)
+        return torch.cat([m0, mt], -2), torch.cat([v0, vt], -2)
+
+    def posterior_paths(self, batch: SequenceBatch, n_samples: int) -> PosteriorPaths:
+        """K = n_samples reparametrised ancestral draws z_t ~ q(z_t | z_{t-1}, context_t)."""
+        ctx = self.encoder.summarise(observation_features(batch), batch.lengths)  # (B, T, C)
+        K, (B, T) = n_samples, batch.x.shape[:2]
+        z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
+        zs, means, variances = [], [], []
+        for t in range(T):
+            mean, var = self.encoder.step(ctx[:, t], z_prev)                   # (K, B, Z)
+            eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
+            z_prev = mean + var.sqrt() * eps
+            zs.append(z_prev)
+            means.append(mean)
+            variances.append(var)
+        z = torch.stack(zs, -2)                                                # (K, B, T, Z)
+        p_mean, p_var = self.latent_prior(z, batch.u)
+        return PosteriorPaths(z, torch.stack(means, -2), torch.stack(variances, -2), p_mean,
+                              p_var)
+
+    def path_terms(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Per-sample log-likelihood, closed-form KL and log p(z)/q(z) of each path: (K, B)."""
+        batch = self._prepare(batch)
+        paths = self.posterior_paths(batch, n_samples)
+        params = self.emission(paths.z, batch.u)
+        log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
+        valid = batch.valid.to(paths.z.dtype)                                  # (B, T)
+        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var).sum(-1)
+        log_p = diag_gaussian_log_prob(paths.z, paths.p_mean, paths.p_var).sum(-1)
+        log_q = diag_gaussian_log_prob(paths.z, paths.q_mean, paths.q_var).sum(-1)
+        return log_lik, (kl * valid).sum(-1), ((log_p - log_q) * valid).sum(-1)
+
+    # ------------------------------------------------------------------ contract
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Seed eq. 20-21, averaged over ``n_samples`` posterior paths."""
+        check_positive(n_samples=n_samples)
+        log_lik, kl, _ = self.path_terms(batch, n_samples)
+        return ELBOTerms(log_lik.mean(0), kl.mean(0), batch.n_observed().to(log_lik))
+
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
+        """IWAE bound log (1/k) sum_k p(x, z^k) / q(z^k | x) with path densities, (B,)."""
+        check_positive(k=k)
+        log_w = []
+        for start in range(0, k, IWAE_CHUNK):
+            log_lik, _, log_ratio = self.path_terms(batch, min(IWAE_CHUNK, k - start))
+            log_w.append((log_lik + log_ratio).detach())
+        return log_mean_exp(torch.cat(log_w, 0))
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Posterior predictive mean and std of every entry, Monte Carlo over q."""
+        batch = self._prepare(batch)
+        paths = self.posterior_paths(batch, self.config.n_predict_samples)
+        mean, var = self.observation.moments(self.emission(paths.z, batch.u))
+        return Prediction(batch.t, *mixture_moments(mean, var))
+
+    def rollout(self, z_prev: Tensor, steps: int, u: Tensor | None = None) -> Tensor:
+        """Sample the learned prior forward: z_prev (…, Z), u (…, steps, U) -> (…, steps, Z)."""
+        zs = []
+        for h in range(steps):
+            mean, var = self.transition(z_prev, None if u is None else u[..., h, :])
+            z_prev = mean + var.sqrt() * torch.randn_like(mean)
+            zs.append(z_prev)
+        return torch.stack(zs, -2) if zs else z_prev.new_zeros((*z_prev.shape[:-1], 0,
+                                                                  z_prev.shape[-1]))
+
+    @torch.no_grad()
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
+        """Predictive mean/std at the H steps ``t_future`` (B, H) after each sequence's last
+        valid step: posterior draws of the last state, rolled forward by the prior.
+        ``u_future`` (B, H, U) is required when the model takes inputs."""
+        batch = self._prepare(batch)
+        check_future(batch, t_future, u_future, self.input_dim)
+        paths = self.posterior_paths(batch, self.config.n_predict_samples)
+        z_last = last_valid(paths.z, batch.lengths)                            # (K, B, Z)
+        u = None if u_future is None else u_future.to(z_last)
+        z = self.rollout(z_last, t_future.shape[1], u)                         # (K, B, H, Z)
+        mean, var = self.observation.moments(self.emission(z, u))
+        return Prediction(t_future, *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
+        T = check_sample_times(t, u, self.input_dim)
+        like = self.encoder.z_start
+        u = None if u is None else u.to(like).expand(n, T, self.input_dim)
+        mean, var = self.initial_prior((n,), like)
+        z0 = mean + var.sqrt() * torch.randn_like(mean)                        # (n, Z)
+        u_next = None if u is None else u[:, 1:]
+        z = torch.cat([z0[:, None], self.rollout(z0, T - 1, u_next)], 1)        # (n, T, Z)
+        return self.observation.sample(self.emission(z, u))

@@ -1,0 +1,254 @@
+"""Variational RNN (Chung et al. 2015) under the dynvae model contract.
+
+With a deterministic recurrent state h_t (h_{-1} = 0) and feature extractors
+phi_x, phi_z, for steps t = 0..T-1:
+    prior     p(z_t | h_{t-1}, u_t)          = N(mu_0(h, u), diag sigma_0^2(h, u))
+    encoder   q(z_t | x_t, h_{t-1})          = N(mu_q(phi_x(x_t), h), diag sigma_q^2(...))
+    decoder   p(x_t | z_t, h_{t-1}, u_t)     (Gaussian or Bernoulli)
+    recurrence h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1})
+This is seed eq. 11-13 with p(x_t | x_{1:t-1}, z_{1:t}) and p(z_t | x_{1:t-1}, z_{1:t-1})
+both carried by h_{t-1}. Missing entries reach phi_x as [x * mask, mask, u]; padding beyond
+``lengths`` is excluded from every term. Generation (``sample``, ``forecast``) must feed
+some x_t back into the recurrence: ``generation_feedback="mean"`` feeds the decoder's mean
+(deterministic feedback, the usual choice), ``"sample"`` feeds the drawn x_t (exact
+ancestral sampling from the model). Time stamps are not used: one step per entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError
+from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
+from dynvae.models.base import DVAE, ELBOTerms, Prediction
+from dynvae.models.common import (
+    as_sizes,
+    check_choice,
+    check_future,
+    check_positive,
+    check_sample_times,
+    last_valid,
+    log_mean_exp,
+    mixture_moments,
+    observation_features,
+    prepare_batch,
+)
+from dynvae.nn.mlp import MLP, GaussianHead, trunk
+from dynvae.nn.observation import OBSERVATIONS
+from dynvae.nn.transition import with_input
+
+IWAE_CHUNK = 64
+
+# what generation feeds back into the recurrence: f(decoder mean, drawn x) -> x_t
+FEEDBACKS = {
+    "mean": lambda mean, draw: mean,
+    "sample": lambda mean, draw: draw,
+}
+
+
+@dataclass
+class VRNNConfig:
+    """Configuration of :class:`VRNN`. mlp_hidden: hidden layers of the prior, encoder,
+    decoder and feature networks; observation: "gaussian" or "bernoulli";
+    generation_feedback: "mean" or "sample" (see the module docstring)."""
+
+    latent_dim: int = 16
+    hidden_size: int = 64
+    feature_size: int = 64
+    mlp_hidden: tuple[int, ...] = (64,)
+    observation: str = "gaussian"
+    free_emission_variance: bool = False
+    min_var: float = 1e-4
+    generation_feedback: str = "mean"
+    n_predict_samples: int = 64
+
+    def __post_init__(self) -> None:
+        check_choice("observation", self.observation, OBSERVATIONS)
+        check_choice("generation_feedback", self.generation_feedback, FEEDBACKS)
+        self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
+        check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
+                       feature_size=self.feature_size, n_predict_samples=self.n_predict_samples)
+        if self.min_var < 0:
+            raise ConfigError(f"min_var must be >= 0, got {self.min_var}")
+        if self.observation == "bernoulli" and self.free_emission_variance:
+            raise ConfigError("free_emission_variance applies to the 'gaussian' observation "
+                              "only")
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> VRNNConfig:
+        """Build from a mapping (e.g. a saved config.json); unknown keys are an error."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown VRNN config keys {sorted(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class VRNNSteps(NamedTuple):
+    """Per-step outputs of a pass with K posterior samples.
+
+    log_lik, kl, log_ratio (log p(z_t|h) - log q(z_t|x,h)): (K, B, T), zero on padding.
+    mean, var: (K, B, T, D) decoder moments.  h: (K, B, T, H) state after step t.
+    """
+
+    log_lik: Tensor
+    kl: Tensor
+    log_ratio: Tensor
+    mean: Tensor
+    var: Tensor
+    h: Tensor
+
+
+class VRNN(DVAE):
+    """Variational RNN. Args: config: :class:`VRNNConfig`; data_dim: D; input_dim: U."""
+
+    Config = VRNNConfig
+
+    def __init__(self, config: VRNNConfig, data_dim: int, input_dim: int = 0) -> None:
+        super().__init__()
+        check_positive(data_dim=data_dim)
+        if input_dim < 0:
+            raise ConfigError(f"input_dim must be >= 0, got {input_dim}")
+        c = self.config = config
+        Z, H, F, D, U = c.latent_dim, c.hidden_size, c.feature_size, data_dim, input_dim
+        self.data_dim, self.input_dim = D, U
+        self.phi_x = MLP(2 * D + U, c.mlp_hidden, F, activate_output=True)
+        self.phi_z = MLP(Z, c.mlp_hidden, F, activate_output=True)
+        self.prior_trunk, w = trunk(H + U, c.mlp_hidden)
+        self.prior_head = GaussianHead(w, Z, c.min_var)
+        self.encoder_trunk, w = trunk(H + F, c.mlp_hidden)
+        self.encoder_head = GaussianHead(w, Z, c.min_var)
+        self.decoder_trunk, w = trunk(H + F + U, c.mlp_hidden)
+        self.observation = OBSERVATIONS[c.observation](w, D, c.min_var, c.free_emission_variance)
+        self.rnn = nn.GRUCell(2 * F, H)
+        self.feedback = FEEDBACKS[c.generation_feedback]
+
+    @classmethod
+    def from_config(cls, config: VRNNConfig | Mapping, data_dim: int, input_dim: int = 0) -> VRNN:
+        if not isinstance(config, VRNNConfig):
+            config = VRNNConfig.from_dict(config)
+        return cls(config, data_dim, input_dim)
+
+    def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
+        batch = prepare_batch(batch, self.data_dim, self.input_dim, self.prior_head.mean.weight)
+        self.observation.check_data(batch.x, batch.mask)
+        return batch
+
+    def prior(self, h: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
+        """p(z_t | h_{t-1}, u_t): h (N, H) -> mean, var (N, Z)."""
+        return self.prior_head(self.prior_trunk(with_input(h, u)))
+
+    def decoder(self, h: Tensor, z_features: Tensor, u: Tensor | None) -> tuple[Tensor, ...]:
+        """p(x_t | z_t, h_{t-1}, u_t) parameters, each (N, D)."""
+        return self.observation(self.decoder_trunk(with_input(torch.cat([h, z_features], -1),
+                                                              u)))
+
+    def steps(self, batch: SequenceBatch, n_samples: int) -> VRNNSteps:
+        """Run the filter-like pass with K = n_samples reparametrised samples per sequence."""
+        batch = self._prepare(batch)
+        K, (B, T) = n_samples, batch.x.shape[:2]
+        rep = lambda v: v.expand(K, *v.shape).reshape(K * B, *v.shape[1:])   # (K*B, …)
+        x, mask = rep(batch.x), rep(batch.mask)
+        u = None if batch.u is None else rep(batch.u)
+        fx = self.phi_x(rep(observation_features(batch)))                   # (N, T, F)
+        h = x.new_zeros(K * B, self.config.hidden_size)
+        out: dict[str, list[Tensor]] = {k: [] for k in VRNNSteps._fields}
+        for t in range(T):
+            u_t = None if u is None else u[:, t]
+            pm, pv = self.prior(h, u_t)                                      # (N, Z)
+            qm, qv = self.encoder_head(self.encoder_trunk(torch.cat([h, fx[:, t]], -1)))
+            eps = torch.randn((K, B, pm.shape[-1]), dtype=pm.dtype, device=pm.device)
+            z = qm + qv.sqrt() * eps.reshape(K * B, -1)
+            fz = self.phi_z(z)
+            params = self.decoder(h, fz, u_t)
+            mean, var = self.observation.moments(params)
+            out["log_lik"].append(self.observation.log_prob(x[:, t], params, mask[:, t]).sum(-1))
+            out["kl"].append(kl_diag_gaussians(qm, qv, pm, pv).sum(-1))
+            out["log_ratio"].append((diag_gaussian_log_prob(z, pm, pv)
+                                     - diag_gaussian_log_prob(z, qm, qv)).sum(-1))
+            out["mean"].append(mean)
+            out["var"].append(var)
+            h = self.rnn(torch.cat([fx[:, t], fz], -1), h)
+            out["h"].append(h)
+        valid = batch.valid.to(h.dtype)                                      # (B, T)
+        res = {k: torch.stack(v, 1).reshape(K, B, T, *v[0].shape[1:]) for k, v in out.items()}
+        for k in ("kl", "log_ratio"):
+            res[k] = res[k] * valid
+        return VRNNSteps(**res)
+
+    # ------------------------------------------------------------------ contract
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Seed eq. 13 with the VRNN factors, averaged over ``n_samples`` samples."""
+        check_positive(n_samples=n_samples)
+        s = self.steps(batch, n_samples)
+        return ELBOTerms(s.log_lik.sum(-1).mean(0), s.kl.sum(-1).mean(0),
+                         batch.n_observed().to(s.kl))
+
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
+        """IWAE bound with k samples of the sampled path densities, (B,)."""
+        check_positive(k=k)
+        log_w = []
+        for start in range(0, k, IWAE_CHUNK):
+            s = self.steps(batch, min(IWAE_CHUNK, k - start))
+            log_w.append((s.log_lik + s.log_ratio).sum(-1).detach())
+        return log_mean_exp(torch.cat(log_w, 0))
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Posterior predictive mean/std of every entry, Monte Carlo over q."""
+        s = self.steps(batch, self.config.n_predict_samples)
+        return Prediction(batch.t, *mixture_moments(s.mean, s.var))
+
+    def generate(self, h: Tensor, steps: int, u: Tensor | None = None
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+        """Run the generative model from state h (N, H) with inputs u (N, steps, U):
+        decoder means, variances and draws, each (N, steps, D)."""
+        means, variances, draws = [], [], []
+        ones = h.new_ones(h.shape[0], self.data_dim)
+        for t in range(steps):
+            u_t = None if u is None else u[:, t]
+            pm, pv = self.prior(h, u_t)
+            fz = self.phi_z(pm + pv.sqrt() * torch.randn_like(pm))
+            params = self.decoder(h, fz, u_t)
+            mean, var = self.observation.moments(params)
+            draw = self.observation.sample(params)
+            x_in = self.feedback(mean, draw)
+            fx = self.phi_x(torch.cat([x_in, ones] + ([] if u_t is None else [u_t]), -1))
+            h = self.rnn(torch.cat([fx, fz], -1), h)
+            means.append(mean)
+            variances.append(var)
+            draws.append(draw)
+        return torch.stack(means, 1), torch.stack(variances, 1), torch.stack(draws, 1)
+
+    @torch.no_grad()
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
+        """Predictive mean/std at the H steps ``t_future`` (B, H) after each sequence's
+        last valid step; ``u_future`` (B, H, U) is required when the model takes inputs."""
+        batch = self._prepare(batch)
+        check_future(batch, t_future, u_future, self.input_dim)
+        K, B, H = self.config.n_predict_samples, batch.batch_size, t_future.shape[1]
+        s = self.steps(batch, K)
+        h = last_valid(s.h, batch.lengths).reshape(K * B, -1)                  # (N, H)
+        u = None
+        if u_future is not None:
+            u = u_future.to(h).expand(K, *u_future.shape).reshape(K * B, H, -1)
+        mean, var, _ = self.generate(h, H, u)
+        return Prediction(t_future, *mixture_moments(mean.reshape(K, B, H, -1),
+                                                     var.reshape(K, B, H, -1)))
+
+    @torch.no_grad()
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
+        T = check_sample_times(t, u, self.input_dim)
+        like = self.prior_head.mean.weight
+        u = None if u is None else u.to(like).expand(n, T, self.input_dim)
+        return self.generate(like.new_zeros(n, self.config.hidden_size), T, u)[2]
