@@ -78,6 +78,9 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
 def run(args: argparse.Namespace) -> int:
     cls = model_class(args.model)
     configs = common.resolve_configs(args.set, fit_sections(cls))
+    if "train" in configs:      # --device and --seed apply to the gradient trainer too
+        configs["train"] = dataclasses.replace(configs["train"], device=args.device,
+                                               seed=args.seed)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
     out = rundir.prepare_run_dir(args.out, args.force)
