@@ -30,7 +30,7 @@ from dynvae.gaussian import (
 from dynvae.ssm.kalman import FilterResult, SmootherResult, check_inputs, smoother_gain
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 from dynvae.ssm.scan import Combine, Elements, associative_scan
-from dynvae.ssm.smallmat import BatchedLinalg, SmallLinalg, UnrolledLinalg
+from dynvae.ssm.smallmat import BatchedLinalg, ScalarLinalg, SmallLinalg
 
 
 def filter_combine(ops: SmallLinalg, earlier: Elements, later: Elements) -> Elements:
@@ -38,22 +38,20 @@ def filter_combine(ops: SmallLinalg, earlier: Elements, later: Elements) -> Elem
 
     With N = I + J_j C_i, one solve N^{-1} [A_j^T, eta_j - J_j b_i, J_j A_i] gives
     M = A_j (I + C_i J_j)^{-1} (its transpose, as J_j, C_i are symmetric) and the
-    information terms. Shapes: A, C, J (n, …, S, S); b, eta (n, …, S).
+    information terms. Matrices and vectors are in the representation of ``ops``.
     """
     Ai, bi, Ci, etai, Ji = earlier
     Aj, bj, Cj, etaj, Jj = later
-    S = Ai.shape[-1]
-    eye = torch.eye(S, dtype=Ai.dtype, device=Ai.device)
-    rhs = torch.cat((Aj.transpose(-1, -2), (etaj - ops.mv(Jj, bi)).unsqueeze(-1),
-                     ops.mm(Jj, Ai)), -1)                                  # (n, …, S, 2S+1)
-    X = ops.solve(eye + ops.mm(Jj, Ci), rhs)
-    M = X[..., :S].transpose(-1, -2)
-    AiT = Ai.transpose(-1, -2)
+    S = ops.dim(Ai)
+    rhs = ops.hcat([ops.t(Aj), ops.as_column(ops.sub(etaj, ops.mv(Jj, bi))), ops.mm(Jj, Ai)])
+    X = ops.solve(ops.eye_plus(ops.mm(Jj, Ci)), rhs)                     # (S, 2S+1)
+    M = ops.t(ops.columns(X, 0, S))
+    AiT = ops.t(Ai)
     return (ops.mm(M, Ai),
-            ops.mv(M, bi + ops.mv(Ci, etaj)) + bj,
-            symmetrize(ops.mm(ops.mm(M, Ci), Aj.transpose(-1, -2)) + Cj),
-            ops.mv(AiT, X[..., S]) + etai,
-            symmetrize(ops.mm(AiT, X[..., S + 1:]) + Ji))
+            ops.add(ops.mv(M, ops.add(bi, ops.mv(Ci, etaj))), bj),
+            ops.sym(ops.add(ops.mm(ops.mm(M, Ci), ops.t(Aj)), Cj)),
+            ops.add(ops.mv(AiT, ops.column(X, S)), etai),
+            ops.sym(ops.add(ops.mm(AiT, ops.columns(X, S + 1, 2 * S + 1)), Ji)))
 
 
 def smoother_combine(ops: SmallLinalg, earlier: Elements, later: Elements) -> Elements:
@@ -61,8 +59,8 @@ def smoother_combine(ops: SmallLinalg, earlier: Elements, later: Elements) -> El
     z_i = E_i z_j + g_i + noise(L_i) composed with the one of the later element."""
     Ei, gi, Li = earlier
     Ej, gj, Lj = later
-    return (ops.mm(Ei, Ej), ops.mv(Ei, gj) + gi,
-            symmetrize(ops.mm(ops.mm(Ei, Lj), Ei.transpose(-1, -2)) + Li))
+    return (ops.mm(Ei, Ej), ops.add(ops.mv(Ei, gj), gi),
+            ops.sym(ops.add(ops.mm(ops.mm(Ei, Lj), ops.t(Ei)), Li)))
 
 
 class ScanMethod(ABC):
@@ -103,31 +101,44 @@ def _unpack(packed: Tensor, shapes: list[tuple[int, ...]]) -> Elements:
     return tuple(p.reshape(*p.shape[:2], *s) for p, s in zip(parts, shapes, strict=True))
 
 
-def _apply_packed(combine, shapes: list[tuple[int, ...]], earlier: Tensor, later: Tensor
-                  ) -> Tensor:
-    """Combine on packed rows: (n, P) and (n, P) -> (n, P), rows independent."""
-    out = combine(UnrolledLinalg(), _unpack(earlier.unsqueeze(0), shapes),
-                  _unpack(later.unsqueeze(0), shapes))
-    return torch.cat([o.flatten(2) for o in out], -1).squeeze(0)
+def _rows_to_nested(rows: Tensor, shapes: list[tuple[int, ...]]) -> Elements:
+    """(P, N) structure-of-arrays rows -> nested lists of (N,) tensors per element."""
+    out, offset = [], 0
+    for shape in shapes:
+        if len(shape) == 1:
+            out.append([rows[offset + i] for i in range(shape[0])])
+        else:
+            out.append([[rows[offset + i * shape[1] + j] for j in range(shape[1])]
+                        for i in range(shape[0])])
+        offset += int(torch.Size(shape).numel())
+    return tuple(out)
 
 
-def _packed_filter_combine(shapes: list[tuple[int, ...]]):
-    def packed_filter(earlier: Tensor, later: Tensor) -> Tensor:
-        return _apply_packed(filter_combine, shapes, earlier, later)
-    return packed_filter
+def _nested_to_rows(elems: Elements) -> Tensor:
+    flat = [e for el in elems for row in el for e in (row if isinstance(row, list) else [row])]
+    return torch.stack(flat, 0)                                           # (P, N)
 
 
-def _packed_smoother_combine(shapes: list[tuple[int, ...]]):
-    def packed_smoother(earlier: Tensor, later: Tensor) -> Tensor:
-        return _apply_packed(smoother_combine, shapes, earlier, later)
-    return packed_smoother
+def _soa_filter_combine(shapes: list[tuple[int, ...]]):
+    def soa_filter(earlier: Tensor, later: Tensor) -> Tensor:
+        return _nested_to_rows(filter_combine(ScalarLinalg(), _rows_to_nested(earlier, shapes),
+                                              _rows_to_nested(later, shapes)))
+    return soa_filter
+
+
+def _soa_smoother_combine(shapes: list[tuple[int, ...]]):
+    def soa_smoother(earlier: Tensor, later: Tensor) -> Tensor:
+        return _nested_to_rows(smoother_combine(ScalarLinalg(), _rows_to_nested(earlier, shapes),
+                                                _rows_to_nested(later, shapes)))
+    return soa_smoother
 
 
 class CompiledScan(ScanMethod):
-    """Combines written elementwise (:class:`UnrolledLinalg`) on packed contiguous
-    elements and fused by ``torch.compile`` into one kernel per scan level; for small
-    state dims. The first call per state dim compiles (tens of seconds); sizes are
-    dynamic, so all levels and lengths share the compiled kernels. Levels shorter than
+    """Combines written entry by entry (:class:`ScalarLinalg`) on elements packed as
+    structure-of-arrays rows (P, N), fused by ``torch.compile`` into one vectorised
+    kernel per scan level; for small state dims. The first call per state dim
+    compiles (tens of seconds); sizes are dynamic, so all levels and lengths share
+    the compiled kernels. Levels shorter than
     ``min_size`` run eagerly. Needs a ``torch.compile`` back end (a C++ compiler on CPU).
     """
 
@@ -141,16 +152,14 @@ class CompiledScan(ScanMethod):
         if key not in self._cache:
             self._cache[key] = torch.compile(make(shapes), dynamic=True)
         compiled, eager = self._cache[key], make(shapes)
+        soa = lambda e: e.reshape(-1, e.shape[-1]).transpose(0, 1).contiguous()   # (P, n M)
 
         def combine(earlier: Elements, later: Elements) -> Elements:
             n, M, P = earlier[0].shape
-            if n < self.min_size:
-                return (eager(earlier[0].reshape(n * M, P),
-                              later[0].reshape(n * M, P)).reshape(n, M, P),)
-            # rows are independent: flatten (n, M) so one compiled graph serves all sizes
-            out = compiled(earlier[0].reshape(n * M, P).contiguous(),
-                           later[0].reshape(n * M, P).contiguous())
-            return (out.reshape(n, M, P),)
+            # pairs are independent: flatten (n, M) so one compiled graph serves all sizes
+            fn = eager if n < self.min_size else compiled
+            out = fn(soa(earlier[0]), soa(later[0]))                       # (P, n M)
+            return (out.transpose(0, 1).reshape(n, M, P),)
         return combine
 
     def _scan(self, make, elems: Elements, reverse: bool) -> Elements:
@@ -162,13 +171,10 @@ class CompiledScan(ScanMethod):
                      for o, s in zip(_unpack(out, shapes), shapes, strict=True))
 
     def scan_filter(self, elems: Elements) -> Elements:
-        return self._scan(_packed_filter_combine, elems, reverse=False)
+        return self._scan(_soa_filter_combine, elems, reverse=False)
 
     def scan_smoother(self, elems: Elements) -> Elements:
-        return self._scan(_packed_smoother_combine, elems, reverse=True)
-
-    def scan_smoother(self, elems: Elements) -> Elements:
-        return self._scan(_packed_smoother_combine, elems, reverse=True)
+        return self._scan(_soa_smoother_combine, elems, reverse=True)
 
 
 def _to_time_major(v: Tensor, ev: int, batch: torch.Size) -> Tensor:

@@ -1,71 +1,173 @@
-"""Batched linear algebra back ends for the combine steps of the parallel Kalman scan.
+"""Two representations of batches of small matrices for the parallel Kalman combines.
 
-A scan level applies one combine to a whole batch of tiny (S, S) matrices. Two
-interchangeable back ends provide the three products it needs:
+A scan level applies one combine to a whole batch of tiny (S, S) matrices. The
+combine formulas are written once against :class:`SmallLinalg`; two back ends
+evaluate them:
 
-* :class:`BatchedLinalg` calls ``torch.matmul`` and ``torch.linalg.solve`` (any S).
-* :class:`UnrolledLinalg` writes products as broadcast multiply-and-sum and the solve
-  as Gauss-Jordan elimination with partial pivoting unrolled over the S rows, so that
-  every operation is elementwise across the batch. Under ``torch.compile`` a whole
-  combine then fuses into one loop over the batch; meant for small S (say S <= 8).
+* :class:`BatchedLinalg`: tensors (…, m, n) and ``torch.matmul`` /
+  ``torch.linalg.solve``; any size, one library call per product.
+* :class:`ScalarLinalg`: a matrix is a nested list ``[[t_00, t_01, …], …]`` of
+  1-D tensors (N,), one per entry ("structure of arrays"), and the solve is
+  Gauss-Jordan elimination with partial pivoting unrolled over the rows. Every
+  operation is elementwise across the batch, so under ``torch.compile`` a whole
+  combine fuses into one vectorised loop over N with no intermediate buffers.
+  Meant for small S (say S <= 6): the graph grows as S^3.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Any
 
 import torch
-from torch import Tensor
+
+Matrix = Any   # a tensor (…, m, n) or a nested list of (N,) tensors
+Vector = Any   # a tensor (…, m) or a list of (N,) tensors
 
 
 class SmallLinalg(ABC):
-    """Products and solves of batched small matrices (…, m, n)."""
+    """Products, sums and solves of batched small matrices and vectors."""
 
     @abstractmethod
-    def mm(self, A: Tensor, B: Tensor) -> Tensor:
-        """(…, m, k) @ (…, k, n) -> (…, m, n)."""
+    def mm(self, A: Matrix, B: Matrix) -> Matrix: ...
 
     @abstractmethod
-    def mv(self, A: Tensor, v: Tensor) -> Tensor:
-        """(…, m, k) @ (…, k) -> (…, m)."""
+    def mv(self, A: Matrix, v: Vector) -> Vector: ...
 
     @abstractmethod
-    def solve(self, N: Tensor, rhs: Tensor) -> Tensor:
-        """N^{-1} rhs for N (…, S, S) non-singular and rhs (…, S, n)."""
+    def solve(self, N: Matrix, rhs: Matrix) -> Matrix:
+        """N^{-1} rhs for N (S, S) non-singular and rhs (S, n)."""
+
+    @abstractmethod
+    def t(self, A: Matrix) -> Matrix: ...
+
+    @abstractmethod
+    def add(self, A: Matrix, B: Matrix) -> Matrix: ...
+
+    @abstractmethod
+    def eye_plus(self, A: Matrix) -> Matrix:
+        """I + A."""
+
+    @abstractmethod
+    def hcat(self, blocks: list[Matrix]) -> Matrix:
+        """Concatenate matrices with equal row counts side by side."""
+
+    @abstractmethod
+    def as_column(self, v: Vector) -> Matrix: ...
+
+    @abstractmethod
+    def columns(self, X: Matrix, start: int, stop: int) -> Matrix: ...
+
+    @abstractmethod
+    def column(self, X: Matrix, j: int) -> Vector: ...
+
+    @abstractmethod
+    def dim(self, A: Matrix) -> int:
+        """Number of columns."""
+
+    def sub(self, A: Matrix, B: Matrix) -> Matrix:
+        return self.add(A, self.scale(B, -1.0))
+
+    @abstractmethod
+    def scale(self, A: Matrix, c: float) -> Matrix: ...
+
+    def sym(self, A: Matrix) -> Matrix:
+        """0.5 (A + A^T): removes round-off asymmetry."""
+        return self.scale(self.add(A, self.t(A)), 0.5)
 
 
 class BatchedLinalg(SmallLinalg):
-    """torch.matmul / torch.linalg.solve: any size, one library call per product."""
+    """Tensors (…, m, n); torch.matmul / torch.linalg.solve."""
 
-    def mm(self, A: Tensor, B: Tensor) -> Tensor:
+    def mm(self, A, B):
         return A @ B
 
-    def mv(self, A: Tensor, v: Tensor) -> Tensor:
+    def mv(self, A, v):
         return (A @ v.unsqueeze(-1)).squeeze(-1)
 
-    def solve(self, N: Tensor, rhs: Tensor) -> Tensor:
+    def solve(self, N, rhs):
         return torch.linalg.solve(N, rhs)
 
+    def t(self, A):
+        return A.transpose(-1, -2)
 
-class UnrolledLinalg(SmallLinalg):
-    """Elementwise formulations, fusible by torch.compile; cost grows as S^3 kernels."""
+    def add(self, A, B):
+        return A + B
 
-    def mm(self, A: Tensor, B: Tensor) -> Tensor:
-        return (A.unsqueeze(-1) * B.unsqueeze(-3)).sum(-2)
+    def scale(self, A, c):
+        return A * c
 
-    def mv(self, A: Tensor, v: Tensor) -> Tensor:
-        return (A * v.unsqueeze(-2)).sum(-1)
+    def eye_plus(self, A):
+        return A + torch.eye(A.shape[-1], dtype=A.dtype, device=A.device)
 
-    def solve(self, N: Tensor, rhs: Tensor) -> Tensor:
-        S = N.shape[-1]
-        rows = [torch.cat((N[..., i, :], rhs[..., i, :]), -1) for i in range(S)]  # (…, S+n)
+    def hcat(self, blocks):
+        return torch.cat(blocks, -1)
+
+    def as_column(self, v):
+        return v.unsqueeze(-1)
+
+    def columns(self, X, start, stop):
+        return X[..., start:stop]
+
+    def column(self, X, j):
+        return X[..., j]
+
+    def dim(self, A):
+        return A.shape[-1]
+
+
+class ScalarLinalg(SmallLinalg):
+    """Nested lists of (N,) tensors, one per entry; every operation is elementwise."""
+
+    def mm(self, A, B):
+        inner = range(len(B))
+        return [[sum(row[k] * B[k][j] for k in inner) for j in range(len(B[0]))] for row in A]
+
+    def mv(self, A, v):
+        return [sum(a * b for a, b in zip(row, v, strict=True)) for row in A]
+
+    def solve(self, N, rhs):
+        S = len(N)
+        rows = [list(N[i]) + list(rhs[i]) for i in range(S)]        # augmented [N | rhs]
         for k in range(S):
             # partial pivoting: bubble the row with the largest |entry| in column k up
             for i in range(k + 1, S):
-                swap = (rows[i][..., k].abs() > rows[k][..., k].abs()).unsqueeze(-1)
-                rows[k], rows[i] = (torch.where(swap, rows[i], rows[k]),
-                                    torch.where(swap, rows[k], rows[i]))
-            pivot_row = rows[k] / rows[k][..., k:k + 1]
-            rows = [pivot_row if i == k else rows[i] - rows[i][..., k:k + 1] * pivot_row
+                swap = rows[i][k].abs() > rows[k][k].abs()
+                pairs = list(zip(rows[i], rows[k], strict=True))
+                rows[k], rows[i] = ([torch.where(swap, a, b) for a, b in pairs],
+                                    [torch.where(swap, b, a) for a, b in pairs])
+            inv = 1.0 / rows[k][k]
+            pivot = [e * inv for e in rows[k]]
+            rows = [pivot if i == k else
+                    [e - rows[i][k] * p for e, p in zip(rows[i], pivot, strict=True)]
                     for i in range(S)]
-        return torch.stack([r[..., S:] for r in rows], -2)
+        return [r[S:] for r in rows]
+
+    def t(self, A):
+        return [list(col) for col in zip(*A, strict=True)]
+
+    def add(self, A, B):
+        if isinstance(A, list):
+            return [self.add(a, b) for a, b in zip(A, B, strict=True)]
+        return A + B
+
+    def scale(self, A, c):
+        return [self.scale(a, c) for a in A] if isinstance(A, list) else A * c
+
+    def eye_plus(self, A):
+        return [[a + 1.0 if i == j else a for j, a in enumerate(row)] for i, row in enumerate(A)]
+
+    def hcat(self, blocks):
+        return [sum((list(b[i]) for b in blocks), []) for i in range(len(blocks[0]))]
+
+    def as_column(self, v):
+        return [[e] for e in v]
+
+    def columns(self, X, start, stop):
+        return [row[start:stop] for row in X]
+
+    def column(self, X, j):
+        return [row[j] for row in X]
+
+    def dim(self, A):
+        return len(A[0])
