@@ -245,7 +245,13 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes, < 1 min")
     ap.add_argument("--json", type=str, default=None, help="write result rows here")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch intra-op threads (1: fair to the single-threaded loops, and "
+                         "robust on a loaded machine)")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    print(f"torch threads: {torch.get_num_threads()}; timings: median of repeats, "
+          "first call (compilation) excluded and reported separately")
     repeats = args.repeats or (1 if args.quick else 3)
     rows: list[dict] = []
     per_step: dict[str, float] = {}

@@ -32,7 +32,8 @@ def constant_model(S: int = 3, D: int = 2, seed: int = 0, dtype=torch.float64
                    ) -> LinearGaussianSSM:
     g = torch.Generator().manual_seed(seed)
     return LinearGaussianSSM(
-        initial_mean=torch.randn(S, generator=g, dtype=dtype), initial_cov=spd(S, g, (), dtype, 1.0),
+        initial_mean=torch.randn(S, generator=g, dtype=dtype),
+        initial_cov=spd(S, g, (), dtype, 1.0),
         transition_matrix=0.5 * torch.randn(S, S, generator=g, dtype=dtype),
         transition_cov=spd(S, g, (), dtype), emission_matrix=torch.randn(D, S, generator=g,
                                                                          dtype=dtype),

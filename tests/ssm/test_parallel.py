@@ -50,7 +50,8 @@ def test_parallel_equals_sequential_with_batch_dims(T):
     x = torch.randn(2, 3, T, 2, dtype=torch.float64)
     u = torch.randn(2, 3, T, 2, dtype=torch.float64)
     mask = random_mask(x.shape, 0.3)
-    assert_smoothers_equal(parallel_rts_smoother(model, x, mask, u), rts_smoother(model, x, mask, u))
+    assert_smoothers_equal(parallel_rts_smoother(model, x, mask, u),
+                           rts_smoother(model, x, mask, u))
 
 
 def test_parallel_filter_alone_and_reused_filter():
