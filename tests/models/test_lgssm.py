@@ -7,7 +7,7 @@ import torch
 from dynvae import SequenceBatch
 from dynvae.data import synthetic_lgssm
 from dynvae.errors import ConfigError, DataError
-from dynvae.models.lgssm import LGSSM, Config
+from dynvae.models.lgssm import INFERENCE, LGSSM, Config
 from dynvae.models.lgssm_fit import LBFGS
 from dynvae.models.registry import model_class
 from dynvae.ssm import rts_smoother
@@ -241,3 +241,25 @@ def test_clear_errors():
     with_inputs = LGSSM(Config(), 1, input_dim=2)
     with pytest.raises(DataError, match="input channels"):
         with_inputs.log_likelihood(SequenceBatch.from_tensor(torch.randn(1, 4, 1)))
+
+
+def test_parallel_inference_equals_sequential():
+    _, batch = em_data(n=3, T=12, D=3, missing=0.3, seed=2)
+    u = torch.randn(batch.batch_size, batch.n_steps, 1, dtype=torch.float64)
+    batch = SequenceBatch(batch.x, batch.mask, batch.t, batch.lengths, u)
+    models = [random_lgssm(2, 3, 1, seed=4) for _ in range(2)]
+    models[1].inference = INFERENCE["parallel"]
+    outputs = []
+    for model in models:
+        model.fit_em(batch, n_iter=2, progress=False)
+        rec = model.reconstruct(batch)
+        outputs.append((model.log_likelihood(batch), rec.mean, rec.std))
+    for a, b in zip(*outputs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
+    _, nile = nile_batch()
+    lls = []
+    for inference in ("sequential", "parallel"):
+        model = LGSSM(Config(inference=inference), 1)
+        set_local_level(model, 1478.8, 15078.0)
+        lls.append(float(model.log_likelihood(nile).detach()))
+    assert abs(lls[0] - lls[1]) < 1e-6, lls

@@ -14,6 +14,7 @@ valid row of a sequence, whatever its time stamp. Fitting: EM
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -35,9 +36,30 @@ from dynvae.models.lgssm_params import (
     LearnedMatrix,
     MatrixBlock,
 )
-from dynvae.ssm import FilterResult, LinearGaussianSSM, kalman_filter, rts_smoother
+from dynvae.ssm import (
+    FilterResult,
+    LinearGaussianSSM,
+    SmootherResult,
+    kalman_filter,
+    parallel_kalman_filter,
+    parallel_rts_smoother,
+    rts_smoother,
+)
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass(frozen=True)
+class Inference:
+    """A Kalman filter and RTS smoother pair with the signatures of dynvae.ssm's."""
+
+    filter: Callable[..., FilterResult]
+    smoother: Callable[..., SmootherResult]
+
+
+# sequential: O(T) steps; parallel: associative scans, O(log T) depth (long sequences)
+INFERENCE = {"sequential": Inference(kalman_filter, rts_smoother),
+             "parallel": Inference(parallel_kalman_filter, parallel_rts_smoother)}
 
 
 @dataclass
@@ -54,6 +76,8 @@ class Config:
     inputs: when the data has inputs u, learn B and D (u enters transition and emission).
     diffuse_kappa, diffuse_burn: variance of the diffuse state; observed steps left out.
     dtype: "float64" or "float32".
+    inference: "sequential" Kalman filter/RTS smoother, or "parallel" (associative
+        scans, faster on long sequences).
     The default (random walk, identity emission, diffuse start) is the local level
     model, one level per channel.
     """
@@ -69,6 +93,7 @@ class Config:
     diffuse_kappa: float = 1e6
     diffuse_burn: int = 1
     dtype: str = "float64"
+    inference: str = "sequential"
 
 
 def _identity(rows: int, cols: int, dtype) -> MatrixBlock:
@@ -112,6 +137,7 @@ class LGSSM(DVAE, SelfFitting):
         if S < 1:
             raise ConfigError(f"state_dim must be positive, got {S}")
         dtype = _choose(DTYPES, config.dtype, "dtype")
+        self.inference = _choose(INFERENCE, config.inference, "inference")
         self.config, self.data_dim, self.input_dim, self.state_dim = config, data_dim, input_dim, S
         self.transition = _choose(TRANSITIONS, config.transition, "transition")(S, dtype)
         self.emission = _choose(EMISSIONS, config.emission, "emission")(data_dim, S, dtype)
@@ -185,7 +211,7 @@ class LGSSM(DVAE, SelfFitting):
         """(B,) exact log p(x_observed) (for a diffuse start: given the burn-in steps)."""
         x, mask, u = self._inputs(batch)
         model = self.ssm()
-        return self._score(model, x, mask, u, kalman_filter(model, x, mask, u))
+        return self._score(model, x, mask, u, self.inference.filter(model, x, mask, u))
 
     def _score(self, model: LinearGaussianSSM, x: Tensor, mask: Tensor, u: Tensor | None,
                f: FilterResult) -> Tensor:
@@ -220,7 +246,7 @@ class LGSSM(DVAE, SelfFitting):
         """
         x, mask, u = self._inputs(batch)
         model = self.ssm()
-        sm = rts_smoother(model, x, mask, u)
+        sm = self.inference.smoother(model, x, mask, u)
         return ops.impute(model, x, mask, sm.smoothed_mean, sm.smoothed_cov, u, batch.t.to(x))
 
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
@@ -236,7 +262,7 @@ class LGSSM(DVAE, SelfFitting):
         x, mask, u = self._inputs(batch)
         k = ops.steps_ahead(batch, t_future)                        # (B, H) int
         model = self.ssm()
-        f = kalman_filter(model, x, mask, u)
+        f = self.inference.filter(model, x, mask, u)
         last = (batch.lengths - 1).to(x.device)
         idx = torch.arange(x.shape[0], device=x.device)
         mean, cov = f.filtered_mean[idx, last], f.filtered_cov[idx, last]     # (B, S), (B, S, S)
@@ -291,7 +317,7 @@ class LGSSM(DVAE, SelfFitting):
         with torch.no_grad():
             for step in ops.progress_range(n_iter, progress, "EM"):
                 model = self.ssm()
-                stats = e_step(model, x, mask, lengths, u)
+                stats = e_step(model, x, mask, lengths, u, self.inference.smoother)
                 score = float(self._score(model, x, mask, u, stats.filtered).sum())
                 history.append({"step": step, "log_likelihood": score,
                                 "log_likelihood_per_entry": score / n_obs})
@@ -340,7 +366,8 @@ class LGSSM(DVAE, SelfFitting):
         """For a diffuse start, store the smoothed moments of z_0 used by :meth:`sample`."""
         if not self.initial.learned:
             x, mask, u = self._inputs(batch)
-            stats = e_step(self.ssm(), x, mask, batch.lengths.to(x.device), u)
+            stats = e_step(self.ssm(), x, mask, batch.lengths.to(x.device), u,
+                           self.inference.smoother)
             self.initial.assign(stats.initial_mean, stats.initial_cov)
 
     def fit(self, train: SequenceBatch, val: SequenceBatch | None, config: FitConfig,

@@ -20,12 +20,13 @@ second moments. The observed-data log-likelihood never decreases.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
-from dynvae.ssm import FilterResult, LinearGaussianSSM, rts_smoother
+from dynvae.ssm import FilterResult, LinearGaussianSSM, SmootherResult, rts_smoother
 
 
 class EMStatistics(NamedTuple):
@@ -82,13 +83,15 @@ def missing_entry_moments(x: Tensor, mask: Tensor, offset: Tensor, H: Tensor, R:
 
 
 def e_step(ssm: LinearGaussianSSM, x: Tensor, mask: Tensor, lengths: Tensor,
-           u: Tensor | None) -> EMStatistics:
+           u: Tensor | None, smoother: Callable[..., SmootherResult] = rts_smoother
+           ) -> EMStatistics:
     """Expected sufficient statistics under ``ssm`` (time-invariant parameters).
 
     Args: x, mask: (B, T, D); lengths: (B,); u: optional (B, T, U), zero beyond lengths.
+        smoother: an RTS smoother with the signature of dynvae.ssm.rts_smoother.
     """
     B, T, _ = x.shape
-    sm = rts_smoother(ssm, x, mask, u)
+    sm = smoother(ssm, x, mask, u)
     m, P, C = sm.smoothed_mean, sm.smoothed_cov, sm.smoothed_cross_cov   # (B,T,S), (B,T,S,S)
     S = m.shape[-1]
     ones = torch.ones(B, T, 1, dtype=x.dtype, device=x.device)
