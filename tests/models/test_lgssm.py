@@ -248,6 +248,7 @@ def test_parallel_inference_equals_sequential():
     u = torch.randn(batch.batch_size, batch.n_steps, 1, dtype=torch.float64)
     batch = SequenceBatch(batch.x, batch.mask, batch.t, batch.lengths, u)
     models = [random_lgssm(2, 3, 1, seed=4) for _ in range(2)]
+    models[0].inference = INFERENCE["sequential"]
     models[1].inference = INFERENCE["parallel"]
     outputs = []
     for model in models:

@@ -76,8 +76,8 @@ class Config:
     inputs: when the data has inputs u, learn B and D (u enters transition and emission).
     diffuse_kappa, diffuse_burn: variance of the diffuse state; observed steps left out.
     dtype: "float64" or "float32".
-    inference: "sequential" Kalman filter/RTS smoother, or "parallel" (associative
-        scans, faster on long sequences).
+    inference: "parallel" (associative-scan Kalman filter and RTS smoother, the default;
+        much faster on long sequences) or "sequential".
     The default (random walk, identity emission, diffuse start) is the local level
     model, one level per channel.
     """
@@ -93,7 +93,7 @@ class Config:
     diffuse_kappa: float = 1e6
     diffuse_burn: int = 1
     dtype: str = "float64"
-    inference: str = "sequential"
+    inference: str = "parallel"
 
 
 def _identity(rows: int, cols: int, dtype) -> MatrixBlock:
