@@ -11,6 +11,12 @@ import sys
 from dynvae.errors import CheckpointError, ConfigError, DataError
 
 COMMANDS: list[str] = [
+    "train",
+    "evaluate",
+    "impute",
+    "forecast",
+    "sample",
+    "datasets",
 ]
 
 

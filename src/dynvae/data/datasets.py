@@ -6,8 +6,10 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from dynvae.data.chorales import load_chorales
 from dynvae.data.classic import load_co2, load_nile
 from dynvae.data.dataset import SequenceDataset
+from dynvae.data.digits import load_healing_digits
 from dynvae.data.synthetic import synthetic_lgssm_dataset
 from dynvae.errors import ConfigError
 
@@ -31,6 +33,12 @@ DATASETS: dict[str, DatasetInfo] = {
     "synthetic-lgssm": DatasetInfo("synthetic-lgssm", "samples of a random stable linear "
                                    "Gaussian SSM with entries missing at random",
                                    synthetic_lgssm_dataset, None),
+    "chorales": DatasetInfo("chorales", "Bach four-part chorales as 88-key binary piano "
+                            "rolls on quarter-note frames, lengths 24-193 (music21)",
+                            load_chorales, "datasets"),
+    "healing-digits": DatasetInfo("healing-digits", "rotating 8x8 digits, 10 frames of 64 "
+                                  "pixels in [0, 1], 60% missing (scikit-learn)",
+                                  load_healing_digits, "datasets"),
 }
 
 

@@ -13,6 +13,7 @@ from dynvae.errors import ConfigError
 MODELS: dict[str, str] = {
     "dkf": "dynvae.models.dkf:DeepKalmanFilter",
     "vrnn": "dynvae.models.vrnn:VRNN",
+    "lgssm": "dynvae.models.lgssm:LGSSM",
 }
 
 

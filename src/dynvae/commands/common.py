@@ -1,0 +1,102 @@
+"""Pieces shared by the sub-commands: data options, ``--set key=value`` resolution."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+from dynvae.data import SequenceDataset, load_dataset, read_table
+from dynvae.errors import ConfigError
+
+
+def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
+                  required: bool = False) -> None:
+    """--data FILE and its column options (and --dataset NAME when ``dataset``)."""
+    group = parser.add_mutually_exclusive_group(required=required)
+    if dataset:
+        group.add_argument("--dataset", metavar="NAME", help="a built-in dataset "
+                           "(see `dynvae datasets`)")
+    group.add_argument("--data", metavar="FILE", help="CSV, Parquet or NumPy file (long "
+                       "format: one row per sequence id and time; empty cells are missing)")
+    parser.add_argument("--id-col", metavar="C", help="column naming the sequence of a row")
+    parser.add_argument("--time-col", metavar="C", help="column of times (numbers or dates)")
+    parser.add_argument("--value-cols", metavar="A,B", help="comma-separated value columns "
+                        "(default: every other numeric column)")
+    parser.add_argument("--input-cols", metavar="A,B", help="comma-separated input columns u")
+
+
+def _split_cols(text: str | None) -> list[str] | None:
+    return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
+
+
+def data_spec(args: argparse.Namespace, fallback: dict | None = None) -> dict:
+    """The data source named on the command line, or ``fallback`` (a run's saved spec)
+    when none is; column options given on the command line override the saved ones."""
+    if getattr(args, "dataset", None):
+        return {"dataset": args.dataset}
+    if args.data is None:
+        if fallback is None:
+            raise ConfigError("give --dataset NAME or --data FILE")
+        return dict(fallback)
+    saved = fallback if fallback and "data" in fallback else {}
+    spec = {"data": str(args.data)}
+    for key, value in (("id_col", args.id_col), ("time_col", args.time_col),
+                       ("value_cols", _split_cols(args.value_cols)),
+                       ("input_cols", _split_cols(args.input_cols))):
+        spec[key] = value if value is not None else saved.get(key)
+    return spec
+
+
+def load_data(spec: dict) -> SequenceDataset:
+    if "dataset" in spec:
+        return load_dataset(spec["dataset"])
+    return read_table(spec["data"], id_col=spec.get("id_col"), time_col=spec.get("time_col"),
+                      value_cols=spec.get("value_cols"), input_cols=spec.get("input_cols"))
+
+
+def _parse_value(text: str, kind: Any, key: str) -> Any:
+    """Parse ``text`` as the annotated type ``kind`` (bool, int, float, str, X | None)."""
+    args = typing.get_args(kind)
+    if type(None) in args:
+        if text.lower() in ("none", "null"):
+            return None
+        kind = next(a for a in args if a is not type(None))
+    if kind is bool:
+        table = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+        if text.lower() not in table:
+            raise ConfigError(f"--set {key}={text}: expected true or false")
+        return table[text.lower()]
+    if kind in (int, float, str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigError(f"--set {key}={text}: expected {kind.__name__}") from None
+    raise ConfigError(f"--set {key}: values of type {kind} cannot be set from the command line")
+
+
+def resolve_configs(sets: list[str], sections: dict[str, type]) -> dict[str, Any]:
+    """Build one dataclass instance per section from ``key=value`` strings.
+
+    A key is a field name (``state_dim``) or ``section.field`` (``model.state_dim``).
+    Unknown or ambiguous keys raise :class:`ConfigError` listing the valid keys.
+    """
+    hints = {name: typing.get_type_hints(cls) for name, cls in sections.items()}
+    fields = {name: [f.name for f in dataclasses.fields(cls)] for name, cls in sections.items()}
+    values: dict[str, dict[str, Any]] = {name: {} for name in sections}
+    valid = sorted(f"{s}.{f}" for s, names in fields.items() for f in names)
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        section, _, name = key.rpartition(".")
+        owners = [section] if section else [s for s, names in fields.items() if name in names]
+        if not owners or owners[0] not in fields or name not in fields[owners[0]]:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+        if len(owners) > 1:
+            raise ConfigError(f"config key {key!r} is ambiguous; write one of "
+                              f"{[f'{s}.{name}' for s in owners]}")
+        values[owners[0]][name] = _parse_value(text.strip(), hints[owners[0]][name], key)
+    return {name: cls(**values[name]) for name, cls in sections.items()}

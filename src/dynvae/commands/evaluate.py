@@ -1,0 +1,54 @@
+"""``dynvae evaluate RUN``: recompute the held-out metrics and rewrite RUN/metrics.json."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from dynvae.commands import common
+from dynvae.errors import DataError
+from dynvae.train import run as rundir
+from dynvae.train.evaluation import EvalSettings, evaluate_model
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="recompute a run's metrics.json",
+                       description="Recompute the test metrics of a run (imputation of "
+                       "entries hidden with a fixed seed, forecasts of held-out final steps, "
+                       "log-likelihoods) and rewrite RUN/metrics.json. Without --data the "
+                       "run's own test sequences are used.")
+    p.add_argument("run_dir", metavar="RUN")
+    common.add_data_args(p, dataset=False)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.set_defaults(run=run)
+
+
+def evaluation_data(args: argparse.Namespace, config: dict):
+    """--data (all its sequences) or the run's test sequences of its own data."""
+    spec = common.data_spec(args, fallback=config["data"])
+    data = common.load_data(spec)
+    if args.data is not None:
+        return data
+    ids = config["split"]["test_ids"]
+    index = {s.id: i for i, s in enumerate(data)}
+    if any(i not in index for i in ids):
+        raise DataError(f"the run's test sequences {ids} are not all in its data "
+                        f"{spec}: pass --data")
+    return data[[index[i] for i in ids]]
+
+
+def run(args: argparse.Namespace) -> int:
+    loaded = rundir.load_run(args.run_dir, args.device)
+    config = loaded.config
+    data = evaluation_data(args, config)
+    test = loaded.standardizer.transform(data)
+    settings = EvalSettings(**config.get("evaluation", dataclasses.asdict(EvalSettings())))
+    metrics = rundir.read_metrics(args.run_dir)
+    metrics.update(evaluate_model(loaded.model, test, loaded.standardizer, settings))
+    metrics["n_test_sequences"] = float(len(test))
+    rundir.write_metrics(Path(args.run_dir), metrics)
+    for key in ("log_likelihood", "test_imputation_mse", "forecast_mse"):
+        if key in metrics:
+            print(f"{key}: {metrics[key]:.6g}")
+    return 0

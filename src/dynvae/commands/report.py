@@ -1,0 +1,82 @@
+"""Run-directory figures and the per-entry predictions written by the sub-commands."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dynvae import plots
+from dynvae.data import SequenceDataset, Standardizer
+from dynvae.errors import DataError
+from dynvae.models.base import DVAE
+from dynvae.train.evaluation import (
+    EvalSettings,
+    default_horizon,
+    hide_entries,
+    split_history,
+)
+
+
+@torch.no_grad()
+def predictions(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
+                hidden: torch.Tensor | None = None):
+    """Original-scale (x, mask, mean, std), each (B, T, D), of ``reconstruct`` on the
+    standardised ``data`` (with ``hidden`` entries withheld from the model)."""
+    batch = data.to_batch(dtype=torch.float64)
+    seen = batch.mask if hidden is None else batch.mask & ~hidden
+    pred = model.reconstruct(batch.with_mask(seen))
+    x = standardizer.inverse_mean(batch.x.double()).numpy()
+    x = np.where(batch.mask.numpy(), x, np.nan)
+    mean = standardizer.inverse_mean(pred.mean.detach().cpu().double()).numpy()
+    std = standardizer.inverse_std(pred.std.detach().cpu().double()).numpy()
+    return batch, x, seen.numpy(), mean, std
+
+
+def imputation_frame(data: SequenceDataset, batch, x, mean, std) -> pd.DataFrame:
+    """Long table: id, t, feature, observed (NaN if missing), mean, std."""
+    rows = []
+    for b, seq in enumerate(data):
+        n = len(seq)
+        for d, name in enumerate(data.feature_names):
+            rows.append(pd.DataFrame({"id": seq.id, "t": seq.t, "feature": name,
+                                      "observed": x[b, :n, d], "mean": mean[b, :n, d],
+                                      "std": std[b, :n, d]}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
+                history: list[dict], settings: EvalSettings) -> None:
+    """plots/training_curve.png, plots/imputation.png, plots/forecast.png."""
+    if history:
+        plots.plot_training_curve(history, out / "plots" / "training_curve.png")
+    first = test[:1]
+    batch = first.to_batch(dtype=torch.float64)
+    hidden = hide_entries(batch, settings.hide_fraction, settings.seed)
+    _, x, seen, mean, std = predictions(model, first, standardizer, hidden)
+    n = len(first[0])
+    plots.plot_imputation(first[0].t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
+                          first.feature_names, out / "plots" / "imputation.png",
+                          title=f"imputation of sequence {first[0].id!r} (crosses hidden)")
+    try:
+        write_forecast_plot(out / "plots" / "forecast.png", model, first, standardizer,
+                            settings.horizon or default_horizon(test))
+    except DataError as err:
+        print(f"forecast plot skipped: {err}", file=sys.stderr)
+
+
+@torch.no_grad()
+def write_forecast_plot(path: Path, model: DVAE, data: SequenceDataset,
+                        standardizer: Standardizer, horizon: int) -> None:
+    past, future = split_history(data, horizon)
+    t_future = torch.tensor(future[0][0], dtype=torch.float64)[None]
+    pred = model.forecast(past.to_batch(dtype=torch.float64), t_future)
+    mean = standardizer.inverse_mean(pred.mean.detach().cpu().double()).numpy()[0]
+    std = standardizer.inverse_std(pred.std.detach().cpu().double()).numpy()[0]
+    history = standardizer.inverse_transform(past)[0]
+    truth = standardizer.inverse_mean(future[0][1])
+    plots.plot_forecast(history.t, history.x, future[0][0], mean, std, data.feature_names,
+                        path, x_future=truth, title=f"forecast of sequence {data[0].id!r}")

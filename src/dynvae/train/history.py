@@ -1,0 +1,43 @@
+"""Training history: per-step rows, the metrics CSV, and the KL warm-up schedule."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+
+from dynvae.utils import atomic_write_text
+
+
+def kl_weight(step: int, anneal_steps: int) -> float:
+    """Linear KL warm-up beta: 0 -> 1 over ``anneal_steps`` steps (Sønderby et al. 2016).
+
+    ``step`` counts from 0 for the first update; ``anneal_steps = 0`` means beta = 1.
+    """
+    if anneal_steps <= 0:
+        return 1.0
+    return min(1.0, step / anneal_steps)
+
+
+def write_metrics_csv(path: str | os.PathLike, history: list[dict]) -> None:
+    """Rewrite ``path`` atomically with one row per history entry.
+
+    Columns are the union of the rows' keys in order of first appearance; a value a
+    row lacks (e.g. the validation bound between evaluations) is left empty.
+    """
+    columns: list[str] = []
+    for row in history:
+        columns.extend(k for k in row if k not in columns)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: _format(v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _format(value):
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else str(value)
+    return value

@@ -1,0 +1,81 @@
+"""Evaluation of a trained model on a dataset: bounds per time step and per entry.
+
+Sequence-model papers report the negative log-likelihood *per time step*
+(Krishnan et al. 2017, Table 2: the summed bound over a test set divided by its
+number of time steps); the training loss is per observed entry. Both are returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.models.base import DVAE
+from dynvae.train.distributed import World, all_reduce_sum, shard
+
+_SINGLE = World()
+
+
+@dataclass(frozen=True)
+class BoundSummary:
+    """A bound summed over a dataset and its two normalisations."""
+
+    total: float
+    n_steps: int
+    n_obs: int
+
+    @property
+    def per_step(self) -> float:
+        return self.total / max(self.n_steps, 1)
+
+    @property
+    def per_obs(self) -> float:
+        return self.total / max(self.n_obs, 1)
+
+
+def iterate_batches(dataset, batch_size: int, world: World, dtype: torch.dtype,
+                    device: torch.device):
+    """This rank's share of ``dataset`` in order, as SequenceBatch objects."""
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        local = shard(list(range(start, min(start + batch_size, n))), world)
+        if local:
+            yield dataset.to_batch(local, dtype=dtype, device=device)
+
+
+def _summed_bound(model: DVAE, dataset, bound: Callable[[SequenceBatch], Tensor], *,
+                  batch_size: int, seed: int, world: World) -> BoundSummary:
+    """Sum ``bound(batch)`` (B,) over the dataset under a private, seeded RNG stream."""
+    device = model.device
+    dtype = next(model.parameters()).dtype
+    totals = torch.zeros(3, dtype=torch.float64, device=device)
+    was_training = model.training
+    model.eval()
+    cuda = [device] if device.type == "cuda" else []
+    with torch.no_grad(), torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed + world.rank)
+        for batch in iterate_batches(dataset, batch_size, world, dtype, device):
+            totals[0] += bound(batch).double().sum()
+            totals[1] += batch.lengths.sum()
+            totals[2] += batch.n_observed().sum()
+    model.train(was_training)
+    totals = all_reduce_sum(totals, world)
+    return BoundSummary(float(totals[0]), int(totals[1]), int(totals[2]))
+
+
+def evaluate_elbo(model: DVAE, dataset, *, batch_size: int = 64, n_samples: int = 1,
+                  seed: int = 0, world: World = _SINGLE) -> BoundSummary:
+    """The ELBO (seed eq. 13) summed over ``dataset``."""
+    return _summed_bound(model, dataset, lambda b: model.elbo(b, n_samples).elbo(),
+                         batch_size=batch_size, seed=seed, world=world)
+
+
+def evaluate_iwae(model: DVAE, dataset, *, k: int = 100, batch_size: int = 64,
+                  seed: int = 0, world: World = _SINGLE) -> BoundSummary:
+    """The importance-weighted bound with ``k`` samples (Burda et al. 2016) over ``dataset``."""
+    return _summed_bound(model, dataset, lambda b: model.log_likelihood_bound(b, k),
+                         batch_size=batch_size, seed=seed, world=world)

@@ -1,0 +1,401 @@
+"""The gradient trainer for every model that maximises an ELBO (DKF, VRNN, GP-VAE, ...).
+
+Adam on the per-entry loss ``-(log_lik - beta kl).sum() / n_obs.sum()`` (DESIGN.md),
+with gradient clipping, linear KL warm-up, early stopping on the validation bound
+that keeps a *copy* of the best parameters, atomic checkpoints and an exact resume.
+The same code runs under ``torchrun``: each process takes its share of every global
+batch and DistributedDataParallel averages the gradients (see :meth:`Trainer._loss`).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from dynvae.errors import CheckpointError, ConfigError
+from dynvae.models.base import DVAE
+from dynvae.train import distributed as dist_utils
+from dynvae.train.augment import drop_observed
+from dynvae.train.checkpoint import load_checkpoint, save_checkpoint
+from dynvae.train.history import kl_weight, write_metrics_csv
+from dynvae.train.metrics import evaluate_elbo
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved with every checkpoint)."""
+
+    lr: float = 1e-3
+    batch_size: int = 20
+    max_epochs: int = 100
+    max_steps: int | None = None  # None: limited by max_epochs only
+    max_seconds: float | None = None  # wall-clock training budget; None: no limit
+    grad_clip: float | None = 10.0  # max global gradient norm; None: no clipping
+    kl_anneal_steps: int = 0  # linear beta warm-up 0 -> 1; 0: beta = 1 throughout
+    eval_every: int = 100  # steps between validation bounds
+    patience: int | None = 10  # evaluations without improvement before stopping
+    checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
+    seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    n_samples: int = 1  # Monte Carlo samples of the training ELBO
+    eval_batch_size: int = 64
+    missing_rate: float = 0.0  # extra observed entries hidden at random while training
+    num_workers: int = 0  # DataLoader worker processes assembling batches
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        positive = ("lr", "batch_size", "max_epochs", "eval_every", "checkpoint_every",
+                    "n_samples", "eval_batch_size")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("max_steps", "max_seconds", "grad_clip", "patience"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ConfigError(f"TrainConfig.{name} must be > 0 or None, got {value}")
+        if self.kl_anneal_steps < 0 or self.num_workers < 0:
+            raise ConfigError("TrainConfig.kl_anneal_steps and num_workers must be >= 0")
+        if not 0.0 <= self.missing_rate < 1.0:
+            raise ConfigError(f"TrainConfig.missing_rate must lie in [0, 1), "
+                              f"got {self.missing_rate}")
+        if self.dtype not in _DTYPES:
+            raise ConfigError(f"TrainConfig.dtype must be one of {sorted(_DTYPES)}, "
+                              f"got {self.dtype!r}")
+        if self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError(f"TrainConfig.device must be cpu or cuda, got {self.device!r}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+@dataclass
+class TrainResult:
+    """history: one dict per step; best_step/best_val: the best validation bound per
+    step and when it was reached (None without validation data); stopped: why the
+    loop ended (max_steps, max_epochs, max_seconds, early_stopping, non_finite);
+    message: details."""
+
+    history: list[dict]
+    best_step: int | None
+    best_val: float | None
+    stopped: str
+    message: str = ""
+
+
+@dataclass
+class _State:
+    """The mutable part of a run, all of it saved in a checkpoint."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    history: list[dict] = field(default_factory=list)
+    best_step: int | None = None
+    best_val: float | None = None
+    best_params: dict | None = None
+    bad_evals: int = 0
+
+
+class _ELBOModule(nn.Module):
+    """Routes ``forward`` to ``model.elbo`` so that DDP sees the training pass."""
+
+    def __init__(self, model: DVAE) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch, n_samples: int):
+        return self.model.elbo(batch, n_samples)
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of one epoch: a permutation seeded by (seed, epoch), so an
+    epoch's order is known again after a restart without any generator state."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen).tolist()
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+class Trainer:
+    """Fits a :class:`DVAE` by stochastic gradient ascent on its ELBO.
+
+    Files (only when ``out_dir`` is given, written by rank 0): ``metrics.csv`` and
+    ``checkpoints/{last,best}.pt``. Seed the model's initialisation yourself before
+    building it (:func:`dynvae.utils.seed_everything`); the trainer seeds the rest.
+    """
+
+    def __init__(self, model: DVAE, config: TrainConfig | None = None,
+                 out_dir: str | Path | None = None) -> None:
+        self.config = config or TrainConfig()
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        self.device = torch.device(self.config.device)
+        self.dtype = _DTYPES[self.config.dtype]
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but CUDA is not available")
+        self.world = dist_utils.setup(self.device)
+        self.model = model.to(device=self.device, dtype=self.dtype)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.lr)
+        self._wrapped = self._wrap(self.model)
+        self._noise_state = self._seeded_noise_state()
+
+    # ------------------------------------------------------------ public API
+    @classmethod
+    def resume(cls, out_dir: str | Path, model: DVAE, train, val=None,
+               config: TrainConfig | None = None) -> TrainResult:
+        """Continue the run in ``out_dir`` from ``checkpoints/last.pt`` (its saved config
+        unless ``config`` is given, e.g. with a larger ``max_steps``)."""
+        if config is None:
+            saved = load_checkpoint(Path(out_dir) / "checkpoints" / "last.pt")
+            config = TrainConfig(**saved["config"])
+        return cls(model, config, out_dir).fit(train, val, resume=True)
+
+    def fit(self, train, val=None, resume: bool = False) -> TrainResult:
+        """Train on ``train`` (a SequenceDataset), validate and stop early on ``val``."""
+        if len(train) < max(1, self.world.size):
+            raise ConfigError(f"the training set has {len(train)} sequences, fewer than "
+                              f"the {self.world.size} processes")
+        if self.config.batch_size < self.world.size:
+            raise ConfigError(f"batch_size {self.config.batch_size} is smaller than the "
+                              f"{self.world.size} processes")
+        state = self._load_last() if resume else _State()
+        cfg = self.config
+        total = cfg.max_steps or cfg.max_epochs * math.ceil(len(train) / cfg.batch_size)
+        bar = tqdm(total=total, initial=state.step, desc="train", dynamic_ncols=True,
+                   disable=not (cfg.progress and self.world.is_main))
+        stopped, message, running = "max_epochs", "", None
+        if self._reached_max_steps(state):
+            stopped = "max_steps"
+        start = time.perf_counter()
+        while state.epoch < cfg.max_epochs and stopped == "max_epochs":
+            batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, state.epoch)
+            loader = self._loader(train, batches[state.batch_in_epoch:])
+            for indices, batch in loader:
+                row = self._train_step(batch, indices, state.step, state.epoch)
+                row["seconds"] = time.perf_counter() - start
+                state.history.append(row)
+                if not math.isfinite(row["loss"]) or not math.isfinite(row["grad_norm"]):
+                    stopped = "non_finite"
+                    message = (f"non-finite loss or gradient at step {state.step + 1} "
+                               f"(loss={row['loss']}, grad_norm={row['grad_norm']}); "
+                               "stopped, the last good checkpoint is kept")
+                    break
+                state.step += 1
+                state.batch_in_epoch += 1
+                running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.4f}")
+                if val is not None and state.step % cfg.eval_every == 0:
+                    if self._validate(val, state):
+                        stopped, message = "early_stopping", (
+                            f"no improvement of the validation bound in {cfg.patience} "
+                            f"evaluations; best at step {state.best_step}")
+                if state.step % cfg.checkpoint_every == 0:
+                    self._save_last(state)
+                if stopped == "max_epochs" and self._reached_max_steps(state):
+                    stopped = "max_steps"
+                if stopped == "max_epochs" and self._out_of_time(start):
+                    stopped = "max_seconds"
+                if stopped != "max_epochs":
+                    break
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+        bar.close()
+        return self._finish(state, val, stopped, message)
+
+    def _out_of_time(self, start: float) -> bool:
+        """Same decision on every rank: rank 0's clock is broadcast under DDP."""
+        if self.config.max_seconds is None:
+            return False
+        elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+        if self.world.distributed:
+            elapsed = elapsed.to(self.device)
+            torch.distributed.broadcast(elapsed, src=0)
+        return float(elapsed[0]) >= self.config.max_seconds
+
+    def _reached_max_steps(self, state: _State) -> bool:
+        return self.config.max_steps is not None and state.step >= self.config.max_steps
+
+    # ----------------------------------------------------------- training step
+    def _train_step(self, batch, indices: list[int], step: int, epoch: int) -> dict:
+        cfg = self.config
+        beta = kl_weight(step, cfg.kl_anneal_steps)
+        if cfg.missing_rate > 0:
+            batch = drop_observed(batch, cfg.missing_rate, cfg.seed, step, indices)
+        self.model.train()
+        with self._noise_rng():
+            loss_local, loss = self._loss(batch, beta)
+            if math.isfinite(loss):
+                self.optimizer.zero_grad(set_to_none=True)
+                loss_local.backward()
+        grad_norm = math.nan
+        if math.isfinite(loss):
+            max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+            grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+            if math.isfinite(grad_norm):
+                self.optimizer.step()
+        return {"step": step + 1, "epoch": epoch, "loss": loss, "beta": beta,
+                "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"]}
+
+    def _loss(self, batch, beta: float) -> tuple[torch.Tensor, float]:
+        """This rank's loss term and the global loss value.
+
+        The loss of a global batch is -sum_b(log_lik_b - beta kl_b) / N with N the
+        observed entries of the *global* batch. DDP averages gradients over the W
+        ranks, so each rank back-propagates W * (its own sum) / N: the average of
+        those is exactly the gradient of the global loss, whatever the shard sizes.
+        """
+        terms = self._wrapped(batch, self.config.n_samples)
+        local = -(terms.log_lik - beta * terms.kl).sum()
+        n_obs = terms.n_obs.sum().to(torch.float64)
+        neg_sum = local.detach().to(torch.float64)
+        totals = dist_utils.all_reduce_sum(torch.stack([n_obs, neg_sum]), self.world)
+        n_global = totals[0].clamp_min(1.0)
+        loss_local = local * (self.world.size / n_global.to(local.dtype))
+        return loss_local, float(totals[1] / n_global)
+
+    @contextmanager
+    def _noise_rng(self):
+        """Run the model on this trainer's own RNG stream (reparametrisation noise,
+        dropout), leaving the caller's global RNG untouched."""
+        cuda = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.set_rng_state(self._noise_state["cpu"])
+            if cuda:
+                torch.cuda.set_rng_state(self._noise_state["cuda"], self.device)
+            yield
+            self._noise_state = {"cpu": torch.get_rng_state()}
+            if cuda:
+                self._noise_state["cuda"] = torch.cuda.get_rng_state(self.device)
+
+    def _seeded_noise_state(self) -> dict:
+        seed = self.config.seed * 7_919 + 1 + self.world.rank
+        state = {"cpu": torch.Generator().manual_seed(seed).get_state()}
+        if self.device.type == "cuda":
+            gen = torch.Generator(device=self.device).manual_seed(seed)
+            state["cuda"] = gen.get_state()
+        return state
+
+    # --------------------------------------------------------------- plumbing
+    def _wrap(self, model: DVAE) -> nn.Module:
+        wrapper = _ELBOModule(model)
+        if not self.world.distributed:
+            return wrapper
+        from torch.nn.parallel import DistributedDataParallel
+        ids = [self.device] if self.device.type == "cuda" else None
+        return DistributedDataParallel(wrapper, device_ids=ids, find_unused_parameters=True)
+
+    def _loader(self, dataset, batches: list[list[int]]):
+        """Yields (local indices, local SequenceBatch) for each global batch.
+
+        Under DDP a global batch with fewer sequences than processes (the tail of an
+        epoch) is skipped, so every process always has a share to back-propagate.
+        """
+        local = [dist_utils.shard(b, self.world) for b in batches
+                 if len(b) >= self.world.size]
+
+        def collate(indices):
+            cpu = torch.device("cpu")
+            return indices, dataset.to_batch(indices, dtype=self.dtype, device=cpu)
+
+        if self.config.num_workers == 0:
+            for indices in local:
+                idx, batch = collate(indices)
+                yield idx, batch.to(device=self.device)
+            return
+        loader = torch.utils.data.DataLoader(local, batch_size=None, shuffle=False,
+                                             collate_fn=collate,
+                                             num_workers=self.config.num_workers)
+        for idx, batch in loader:
+            yield idx, batch.to(device=self.device)
+
+    def _validate(self, val, state: _State) -> bool:
+        """Evaluate, keep a deep copy of the best parameters; True when patience ran out."""
+        cfg = self.config
+        summary = evaluate_elbo(self.model, val, batch_size=cfg.eval_batch_size,
+                                n_samples=cfg.n_samples, seed=cfg.seed, world=self.world)
+        value = summary.per_step
+        state.history[-1]["val_elbo_per_step"] = value
+        if state.best_val is None or value > state.best_val:
+            state.best_val, state.best_step, state.bad_evals = value, state.step, 0
+            state.best_params = copy.deepcopy(self.model.state_dict())
+            self._save_best(state)
+            return False
+        state.bad_evals += 1
+        return cfg.patience is not None and state.bad_evals >= cfg.patience
+
+    def _finish(self, state: _State, val, stopped: str, message: str) -> TrainResult:
+        if stopped != "non_finite":
+            # last.pt first: a final evaluation off the eval_every grid must not change
+            # the state a resumed run continues from.
+            self._save_last(state)
+            last_evaluated = state.history and "val_elbo_per_step" in state.history[-1]
+            if val is not None and state.history and not last_evaluated:
+                self._validate(val, state)
+        if state.best_params is not None:
+            self.model.load_state_dict(state.best_params)
+        self._write_csv(state)
+        if message and self.world.is_main:
+            print(f"dynvae: {message}")
+        return TrainResult(state.history, state.best_step, state.best_val, stopped, message)
+
+    # ------------------------------------------------------------ checkpoints
+    def _checkpoint_dir(self) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / "checkpoints"
+
+    def _save_last(self, state: _State) -> None:
+        noise = dist_utils.all_gather_objects(self._noise_state, self.world)
+        if self.out_dir is None or not self.world.is_main:
+            return
+        save_checkpoint(self._checkpoint_dir() / "last.pt", {
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
+            "history": state.history, "best_step": state.best_step,
+            "best_val": state.best_val, "best_params": state.best_params,
+            "bad_evals": state.bad_evals, "noise_states": noise,
+            "world_size": self.world.size, "config": asdict(self.config)})
+        self._write_csv(state)
+
+    def _save_best(self, state: _State) -> None:
+        if self.out_dir is None or not self.world.is_main:
+            return
+        save_checkpoint(self._checkpoint_dir() / "best.pt", {
+            "model": state.best_params, "step": state.best_step,
+            "best_val": state.best_val, "config": asdict(self.config)})
+
+    def _write_csv(self, state: _State) -> None:
+        if self.out_dir is not None and self.world.is_main:
+            write_metrics_csv(self.out_dir / "metrics.csv", state.history)
+
+    def _load_last(self) -> _State:
+        ckpt_dir = self._checkpoint_dir()
+        if ckpt_dir is None:
+            raise ConfigError("resume needs the out_dir of the run to continue")
+        ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=self.device)
+        if ckpt["world_size"] != self.world.size:
+            raise CheckpointError(f"{ckpt_dir / 'last.pt'} was written by "
+                                  f"{ckpt['world_size']} processes; resume with as many "
+                                  f"(this run has {self.world.size})")
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            raise CheckpointError(f"{ckpt_dir / 'last.pt'} does not match the model: "
+                                  f"{err}") from err
+        noise = ckpt["noise_states"][self.world.rank]
+        self._noise_state = {k: v.cpu() for k, v in noise.items()}
+        return _State(step=ckpt["step"], epoch=ckpt["epoch"],
+                      batch_in_epoch=ckpt["batch_in_epoch"], history=ckpt["history"],
+                      best_step=ckpt["best_step"], best_val=ckpt["best_val"],
+                      best_params=ckpt["best_params"], bad_evals=ckpt["bad_evals"])

@@ -1,0 +1,177 @@
+import csv
+import math
+
+import pytest
+import torch
+
+from dynvae.errors import CheckpointError, ConfigError
+from dynvae.train.augment import drop_observed
+from dynvae.train.checkpoint import load_checkpoint
+from dynvae.train.history import kl_weight
+from dynvae.train.metrics import evaluate_elbo
+from dynvae.train.trainer import TrainConfig, Trainer, epoch_batches
+
+from .tiny_model import ListDataset, TinyLinearDVAE, make_data
+
+
+def _model(seed=0, analytic=False, D=3):
+    torch.manual_seed(seed)
+    return TinyLinearDVAE(D, 2, analytic=analytic).double()
+
+
+def _config(**kw):
+    base = dict(lr=0.02, batch_size=5, max_epochs=50, eval_every=3, patience=None,
+                checkpoint_every=4, seed=3, dtype="float64", progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _params(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_analytic_elbo_matches_monte_carlo():
+    batch = ListDataset(make_data(4)).to_batch([0, 1, 2, 3], dtype=torch.float64)
+    model = _model(analytic=True)
+    exact = model.elbo(batch).elbo()
+    model.analytic = False
+    torch.manual_seed(1)
+    mc = model.elbo(batch, n_samples=4000).elbo()
+    assert torch.allclose(mc, exact, rtol=0, atol=0.05 * exact.abs().max().item() / 20)
+
+
+def test_training_improves_validation_bound(tmp_path):
+    data = make_data(30)
+    train, val = ListDataset(data[:24]), ListDataset(data[24:])
+    model = _model()
+    before = evaluate_elbo(model, val, seed=0).per_step
+    result = Trainer(model, _config(max_steps=60, eval_every=10), tmp_path).fit(train, val)
+    after = evaluate_elbo(model, val, seed=0).per_step
+    assert result.stopped == "max_steps" and len(result.history) == 60
+    assert after > before + 1.0
+    rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == list(range(1, 61))
+    assert rows[9]["val_elbo_per_step"] != "" and rows[8]["val_elbo_per_step"] == ""
+    assert (tmp_path / "checkpoints" / "last.pt").is_file()
+    assert (tmp_path / "checkpoints" / "best.pt").is_file()
+
+
+@pytest.mark.parametrize("num_workers", [0, 1])
+def test_resume_matches_uninterrupted_run(tmp_path, num_workers):
+    data = make_data(30)
+    train, val = ListDataset(data[:23]), ListDataset(data[23:])
+    cfg = dict(kl_anneal_steps=7, missing_rate=0.2, n_samples=2, num_workers=num_workers)
+    full = _model()
+    Trainer(full, _config(max_steps=16, **cfg), tmp_path / "a").fit(train, val)
+    half = _model()
+    first = Trainer(half, _config(max_steps=8, **cfg), tmp_path / "b").fit(train, val)
+    assert first.stopped == "max_steps"
+    # a fresh model with another init: everything must come from the checkpoint
+    resumed = Trainer.resume(tmp_path / "b", _model(seed=5), train, val,
+                             config=_config(max_steps=16, **cfg))
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 16
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    assert a["best_step"] == b["best_step"] and a["best_val"] == b["best_val"]
+    assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
+    assert len(resumed.history) == 16
+
+
+def test_best_parameters_are_a_copy_and_restored(tmp_path):
+    data = make_data(30)
+    train, val = ListDataset(data[:24]), ListDataset(data[24:])
+    model = _model(analytic=True)
+    cfg = _config(lr=0.3, max_steps=36, eval_every=2, checkpoint_every=36)
+    result = Trainer(model, cfg, tmp_path).fit(train, val)
+    vals = [r["val_elbo_per_step"] for r in result.history if "val_elbo_per_step" in r]
+    assert result.best_val == max(vals)
+    assert result.best_step != 36 and vals[-1] < result.best_val  # the last is not the best
+    # the model now holds the best parameters (not the last ones) ...
+    assert evaluate_elbo(model, val, seed=cfg.seed).per_step == pytest.approx(result.best_val,
+                                                                             abs=1e-12)
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    last = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert best["step"] == result.best_step
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, best["model"][key])
+    assert any(not torch.equal(last["model"][k], best["model"][k]) for k in best["model"])
+
+
+def test_early_stopping(tmp_path):
+    data = make_data(30)
+    train, val = ListDataset(data[:24]), ListDataset(data[24:])
+    cfg = _config(lr=0.3, max_steps=400, eval_every=1, patience=2)
+    result = Trainer(_model(analytic=True), cfg, tmp_path).fit(train, val)
+    assert result.stopped == "early_stopping"
+    assert len(result.history) < 400
+    assert len(result.history) - result.best_step == 2
+
+
+class _Exploding(TinyLinearDVAE):
+    """Returns a NaN loss from its 6th call on."""
+
+    calls = 0
+
+    def elbo(self, batch, n_samples=1):
+        terms = super().elbo(batch, n_samples)
+        type(self).calls += 1
+        if type(self).calls >= 6:
+            return terms._replace(log_lik=terms.log_lik * math.nan)
+        return terms
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    _Exploding.calls = 0
+    torch.manual_seed(0)
+    model = _Exploding(3).double()
+    train = ListDataset(make_data(20))
+    result = Trainer(model, _config(max_steps=50, checkpoint_every=2), tmp_path).fit(train)
+    assert result.stopped == "non_finite"
+    assert "step 6" in result.message and "non-finite" in capsys.readouterr().out
+    ckpt = load_checkpoint(tmp_path / "checkpoints" / "last.pt")
+    assert ckpt["step"] == 4
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Trainer(_model(), _config(), tmp_path).fit(ListDataset(make_data(6)), resume=True)
+
+
+@pytest.mark.parametrize("bad", [dict(lr=0), dict(batch_size=0), dict(missing_rate=1.0),
+                                 dict(dtype="float16"), dict(device="tpu"),
+                                 dict(max_steps=-1)])
+def test_bad_config(bad):
+    with pytest.raises(ConfigError):
+        TrainConfig(**bad)
+
+
+def test_kl_weight_and_epoch_batches():
+    assert [kl_weight(s, 4) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
+    assert kl_weight(0, 0) == 1.0
+    b0 = epoch_batches(11, 4, seed=1, epoch=0)
+    assert [len(b) for b in b0] == [4, 4, 3]
+    assert sorted(sum(b0, [])) == list(range(11))
+    assert b0 == epoch_batches(11, 4, seed=1, epoch=0)
+    assert b0 != epoch_batches(11, 4, seed=1, epoch=1)
+
+
+def test_drop_observed_rate_and_batch_independence():
+    data = ListDataset(make_data(40, T=30, D=4))
+    batch = data.to_batch(list(range(40)))
+    dropped = drop_observed(batch, 0.3, seed=0, step=5, indices=list(range(40)))
+    assert not (dropped.mask & ~batch.mask).any()
+    rate = 1 - dropped.mask.sum() / batch.mask.sum()
+    assert abs(float(rate) - 0.3) < 0.03
+    assert dropped.mask.any(dim=(1, 2)).all()
+    part = drop_observed(data.to_batch([7, 3]), 0.3, seed=0, step=5, indices=[7, 3])
+    assert torch.equal(part.mask, dropped.mask[[7, 3]])
+
+
+def test_time_budget_stops_training():
+    cfg = _config(max_seconds=0.3, max_epochs=10_000)
+    result = Trainer(_model(), cfg).fit(ListDataset(make_data(10)))
+    assert result.stopped == "max_seconds"
+    assert result.history[-1]["seconds"] >= 0.3
