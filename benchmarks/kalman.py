@@ -257,10 +257,10 @@ def main(argv=None) -> None:
     per_step: dict[str, float] = {}
     for T, B in cases(args.quick):
         bench_case(T, B, repeats, rows, per_step)
+        if args.json:                                # after every case: partial runs survive
+            from dynvae.utils import atomic_write_text
+            atomic_write_text(args.json, json.dumps(rows, indent=1))
     ratio_table(rows)
-    if args.json:
-        from dynvae.utils import atomic_write_text
-        atomic_write_text(args.json, json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
