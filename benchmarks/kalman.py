@@ -163,7 +163,7 @@ def cases(quick: bool, only: str | None = None) -> list[tuple[int, int]]:
     if only:
         return [tuple(int(float(v)) for v in only.split(","))]
     if quick:
-        return [(1000, 1), (10_000, 1), (1000, 16)]
+        return [(1000, 1), (3000, 1), (1000, 8)]
     return [(1000, 1), (10_000, 1), (100_000, 1), (1_000_000, 1), (1000, 256)]
 
 
@@ -176,7 +176,12 @@ STEP_LIMITS = {"pykalman": 10_000, "filterpy": 10_000, "dynvae_sequential": 10_0
 TIME_ONLY_LIMIT = {"dynvae_sequential"}
 
 
-def bench_case(T: int, B: int, repeats: int, rows: list[dict], per_step: dict) -> None:
+# jit compilation of these takes tens of seconds per shape: left out of --quick
+QUICK_SKIP = {"dynamax_parallel"}
+
+
+def bench_case(T: int, B: int, repeats: int, rows: list[dict], per_step: dict,
+               quick: bool = False) -> None:
     p = matern52()
     y = observations(T, B)
     case = f"T={T:g},B={B}"
@@ -204,6 +209,9 @@ def bench_case(T: int, B: int, repeats: int, rows: list[dict], per_step: dict) -
     rows.append(_row(case, "numba_loop", ref_t, T * B, 0.0))
     print(f"{case}: numba_loop {ref_t:.4f} s")
     for name, fn in impls.items():
+        if quick and name in QUICK_SKIP:
+            print(f"  {name}: skipped in --quick (compiles per shape)")
+            continue
         size = T if name in TIME_ONLY_LIMIT else T * B
         if name in STEP_LIMITS and size > STEP_LIMITS[name]:
             if name in per_step:
@@ -265,7 +273,7 @@ def main(argv=None) -> None:
     rows: list[dict] = []
     per_step: dict[str, float] = {}
     for T, B in cases(args.quick, args.case):
-        bench_case(T, B, repeats, rows, per_step)
+        bench_case(T, B, repeats, rows, per_step, args.quick)
         if args.json:                                # after every case: partial runs survive
             from dynvae.utils import atomic_write_text
             atomic_write_text(args.json, json.dumps(rows, indent=1))
