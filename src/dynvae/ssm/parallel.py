@@ -138,8 +138,9 @@ class CompiledScan(ScanMethod):
     structure-of-arrays rows (P, N), fused by ``torch.compile`` into one vectorised
     kernel per scan level; for small state dims. The first call per state dim
     compiles (tens of seconds); sizes are dynamic, so all levels and lengths share
-    the compiled kernels. Levels shorter than
-    ``min_size`` run eagerly. Needs a ``torch.compile`` back end (a C++ compiler on CPU).
+    the compiled kernels. Levels shorter than ``min_size`` run the same
+    entry-by-entry combines eagerly. Needs a ``torch.compile`` back end (a C++
+    compiler on CPU). See benchmarks/README.md for when it pays off.
     """
 
     _cache: dict[tuple, Combine] = {}
