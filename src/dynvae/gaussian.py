@@ -138,3 +138,17 @@ def condition_on_observation(
     K, L = kalman_gain(cov, H, R)
     new_mean = mean + batched_mv(K, resid)
     return new_mean, joseph_cov(cov, K, H, R), innovation_log_lik(L, resid, n_obs)
+
+
+def psd_sqrt(P: Tensor) -> Tensor:
+    """A factor L with L L^T = P for symmetric PSD (…, S, S) matrices.
+
+    The Cholesky factor when every P is positive definite; otherwise the symmetric
+    eigen-root V diag(sqrt(max(lambda, 0))) V^T, which also covers singular P
+    (e.g. a noise-free state component).
+    """
+    L, info = torch.linalg.cholesky_ex(symmetrize(P))
+    if not bool((info != 0).any()):
+        return L
+    evals, evecs = torch.linalg.eigh(symmetrize(P))
+    return evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(-1, -2)
