@@ -11,6 +11,7 @@ import sys
 from dynvae.errors import CheckpointError, ConfigError, DataError
 
 COMMANDS: list[str] = [
+    "gp",
 ]
 
 

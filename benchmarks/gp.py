@@ -1,0 +1,201 @@
+"""Benchmark: O(T) state-space GP against exact dense GPs and dynamax, Matern-5/2 kernel.
+
+Two cases on irregular times with 10% missing values, float64:
+  lml_grad   log marginal likelihood and its gradient w.r.t. the hyperparameters;
+  posterior  posterior mean and variance at the training times.
+Implementations: dynvae state-space GP (sequential and parallel Kalman engines), a dense
+Cholesky GP in torch (dynvae.gp.exact), scikit-learn, gpytorch ExactGP, and dynamax's
+Kalman filter/smoother on the same discretised model (no gradient: values only).
+Each method runs for growing T until it passes the memory cap or its time budget;
+seconds are medians of repeats. ``max_abs_diff`` compares with the dense GP where it ran.
+
+    python benchmarks/gp.py --quick --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from dynvae.gp.exact import exact_log_marginal_likelihood, exact_posterior
+from dynvae.gp.inference import ParallelKalman, SequentialKalman
+from dynvae.gp.kernels import Matern52
+from dynvae.gp.regression import StateSpaceGP
+
+LENGTHSCALE, VARIANCE, NOISE = 0.8, 1.3, 0.1
+
+
+def make_data(T: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.cumsum(torch.rand(T, generator=g, dtype=torch.float64) * 0.2 + 1e-3, 0)
+    y = torch.sin(t) + 0.3 * torch.randn(T, generator=g, dtype=torch.float64)
+    y[torch.rand(T, generator=g) < 0.1] = float("nan")
+    y[0] = 0.0
+    return t, y
+
+
+def timed(fn, repeats: int):
+    out, times = None, []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times), out
+
+
+# --- implementations: each returns (lml, grad vector or None) or (mean, var) -------------
+
+def dynvae_lml(engine):
+    def run(t, y):
+        gp = StateSpaceGP(Matern52(LENGTHSCALE, VARIANCE), noise_variance=NOISE, engine=engine())
+        lml = gp.log_marginal_likelihood(t, y)
+        grads = torch.autograd.grad(lml, list(gp.parameters()))
+        return float(lml), np.array([float(g.sum()) for g in grads])
+    return run
+
+
+def dynvae_post(engine):
+    def run(t, y):
+        gp = StateSpaceGP(Matern52(LENGTHSCALE, VARIANCE), noise_variance=NOISE, engine=engine())
+        gp.set_data(t, y)
+        with torch.no_grad():
+            p = gp.predict()
+        return p.mean[:, 0].numpy(), p.variance[:, 0].numpy()
+    return run
+
+
+def dense_lml(t, y):
+    k = Matern52(LENGTHSCALE, VARIANCE)
+    log_noise = torch.tensor(math.log(NOISE), dtype=torch.float64, requires_grad=True)
+    lml = exact_log_marginal_likelihood(k, t, y, log_noise.exp())
+    grads = torch.autograd.grad(lml, [k.log_lengthscale, k.log_variance, log_noise])
+    # same parameter order as StateSpaceGP.parameters(): kernel then noise
+    return float(lml), np.array([float(g) for g in grads])
+
+
+def dense_post(t, y):
+    with torch.no_grad():
+        m, v = exact_posterior(Matern52(LENGTHSCALE, VARIANCE), t, y, NOISE, t)
+    return m.numpy(), v.numpy()
+
+
+def sklearn_fns():
+    from sklearn.gaussian_process import GaussianProcessRegressor
+    from sklearn.gaussian_process import kernels as sk
+
+    def model(t, y):
+        keep = ~torch.isnan(y)
+        kern = sk.ConstantKernel(VARIANCE) * sk.Matern(LENGTHSCALE, nu=2.5)
+        gpr = GaussianProcessRegressor(kern, alpha=NOISE, optimizer=None)
+        return gpr.fit(t[keep].numpy()[:, None], y[keep].numpy()), t.numpy()[:, None]
+
+    def lml(t, y):
+        gpr, _ = model(t, y)
+        value, grad = gpr.log_marginal_likelihood(gpr.kernel_.theta, eval_gradient=True)
+        return float(value), None        # gradient w.r.t. kernel only (no noise): not compared
+
+    def post(t, y):
+        gpr, tt = model(t, y)
+        m, s = gpr.predict(tt, return_std=True)
+        return m, s ** 2
+    return lml, post
+
+
+def gpytorch_fns():
+    import gpytorch
+
+    class ExactGP(gpytorch.models.ExactGP):
+        def __init__(self, x, y, lik):
+            super().__init__(x, y, lik)
+            self.mean = gpytorch.means.ZeroMean()
+            self.cov = gpytorch.kernels.ScaleKernel(gpytorch.kernels.MaternKernel(nu=2.5))
+
+        def forward(self, x):
+            return gpytorch.distributions.MultivariateNormal(self.mean(x), self.cov(x))
+
+    def build(t, y):
+        keep = ~torch.isnan(y)
+        x, yy = t[keep][:, None], y[keep]
+        lik = gpytorch.likelihoods.GaussianLikelihood().double()
+        m = ExactGP(x, yy, lik).double()
+        m.cov.base_kernel.lengthscale = LENGTHSCALE
+        m.cov.outputscale = VARIANCE
+        lik.noise = NOISE
+        return m, lik, x, yy
+
+    def lml(t, y):
+        with gpytorch.settings.fast_computations(False, False, False), \
+                gpytorch.settings.max_cholesky_size(10 ** 9):
+            m, lik, x, yy = build(t, y)
+            mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, m)
+            value = mll(m(x), yy) * len(yy)           # gpytorch divides by n
+            grads = torch.autograd.grad(value, list(m.parameters()))
+        return float(value), None
+
+    def post(t, y):
+        with gpytorch.settings.fast_computations(False, False, False), \
+                gpytorch.settings.max_cholesky_size(10 ** 9), torch.no_grad():
+            m, lik, _, _ = build(t, y)
+            m.eval()
+            f = m(t[:, None])
+            return f.mean.numpy(), f.variance.numpy()
+    return lml, post
+
+
+def dynamax_fns():
+    import jax
+    jax.config.update("jax_enable_x64", True)
+    import jax.numpy as jnp
+    from dynamax.linear_gaussian_ssm.inference import (
+        ParamsLGSSM,
+        ParamsLGSSMDynamics,
+        ParamsLGSSMEmissions,
+        ParamsLGSSMInitial,
+        lgssm_filter,
+        lgssm_smoother,
+    )
+
+    def params(t):
+        gp = StateSpaceGP(Matern52(LENGTHSCALE, VARIANCE), noise_variance=NOISE)
+        with torch.no_grad():
+            m = gp.state_space_model(t)
+        j = lambda v: jnp.asarray(v.numpy())
+        S = m.state_dim
+        return ParamsLGSSM(
+            initial=ParamsLGSSMInitial(mean=j(m.initial_mean[0]), cov=j(m.initial_cov[0])),
+            dynamics=ParamsLGSSMDynamics(weights=j(m.transition_matrix[0]),
+                                         bias=jnp.zeros(S), input_weights=jnp.zeros((S, 0)),
+                                         cov=j(m.transition_cov[0])),
+            emissions=ParamsLGSSMEmissions(weights=j(m.emission_matrix[0]), bias=jnp.zeros(1),
+                                           input_weights=jnp.zeros((1, 0)),
+                                           cov=j(m.emission_cov[0])))
+
+    filt, smooth = jax.jit(lgssm_filter), jax.jit(lgssm_smoother)
+
+    def observed(t, y):
+        # dynamax has no masks: a missing value gets a huge noise variance instead
+        return jnp.asarray(torch.nan_to_num(y).numpy())[:, None]
+
+    def lml(t, y):
+        if torch.isnan(y).any():
+            y = y.clone()
+        p = params(t)
+        R = jnp.where(jnp.isnan(jnp.asarray(y.numpy())), 1e12, NOISE)[:, None, None]
+        p = p._replace(emissions=p.emissions._replace(cov=R))
+        out = filt(p, observed(t, y))
+        return float(out.marginal_loglik.block_until_ready()), None
+
+    def post(t, y):
+        p = params(t)
+        R = jnp.where(jnp.isnan(jnp.asarray(y.numpy())), 1e12, NOISE)[:, None, None]
+        p = p._replace(emissions=p.emissions._replace(cov=R))
+        out = smooth(p, observed(t, y))
+        m = np.asarray(out.smoothed_means.block_until_ready())[:, 0]
+        return m, np.asarray(out.smoothed_covariances)[:, 0, 0]
+    return lml, post
