@@ -135,7 +135,7 @@ def gpytorch_fns():
             m, lik, x, yy = build(t, y)
             mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, m)
             value = mll(m(x), yy) * len(yy)           # gpytorch divides by n
-            grads = torch.autograd.grad(value, list(m.parameters()))
+            torch.autograd.grad(value, list(m.parameters()))   # timed, not compared
         return float(value), None
 
     def post(t, y):
@@ -199,3 +199,109 @@ def dynamax_fns():
         m = np.asarray(out.smoothed_means.block_until_ready())[:, 0]
         return m, np.asarray(out.smoothed_covariances)[:, 0, 0]
     return lml, post
+
+
+def implementations():
+    """name -> (lml fn, posterior fn, largest T it is allowed to try), peers when installed."""
+    impls = {
+        "dynvae-ssgp-sequential": (dynvae_lml(SequentialKalman), dynvae_post(SequentialKalman),
+                                   10 ** 5),
+        "dynvae-ssgp-parallel": (dynvae_lml(ParallelKalman), dynvae_post(ParallelKalman),
+                                 10 ** 7),
+        "dense-cholesky-torch": (dense_lml, dense_post, 20_000),
+    }
+    for name, make, cap in (("scikit-learn", sklearn_fns, 20_000),
+                            ("gpytorch-exact", gpytorch_fns, 20_000),
+                            ("dynamax-kalman", dynamax_fns, 10 ** 7)):
+        try:
+            lml, post = make()
+        except ImportError as err:
+            print(f"skipping {name}: not installed ({err})")
+            continue
+        impls[name] = (lml, post, cap)
+    return impls
+
+
+def run_benchmark(sizes: list[int], repeats: int, budget: float) -> list[dict]:
+    rows, refs, stopped = [], {}, set()
+    for T in sizes:
+        t, y = make_data(T)
+        for name, (lml_fn, post_fn, cap) in implementations().items():
+            for case, fn in (("lml_grad", lml_fn), ("posterior", post_fn)):
+                key = (name, case)
+                if key in stopped or T > cap:
+                    continue
+                try:
+                    reps = repeats if T <= 10 ** 4 else 1
+                    seconds, out = timed(lambda f=fn, a=t, b=y: f(a, b), reps)
+                except (RuntimeError, MemoryError) as err:
+                    print(f"{name} {case} T={T}: stopped ({type(err).__name__})")
+                    stopped.add(key)
+                    continue
+                row = {"case": f"{case}/T={T}", "impl": name, "seconds": seconds, "T": T}
+                if name == "dense-cholesky-torch":
+                    refs[(case, T)] = out
+                ref = refs.get((case, T))
+                if ref is not None and name != "dense-cholesky-torch":
+                    if case == "lml_grad":
+                        row["max_abs_diff"] = abs(out[0] - ref[0])
+                        row["rel_diff"] = row["max_abs_diff"] / abs(ref[0])
+                        if out[1] is not None:
+                            row["grad_max_abs_diff"] = float(np.max(np.abs(out[1] - ref[1])))
+                    else:
+                        row["max_abs_diff"] = float(max(np.max(np.abs(out[0] - ref[0])),
+                                                        np.max(np.abs(out[1] - ref[1]))))
+                rows.append(row)
+                print(json.dumps(row))
+                # a method whose time would exceed the budget at 10x T stops growing
+                if seconds * 12 > budget:
+                    stopped.add(key)
+    return rows
+
+
+def print_table(rows: list[dict]) -> None:
+    cases = sorted({r["case"] for r in rows}, key=lambda c: (c.split("/")[0], int(c.split("=")[1])))
+    impls = list(dict.fromkeys(r["impl"] for r in rows))
+    print("\n| case | " + " | ".join(impls) + " | exact/ssgp |")
+    print("|---" * (len(impls) + 2) + "|")
+    for case in cases:
+        sec = {r["impl"]: r["seconds"] for r in rows if r["case"] == case}
+        cells = [f"{sec[i]:.4g}" if i in sec else "-" for i in impls]
+        exact = [sec[i] for i in ("dense-cholesky-torch", "scikit-learn", "gpytorch-exact")
+                 if i in sec]
+        fast = [sec[i] for i in ("dynvae-ssgp-sequential", "dynvae-ssgp-parallel") if i in sec]
+        ratio = f"{min(exact) / min(fast):.1f}x" if exact and fast else "-"
+        print(f"| {case} | " + " | ".join(cells) + f" | {ratio} |")
+    for impl in ("dynvae-ssgp-sequential", "dynvae-ssgp-parallel"):
+        for case in ("lml_grad", "posterior"):
+            pts = [(r["T"], r["seconds"]) for r in rows
+                   if r["impl"] == impl and r["case"].startswith(case + "/") and r["T"] >= 1000]
+            if len(pts) >= 2:
+                slope = np.polyfit(np.log([p[0] for p in pts]), np.log([p[1] for p in pts]), 1)[0]
+                print(f"log-log slope of {impl} {case} time vs T: {slope:.2f} "
+                      f"(T = {pts[0][0]}..{pts[-1][0]})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes, under a minute")
+    ap.add_argument("--json", help="write the rows to this file")
+    ap.add_argument("--sizes", type=int, nargs="*", help="override the list of T")
+    ap.add_argument("--budget", type=float, default=240.0,
+                    help="seconds one call may take before a method stops growing T")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    sizes = args.sizes or ([300, 1000, 3000] if args.quick
+                           else [1000, 3000, 10_000, 30_000, 100_000, 1_000_000, 10_000_000])
+    rows = run_benchmark(sizes, repeats=3 if not args.quick else 1,
+                         budget=args.budget if not args.quick else 12.0)
+    print_table(rows)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(rows, fh, indent=1)
+
+
+if __name__ == "__main__":
+    main()

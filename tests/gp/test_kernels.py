@@ -107,8 +107,9 @@ def test_periodic_approximation_error_falls_with_order():
     for order in (1, 2, 4, 6, 8, 12):
         k = Periodic(1.0, 0.7, order=order)
         with torch.no_grad():
-            errors.append(float((k.stationary_covariance(tau) - k.exact_covariance(tau)).abs().max()))
-    assert all(b < a for a, b in zip(errors, errors[1:]))
+            err = (k.stationary_covariance(tau) - k.exact_covariance(tau)).abs().max()
+        errors.append(float(err))
+    assert all(b < a for a, b in zip(errors, errors[1:], strict=False))
     assert errors[0] > 1e-2 and errors[-1] < 1e-9
 
 
@@ -117,7 +118,8 @@ def test_composition_operators_and_hyperparameters():
     assert isinstance(k, Sum) and len(k.kernels) == 3
     p = Matern32() * Periodic(order=2)
     assert isinstance(p, Product) and p.state_dim == 2 * 6
-    hp = QuasiPeriodic(period=2.0, lengthscale=0.5, decay_lengthscale=7.0, variance=3.0).hyperparameters()
+    qp = QuasiPeriodic(period=2.0, lengthscale=0.5, decay_lengthscale=7.0, variance=3.0)
+    hp = qp.hyperparameters()
     assert hp["left.lengthscale"] == pytest.approx(7.0)
     assert hp["left.variance"] == pytest.approx(3.0)
     assert hp["right.period"] == pytest.approx(2.0)

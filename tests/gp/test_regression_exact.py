@@ -100,7 +100,7 @@ def test_gradients_match_finite_differences():
     grads = torch.autograd.grad(gp.log_marginal_likelihood(t, x), params)
     eps = 1e-6
     with torch.no_grad():
-        for p, g in zip(params, grads):
+        for p, g in zip(params, grads, strict=True):
             for i in range(p.numel()):
                 flat = p.view(-1)
                 flat[i] += eps

@@ -17,7 +17,8 @@ def random_stable_sde(S=3, W=2, seed=0):
     M = torch.randn(S, S, generator=g, dtype=DT)
     F = M - (torch.linalg.eigvals(M).real.max() + 0.7) * torch.eye(S, dtype=DT)   # stable
     Lq = torch.randn(W, W, generator=g, dtype=DT)
-    return LinearSDE(F, torch.randn(S, W, generator=g, dtype=DT), Lq @ Lq.T + 0.2 * torch.eye(W, dtype=DT))
+    L = torch.randn(S, W, generator=g, dtype=DT)
+    return LinearSDE(F, L, Lq @ Lq.T + 0.2 * torch.eye(W, dtype=DT))
 
 
 def rk4(rhs, y, t_end, n=4000):
@@ -38,8 +39,9 @@ def test_closed_form_moments_equal_integrated_moment_odes():
     t = torch.tensor([0.4, 1.3], dtype=DT)
     mean, cov = sde.moments(m0, P0, t)
     for i, ti in enumerate(t):
-        torch.testing.assert_close(mean[i], rk4(sde.mean_ode, m0, float(ti)), rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(cov[i], rk4(sde.cov_ode, P0, float(ti)), rtol=1e-10, atol=1e-12)
+        tol = dict(rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(mean[i], rk4(sde.mean_ode, m0, float(ti)), **tol)
+        torch.testing.assert_close(cov[i], rk4(sde.cov_ode, P0, float(ti)), **tol)
 
 
 def test_lyapunov_solution_and_stationary_van_loan():

@@ -81,10 +81,12 @@ class LinearSDE:
         if self.drift.shape[-2] != S:
             raise DataError(f"drift F must be square, got {tuple(self.drift.shape)}")
         if self.dispersion.shape[-2] != S:
-            raise DataError(f"dispersion L must end in ({S}, W), got {tuple(self.dispersion.shape)}")
+            raise DataError(f"dispersion L must end in ({S}, W), got "
+                            f"{tuple(self.dispersion.shape)}")
         W = self.dispersion.shape[-1]
         if tuple(self.diffusion.shape[-2:]) != (W, W):
-            raise DataError(f"diffusion Qc must end in ({W}, {W}), got {tuple(self.diffusion.shape)}")
+            raise DataError(f"diffusion Qc must end in ({W}, {W}), got "
+                            f"{tuple(self.diffusion.shape)}")
 
     @property
     def state_dim(self) -> int:

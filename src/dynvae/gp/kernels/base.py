@@ -87,7 +87,7 @@ class Kernel(nn.Module, ABC):
         return LinearSDE(ss.F, ss.L, ss.Qc)
 
     def hyperparameters(self) -> dict[str, float]:
-        """Positive hyperparameter values by dotted name, e.g. ``{'kernels.0.lengthscale': 2.0}``."""
+        """Positive hyperparameter values by dotted name, e.g. ``{'kernels.0.lengthscale': 2}``."""
         out = {}
         for name, value in list(self.named_parameters()) + list(self.named_buffers()):
             head, _, last = name.rpartition(".")

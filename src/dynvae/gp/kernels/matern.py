@@ -1,6 +1,6 @@
 """Matern kernels of half-integer smoothness nu = p + 1/2 as companion-form SDEs.
 
-    k(tau) = variance * exp(-lam |tau|) p!/(2p)! sum_{k=0}^{p} (p+k)!/(k!(p-k)!) (2 lam |tau|)^{p-k},
+    k(tau) = variance exp(-lam |tau|) p!/(2p)! sum_{k=0}^{p} (p+k)!/(k!(p-k)!) (2 lam |tau|)^{p-k},
     lam = sqrt(2 nu) / lengthscale
 
 (Rasmussen and Williams 2006, eq. 4.16). The SDE is the order-(p+1) companion form with

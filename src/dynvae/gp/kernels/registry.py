@@ -39,7 +39,8 @@ KERNELS: dict[str, Callable[[KernelInit], Kernel]] = {
 
 
 def parse_kernel(spec: str, init: KernelInit | None = None) -> Kernel:
-    """Build a kernel from a spec such as ``"matern52+quasiperiodic"`` or ``"matern32*periodic"``."""
+    """Build a kernel from a spec such as ``"matern52+quasiperiodic"`` or ``"matern32*periodic"``.
+    """
     init = init or KernelInit()
 
     def build(name: str) -> Kernel:
