@@ -141,3 +141,21 @@ def test_bad_input_gives_clear_errors():
         gp.log_marginal_likelihood(t, torch.zeros(3, 2, dtype=DT))
     with pytest.raises(DataError, match="call fit"):
         gp.predict(t)
+
+
+def test_parallel_engine_equals_dense_exact_gp():
+    from dynvae.gp.inference import ParallelKalman
+    t, x = irregular_data(T=60, D=2, seed=6)
+    kernel, noise = Matern52(3.0, 0.5) + QuasiPeriodic(2.1, 1.2, 4.0, 0.9, order=4), 0.15
+    gp = StateSpaceGP(kernel, num_outputs=2, noise_variance=noise, engine=ParallelKalman())
+    t_new = torch.cat([new_times(), t[20:22]])
+    with torch.no_grad():
+        lml = gp.log_marginal_likelihood(t, x)
+        gp.set_data(t, x)
+        pred = gp.predict(t_new)
+    ref = 0.0
+    for d in range(2):
+        ref = ref + exact_log_marginal_likelihood(gp.kernels[d], t, x[:, d], noise)
+        mean, var = exact_posterior(gp.kernels[d], t, x[:, d], noise, t_new)
+        assert relerr(pred.mean[:, d], mean) < 1e-8 and relerr(pred.variance[:, d], var) < 1e-8
+    assert relerr(lml, ref) < 1e-8
