@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from dynvae.gp.inference import ParallelKalman
 from dynvae.gp.kernels import Matern12, Matern32, Periodic, QuasiPeriodic
 from dynvae.gp.regression import StateSpaceGP
 
@@ -40,7 +41,8 @@ def test_fit_recovers_matern32_and_period():
     truth = Matern32(1.5, 1.0) + Periodic(period=3.0, lengthscale=1.0, variance=1.0, order=4)
     t, y = sample_data(truth, T=800, span=120.0, noise=0.05, seed=1)
     gp = StateSpaceGP(Matern32(3.0, 0.5) + Periodic(period=2.8, lengthscale=1.5, variance=0.5,
-                                                    order=4), noise_variance=0.2)
+                                                    order=4), noise_variance=0.2,
+                      engine=ParallelKalman())
     gp.fit(t, y, max_iter=60)
     hp = gp.hyperparameters()
     assert hp["kernels.1.period"] == pytest.approx(3.0, rel=0.02)
@@ -53,7 +55,8 @@ def test_fit_recovers_quasiperiodic_period():
     truth = QuasiPeriodic(period=2.0, lengthscale=0.8, decay_lengthscale=15.0, variance=1.5,
                           order=4)
     t, y = sample_data(truth, T=600, span=100.0, noise=0.05, seed=2)
-    gp = StateSpaceGP(QuasiPeriodic(1.9, 1.0, 8.0, 1.0, order=4), noise_variance=0.2)
+    gp = StateSpaceGP(QuasiPeriodic(1.9, 1.0, 8.0, 1.0, order=4), noise_variance=0.2,
+                      engine=ParallelKalman())
     gp.fit(t, y, max_iter=60)
     hp = gp.hyperparameters()
     assert hp["right.period"] == pytest.approx(2.0, rel=0.01)
