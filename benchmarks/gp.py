@@ -202,6 +202,10 @@ def dynamax_fns():
     return lml, post
 
 
+# how the cost of a method grows with T (dense exact GPs: Cholesky, O(T^3))
+GROWTH = {"dense-cholesky-torch": 3, "scikit-learn": 3, "gpytorch-exact": 3}
+
+
 def implementations():
     """name -> (lml fn, posterior fn, largest T it is allowed to try), peers when installed."""
     impls = {
@@ -233,7 +237,7 @@ def run_benchmark(sizes: list[int], repeats: int, budget: float) -> list[dict]:
                 if key in stopped or T > cap:
                     continue
                 try:
-                    reps = repeats if T <= 10 ** 4 else 1
+                    reps = repeats if T <= 3000 else 1
                     if name.startswith("dynamax"):
                         fn(t, y)                      # compile for this T outside the timing
                     seconds, out = timed(lambda f=fn, a=t, b=y: f(a, b), reps)
@@ -256,8 +260,9 @@ def run_benchmark(sizes: list[int], repeats: int, budget: float) -> list[dict]:
                                                         np.max(np.abs(out[1] - ref[1]))))
                 rows.append(row)
                 print(json.dumps(row))
-                # a method whose time would exceed the budget at 10x T stops growing
-                if seconds * 12 > budget:
+                # stop growing T once the next size's predicted time exceeds the budget
+                nxt = [s for s in sizes if s > T]
+                if nxt and seconds * (nxt[0] / T) ** GROWTH.get(name, 1) > budget:
                     stopped.add(key)
     return rows
 
