@@ -138,7 +138,7 @@ def gpytorch_fns():
             mll = gpytorch.mlls.ExactMarginalLogLikelihood(lik, m)
             value = mll(m(x), yy) * len(yy)           # gpytorch divides by n
             torch.autograd.grad(value, list(m.parameters()))   # timed, not compared
-        return float(value), None
+        return float(value.detach()), None
 
     def post(t, y):
         with gpytorch.settings.fast_computations(False, False, False), \
