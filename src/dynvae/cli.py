@@ -17,6 +17,7 @@ COMMANDS: list[str] = [
     "forecast",
     "sample",
     "datasets",
+    "gp",
 ]
 
 

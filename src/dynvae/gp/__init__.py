@@ -1,1 +1,12 @@
-"""dynvae.gp"""
+"""State-space Gaussian processes: kernels as linear SDEs, O(T) exact GP regression."""
+
+from dynvae.gp.discretize import discretize, gp_state_space_model
+from dynvae.gp.exact import exact_log_marginal_likelihood, exact_posterior
+from dynvae.gp.inference import ENGINES, KalmanEngine, ParallelKalman, SequentialKalman
+from dynvae.gp.regression import FitResult, GPPrediction, StateSpaceGP
+
+__all__ = [
+    "ENGINES", "FitResult", "GPPrediction", "KalmanEngine", "ParallelKalman", "SequentialKalman",
+    "StateSpaceGP", "discretize", "exact_log_marginal_likelihood", "exact_posterior",
+    "gp_state_space_model",
+]

@@ -1,1 +1,23 @@
-"""dynvae.sde"""
+"""dynvae.sde: stochastic calculus toolkit (Brownian motion, SDE solvers, processes)."""
+
+from dynvae.sde.brownian import BrownianPath, brownian_increments
+from dynvae.sde.ito import ito_correction, ito_lemma, to_ito, to_stratonovich
+from dynvae.sde.linear import LinearSDE, solve_lyapunov, van_loan
+from dynvae.sde.sde import SDE, NoiseType, SDEType, SDEWithRunningCost, check_sde
+from dynvae.sde.sdeint import SDESolution, sdeint, step_schedule
+from dynvae.sde.solvers import (
+    SRK,
+    EulerHeun,
+    EulerMaruyama,
+    Heun,
+    Milstein,
+    Solver,
+    StratonovichMilstein,
+)
+
+__all__ = [
+    "BrownianPath", "brownian_increments", "SDE", "SDEWithRunningCost", "NoiseType", "SDEType",
+    "check_sde", "sdeint", "SDESolution", "step_schedule", "Solver", "EulerMaruyama", "Milstein",
+    "StratonovichMilstein", "SRK", "Heun", "EulerHeun", "ito_correction", "ito_lemma", "to_ito",
+    "to_stratonovich", "LinearSDE", "solve_lyapunov", "van_loan",
+]

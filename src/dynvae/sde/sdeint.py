@@ -1,0 +1,180 @@
+"""Fixed-step SDE integration on shared or per-sequence time grids.
+
+Every observation interval [t_k, t_{k+1}] of a sequence is cut into
+n = ceil((t_{k+1} - t_k) / dt) equal steps, so steps land exactly on observation
+times and no step exceeds dt. With per-sequence grids t (B, T) the batch advances in
+lock-step: interval k takes max_b n_bk global steps, and a sequence needing fewer
+pads its interval with zero-length steps (h = 0, dW = 0, which leave z unchanged),
+so each sequence follows exactly the steps it would take if solved alone.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dynvae.errors import ConfigError, DataError
+from dynvae.sde.brownian import BrownianPath
+from dynvae.sde.sde import SDE, SDEWithRunningCost, check_sde
+from dynvae.sde.solvers import EulerMaruyama, Solver
+
+_CHUNK_ELEMENTS = 1 << 22  # noise is drawn for this many numbers at a time
+
+
+@dataclass(frozen=True)
+class SDESolution:
+    """z: (*batch, T, Z) solution at the requested times. running_cost: integral of the
+    SDE's running cost from t_0 to each t_k, (*batch, T) or (*batch, T, C); None when
+    the SDE has no running cost."""
+
+    z: Tensor
+    running_cost: Tensor | None = None
+
+
+def step_schedule(t: Tensor, dt: float | None) -> tuple[Tensor, Tensor]:
+    """Step times that land on every observation time.
+
+    t: (R, T) observation times, strictly increasing (R = 1 for a shared grid).
+    Returns (times (R, N + 1), obs_steps (T,)): times[:, obs_steps[k]] == t[:, k].
+    """
+    R, T = t.shape
+    delta = torch.diff(t, dim=-1)  # (R, T-1)
+    if dt is None:
+        n_rk = torch.ones_like(delta, dtype=torch.long)
+    else:
+        ratio = delta / dt
+        tol = 1e3 * torch.finfo(t.dtype).eps
+        n_rk = torch.ceil(ratio * (1 - tol)).clamp_min(1).long()  # (R, T-1)
+    n_k = n_rk.max(0).values  # (T-1,)
+    obs_steps = torch.cat([n_k.new_zeros(1), n_k.cumsum(0)])  # (T,)
+    k_of = torch.repeat_interleave(torch.arange(T - 1, device=t.device), n_k)  # (N,)
+    j_of = torch.arange(k_of.numel(), device=t.device) - obs_steps[k_of] + 1  # 1..n_k
+    n_own = n_rk[:, k_of]  # (R, N)
+    frac = j_of.to(t.dtype) / n_own.to(t.dtype)
+    ends = torch.where(j_of >= n_own, t[:, k_of + 1], t[:, k_of] + frac * delta[:, k_of])
+    return torch.cat([t[:, :1], ends], dim=-1), obs_steps
+
+
+def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: float | None = None,
+           bm: BrownianPath | None = None, generator: torch.Generator | None = None
+           ) -> SDESolution:
+    """Solve an SDE from z0 and return the solution at the times t.
+
+    sde: an SDE (its running cost, if any, is integrated alongside).
+    z0: (*batch, Z) initial state at t[..., 0].
+    t: (T,) shared grid or (*batch, T) per-sequence grids, strictly increasing.
+    solver: a Solver (default EulerMaruyama()); checked against the SDE first.
+    dt: largest step; None steps once per observation interval.
+    bm: optional BrownianPath of shape (*batch, W) covering the grid, to reuse one
+        path across step sizes; otherwise increments are drawn with ``generator``.
+    Differentiable by backpropagation through the steps.
+    """
+    solver = EulerMaruyama() if solver is None else solver
+    if not isinstance(solver, Solver):
+        raise ConfigError(f"solver must be a dynvae.sde.solvers.Solver, got {solver!r}")
+    solver.check(sde)
+    z, tt, batch_shape = _validate(z0, t, dt)
+    times, obs_steps = step_schedule(tt, dt)  # (R, N+1), (T,)
+    shared = times.shape[0] == 1
+    B, Z = z.shape
+    t_first = times[0, 0] if shared else times[:, :1]
+    W, cost_shape = check_sde(sde, t_first, z)
+    drift_cost = _drift_cost(sde)
+    t_steps = list(times[0].unbind(0)) if shared else list(times.t().unsqueeze(-1).unbind(0))
+    hs = torch.diff(times, dim=-1)  # (R, N)
+    h_steps = hs[0].tolist() if shared else list(hs.t().unsqueeze(-1).unbind(0))
+    noise = _noise(bm, times, hs, B, W, solver.needs_levy_area, generator, batch_shape)
+    record = set(obs_steps.tolist())
+    zs, costs, cost = [z], [], None
+    for i, (dW, H) in enumerate(noise):
+        z, dc = solver.step(sde, drift_cost, t_steps[i], t_steps[i + 1], h_steps[i], z, dW, H)
+        if dc is not None:
+            cost = dc if cost is None else cost + dc
+        if i + 1 in record:
+            zs.append(z)
+            costs.append(cost)
+    out = torch.stack(zs, dim=1).reshape(*batch_shape, -1, Z)
+    return SDESolution(out, _stack_costs(costs, z, cost_shape, batch_shape))
+
+
+def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, tuple]:
+    if not isinstance(z0, Tensor) or not torch.is_floating_point(z0) or z0.dim() < 2:
+        raise DataError(f"z0 must be a floating tensor of shape (*batch, Z), got {_desc(z0)}")
+    if not torch.isfinite(z0).all():
+        raise DataError("z0 contains NaN or inf")
+    batch_shape = tuple(z0.shape[:-1])
+    t = torch.as_tensor(t, device=z0.device).to(z0.dtype)
+    if t.dim() != 1 and tuple(t.shape[:-1]) != batch_shape:
+        raise DataError(f"t must be (T,) or (*batch, T) with batch {batch_shape}, got "
+                        f"{tuple(t.shape)}")
+    if t.shape[-1] < 1:
+        raise DataError("t must hold at least one time")
+    if not torch.isfinite(t).all():
+        raise DataError("t contains NaN or inf")
+    if (torch.diff(t, dim=-1) <= 0).any():
+        raise DataError("t must be strictly increasing along its last axis")
+    if dt is not None and not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+        raise ConfigError(f"dt must be a positive finite number or None, got {dt!r}")
+    z = z0.reshape(-1, z0.shape[-1])
+    tt = t.reshape(1, -1) if t.dim() == 1 else t.reshape(z.shape[0], -1)
+    return z, tt, batch_shape
+
+
+def _desc(x: object) -> str:
+    return f"{tuple(x.shape)} {x.dtype}" if isinstance(x, Tensor) else type(x).__name__
+
+
+def _drift_cost(sde: SDE):
+    if isinstance(sde, SDEWithRunningCost):
+        def drift_cost(t, z):
+            f, c = sde.drift_and_cost(t, z)
+            return f, (c.unsqueeze(-1) if c.dim() == 1 else c)
+        return drift_cost
+    return lambda t, z: (sde.drift(t, z), None)
+
+
+def _noise(bm: BrownianPath | None, times: Tensor, hs: Tensor, B: int, W: int, levy: bool,
+           generator: torch.Generator | None, batch_shape: tuple
+           ) -> Iterator[tuple[Tensor, Tensor | None]]:
+    """Per-step (dW (B, W), H (B, W) or None), from a BrownianPath or drawn on the fly."""
+    if bm is not None:
+        if not isinstance(bm, BrownianPath) or bm.shape != (*batch_shape, W):
+            raise DataError(f"bm must be a BrownianPath of shape {(*batch_shape, W)}, got "
+                            f"{getattr(bm, 'shape', type(bm).__name__)}")
+        grid = times[0] if times.shape[0] == 1 else times.reshape(*batch_shape, -1)
+        dW, H = bm.increments(grid.to(bm.dtype))
+        dW = dW.reshape(B, -1, W).to(times.dtype).unbind(1)
+        H = H.reshape(B, -1, W).to(times.dtype).unbind(1) if levy else [None] * len(dW)
+        return zip(dW, H, strict=True)
+    return _drawn_noise(hs, B, W, levy, generator)
+
+
+def _drawn_noise(hs: Tensor, B: int, W: int, levy: bool, generator: torch.Generator | None):
+    N = hs.shape[-1]
+    chunk = max(1, _CHUNK_ELEMENTS // (B * W * (2 if levy else 1)))
+    sqrt_h = hs.t().clamp_min(0).sqrt().unsqueeze(-1)  # (N, R, 1)
+    for start in range(0, N, chunk):
+        stop = min(N, start + chunk)
+        shape = (stop - start, B, W)
+        dW = torch.randn(shape, generator=generator, dtype=hs.dtype, device=hs.device)
+        dW = (dW * sqrt_h[start:stop]).unbind(0)
+        if levy:  # H ~ N(0, h / 12), independent of dW.
+            H = torch.randn(shape, generator=generator, dtype=hs.dtype, device=hs.device)
+            H = (H * (sqrt_h[start:stop] / math.sqrt(12.0))).unbind(0)
+        else:
+            H = [None] * len(dW)
+        yield from zip(dW, H, strict=True)
+
+
+def _stack_costs(costs: list, z: Tensor, cost_shape: tuple | None, batch_shape: tuple
+                 ) -> Tensor | None:
+    """Cumulative running costs at the observation times, starting from 0 at t_0."""
+    if cost_shape is None:
+        return None
+    zero = z.new_zeros(z.shape[0], cost_shape[0] if cost_shape else 1)
+    out = torch.stack([zero, *costs], dim=1)  # (B, T, C)
+    return out.reshape(*batch_shape, -1, *cost_shape)

@@ -1,0 +1,76 @@
+"""Real data: the Mauna Loa CO2 series (statsmodels), Matern + quasi-periodic kernel,
+interpolating a held-out year and extrapolating beyond the data; and the CLI on it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dynvae.cli import main
+from dynvae.gp.inference import ParallelKalman
+from dynvae.gp.kernels import KernelInit, parse_kernel
+from dynvae.gp.regression import StateSpaceGP
+
+pytest.importorskip("statsmodels")
+
+
+def co2_monthly():
+    from dynvae.data import load_dataset
+    seq = load_dataset("co2").sequences[0]
+    return seq.t[::4], seq.x[::4, 0]                  # every 4th week: ~570 points, gaps kept
+
+
+def test_co2_interpolates_a_held_out_year_and_extrapolates():
+    t_np, x_np = co2_monthly()
+    held_in = (t_np > 1980) & (t_np < 1981)            # interpolation gap
+    future = t_np > 1999                               # extrapolation
+    train = ~held_in & ~future
+    center, scale = np.nanmean(x_np[train]), np.nanstd(x_np[train])
+    t = torch.tensor(t_np[train])
+    x = torch.tensor((x_np[train] - center) / scale)
+    kernel = parse_kernel("matern52+quasiperiodic", KernelInit(lengthscale=5.0, period=1.0,
+                                                               order=2))
+    gp = StateSpaceGP(kernel, noise_variance=0.01, engine=ParallelKalman())
+    fit = gp.fit(t, x, max_iter=15)
+    assert np.isfinite(fit.log_marginal_likelihood)
+    hp = gp.hyperparameters()
+    assert hp["kernels.1.right.period"] == pytest.approx(1.0, rel=0.01)   # a year
+    with torch.no_grad():
+        pred = gp.predict(torch.tensor(t_np))
+    mean = pred.mean[:, 0].numpy() * scale + center
+    sd = np.sqrt(pred.variance[:, 0].numpy() + float(pred.noise_variance[0])) * scale
+    for region, max_rmse in ((held_in, 1.0), (future, 4.0)):
+        ok = region & np.isfinite(x_np)
+        err = mean[ok] - x_np[ok]
+        assert np.sqrt(np.mean(err ** 2)) < max_rmse
+        assert np.mean(np.abs(err) < 3 * sd[ok]) > 0.8          # calibrated bands
+
+
+def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path):
+    from dynvae.data import load_dataset
+    seq = load_dataset("co2").sequences[0]
+    import pandas as pd
+    stamps = pd.Timestamp("1958-01-01") + pd.to_timedelta((seq.t[:300] - 1958) * 365.25, "D")
+    frame = pd.DataFrame({"date": stamps.strftime("%Y-%m-%d"), "co2": seq.x[:300, 0]})
+    frame = frame.iloc[np.sort(np.random.default_rng(0).choice(300, 150, replace=False))]
+    csv = tmp_path / "co2.csv"
+    frame.to_csv(csv, index=False)
+    out = tmp_path / "run"
+    argv = ["gp", "--data", str(csv), "--time-col", "date", "--value-col", "co2", "--kernel",
+            "matern32+periodic", "--order", "2", "--max-iter", "5", "--out", str(out),
+            "--extrapolate", "100", "--grid-points", "50"]
+    assert main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["log_marginal_likelihood"])
+    assert metrics["n_observed"] == int(frame["co2"].notna().sum())
+    assert metrics["hyperparameter.kernels.1.period"] > 0
+    pred = pd.read_csv(out / "predictions.csv")
+    assert {"time", "timestamp", "co2_mean", "co2_lower", "co2_upper"} <= set(pred.columns)
+    assert (pred["co2_lower"] < pred["co2_mean"]).all() and pred["co2_mean"].notna().all()
+    dates = pd.to_datetime(frame["date"])
+    last_day = (dates.max() - dates.min()) / pd.Timedelta(days=1)
+    assert pred["time"].max() == pytest.approx(last_day + 100)       # extrapolated 100 days
+    assert (out / "plots" / "gp.png").stat().st_size > 1000
+    assert main(argv) == 2                           # refuses to overwrite the run
+    assert main(argv[:-4] + ["--kernel", "matern32+rbf"] + argv[-4:]) == 2   # unknown kernel
