@@ -92,6 +92,13 @@ def mask_observation(y: Tensor, H: Tensor, R: Tensor, mask: Tensor | None
 def kalman_gain(cov: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
     """Gain K = P H^T S^{-1} (…, S, D) and Cholesky factor L (…, D, D) of S = H P H^T + R."""
     PHt = cov @ H.transpose(-1, -2)                         # (…, S, D)
+    if H.shape[-2] == 1:
+        # scalar observations: plain division avoids batched LAPACK calls on (…, 1, 1)
+        # matrices, which dominate the cost of long sequences
+        S = H @ PHt + R                                     # (…, 1, 1)
+        if not bool((S > 0).all()):
+            raise torch.linalg.LinAlgError("innovation variance is not positive")
+        return PHt / S, S.sqrt()
     L = torch.linalg.cholesky(symmetrize(H @ PHt + R))
     K = torch.cholesky_solve(PHt.transpose(-1, -2), L).transpose(-1, -2)
     return K, L
@@ -109,7 +116,10 @@ def innovation_log_lik(L: Tensor, resid: Tensor, n_obs: Tensor | int) -> Tensor:
     Entries decoupled by :func:`mask_observation` have resid 0 and unit variance, so each
     contributes exactly -0.5 log(2 pi), which counting only observed entries removes.
     """
-    z = torch.linalg.solve_triangular(L, resid.unsqueeze(-1), upper=False).squeeze(-1)
+    if L.shape[-1] == 1:
+        z = resid / L.squeeze(-1)
+    else:
+        z = torch.linalg.solve_triangular(L, resid.unsqueeze(-1), upper=False).squeeze(-1)
     half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
     return -0.5 * z.pow(2).sum(-1) - half_logdet - 0.5 * n_obs * LOG_2PI
 
