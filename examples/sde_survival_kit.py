@@ -135,12 +135,12 @@ def main(argv=None) -> dict:
     p.add_argument("--smoke", action="store_true", help="tiny sizes, runs in seconds")
     args = p.parse_args(argv)
     n = 50 if args.smoke else 2000
-    torch.set_grad_enabled(False)  # plain simulation: no autograd graph
-    results = simulate_ou_and_gbm(args.out, n)
-    results.update(check_ito_lemma(n))
-    results.update(measure_orders(args.out, 100 if args.smoke else 2000,
-                                  range(3, 6) if args.smoke else range(3, 10)))
-    results.update(lorenz_figure(args.out, 8 if args.smoke else 64))
+    with torch.no_grad():  # plain simulation: no autograd graph
+        results = simulate_ou_and_gbm(args.out, n)
+        results.update(check_ito_lemma(n))
+        results.update(measure_orders(args.out, 100 if args.smoke else 2000,
+                                      range(3, 6) if args.smoke else range(3, 10)))
+        results.update(lorenz_figure(args.out, 8 if args.smoke else 64))
     for key, value in results.items():
         print(f"{key}: {value}")
     return results

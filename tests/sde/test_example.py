@@ -7,15 +7,10 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sde_survival_kit.p
 
 
 def test_survival_kit_smoke(tmp_path):
-    import torch
-
     spec = importlib.util.spec_from_file_location("sde_survival_kit", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    try:
-        results = module.main(["--smoke", "--out", str(tmp_path)])
-    finally:
-        torch.set_grad_enabled(True)
+    results = module.main(["--smoke", "--out", str(tmp_path)])
     for name in ("sde_paths.png", "sde_orders.png", "sde_lorenz.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     assert abs(results["lemma_drift"] - (0.3 - 0.5 * 0.4 ** 2)) < 1e-12
