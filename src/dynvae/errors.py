@@ -11,3 +11,7 @@ class ConfigError(ValueError):
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or does not match the model."""
+
+
+class MissingDependencyError(ImportError):
+    """An optional package is not installed; the message names the extra to install."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import random
@@ -11,6 +12,8 @@ from typing import Any
 
 import numpy as np
 import torch
+
+from dynvae.errors import MissingDependencyError
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -51,3 +54,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+
+
+def import_optional(module: str, extra: str, purpose: str):
+    """Import ``module`` (an optional dependency) or raise :class:`MissingDependencyError`
+    telling the user to ``pip install 'dynvae[extra]'`` for ``purpose``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"{purpose} needs the package {module.split('.')[0]!r}, which is not installed: "
+            f"pip install 'dynvae[{extra}]'") from err

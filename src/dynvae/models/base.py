@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import abc
-from typing import NamedTuple
+import os
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -69,6 +70,31 @@ class DVAE(nn.Module, abc.ABC):
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)
 
+    def scored_mask(self, batch: SequenceBatch) -> Tensor:
+        """(B, T, D) bool: the entries whose density enters ``elbo`` and
+        ``log_likelihood_bound`` (all observed entries unless a model says otherwise)."""
+        return batch.mask
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
+
+
+class SelfFitting(abc.ABC):
+    """Mixin for models that fit themselves (closed form, EM, second-order methods)
+    instead of being trained by the gradient ``Trainer``.
+
+    ``FitConfig`` is the dataclass of fitting options that ``dynvae train --set``
+    fills in.
+    """
+
+    FitConfig: ClassVar[type]
+
+    @abc.abstractmethod
+    def fit(self, train: SequenceBatch, val: SequenceBatch | None, config: Any,
+            out_dir: str | os.PathLike | None = None) -> list[dict]:
+        """Fit to ``train``; return the history, one dict of numbers per iteration.
+
+        ``val`` (optional) is scored after fitting; ``out_dir`` is where a model may
+        write intermediate files.
+        """

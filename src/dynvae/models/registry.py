@@ -11,6 +11,7 @@ import importlib
 from dynvae.errors import ConfigError
 
 MODELS: dict[str, str] = {
+    "lgssm": "dynvae.models.lgssm:LGSSM",
 }
 
 

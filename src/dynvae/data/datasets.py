@@ -1,0 +1,54 @@
+"""Registry of named built-in datasets. A new dataset is one loader plus one line here."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from dynvae.data.classic import load_co2, load_nile
+from dynvae.data.dataset import SequenceDataset
+from dynvae.data.synthetic import synthetic_lgssm_dataset
+from dynvae.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """name: registry key; loader(**kwargs) -> SequenceDataset; extra: the
+    ``pip install 'dynvae[extra]'`` it needs, or None."""
+
+    name: str
+    description: str
+    loader: Callable[..., SequenceDataset]
+    extra: str | None = None
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    "nile": DatasetInfo("nile", "Nile annual flow 1871-1970, 100 steps (statsmodels)",
+                        load_nile, "datasets"),
+    "co2": DatasetInfo("co2", "Mauna Loa weekly CO2 1958-2001, 2284 steps, 59 missing "
+                       "(statsmodels)", load_co2, "datasets"),
+    "synthetic-lgssm": DatasetInfo("synthetic-lgssm", "samples of a random stable linear "
+                                   "Gaussian SSM with entries missing at random",
+                                   synthetic_lgssm_dataset, None),
+}
+
+
+def list_datasets() -> list[str]:
+    """Names of the built-in datasets, sorted."""
+    return sorted(DATASETS)
+
+
+def load_dataset(name: str, **kwargs) -> SequenceDataset:
+    """Load the built-in dataset ``name``; ``kwargs`` go to its loader."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {list_datasets()}")
+    loader = DATASETS[name].loader
+    signature = inspect.signature(loader)
+    try:
+        signature.bind(**kwargs)
+    except TypeError:
+        options = [p for p in signature.parameters if p not in ("self", "cls")]
+        raise ConfigError(f"dataset {name!r} does not accept options {sorted(kwargs)}; its "
+                          f"options are {options}") from None
+    return loader(**kwargs)

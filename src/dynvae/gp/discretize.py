@@ -1,0 +1,52 @@
+"""Discretisation of a state-space kernel on irregular time grids, and the GP as an LGSSM.
+
+For a stationary kernel SDE started at N(0, Pinf), the exact transition over a step dt is
+A = expm(F dt) (each kernel gives a closed form where one is cheaper) and
+Q = Pinf - A Pinf A^T (Sarkka and Solin 2019, eq. 12.26), which needs no integral.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dynvae.gaussian import symmetrize
+from dynvae.gp.kernels.base import Kernel
+from dynvae.sde.linear import check_times
+from dynvae.ssm.model import LinearGaussianSSM
+
+
+def discretize(kernel: Kernel, dt: Tensor) -> tuple[Tensor, Tensor]:
+    """Exact transition matrices and noise covariances for steps dt.
+
+    Args: kernel: a state-space kernel.  dt: (*b,) step lengths >= 0 (any batch shape).
+    Returns: A (*b, S, S) and symmetric Q (*b, S, S).
+    """
+    A = kernel.transition_matrix(dt)
+    Pinf = kernel.state_space().Pinf
+    return A, symmetrize(Pinf - A @ Pinf @ A.transpose(-1, -2))
+
+
+def gp_state_space_model(kernels: list[Kernel], t: Tensor, noise_variance: Tensor
+                         ) -> LinearGaussianSSM:
+    """The LGSSM of independent GP outputs observed with Gaussian noise at times t.
+
+    Output d has prior kernels[d] and noise variance noise_variance[d]; the outputs are a
+    leading batch axis D of the model (x is then passed as (D, T, 1)). All kernels must
+    share one state dim S. Transition entry k maps z(t_{k-1}) to z(t_k); entry 0 is unused.
+
+    Args: kernels: D kernels.  t: (T,) strictly increasing times.  noise_variance: (D,).
+    Returns: LinearGaussianSSM with initial (D, S), transition (D, T, S, S), emission (D, 1, S).
+    """
+    check_times(t)
+    dt = torch.diff(t, prepend=t[:1])                                   # (T,), dt[0] = 0
+    parts = [(discretize(k, dt), k.state_space()) for k in kernels]
+    A = torch.stack([a for (a, _), _ in parts])                         # (D, T, S, S)
+    Q = torch.stack([q for (_, q), _ in parts])                         # (D, T, S, S)
+    Pinf = torch.stack([ss.Pinf for _, ss in parts])                    # (D, S, S)
+    H = torch.stack([ss.H for _, ss in parts])                          # (D, 1, S)
+    return LinearGaussianSSM(
+        initial_mean=Pinf.new_zeros(Pinf.shape[:-1]), initial_cov=Pinf,
+        transition_matrix=A, transition_cov=Q, emission_matrix=H,
+        emission_cov=noise_variance.reshape(-1, 1, 1).to(Pinf),
+        time_varying={"transition_matrix", "transition_cov"})

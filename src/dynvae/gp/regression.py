@@ -1,0 +1,188 @@
+"""StateSpaceGP: exact GP regression in O(T) with the Kalman filter and RTS smoother.
+
+The GP prior of each output is the linear SDE of its kernel, observed with Gaussian noise;
+discretised on the (irregular) time grid it is an LGSSM, so the Kalman filter gives the
+exact log marginal likelihood and the RTS smoother the exact posterior marginals
+(Hartikainen and Sarkka 2010). Prediction at new times merges them into the grid as
+unobserved steps. Outputs are independent GPs, each with its own copy of the kernel's
+hyperparameters and its own noise variance; NaN values are missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from dynvae.errors import DataError
+from dynvae.gp.discretize import gp_state_space_model
+from dynvae.gp.inference import KalmanEngine, SequentialKalman
+from dynvae.gp.kernels.base import Kernel
+from dynvae.sde.linear import check_times
+from dynvae.ssm import LinearGaussianSSM, ffbs_sample
+
+
+class GPPrediction(NamedTuple):
+    """Posterior at times t (N,): latent mean (N, D), latent variance (N, D), and the
+    observation noise variance (D,) to add for predictive bands of y."""
+
+    t: Tensor
+    mean: Tensor
+    variance: Tensor
+    noise_variance: Tensor
+
+
+class FitResult(NamedTuple):
+    log_marginal_likelihood: float
+    n_evaluations: int
+
+
+def check_data(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Validate (T,) times and (T,) or (T, D) values; return t, x (T, D) with 0 at missing
+    entries, and the mask (T, D) True where observed."""
+    check_times(t)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[0] != t.shape[0]:
+        raise DataError(f"values must be (T,) or (T, D) with T={t.shape[0]}, got {tuple(x.shape)}")
+    if bool(torch.isinf(x).any()):
+        raise DataError("values contain inf")
+    mask = ~torch.isnan(x)
+    empty = (~mask).all(0).nonzero().flatten().tolist()
+    if empty:
+        raise DataError(f"output column(s) {empty} have no observed value")
+    return t, torch.where(mask, x, torch.zeros_like(x)), mask
+
+
+class StateSpaceGP(nn.Module):
+    """Independent-output GP regression with a state-space kernel.
+
+    Args:
+        kernel: the prior kernel; each of the D outputs gets its own copy.
+        num_outputs: D.
+        noise_variance: initial Gaussian noise variance (learnable, positive via log).
+        engine: Kalman engine (SequentialKalman() or ParallelKalman()).
+    """
+
+    def __init__(self, kernel: Kernel, num_outputs: int = 1, noise_variance: float = 0.1,
+                 engine: KalmanEngine | None = None) -> None:
+        super().__init__()
+        if num_outputs < 1:
+            raise DataError(f"num_outputs must be >= 1, got {num_outputs}")
+        self.kernels = nn.ModuleList([copy.deepcopy(kernel) for _ in range(num_outputs)])
+        dtype = kernel.dtype
+        self.log_noise_variance = nn.Parameter(
+            torch.full((num_outputs,), math.log(noise_variance), dtype=dtype))
+        self.engine = engine or SequentialKalman()
+        self.train_t: Tensor | None = None
+        self.train_x: Tensor | None = None
+
+    @property
+    def noise_variance(self) -> Tensor:
+        return self.log_noise_variance.exp()
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.kernels)
+
+    def state_space_model(self, t: Tensor) -> LinearGaussianSSM:
+        """The LGSSM on grid t (T,), outputs as batch axis: transition (D, T, S, S)."""
+        return gp_state_space_model(list(self.kernels), t, self.noise_variance)
+
+    def _as_ssm_data(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        if x.shape[-1] != self.num_outputs:
+            raise DataError(f"values have {x.shape[-1]} outputs, the model has {self.num_outputs}")
+        return x.T.unsqueeze(-1), mask.T.unsqueeze(-1)                 # (D, T, 1)
+
+    def log_marginal_likelihood(self, t: Tensor, x: Tensor) -> Tensor:
+        """Exact log p(x_observed) summed over outputs, by the Kalman filter in O(T).
+
+        Args: t (T,) strictly increasing times, x (T,) or (T, D) with NaN where missing.
+        """
+        t, x, mask = check_data(t, x)
+        xs, ms = self._as_ssm_data(x, mask)
+        return self.engine.filter(self.state_space_model(t), xs, ms).log_likelihood.sum()
+
+    def set_data(self, t: Tensor, x: Tensor) -> None:
+        """Store the training data used by :meth:`predict` and :meth:`sample_posterior`."""
+        check_data(t, x)
+        self.train_t, self.train_x = t, (x[:, None] if x.ndim == 1 else x)
+
+    def fit(self, t: Tensor, x: Tensor, max_iter: int = 100, tolerance: float = 1e-9
+            ) -> FitResult:
+        """Maximise the exact log marginal likelihood over all hyperparameters with L-BFGS
+        (strong Wolfe line search); stores (t, x) for prediction."""
+        self.set_data(t, x)
+        n_obs = int((~torch.isnan(self.train_x)).sum())
+        opt = torch.optim.LBFGS(self.parameters(), max_iter=max_iter, tolerance_grad=tolerance,
+                                tolerance_change=tolerance, line_search_fn="strong_wolfe")
+        count = [0]
+
+        def closure() -> Tensor:
+            opt.zero_grad()
+            loss = -self.log_marginal_likelihood(t, x) / n_obs
+            if not torch.isfinite(loss):
+                raise DataError("log marginal likelihood became non-finite during fitting")
+            loss.backward()
+            count[0] += 1
+            return loss
+
+        opt.step(closure)
+        with torch.no_grad():
+            lml = float(self.log_marginal_likelihood(t, x))
+        return FitResult(lml, count[0])
+
+    def _merged(self, t_new: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Training grid merged with t_new: (grid (N,), x (N, D), mask (N, D), rows of t_new)."""
+        if self.train_t is None:
+            raise DataError("no training data: call fit(t, x) or set_data(t, x) first")
+        t, x, mask = check_data(self.train_t, self.train_x)
+        if t_new is None:
+            return t, x, mask, torch.arange(len(t), device=t.device)
+        t_new = torch.as_tensor(t_new, dtype=t.dtype, device=t.device).reshape(-1)
+        if not bool(torch.isfinite(t_new).all()):
+            raise DataError("prediction times contain NaN or inf")
+        grid, inverse = torch.unique(torch.cat([t, t_new]), sorted=True, return_inverse=True)
+        xg = x.new_zeros(len(grid), x.shape[1])
+        mg = torch.zeros(len(grid), x.shape[1], dtype=torch.bool, device=x.device)
+        xg[inverse[: len(t)]] = x
+        mg[inverse[: len(t)]] = mask
+        return grid, xg, mg, inverse[len(t):]
+
+    def predict(self, t_new: Tensor | None = None) -> GPPrediction:
+        """Posterior mean and variance of the latent f at t_new (N,) (default: the training
+        times): interpolation and extrapolation by smoothing on the merged grid."""
+        grid, x, mask, rows = self._merged(t_new)
+        xs, ms = self._as_ssm_data(x, mask)
+        model = self.state_space_model(grid)
+        sm = self.engine.smoother(model, xs, ms)
+        H = model.emission_matrix[:, None]                              # (D, 1, 1, S)
+        mean = (H @ sm.smoothed_mean[..., None])[..., 0, 0]             # (D, N)
+        var = (H @ sm.smoothed_cov @ H.transpose(-1, -2))[..., 0, 0]    # (D, N)
+        return GPPrediction(grid[rows], mean[:, rows].T, var[:, rows].T,
+                            self.noise_variance.detach())
+
+    def sample_posterior(self, t_new: Tensor | None = None, n_samples: int = 1,
+                         generator: torch.Generator | None = None) -> Tensor:
+        """Exact posterior draws of the latent f at t_new by forward-filter backward-sample.
+
+        Returns: (K, N, D) with K = n_samples.
+        """
+        grid, x, mask, rows = self._merged(t_new)
+        xs, ms = self._as_ssm_data(x, mask)
+        model = self.state_space_model(grid)
+        z = ffbs_sample(model, xs, ms, n_samples=n_samples, generator=generator)  # (K, D, N, S)
+        f = (model.emission_matrix[:, None] @ z[..., None])[..., 0, 0]  # (K, D, N)
+        return f[:, :, rows].transpose(1, 2)
+
+    def hyperparameters(self) -> dict[str, float]:
+        """Flat name -> value of every positive hyperparameter (noise included)."""
+        out = {}
+        for d, k in enumerate(self.kernels):
+            prefix = f"output{d}." if self.num_outputs > 1 else ""
+            out.update({prefix + name: v for name, v in k.hyperparameters().items()})
+            out[prefix + "noise_variance"] = float(self.noise_variance[d].detach())
+        return out

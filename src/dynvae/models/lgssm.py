@@ -1,0 +1,342 @@
+"""The linear Gaussian state-space model, the simplest DVAE (seed, "a Kalman filter is
+the simplest DVAE": first-order Markov latents, linear Gaussian observations):
+
+    z_0 ~ N(m0, P0)
+    z_t = A z_{t-1} + B u_t + b + w_t,   w_t ~ N(0, Q)
+    x_t = H z_t     + D u_t + d + v_t,   v_t ~ N(0, R)
+
+Inference is exact (Kalman filter, RTS smoother from dynvae.ssm), so ``elbo``
+returns log p(x) with kl = 0. The model is discrete-time: step t is the t-th
+valid row of a sequence, whatever its time stamp. Fitting: EM
+(:meth:`LGSSM.fit_em`) or gradients (:meth:`LGSSM.fit_gradient`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError, DataError
+from dynvae.gaussian import condition_on_observation
+from dynvae.models import lgssm_ops as ops
+from dynvae.models.base import DVAE, ELBOTerms, Prediction, SelfFitting
+from dynvae.models.lgssm_em import e_step
+from dynvae.models.lgssm_fit import FitConfig, Optimizer, fit_method
+from dynvae.models.lgssm_params import (
+    COVARIANCES,
+    DiffuseInitial,
+    FixedMatrix,
+    LearnedInitial,
+    LearnedMatrix,
+    MatrixBlock,
+)
+from dynvae.ssm import LinearGaussianSSM, kalman_filter, rts_smoother
+
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
+
+
+@dataclass
+class Config:
+    """LGSSM structure.
+
+    state_dim: S; None means the data dimension D.
+    transition: "random_walk" (A = I, fixed) or "linear" (A learned).
+    emission: "identity" (H = I, fixed; needs S = D) or "linear" (H learned).
+    initial: "diffuse" (z_0 ~ N(0, kappa I), first observed step(s) not scored, as
+        statsmodels' approximate diffuse default) or "learned" (m0, P0 learned).
+    diagonal_cov: Q, R (and a learned P0) diagonal instead of full.
+    transition_bias, emission_bias: learn b, d.
+    inputs: when the data has inputs u, learn B and D (u enters transition and emission).
+    diffuse_kappa, diffuse_burn: variance of the diffuse state; observed steps left out.
+    dtype: "float64" or "float32".
+    The default (random walk, identity emission, diffuse start) is the local level
+    model, one level per channel.
+    """
+
+    state_dim: int | None = None
+    transition: str = "random_walk"
+    emission: str = "identity"
+    initial: str = "diffuse"
+    diagonal_cov: bool = False
+    transition_bias: bool = False
+    emission_bias: bool = False
+    inputs: bool = True
+    diffuse_kappa: float = 1e6
+    diffuse_burn: int = 1
+    dtype: str = "float64"
+
+
+def _identity(rows: int, cols: int, dtype) -> MatrixBlock:
+    if rows != cols:
+        raise ConfigError(f"emission 'identity' needs state_dim == data dim, got S={cols}, "
+                          f"D={rows}; use emission='linear'")
+    return FixedMatrix(torch.eye(rows, dtype=dtype))
+
+
+TRANSITIONS = {
+    "random_walk": lambda S, dtype: FixedMatrix(torch.eye(S, dtype=dtype)),
+    "linear": lambda S, dtype: LearnedMatrix(0.9 * torch.eye(S, dtype=dtype)),
+}
+EMISSIONS = {
+    "identity": _identity,
+    "linear": lambda D, S, dtype: LearnedMatrix(torch.randn(D, S, dtype=dtype) / math.sqrt(S)),
+}
+INITIALS = {
+    "diffuse": lambda S, c, dtype: DiffuseInitial(S, c.diffuse_kappa, c.diffuse_burn, dtype),
+    "learned": lambda S, c, dtype: LearnedInitial(S, c.diagonal_cov, dtype),
+}
+
+
+def _choose(table: dict, key: str, what: str):
+    if key not in table:
+        raise ConfigError(f"unknown {what} {key!r}; choose one of {sorted(table)}")
+    return table[key]
+
+
+class LGSSM(DVAE, SelfFitting):
+    """Linear Gaussian SSM with constrained, learnable parameters (see module docstring)."""
+
+    Config: ClassVar[type] = Config
+    FitConfig: ClassVar[type] = FitConfig
+
+    def __init__(self, config: Config, data_dim: int, input_dim: int = 0) -> None:
+        super().__init__()
+        if data_dim < 1:
+            raise ConfigError(f"data_dim must be positive, got {data_dim}")
+        S = data_dim if config.state_dim is None else int(config.state_dim)
+        if S < 1:
+            raise ConfigError(f"state_dim must be positive, got {S}")
+        dtype = _choose(DTYPES, config.dtype, "dtype")
+        self.config, self.data_dim, self.input_dim, self.state_dim = config, data_dim, input_dim, S
+        self.transition = _choose(TRANSITIONS, config.transition, "transition")(S, dtype)
+        self.emission = _choose(EMISSIONS, config.emission, "emission")(data_dim, S, dtype)
+        self.initial = _choose(INITIALS, config.initial, "initial state")(S, config, dtype)
+        if isinstance(self.initial, DiffuseInitial) and self.emission.learned:
+            raise ConfigError("initial='diffuse' needs a fixed emission (emission='identity'): "
+                              "with a learned H the diffuse likelihood has no maximum; "
+                              "use initial='learned'")
+        cov = COVARIANCES[bool(config.diagonal_cov)]
+        self.transition_cov = cov(S, 0.1, dtype)
+        self.emission_cov = cov(data_dim, 0.5, dtype)
+        U = input_dim if config.inputs else 0
+        zeros = lambda *shape: LearnedMatrix(torch.zeros(*shape, dtype=dtype))
+        self.transition_input = zeros(S, U) if U else None
+        self.emission_input = zeros(data_dim, U) if U else None
+        self.transition_bias = zeros(S, 1) if config.transition_bias else None
+        self.emission_bias = zeros(data_dim, 1) if config.emission_bias else None
+
+    @classmethod
+    def from_config(cls, config: Config, data_dim: int, input_dim: int = 0) -> LGSSM:
+        return cls(config, data_dim, input_dim)
+
+    @classmethod
+    def local_level(cls, data_dim: int = 1, **overrides) -> LGSSM:
+        """Local level model x_t = z_t + v_t, z_t = z_{t-1} + w_t, diffuse start
+        (S = D, A = I, H = I)."""
+        return cls(Config(**overrides), data_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.transition_cov.parameters().__next__().dtype
+
+    # -------------------------------------------------------------- parameters
+    def ssm(self) -> LinearGaussianSSM:
+        """The current parameters as a :class:`LinearGaussianSSM` (differentiable)."""
+        m0, P0 = self.initial.prior()
+        opt = lambda block, squeeze=False: None if block is None else (
+            block().squeeze(-1) if squeeze else block())
+        return LinearGaussianSSM(
+            initial_mean=m0, initial_cov=P0,
+            transition_matrix=self.transition(), transition_cov=self.transition_cov(),
+            emission_matrix=self.emission(), emission_cov=self.emission_cov(),
+            transition_bias=opt(self.transition_bias, True),
+            emission_bias=opt(self.emission_bias, True),
+            transition_input=opt(self.transition_input), emission_input=opt(self.emission_input))
+
+    def _inputs(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Validated (x, mask, u) in the model's dtype and device; u zero beyond lengths."""
+        if batch.dim != self.data_dim:
+            raise DataError(f"the data has {batch.dim} channels, the model expects "
+                            f"{self.data_dim}")
+        b = batch.to(device=self.device, dtype=self.dtype)
+        if self.transition_input is None:
+            return b.x, b.mask, None
+        if b.u is None or b.u.shape[-1] != self.input_dim:
+            got = "no inputs" if b.u is None else f"{b.u.shape[-1]} input channels"
+            raise DataError(f"the model expects {self.input_dim} input channels, got {got}")
+        return b.x, b.mask, torch.where(b.valid[..., None], b.u, torch.zeros_like(b.u))
+
+    # ------------------------------------------------------------- likelihood
+    def _burn_steps(self, mask: Tensor) -> Tensor:
+        """(B, T) bool: the first ``burn`` observed steps, left out of the score."""
+        observed = mask.any(-1)
+        return observed & (observed.cumsum(-1) <= self.initial.burn)
+
+    def scored_mask(self, batch: SequenceBatch) -> Tensor:
+        _, mask, _ = self._inputs(batch)
+        return mask & ~self._burn_steps(mask)[..., None]
+
+    def log_likelihood(self, batch: SequenceBatch) -> Tensor:
+        """(B,) exact log p(x_observed) (for a diffuse start: given the burn-in steps)."""
+        x, mask, u = self._inputs(batch)
+        model = self.ssm()
+        f = kalman_filter(model, x, mask, u)
+        if self.initial.burn == 0:
+            return f.log_likelihood
+        burn = self._burn_steps(mask)                                  # (B, T)
+        _, emis_off = model.offsets(x.shape[-2], u)
+        y = x if emis_off is None else x - emis_off
+        _, _, step_ll = condition_on_observation(
+            f.predicted_mean, f.predicted_cov, y, model.emission_matrix, model.emission_cov,
+            mask & burn[..., None])                                    # (B, T)
+        return f.log_likelihood - step_ll.sum(-1)
+
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        ll = self.log_likelihood(batch)
+        n_obs = self.scored_mask(batch).sum((1, 2)).to(ll.dtype)
+        return ELBOTerms(ll, torch.zeros_like(ll), n_obs)
+
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int = 1) -> Tensor:
+        """(B,) the exact log-likelihood (no sampling is needed)."""
+        return self.log_likelihood(batch)
+
+    # ------------------------------------------------------------- prediction
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Smoothed predictive of every entry: H m_s + c, sqrt(diag(H P_s H^T + R))."""
+        x, mask, u = self._inputs(batch)
+        model = self.ssm()
+        sm = rts_smoother(model, x, mask, u)
+        return ops.emit(model, sm.smoothed_mean, sm.smoothed_cov, u, batch.t.to(x))
+
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
+        """Predictive of x at ``t_future`` (B, H) after each sequence's last valid step.
+
+        The model is discrete-time: t_future must lie on each sequence's grid,
+        t_future = t_last + k dt with integer k >= 1 and dt the median step of the
+        sequence (1 for a one-step sequence); k = round((t_future - t_last) / dt).
+        With inputs, ``u_future`` (B, H, U) gives u at steps k = 1..H (then t_future
+        must be exactly those steps).
+        """
+        x, mask, u = self._inputs(batch)
+        k = ops.steps_ahead(batch, t_future)                        # (B, H) int
+        model = self.ssm()
+        f = kalman_filter(model, x, mask, u)
+        last = (batch.lengths - 1).to(x.device)
+        idx = torch.arange(x.shape[0], device=x.device)
+        mean, cov = f.filtered_mean[idx, last], f.filtered_cov[idx, last]     # (B, S), (B, S, S)
+        u_steps = ops.future_inputs(self.transition_input is not None, k, u_future, x)
+        return ops.predict_ahead(model, mean, cov, k, u_steps, t_future.to(x))
+
+    @torch.no_grad()
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws of x at the T = len(t) steps ``t`` (inputs u: (n, T, U))."""
+        if n < 1 or t.ndim != 1 or t.shape[0] < 1:
+            raise DataError(f"sample needs n >= 1 and t of shape (T,), got n={n}, "
+                            f"t {tuple(t.shape)}")
+        if (self.transition_input is not None) and (u is None or u.shape[:2] != (n, len(t))):
+            raise DataError(f"the model has inputs: pass u of shape (n, T, {self.input_dim})")
+        model = self.ssm()
+        m0, P0 = self.initial.sampling_moments()
+        return ops.sample_paths(model, m0, P0, n, t.shape[0],
+                                None if u is None else u.to(self.dtype))
+
+    # ----------------------------------------------------------------- fitting
+    @torch.no_grad()
+    def initialize_from_data(self, batch: SequenceBatch) -> None:
+        """Set noise covariances from the observed variance, biases from the observed
+        mean and a learned H from the principal components of the data."""
+        x, mask, _ = self._inputs(batch)
+        mean, cov = ops.observed_moments(x, mask)                  # (D,), (D, D)
+        var = torch.diagonal(cov).clamp_min(1e-12)
+        self.emission_cov.assign(torch.diag(0.5 * var))
+        scale = float(var.mean())
+        self.transition_cov.assign(0.1 * scale * torch.eye(self.state_dim, dtype=x.dtype)
+                                   if not self.emission.learned
+                                   else 0.1 * torch.eye(self.state_dim, dtype=x.dtype))
+        if self.emission.learned:
+            self.emission.assign(ops.pca_loadings(cov, self.state_dim))
+        if self.emission_bias is not None:
+            self.emission_bias.assign(mean.unsqueeze(-1))
+
+    def fit_em(self, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
+               progress: bool = True) -> list[dict]:
+        """Expectation-maximisation over all sequences of ``batch``; missing entries by
+        their conditional moments (see dynvae.models.lgssm_em). Stops when the full
+        log-likelihood per observed entry changes by less than ``tol``.
+
+        Returns one row per iteration: step, log_likelihood (the score of
+        :meth:`log_likelihood`, summed over sequences), log_likelihood_per_entry.
+        """
+        x, mask, u = self._inputs(batch)
+        lengths = batch.lengths.to(x.device)
+        n_obs = float(self.scored_mask(batch).sum())
+        history, previous = [], None
+        for step in ops.progress_range(n_iter, progress, "EM"):
+            with torch.no_grad():
+                stats = e_step(self.ssm(), x, mask, lengths, u)
+                full = float(stats.log_likelihood.sum()) / float(mask.sum())
+                ops.m_step(self, stats)
+                score = float(self.log_likelihood(batch).sum())
+            history.append({"step": step, "log_likelihood": score,
+                            "log_likelihood_per_entry": score / n_obs})
+            if previous is not None and abs(full - previous) < tol:
+                break
+            previous = full
+        return history
+
+    def fit_gradient(self, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,
+                     tol: float = 1e-9, progress: bool = True) -> list[dict]:
+        """Maximise :meth:`log_likelihood` per scored entry with ``optimizer``
+        (``LBFGS()`` or ``Adam(lr)`` from dynvae.models.lgssm_fit)."""
+        opt = optimizer.build(self.parameters())
+        n_obs = float(self.scored_mask(batch).sum())
+
+        def closure():
+            opt.zero_grad()
+            loss = -self.log_likelihood(batch).sum() / n_obs
+            loss.backward()
+            return loss
+
+        history, previous = [], None
+        for step in ops.progress_range(steps, progress, "fit"):
+            opt.step(closure)
+            with torch.no_grad():
+                score = float(self.log_likelihood(batch).sum())
+            history.append({"step": step, "log_likelihood": score,
+                            "log_likelihood_per_entry": score / n_obs})
+            if not math.isfinite(score):
+                raise DataError("the log-likelihood became non-finite during fitting; "
+                                "try method='em' or a smaller learning rate")
+            if previous is not None and abs(score - previous) / n_obs < tol:
+                break
+            previous = score
+        self.refresh_initial(batch)
+        return history
+
+    @torch.no_grad()
+    def refresh_initial(self, batch: SequenceBatch) -> None:
+        """For a diffuse start, store the smoothed moments of z_0 used by :meth:`sample`."""
+        if not self.initial.learned:
+            x, mask, u = self._inputs(batch)
+            stats = e_step(self.ssm(), x, mask, batch.lengths.to(x.device), u)
+            self.initial.assign(stats.initial_mean, stats.initial_cov)
+
+    def fit(self, train: SequenceBatch, val: SequenceBatch | None, config: FitConfig,
+            out_dir=None) -> list[dict]:
+        """SelfFitting entry point used by ``dynvae train``."""
+        method = fit_method(config.method)
+        if config.init_from_data:
+            self.initialize_from_data(train)
+        history = method(self, train, config, True)
+        if val is not None:
+            with torch.no_grad():
+                val_ll = float(self.log_likelihood(val).sum())
+            history[-1]["val_log_likelihood_per_entry"] = val_ll / float(
+                self.scored_mask(val).sum())
+        return history

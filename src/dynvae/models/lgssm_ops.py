@@ -1,0 +1,178 @@
+"""Helpers of the LGSSM model: predictive moments, forecasting steps, sampling, M-step."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import DataError
+from dynvae.gaussian import batched_mv, symmetrize
+from dynvae.models.base import Prediction
+from dynvae.models.lgssm_em import EMStatistics, regression_m_step
+from dynvae.ssm import LinearGaussianSSM
+
+STEP_TOLERANCE = 1e-2  # t_future may be off the grid by at most 1% of a step
+
+
+def progress_range(n: int, progress: bool, desc: str):
+    return tqdm(range(n), disable=not progress, desc=desc, leave=False)
+
+
+def emit(model: LinearGaussianSSM, mean: Tensor, cov: Tensor, u: Tensor | None,
+         t: Tensor) -> Prediction:
+    """Observation moments from state moments: mean (B, T, S), cov (B, T, S, S) ->
+    Prediction with mean H m + c and std sqrt(diag(H P H^T + R)), each (B, T, D)."""
+    H, R = model.emission_matrix, model.emission_cov
+    _, emis_off = model.offsets(mean.shape[-2], u)
+    x_mean = batched_mv(H, mean)                                        # (B, T, D)
+    if emis_off is not None:
+        x_mean = x_mean + emis_off
+    var = torch.diagonal(H @ cov @ H.transpose(-1, -2), dim1=-2, dim2=-1) + torch.diagonal(R)
+    return Prediction(t, x_mean, var.clamp_min(0).sqrt())
+
+
+def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
+    """(B, H) integer steps k >= 1 after each sequence's last valid time (see forecast)."""
+    B = batch.batch_size
+    if t_future.ndim != 2 or t_future.shape[0] != B or t_future.shape[1] < 1:
+        raise DataError(f"t_future must have shape (B={B}, H), got {tuple(t_future.shape)}")
+    if not torch.isfinite(t_future).all():
+        raise DataError("t_future contains NaN or inf")
+    t = batch.t.to(torch.float64).cpu()
+    tf = t_future.to(torch.float64).cpu()
+    steps = torch.empty(tf.shape, dtype=torch.long)
+    for b in range(B):
+        n = int(batch.lengths[b])
+        dt = float(t[b, 1:n].diff().median()) if n > 2 else (
+            float(t[b, 1] - t[b, 0]) if n == 2 else 1.0)
+        ratio = (tf[b] - t[b, n - 1]) / dt
+        k = ratio.round()
+        if (k < 1).any():
+            raise DataError(f"t_future of sequence {b} must lie after its last time "
+                            f"{float(t[b, n - 1])}")
+        if ((ratio - k).abs() > STEP_TOLERANCE).any():
+            raise DataError(f"the LGSSM is discrete-time: t_future of sequence {b} must be "
+                            f"t_last + k * dt with integer k, dt = {dt} (its median step)")
+        steps[b] = k.long()
+    return steps.to(batch.x.device)
+
+
+def future_inputs(has_inputs: bool, k: Tensor, u_future: Tensor | None, x: Tensor
+                  ) -> Tensor | None:
+    """Validated (B, H, U) inputs for steps 1..H, or None for a model without inputs."""
+    if not has_inputs:
+        return None
+    H = k.shape[1]
+    if u_future is None or u_future.shape[:2] != k.shape:
+        raise DataError(f"the model has inputs: forecast needs u_future of shape (B, H={H}, U)")
+    if not (k == torch.arange(1, H + 1, device=k.device)).all():
+        raise DataError("with inputs, t_future must be the next H consecutive steps")
+    return u_future.to(x)
+
+
+def predict_ahead(model: LinearGaussianSSM, mean: Tensor, cov: Tensor, k: Tensor,
+                  u: Tensor | None, t_future: Tensor) -> Prediction:
+    """Predict k (B, H) steps ahead of the filtered state mean (B, S), cov (B, S, S)."""
+    A, Q = model.transition_matrix, model.transition_cov
+    K = int(k.max())
+    trans_off, _ = model.offsets(K, u)                                  # (B|., K, S)
+    means, covs = [], []
+    for j in range(K):
+        mean = batched_mv(A, mean)
+        if trans_off is not None:
+            mean = mean + trans_off[..., j, :]
+        cov = symmetrize(A @ cov @ A.transpose(-1, -2) + Q)
+        means.append(mean)
+        covs.append(cov)
+    pred = emit(model, torch.stack(means, -2), torch.stack(covs, -3), u,
+                torch.zeros(mean.shape[0], K, dtype=mean.dtype, device=mean.device))
+    idx = (k - 1).unsqueeze(-1).expand(*k.shape, pred.mean.shape[-1])  # (B, H, D)
+    return Prediction(t_future, pred.mean.gather(1, idx), pred.std.gather(1, idx))
+
+
+def sample_paths(model: LinearGaussianSSM, m0: Tensor, P0: Tensor, n: int, T: int,
+                 u: Tensor | None) -> Tensor:
+    """(n, T, D) ancestral draws: z_0 ~ N(m0, P0), then the transition and emission."""
+    dt = m0.dtype
+    trans_off, emis_off = model.offsets(T, u)
+    Lq = torch.linalg.cholesky(model.transition_cov)
+    Lr = torch.linalg.cholesky(model.emission_cov)
+    S, D = m0.shape[-1], Lr.shape[-1]
+    z = m0 + batched_mv(torch.linalg.cholesky(P0), torch.randn(n, S, dtype=dt))
+    xs = []
+    for t in range(T):
+        if t > 0:
+            z = batched_mv(model.transition_matrix, z) + batched_mv(Lq, torch.randn(n, S, dtype=dt))
+            if trans_off is not None:
+                z = z + trans_off[..., t, :]
+        x = batched_mv(model.emission_matrix, z) + batched_mv(Lr, torch.randn(n, D, dtype=dt))
+        if emis_off is not None:
+            x = x + emis_off[..., t, :]
+        xs.append(x)
+    return torch.stack(xs, 1)
+
+
+def observed_moments(x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean (D,) and covariance (D, D) of the observed entries (pairwise-complete)."""
+    m = mask.to(x.dtype).reshape(-1, x.shape[-1])
+    v = x.reshape(-1, x.shape[-1])
+    mean = (v * m).sum(0) / m.sum(0).clamp_min(1)
+    c = (v - mean) * m
+    return mean, (c.T @ c) / (m.T @ m).clamp_min(1)
+
+
+def pca_loadings(cov: Tensor, S: int) -> Tensor:
+    """(D, S) principal directions scaled by their standard deviation; columns beyond
+    D are small random directions."""
+    eigval, eigvec = torch.linalg.eigh(cov)
+    D = cov.shape[0]
+    top = min(S, D)
+    W = eigvec[:, -top:].flip(-1) * eigval[-top:].flip(-1).clamp_min(1e-6).sqrt()
+    if S > D:
+        W = torch.cat([W, 0.1 * torch.randn(D, S - D, dtype=cov.dtype)], 1)
+    return W
+
+
+def _regress(moment: Tensor, n: Tensor, n_target: int, blocks, cov_block) -> None:
+    """M-step for one regression (transition or emission): learned blocks get their
+    columns of W, fixed ones are moved into the target; cov_block gets the residual
+    covariance."""
+    n_xi = moment.shape[0]
+    target = torch.eye(n_target, n_xi, dtype=moment.dtype, device=moment.device)
+    features, learned = [], []
+    for block, start in blocks:
+        if block is None:
+            continue
+        value = block()
+        cols = slice(start, start + value.shape[1])
+        if block.learned:
+            sel = torch.zeros(value.shape[1], n_xi, dtype=moment.dtype, device=moment.device)
+            sel[:, cols] = torch.eye(value.shape[1], dtype=moment.dtype, device=moment.device)
+            features.append(sel)
+            learned.append(block)
+        else:
+            target[:, cols] -= value
+    W, cov = regression_m_step(moment, n, target, torch.cat(features) if features else None)
+    offset = 0
+    for block in learned:
+        width = block().shape[1]
+        block.assign(W[:, offset:offset + width])
+        offset += width
+    cov_block.assign(cov)
+
+
+@torch.no_grad()
+def m_step(model, stats: EMStatistics) -> None:
+    """Closed-form M-step of an LGSSM module from one E-step's statistics."""
+    S, D = model.state_dim, model.data_dim
+    U = 0 if model.transition_input is None else model.input_dim
+    if float(stats.n_transitions) > 0:
+        _regress(stats.transition, stats.n_transitions, S,
+                 [(model.transition, S), (model.transition_input, 2 * S),
+                  (model.transition_bias, 2 * S + U)], model.transition_cov)
+    _regress(stats.emission, stats.n_steps, D,
+             [(model.emission, D), (model.emission_input, D + S),
+              (model.emission_bias, D + S + U)], model.emission_cov)
+    model.initial.assign(stats.initial_mean, stats.initial_cov)
