@@ -6,11 +6,13 @@ import pytest
 import torch
 
 from dynvae.sde import SRK, EulerMaruyama, Milstein, sdeint
+from dynvae.sde.linear import LinearSDE
 from dynvae.sde.processes import (
     BrownianBridge,
     CoxIngersollRoss,
     DoubleWell,
     GeometricBrownianMotion,
+    LinearProcess,
     OrnsteinUhlenbeck,
     StochasticLorenz,
     stochastic_lorenz_dataset,
@@ -96,3 +98,25 @@ def test_stochastic_lorenz_dataset_shapes_and_seeding():
     _, x3 = stochastic_lorenz_dataset(8, seed=1)
     assert torch.equal(x, x2) and not torch.equal(x, x3)
     assert StochasticLorenz().diffusion(t[0], x[:, 0]).shape == (8, 3)
+
+
+def test_linear_sde_moments_shared_with_the_gp_code():
+    # Matern-3/2 state-space form (lengthscale 0.5): simulate with SRK, compare the
+    # Monte-Carlo mean and covariance to LinearSDE.moments (Van Loan, exact).
+    lam = 3 ** 0.5 / 0.5
+    F = torch.tensor([[0.0, 1.0], [-lam ** 2, -2 * lam]], dtype=F64)
+    L = torch.tensor([[0.0], [1.0]], dtype=F64)
+    Qc = torch.tensor([[4 * lam ** 3]], dtype=F64)
+    proc = LinearProcess(LinearSDE(F, L, Qc))
+    t = torch.tensor([0.0, 0.2, 0.7], dtype=F64)
+    m0 = torch.tensor([1.0, -0.5], dtype=F64)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        z = sdeint(proc, m0.expand(N, 2), t, solver=SRK(), dt=0.01, generator=gen).z
+    mean, cov = proc.linear.moments(m0, torch.zeros(2, 2, dtype=F64), t)
+    var = torch.diagonal(cov, dim1=-2, dim2=-1)
+    _check_moments(z[:, 1:], mean[1:], var[1:])
+    zc = z[:, 1:] - z[:, 1:].mean(0)
+    cross = (zc[..., 0] * zc[..., 1]).mean(0)  # off-diagonal covariance
+    se = ((zc[..., 0] * zc[..., 1]).var(0) / N).sqrt()
+    assert ((cross - cov[1:, 0, 1]).abs() < K_SE * se).all(), (cross, cov[1:, 0, 1])
