@@ -11,6 +11,7 @@ from dynvae.sde import (
     SDE,
     SRK,
     BrownianPath,
+    Compiled,
     EulerHeun,
     EulerMaruyama,
     Heun,
@@ -164,3 +165,17 @@ def test_stratonovich_solvers_reach_the_same_gbm_in_law():
     a = sdeint(to_stratonovich(gbm), z0, t, solver=EulerHeun(), dt=2 ** -10, bm=bm).z
     b = sdeint(gbm, z0, t, solver=Milstein(), dt=2 ** -10, bm=bm).z
     assert (a - b).abs().mean() < 5e-3
+
+
+@pytest.mark.slow
+def test_compiled_solver_matches_eager():
+    gbm = GeometricBrownianMotion(mu=0.3, sigma=0.6)
+    bm = BrownianPath(0, 1, (32, 2), seed=4)
+    t = torch.linspace(0, 1, 5, dtype=F64)
+    z0 = torch.rand(32, 2, dtype=F64) + 0.5
+    with torch.no_grad():
+        eager = sdeint(gbm, z0, t, solver=EulerMaruyama(), dt=0.05, bm=bm).z
+        compiled = sdeint(gbm, z0, t, solver=Compiled(EulerMaruyama()), dt=0.05, bm=bm).z
+    torch.testing.assert_close(compiled, eager, rtol=0, atol=1e-10)
+    assert Compiled(Milstein()).strong_order == 1.0
+    assert Compiled(SRK()).needs_levy_area
