@@ -60,7 +60,8 @@ GBM = GeometricBrownianMotion(mu=0.5, sigma=1.0)
     (Heun(), to_stratonovich(GBM), 1.0),
     (EulerHeun(), to_stratonovich(GBM), 1.0),
     (StratonovichMilstein(), to_stratonovich(GBM), 1.0),
-], ids=lambda x: repr(x) if not isinstance(x, float) else str(x))
+], ids=["euler_maruyama", "milstein", "milstein_derivative_free", "heun", "euler_heun",
+        "stratonovich_milstein"])
 def test_strong_order_on_gbm(solver, sde, theory):
     errors = _strong_errors(sde, solver, _gbm_exact(GBM), DTS, seed=11)
     slope = fitted_slope(DTS, errors)
