@@ -144,6 +144,15 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
     return rows
 
 
+def _format_row(r: dict) -> str:
+    sp = f"{r['speedup_vs_torchsde']:.2f}x" if "speedup_vs_torchsde" in r else ""
+    sp = "" if r["impl"] == "torchsde" else sp
+    diff = r.get("max_abs_diff_float64")
+    d = f"{diff:.1e}" if diff is not None else ""
+    return (f"{r['case']:<22}{r['impl']:<17}{r['seconds']:>10.4f}{r['steps_per_s']:>10.0f}"
+            f"{sp:>9}{d:>11}")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats (< 1 min)")
@@ -165,21 +174,17 @@ def main(argv=None):
     except ImportError:
         torchsde = None
         print("torchsde is not installed: timing dynvae only")
+    print(f"batch {args.batch}, {args.steps} steps, hidden {args.hidden}, "
+          f"threads {args.threads}, float32")
+    print(f"{'case':<22}{'impl':<17}{'seconds':>10}{'steps/s':>10}{'speedup':>9}{'max|diff|':>11}")
     rows = []
     for z_dim in (4, 64):
         for solver, method in ((EulerMaruyama(), "euler"), (Milstein(), "milstein")):
             for backward in (False, True):
-                rows += run_case(torchsde, z_dim, solver, method, backward, args)
-    print(f"batch {args.batch}, {args.steps} steps, hidden {args.hidden}, "
-          f"threads {args.threads}, float32")
-    print(f"{'case':<22}{'impl':<17}{'seconds':>10}{'steps/s':>10}{'speedup':>9}{'max|diff|':>11}")
-    for r in rows:
-        sp = f"{r['speedup_vs_torchsde']:.2f}x" if "speedup_vs_torchsde" in r else ""
-        sp = "" if r["impl"] == "torchsde" else sp
-        diff = r.get("max_abs_diff_float64")
-        d = f"{diff:.1e}" if diff is not None else ""
-        print(f"{r['case']:<22}{r['impl']:<17}{r['seconds']:>10.4f}{r['steps_per_s']:>10.0f}"
-              f"{sp:>9}{d:>11}")
+                case_rows = run_case(torchsde, z_dim, solver, method, backward, args)
+                for r in case_rows:
+                    print(_format_row(r), flush=True)
+                rows += case_rows
     if args.json is not None:
         atomic_write_json(args.json, rows)
     return rows
