@@ -160,6 +160,8 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--steps", type=int, default=None, help="solver steps (default 200; 20 quick)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5; 3 quick)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the torch.compile rows (always skipped with --quick)")
     args = p.parse_args(argv)
@@ -167,7 +169,9 @@ def main(argv=None):
         args.compile = False
         print("--quick: skipping the dynvae-compiled rows (compilation takes ~15 s a graph)")
     torch.set_num_threads(args.threads)
-    args.steps, args.repeats = (20, 3) if args.quick else (200, 5)
+    steps, repeats = (20, 3) if args.quick else (200, 5)
+    args.steps = args.steps or steps
+    args.repeats = args.repeats or repeats
     args.dt, args.n_obs = 0.01, 11
     try:
         import torchsde
