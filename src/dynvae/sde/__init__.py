@@ -7,6 +7,7 @@ from dynvae.sde.sde import SDE, NoiseType, SDEType, SDEWithRunningCost, check_sd
 from dynvae.sde.sdeint import SDESolution, sdeint, step_schedule
 from dynvae.sde.solvers import (
     SRK,
+    Compiled,
     EulerHeun,
     EulerMaruyama,
     Heun,
@@ -17,7 +18,8 @@ from dynvae.sde.solvers import (
 
 __all__ = [
     "BrownianPath", "brownian_increments", "SDE", "SDEWithRunningCost", "NoiseType", "SDEType",
-    "check_sde", "sdeint", "SDESolution", "step_schedule", "Solver", "EulerMaruyama", "Milstein",
-    "StratonovichMilstein", "SRK", "Heun", "EulerHeun", "ito_correction", "ito_lemma", "to_ito",
-    "to_stratonovich", "LinearSDE", "solve_lyapunov", "van_loan",
+    "check_sde", "sdeint", "SDESolution", "step_schedule", "Solver", "Compiled", "EulerMaruyama",
+    "Milstein", "StratonovichMilstein", "SRK", "Heun", "EulerHeun", "ito_correction",
+    "ito_lemma", "to_ito", "to_stratonovich",
+    "LinearSDE", "solve_lyapunov", "van_loan",
 ]

@@ -143,8 +143,11 @@ class BrownianPath:
         new._B = new.shape[0]
         new._ts = self._ts if self._ts.shape[0] == 1 else self._ts[index]
         new._dw, new._area = self._dw[index], self._area[index]
+        # A fresh generator for the child's own refinements, derived without consuming
+        # the parent's stream (so calling rows() never changes the parent path).
+        child_seed = (self._gen.initial_seed() * 1_000_003 + 7919 * int(index.sum()) + 1) % 2**62
         new._gen = torch.Generator(device=self.device)
-        new._gen.manual_seed(int(torch.randint(0, 2**62, (1,), generator=self._gen).item()))
+        new._gen.manual_seed(child_seed)
         return new
 
     # --------------------------------------------------------------- internals

@@ -85,11 +85,12 @@ def ito_lemma(phi: Callable[[Tensor, Tensor], Tensor], sde: SDE, t: Tensor, z: T
         dy_dt, dy_dz = torch.autograd.grad(y.sum(), (tt, zz), create_graph=True,
                                            allow_unused=True)
         dy_dt = torch.zeros(B, 1, dtype=z.dtype, device=z.device) if dy_dt is None else dy_dt
-        hess = torch.stack([torch.autograd.grad(dy_dz[:, i].sum(), zz, retain_graph=True,
-                                                allow_unused=True)[0]
-                            if dy_dz.requires_grad else torch.zeros_like(z)
-                            for i in range(Z)], dim=1)  # (B, Z, Z)
-    hess = torch.nan_to_num(hess)
+        rows = []
+        for i in range(Z):  # Hessian row by row; None means phi is linear in z
+            row = (torch.autograd.grad(dy_dz[:, i].sum(), zz, retain_graph=True,
+                                       allow_unused=True)[0] if dy_dz.requires_grad else None)
+            rows.append(torch.zeros_like(z) if row is None else row.detach())
+        hess = torch.stack(rows, dim=1)  # (B, Z, Z)
     with torch.no_grad():
         f = sde.drift(tt.detach(), z)
         g = _full_diffusion(sde, tt.detach(), z)  # (B, Z, W)

@@ -11,6 +11,7 @@ import math
 import torch
 from torch import Tensor
 
+from dynvae.sde.linear import LinearSDE
 from dynvae.sde.sde import SDE, NoiseType, SDEType
 
 
@@ -186,6 +187,28 @@ class DoubleWell(SDE):
     def stationary_log_density(self, z: Tensor) -> Tensor:
         """Unnormalised log p(z) = -2 U(z) / sigma^2 per coordinate (Gibbs density)."""
         return -2.0 * (z ** 4 / 4 - z ** 2 / 2) / self.sigma ** 2
+
+
+class LinearProcess(SDE):
+    """A linear time-invariant SDE dz = F z dt + L dbeta (E dbeta dbeta^T = Qc dt) as an
+    additive-noise SDE for ``sdeint``: g = L chol(Qc). Its exact mean and covariance
+    come from ``self.linear.moments`` (dynvae.sde.linear, shared with the GP code)."""
+
+    noise = NoiseType.ADDITIVE
+    sde_type = SDEType.ITO
+
+    def __init__(self, linear: LinearSDE):
+        if linear.drift.dim() != 2:
+            raise ValueError("LinearProcess needs unbatched F (S, S), L (S, W), Qc (W, W)")
+        self.linear = linear
+        self._g = linear.dispersion @ torch.linalg.cholesky(linear.diffusion)  # (S, W)
+
+    def drift(self, t: Tensor, z: Tensor) -> Tensor:
+        return z @ self.linear.drift.to(z).T
+
+    def diffusion(self, t: Tensor, z: Tensor) -> Tensor:
+        g = self._g.to(z)
+        return g.expand(z.shape[0], *g.shape)
 
 
 def stochastic_lorenz_dataset(n: int, seed: int, *, n_times: int = 100, t_end: float = 2.0,

@@ -55,7 +55,8 @@ class Solver(abc.ABC):
         if sde.noise is not NoiseType.ADDITIVE and sde.sde_type is not self.sde_type:
             raise ConfigError(f"{name} integrates {self.sde_type.value} SDEs, but the SDE is "
                               f"{sde.sde_type.value}; convert it with dynvae.sde.ito.to_"
-                              f"{self.sde_type.value}(sde) or pick a {sde.sde_type.value} solver")
+                              f"{self.sde_type.value}(sde) or pick a solver for "
+                              f"{sde.sde_type.value} SDEs")
 
     @abc.abstractmethod
     def step(self, sde: SDE, drift_cost: DriftCost, t0: Tensor, t1: Tensor, h: StepSize,

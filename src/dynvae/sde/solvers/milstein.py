@@ -6,7 +6,9 @@
 
 The correction g . grad g comes from autograd (exact), or with ``derivative_free``
 from the finite difference (g(z + g sqrt h) - g(z)) / sqrt h (Kloeden & Platen eq.
-11.1.5), which costs one diffusion call and no backward pass.
+11.1.5), which costs one diffusion call and no backward pass. The autograd version
+keeps a graph whenever grad mode is on (so parameters of g get exact gradients): run
+plain simulations under ``torch.no_grad()``.
 """
 
 from __future__ import annotations

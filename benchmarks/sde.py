@@ -1,0 +1,209 @@
+"""dynvae vs torchsde: fixed-step neural SDE solves, forward and forward+backward.
+
+Same SDE modules (MLP drift, diagonal MLP diffusion), same steps, same batch, same
+process. Prints steps/s and the speedup of dynvae over the faster of two torchsde
+calls (its default, and one given a Brownian interval that knows the step size);
+``--json PATH`` writes one row per (case, impl). The accuracy column ``max_abs_diff`` compares both
+libraries on one shared Brownian path (outside the timed runs).
+
+    python benchmarks/sde.py --quick --json sde.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
+
+from dynvae.sde import SDE, BrownianPath, EulerMaruyama, Milstein, NoiseType, sdeint  # noqa: E402
+from dynvae.sde.solvers import Compiled  # noqa: E402
+from dynvae.utils import atomic_write_json  # noqa: E402
+
+
+class NeuralSDE(nn.Module):
+    """dz = f(z) dt + g(z) dW with an MLP drift and a per-coordinate MLP diffusion."""
+
+    def __init__(self, z_dim: int, hidden: int):
+        super().__init__()
+        self.f_net = nn.Sequential(nn.Linear(z_dim, hidden), nn.Tanh(), nn.Linear(hidden, z_dim))
+        # Diagonal noise: g_i depends on z_i only (grouped 1 -> 16 -> 1 nets).
+        self.g_in = nn.Parameter(torch.randn(z_dim, 16) * 0.5)
+        self.g_b = nn.Parameter(torch.zeros(z_dim, 16))
+        self.g_out = nn.Parameter(torch.randn(z_dim, 16) * 0.1)
+
+    def drift(self, t, z):
+        return self.f_net(z)
+
+    def diffusion(self, t, z):
+        h = torch.tanh(z.unsqueeze(-1) * self.g_in + self.g_b)  # (B, Z, 16)
+        return torch.sigmoid((h * self.g_out).sum(-1))  # (B, Z)
+
+
+class DynvaeNeuralSDE(SDE):
+    noise = NoiseType.DIAGONAL
+
+    def __init__(self, net: NeuralSDE):
+        self.net = net
+
+    def drift(self, t, z):
+        return self.net.drift(t, z)
+
+    def diffusion(self, t, z):
+        return self.net.diffusion(t, z)
+
+
+class TorchsdeNeuralSDE(nn.Module):
+    noise_type, sde_type = "diagonal", "ito"
+
+    def __init__(self, net: NeuralSDE):
+        super().__init__()
+        self.net = net
+
+    def f(self, t, y):
+        return self.net.drift(t, y)
+
+    def g(self, t, y):
+        return self.net.diffusion(t, y)
+
+
+def _time_interleaved(fns: dict, repeats: int) -> dict:
+    """Median seconds of each function, runs alternating so load changes hit all alike."""
+    for fn in fns.values():
+        fn()  # warm-up (and compilation)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}
+
+
+def _runner(solve, net, z0, backward: bool):
+    def run():
+        if backward:
+            net.zero_grad(set_to_none=True)
+            solve().pow(2).mean().backward()
+        else:
+            with torch.no_grad():
+                solve()
+    return run
+
+
+def _max_abs_diff(torchsde, net, solver, method, z0, ts, dt):
+    """Both libraries in float64 on one shared Brownian path."""
+    from tests.reference.sde_oracles import torchsde_brownian
+
+    net = copy.deepcopy(net).double()
+    ours_sde, theirs_sde = DynvaeNeuralSDE(net), TorchsdeNeuralSDE(net)
+    bm = BrownianPath(0.0, float(ts[-1]), tuple(z0.shape), dtype=z0.dtype, seed=0)
+    with torch.no_grad():
+        a = sdeint(ours_sde, z0, ts, solver=solver, dt=dt, bm=bm).z
+        b = torchsde.sdeint(theirs_sde, z0, ts, method=method, dt=dt, bm=torchsde_brownian(bm))
+    return float((a - b.transpose(0, 1)).abs().max())
+
+
+def run_case(torchsde, z_dim, solver, method, backward, args):
+    torch.manual_seed(0)
+    net = NeuralSDE(z_dim, args.hidden)
+    ours_sde, theirs_sde = DynvaeNeuralSDE(net), TorchsdeNeuralSDE(net)
+    z0 = torch.randn(args.batch, z_dim)
+    ts = torch.linspace(0, args.steps * args.dt, args.n_obs)
+    fns = {"dynvae": _runner(lambda: sdeint(ours_sde, z0, ts, solver=solver, dt=args.dt).z,
+                             net, z0, backward)}
+    if args.compile and isinstance(solver, EulerMaruyama):
+        compiled = Compiled(solver)
+        fns["dynvae-compiled"] = _runner(
+            lambda: sdeint(ours_sde, z0, ts, solver=compiled, dt=args.dt).z, net, z0, backward)
+    if torchsde is not None:
+        # Default call (the Brownian interval it builds knows no step size) and the tuned
+        # call with a Brownian interval told the step size, as torchsde recommends.
+        fns["torchsde"] = _runner(lambda: torchsde.sdeint(theirs_sde, z0, ts, method=method,
+                                                          dt=args.dt), net, z0, backward)
+
+        def tuned():
+            bm = torchsde.BrownianInterval(t0=float(ts[0]), t1=float(ts[-1]), size=z0.shape,
+                                           dtype=z0.dtype, device=z0.device, dt=args.dt)
+            return torchsde.sdeint(theirs_sde, z0, ts, method=method, dt=args.dt, bm=bm)
+        fns["torchsde-bm-dt"] = _runner(tuned, net, z0, backward)
+    seconds = _time_interleaved(fns, args.repeats)
+    case = f"{method}_z{z_dim}_{'fwd+bwd' if backward else 'fwd'}"
+    diff = None
+    if torchsde is not None and not backward:
+        diff = _max_abs_diff(torchsde, net, solver, method, z0.double(),
+                             torch.linspace(0, args.steps * args.dt, args.n_obs,
+                                            dtype=torch.float64), args.dt)
+    rows = []
+    for impl, sec in seconds.items():
+        row = {"case": case, "impl": impl, "seconds": sec, "batch": args.batch, "z_dim": z_dim,
+               "steps": args.steps, "steps_per_s": args.steps / sec,
+               "max_abs_diff_float64": diff}
+        if torchsde is not None:  # against the faster torchsde call
+            row["speedup_vs_torchsde"] = min(seconds["torchsde"],
+                                             seconds["torchsde-bm-dt"]) / sec
+            row["speedup_vs_torchsde_default"] = seconds["torchsde"] / sec
+        rows.append(row)
+    return rows
+
+
+def _format_row(r: dict) -> str:
+    sp = f"{r['speedup_vs_torchsde']:.2f}x" if "speedup_vs_torchsde" in r else ""
+    sp = "" if r["impl"].startswith("torchsde") else sp
+    diff = r.get("max_abs_diff_float64")
+    d = f"{diff:.1e}" if diff is not None else ""
+    return (f"{r['case']:<22}{r['impl']:<17}{r['seconds']:>10.4f}{r['steps_per_s']:>10.0f}"
+            f"{sp:>9}{d:>11}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer steps and repeats (< 1 min)")
+    p.add_argument("--json", type=Path, default=None, help="write result rows to this file")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=1024)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--steps", type=int, default=None, help="solver steps (default 200; 20 quick)")
+    p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5; 3 quick)")
+    p.add_argument("--no-compile", dest="compile", action="store_false",
+                   help="skip the torch.compile rows (always skipped with --quick)")
+    args = p.parse_args(argv)
+    if args.quick and args.compile:
+        args.compile = False
+        print("--quick: skipping the dynvae-compiled rows (compilation takes ~15 s a graph)")
+    torch.set_num_threads(args.threads)
+    steps, repeats = (20, 3) if args.quick else (200, 5)
+    args.steps = args.steps or steps
+    args.repeats = args.repeats or repeats
+    args.dt, args.n_obs = 0.01, 11
+    try:
+        import torchsde
+    except ImportError:
+        torchsde = None
+        print("torchsde is not installed: timing dynvae only")
+    print(f"batch {args.batch}, {args.steps} steps, hidden {args.hidden}, "
+          f"threads {args.threads}, float32")
+    print(f"{'case':<22}{'impl':<17}{'seconds':>10}{'steps/s':>10}{'speedup':>9}{'max|diff|':>11}")
+    rows = []
+    for z_dim in (4, 64):
+        for solver, method in ((EulerMaruyama(), "euler"), (Milstein(), "milstein")):
+            for backward in (False, True):
+                case_rows = run_case(torchsde, z_dim, solver, method, backward, args)
+                for r in case_rows:
+                    print(_format_row(r), flush=True)
+                rows += case_rows
+    if args.json is not None:
+        atomic_write_json(args.json, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""Brownian motion: variance of increments, consistency across nested grids and query
+orders, space-time Levy area, seeding, bad input."""
+
+import math
+
+import pytest
+import torch
+
+from dynvae.errors import DataError
+from dynvae.sde import BrownianPath, brownian_increments
+
+F64 = torch.float64
+N_PATHS = 20000
+
+
+def _assert_unit_chi2(x: torch.Tensor, k: float = 5.0):
+    """Each column of x (n, m) should be N(0, 1): mean of squares within k SE of 1."""
+    n = x.shape[0]
+    ms = (x ** 2).mean(0)
+    assert ((ms - 1).abs() < k * math.sqrt(2 / n)).all(), ms
+
+
+def test_increments_have_variance_dt_on_irregular_per_sequence_grids():
+    gen = torch.Generator().manual_seed(0)
+    t = torch.sort(torch.rand(N_PATHS, 6, generator=gen, dtype=F64), -1).values
+    dw = brownian_increments(t, (N_PATHS, 1), generator=gen)[..., 0]  # (n, 5)
+    _assert_unit_chi2(dw / torch.diff(t).sqrt())
+
+
+def test_path_increments_variance_levy_area_and_independence():
+    bm = BrownianPath(0.0, 2.0, (N_PATHS, 2), seed=1)
+    t = torch.tensor([0.0, 0.3, 0.35, 1.0, 2.0], dtype=F64)
+    dw, area = bm.increments(t)  # (n, 4, 2)
+    h = torch.diff(t).unsqueeze(-1)
+    _assert_unit_chi2((dw / h.sqrt()).reshape(N_PATHS, -1))
+    _assert_unit_chi2((area / (h / 12).sqrt()).reshape(N_PATHS, -1))
+    corr = (dw / h.sqrt() * area / (h / 12).sqrt()).mean(0)  # independent -> ~0
+    assert (corr.abs() < 5 / math.sqrt(N_PATHS)).all()
+
+
+@pytest.mark.parametrize("coarse_first", [True, False])
+def test_nested_grids_are_consistent(coarse_first):
+    bm = BrownianPath(0.0, 1.0, (64, 3), seed=2)
+    coarse = torch.linspace(0, 1, 5, dtype=F64)
+    fine = torch.linspace(0, 1, 17, dtype=F64)
+    first = bm.increments(coarse if coarse_first else fine)
+    second = bm.increments(fine if coarse_first else coarse)
+    (dwc, hc), (dwf, hf) = (first, second) if coarse_first else (second, first)
+    torch.testing.assert_close(dwc, dwf.reshape(64, 4, 4, 3).sum(2), rtol=0, atol=1e-13)
+    # Space-time area of a coarse step from its four fine pieces:
+    # int (W - W(s)) = sum_i [h_i (W(s_i) - W(s)) + h_i (H_i + dW_i / 2)].
+    h = 1 / 16
+    dwf4, hf4 = dwf.reshape(64, 4, 4, 3), hf.reshape(64, 4, 4, 3)
+    w_before = torch.cumsum(dwf4, 2) - dwf4
+    integral = (h * w_before + h * (hf4 + 0.5 * dwf4)).sum(2)
+    torch.testing.assert_close(hc, integral / 0.25 - 0.5 * dwc, rtol=0, atol=1e-12)
+    # Asking again returns the same numbers.
+    torch.testing.assert_close(bm.increments(coarse)[0], dwc, rtol=0, atol=1e-14)
+
+
+def test_value_and_call_agree_and_per_sequence_queries_refine_one_path():
+    bm = BrownianPath(0.0, 1.0, (3, 2), seed=3)
+    grid = torch.tensor([[0.0, 0.2, 0.7], [0.0, 0.5, 0.9], [0.0, 0.1, 1.0]], dtype=F64)
+    w = bm.value(grid)  # (3, 3, 2)
+    torch.testing.assert_close(bm(grid[:, 1], grid[:, 2]), w[:, 2] - w[:, 1], rtol=0,
+                               atol=1e-14)
+    # A shared-grid query after per-sequence ones stays consistent with them.
+    shared = torch.tensor([0.0, 0.2, 0.5, 1.0], dtype=F64)
+    ws = bm.value(shared)
+    torch.testing.assert_close(ws[0, 1], w[0, 1], rtol=0, atol=1e-14)
+    torch.testing.assert_close(ws[1, 2], w[1, 1], rtol=0, atol=1e-14)
+    torch.testing.assert_close(ws[2, 3], w[2, 2], rtol=0, atol=1e-14)
+
+
+def test_seeded_paths_are_reproducible_and_rows_share_values():
+    t = torch.linspace(0, 1, 9, dtype=F64)
+    a = BrownianPath(0, 1, (4, 2), seed=7).increments(t)[0]
+    bm = BrownianPath(0, 1, (4, 2), seed=7)
+    torch.testing.assert_close(bm.increments(t)[0], a, rtol=0, atol=0)
+    assert not torch.equal(BrownianPath(0, 1, (4, 2), seed=8).increments(t)[0], a)
+    torch.testing.assert_close(bm.rows([2]).increments(t)[0], a[2:3], rtol=0, atol=0)
+
+
+def test_bad_queries_raise_clear_errors():
+    bm = BrownianPath(0, 1, (2, 1), seed=0)
+    with pytest.raises(DataError, match="lie in"):
+        bm.increments(torch.tensor([0.0, 1.5], dtype=F64))
+    with pytest.raises(DataError, match="non-decreasing"):
+        bm.increments(torch.tensor([0.5, 0.2], dtype=F64))
+    with pytest.raises(DataError, match="do not match"):
+        bm.increments(torch.zeros(3, 4, dtype=F64))
+    with pytest.raises(DataError, match="t0 < t1"):
+        BrownianPath(1, 1, (2, 1))
