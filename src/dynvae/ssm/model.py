@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
 
-import torch
 from torch import Tensor
 
 from dynvae.errors import DataError
