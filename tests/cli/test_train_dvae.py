@@ -35,7 +35,7 @@ def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
     assert config["data"]["options"] == {"n_sequences": 24, "length": 4}
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test_elbo_per_step", "test_iwae_per_step", "test_imputation_mse",
-                "forecast_mse"):
+                "forecast_mse", "test_missing_mse", "test_missing_bce"):
         assert np.isfinite(metrics[key]), key
     assert len(pd.read_csv(run / "metrics.csv")) == 2
     # resume through the CLI: 2 more steps continue from checkpoints/last.pt
