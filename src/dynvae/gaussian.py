@@ -69,14 +69,58 @@ def kl_mvn(mean_q: Tensor, cov_q: Tensor, mean_p: Tensor, cov_p: Tensor) -> Tens
     return 0.5 * (M.pow(2).sum((-1, -2)) + diff.pow(2).sum((-1, -2)) - S + logdet_p - logdet_q)
 
 
+def mask_observation(y: Tensor, H: Tensor, R: Tensor, mask: Tensor | None
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor | int]:
+    """Masked-entry trick: decouple missing entries of y = H z + v with static shapes.
+
+    Rows of H and entries of y that are missing (``mask`` False) are zeroed and their
+    block of R is replaced by the identity, so a missing entry becomes an independent
+    standard normal "observation" of 0 that carries no information on z.
+
+    Args: y (…, D), H (…, D, S), R (…, D, D), mask optional (…, D) bool.
+    Returns: y (…, D), H (…, D, S), R (…, D, D) and the number of observed entries (…)
+        (the int D when ``mask`` is None).
+    """
+    if mask is None:
+        return y, H, R, y.shape[-1]
+    m = mask.to(H.dtype)
+    H = H * m.unsqueeze(-1)
+    R = R * (m.unsqueeze(-1) * m.unsqueeze(-2)) + torch.diag_embed(1.0 - m)
+    return y * m, H, R, m.sum(-1)
+
+
+def kalman_gain(cov: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
+    """Gain K = P H^T S^{-1} (…, S, D) and Cholesky factor L (…, D, D) of S = H P H^T + R."""
+    PHt = cov @ H.transpose(-1, -2)                         # (…, S, D)
+    L = torch.linalg.cholesky(symmetrize(H @ PHt + R))
+    K = torch.cholesky_solve(PHt.transpose(-1, -2), L).transpose(-1, -2)
+    return K, L
+
+
+def joseph_cov(cov: Tensor, K: Tensor, H: Tensor, R: Tensor) -> Tensor:
+    """Joseph form (I - K H) P (I - K H)^T + K R K^T: symmetric PSD for any gain K."""
+    I_KH = torch.eye(cov.shape[-1], dtype=cov.dtype, device=cov.device) - K @ H
+    return symmetrize(I_KH @ cov @ I_KH.transpose(-1, -2) + K @ R @ K.transpose(-1, -2))
+
+
+def innovation_log_lik(L: Tensor, resid: Tensor, n_obs: Tensor | int) -> Tensor:
+    """log N(resid | 0, L L^T) (…) counting only ``n_obs`` entries.
+
+    Entries decoupled by :func:`mask_observation` have resid 0 and unit variance, so each
+    contributes exactly -0.5 log(2 pi), which counting only observed entries removes.
+    """
+    z = torch.linalg.solve_triangular(L, resid.unsqueeze(-1), upper=False).squeeze(-1)
+    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
+    return -0.5 * z.pow(2).sum(-1) - half_logdet - 0.5 * n_obs * LOG_2PI
+
+
 def condition_on_observation(
     mean: Tensor, cov: Tensor, y: Tensor, H: Tensor, R: Tensor, mask: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Condition N(mean, cov) on y = H z + v, v ~ N(0, R), using only observed entries.
 
-    Missing entries (``mask`` False) are removed exactly, with static shapes: their rows
-    of H and the residual are zeroed and their block of R replaced by the identity,
-    which decouples them; their constant log N(0 | 0, 1) is then taken out of the
+    Missing entries (``mask`` False) are removed exactly, with static shapes, by
+    :func:`mask_observation`; their constant log N(0 | 0, 1) is then taken out of the
     log-likelihood.
 
     Args:
@@ -89,27 +133,11 @@ def condition_on_observation(
         posterior mean (…, S), posterior covariance (…, S, S) in Joseph form,
         log-likelihood of the observed entries (…).
     """
-    if mask is not None:
-        m = mask.to(mean.dtype)
-        H = H * m.unsqueeze(-1)
-        R = R * (m.unsqueeze(-1) * m.unsqueeze(-2)) + torch.diag_embed(1.0 - m)
-        resid = (y - batched_mv(H, mean)) * m
-    else:
-        resid = y - batched_mv(H, mean)
-    PHt = cov @ H.transpose(-1, -2)                         # (…, S, D)
-    S_innov = symmetrize(H @ PHt + R)                       # (…, D, D)
-    L = torch.linalg.cholesky(S_innov)
-    K = torch.cholesky_solve(PHt.transpose(-1, -2), L).transpose(-1, -2)   # (…, S, D)
+    y, H, R, n_obs = mask_observation(y, H, R, mask)
+    resid = y - batched_mv(H, mean)
+    K, L = kalman_gain(cov, H, R)
     new_mean = mean + batched_mv(K, resid)
-    I_KH = torch.eye(mean.shape[-1], dtype=mean.dtype, device=mean.device) - K @ H
-    new_cov = symmetrize(I_KH @ cov @ I_KH.transpose(-1, -2) + K @ R @ K.transpose(-1, -2))
-    z = torch.linalg.solve_triangular(L, resid.unsqueeze(-1), upper=False).squeeze(-1)
-    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    D = y.shape[-1]
-    n_obs = mask.to(mean.dtype).sum(-1) if mask is not None else D
-    # missing entries contributed exactly -0.5 log(2 pi) each (z = 0, unit variance)
-    log_lik = -0.5 * z.pow(2).sum(-1) - half_logdet - 0.5 * n_obs * LOG_2PI
-    return new_mean, new_cov, log_lik
+    return new_mean, joseph_cov(cov, K, H, R), innovation_log_lik(L, resid, n_obs)
 
 
 def psd_sqrt(P: Tensor) -> Tensor:

@@ -108,6 +108,13 @@ def test_time_zone_aware_dates_map_back_in_utc():
         assert utc[1] == np.datetime64("2021-03-28T01:30")
 
 
+def test_durations_become_days():
+    frame = pd.DataFrame({"t": pd.to_timedelta(["0h", "36h", "3D"]), "v": [1.0, 2.0, 3.0]})
+    ds = from_dataframe(frame, time_col="t")
+    np.testing.assert_array_equal(ds[0].t, [0.0, 1.5, 3.0])
+    assert ds.time_unit == "days" and ds.time_origin is None
+
+
 def test_mixed_date_formats_are_parsed(tmp_path):
     path = tmp_path / "m.csv"
     path.write_text("t,v\n2020-01-01,1\n2020-01-02 12:00,2\n")

@@ -29,9 +29,10 @@ def model(dtype=torch.float64, D=2, U=0, **kw):
     return DeepKalmanFilter.from_config(DKFConfig(**{**SMALL, **kw}), D, U).to(dtype)
 
 
-def seeded(fn, seed=11):
+def seeded(fn, *args, seed=11):
+    """fn(*args) after resetting the global seed, so that two calls draw the same noise."""
     torch.manual_seed(seed)
-    return fn()
+    return fn(*args)
 
 
 @pytest.mark.parametrize("encoder", ENCODERS)
@@ -54,7 +55,7 @@ def test_padding_does_not_change_per_sequence_terms(encoder):
     padded = SequenceBatch(pad(batch.x, 0.0), pad(batch.mask, False),
                            torch.arange(T + 4, dtype=batch.t.dtype).expand(B, -1), batch.lengths)
     for fn in (lambda b: m.elbo(b, 3), lambda b: (m.log_likelihood_bound(b, 5),)):
-        for u, v in zip(seeded(lambda: fn(batch)), seeded(lambda: fn(padded)), strict=True):
+        for u, v in zip(seeded(fn, batch), seeded(fn, padded), strict=True):
             torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
     r1 = seeded(lambda: m.reconstruct(batch))
     r2 = seeded(lambda: m.reconstruct(padded))
@@ -144,6 +145,8 @@ def test_prediction_shapes_with_inputs():
         m.forecast(batch, t_future)
     with pytest.raises(DataError, match="t_future"):
         m.forecast(batch, t_future - 10)
+    with pytest.raises(DataError, match="H >= 1"):
+        m.forecast(batch, t_future[:, :0], torch.randn(3, 0, 1, dtype=torch.float64))
     with pytest.raises(DataError, match="inputs"):
         m.sample(4, torch.arange(5.0))
 
@@ -194,3 +197,18 @@ def test_batch_that_does_not_fit_the_model_raises_data_error():
         model(U=1).elbo(make_batch())
     with pytest.raises(DataError, match="input_dim=0"):
         model().elbo(make_batch(U=1))
+
+
+def test_forward_is_the_elbo_for_ddp_wrappers():
+    m, batch = model(), make_batch()
+    for u, v in zip(seeded(m, batch, 2), seeded(m.elbo, batch, 2), strict=True):
+        torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+def test_single_step_sequences():
+    m = model()
+    batch = SequenceBatch.from_tensor(torch.randn(2, 1, 2, dtype=torch.float64))
+    assert torch.isfinite(m.elbo(batch).elbo()).all()
+    t_future = torch.arange(1.0, 4.0, dtype=torch.float64).expand(2, 3)
+    assert m.forecast(batch, t_future).mean.shape == (2, 3, 2)
+    assert m.sample(3, torch.zeros(1)).shape == (3, 1, 2)

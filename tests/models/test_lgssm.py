@@ -116,7 +116,7 @@ def test_forecast_time_grid_validation():
     set_local_level(model, 1.0, 1.0)
     out = model.forecast(batch, torch.tensor([[2.5, 3.5]], dtype=torch.float64))
     assert out.mean.shape == (1, 2, 1)
-    assert float(out.std[0, 1, 0]) > float(out.std[0, 0, 0])       # k = 3 wider than k = 1
+    assert float(out.std[0, 1, 0].detach()) > float(out.std[0, 0, 0].detach())   # k=3 vs k=1
     with pytest.raises(DataError, match="discrete-time"):
         model.forecast(batch, torch.tensor([[2.3]], dtype=torch.float64))
     with pytest.raises(DataError, match="after its last time"):
@@ -150,22 +150,25 @@ def test_em_recovers_predictive_distribution_of_true_model():
     model = LGSSM(Config(state_dim=2, transition="linear", emission="linear",
                          initial="learned"), 3)
     model.initialize_from_data(train)
-    model.fit_em(train, n_iter=150, tol=1e-7, progress=False)
+    model.fit_em(train, n_iter=500, tol=0, progress=False)          # EM converges slowly
     true = data.model
     true_ll = rts_smoother(true, test.x, test.mask).log_likelihood.sum()
     fitted_ll = model.log_likelihood(test).sum()
     n = float(test.mask.sum())
     assert abs(float(fitted_ll - true_ll)) / n < 0.02          # nats per observed entry
     # predictive moments of every entry agree (parameters only up to a similarity)
-    truth = rts_smoother(true, test.x, test.mask)
-    H, R = true.emission_matrix, true.emission_cov
-    true_mean = truth.smoothed_mean @ H.T
-    true_std = (torch.diagonal(H @ truth.smoothed_cov @ H.T, dim1=-2, dim2=-1)
-                + torch.diagonal(R)).sqrt()
-    rec = model.reconstruct(test)
+    oracle = LGSSM(Config(state_dim=2, transition="linear", emission="linear",
+                          initial="learned"), 3)
+    with torch.no_grad():
+        oracle.transition.assign(true.transition_matrix)
+        oracle.transition_cov.assign(true.transition_cov)
+        oracle.emission.assign(true.emission_matrix)
+        oracle.emission_cov.assign(true.emission_cov)
+        oracle.initial.assign(true.initial_mean, true.initial_cov)
+        truth, rec = oracle.reconstruct(test), model.reconstruct(test)
     rms = lambda v: float(v.pow(2).mean().sqrt())
-    assert rms(rec.mean - true_mean) < 0.1 * rms(true_mean - true_mean.mean((0, 1)))
-    assert rms(rec.std / true_std - 1) < 0.05
+    assert rms(rec.mean - truth.mean) < 0.1 * rms(truth.mean - truth.mean.mean((0, 1)))
+    assert rms(rec.std / truth.std - 1) < 0.05
 
 
 @pytest.mark.slow
@@ -173,14 +176,14 @@ def test_gradient_and_em_reach_the_same_maximum():
     _, batch = em_data(n=4, T=40, D=2, missing=0.2, seed=5)
     results = []
     for fit in ("em", "lbfgs"):
-        model = LGSSM(Config(transition="linear", diagonal_cov=True, emission_bias=True), 2)
+        model = LGSSM(Config(diagonal_cov=True), 2)        # local level per channel
         model.initialize_from_data(batch)
         if fit == "em":
-            model.fit_em(batch, n_iter=400, tol=1e-10, progress=False)
+            model.fit_em(batch, n_iter=300, tol=1e-10, progress=False)
         else:
             model.fit_gradient(batch, LBFGS(), steps=20, progress=False)
         results.append(float(model.log_likelihood(batch).sum()))
-    assert abs(results[0] - results[1]) < 2e-3, results
+    assert abs(results[0] - results[1]) < 1e-4, results
 
 
 def test_save_load_round_trip(tmp_path):

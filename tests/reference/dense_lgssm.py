@@ -45,12 +45,13 @@ def joint_moments(m0, P0, A, Q, H, R, T, trans_off=None, emis_off=None):
     return mz, Czz, mx, Hb @ Czz @ Hb.T + Rb, Hb @ Czz
 
 
-def condition(mz, Czz, mx, Cxx, Cxz, x, mask, S):
+def condition(mz, Czz, mx, Cxx, Cxz, x, mask, S, T=None):
     """Posterior marginals, lag-one cross covariances and log p(x_obs) by dense algebra.
 
-    x, mask: (T, D). Returns (log_lik, mean (T, S), cov (T, S, S), cross (T-1, S, S)).
+    x, mask: (T, D), or flat (sum of D_t,) with ``T`` given when D varies over time.
+    Returns (log_lik, mean (T, S), cov (T, S, S), cross (T-1, S, S)).
     """
-    T = x.shape[0]
+    T = x.shape[0] if T is None else T
     o = mask.reshape(-1)
     xo = x.reshape(-1)[o]
     Coo = Cxx[o][:, o]
@@ -61,3 +62,16 @@ def condition(mz, Czz, mx, Cxx, Cxz, x, mask, S):
     blocks = torch.stack([cov[t * S:(t + 1) * S, t * S:(t + 1) * S] for t in range(T)])
     cross = torch.stack([cov[t * S:(t + 1) * S, (t - 1) * S:t * S] for t in range(1, T)])
     return ll, mean.reshape(T, S), blocks, cross
+
+
+def dense_posterior(model, x, mask, u=None):
+    """Dense-algebra posterior of one unbatched ``model`` (parameters without batch
+    dims) for one sequence x, mask (T, D), u (T, U); same return as :func:`condition`.
+    Only parameter lookups of the model are used, no Kalman recursion."""
+    T, S = x.shape[0], model.state_dim
+    per_step = lambda name: [model.param_at(name, t) for t in range(T)]
+    trans_off, emis_off = model.offsets(T, u)
+    moments = joint_moments(model.initial_mean, model.initial_cov, per_step("transition_matrix"),
+                            per_step("transition_cov"), per_step("emission_matrix"),
+                            per_step("emission_cov"), T, trans_off, emis_off)
+    return condition(*moments, x, mask, S)

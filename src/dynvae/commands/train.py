@@ -159,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
                     "train_equals_test": float(shared)})
     rundir.write_config(out, {
         "model": args.model, "dynvae_version": __version__,
-        **{section: dataclasses.asdict(c) for section, c in configs.items()},
+        "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "split": {"fractions": list(SPLIT) if not shared else None,
                                          "train_equals_test": shared,

@@ -25,7 +25,7 @@ def load_co2() -> SequenceDataset:
     frame = co2.load_pandas().data
     stamps = frame.index
     days_in_year = np.where(stamps.is_leap_year, 366.0, 365.0)
-    t = stamps.year + (stamps.dayofyear - 1) / days_in_year                  # decimal years
+    t = stamps.year + (stamps.day_of_year - 1) / days_in_year                  # decimal years
     seq = Sequence(t=np.asarray(t, dtype=np.float64),
                    x=frame[["co2"]].to_numpy(np.float64), id="co2")
     return SequenceDataset([seq], ["co2"], time_unit="years")

@@ -139,12 +139,18 @@ class SequenceDataset:
         return iter(self.sequences)
 
     def __getitem__(self, index):
-        """An int gives a :class:`Sequence`; a slice or a list of ints a sub-dataset."""
+        """An int gives a :class:`Sequence`; a slice, int list or bool mask a sub-dataset."""
         if isinstance(index, (int, np.integer)):
             return self.sequences[index]
         if isinstance(index, slice):
             return self._subset(self.sequences[index])
-        return self._subset([self.sequences[int(i)] for i in np.asarray(index).reshape(-1)])
+        index = np.asarray(index)
+        if index.dtype == np.bool_:
+            if index.shape != (len(self),):
+                raise DataError(f"a boolean index must have shape ({len(self)},), "
+                                f"got {index.shape}")
+            index = np.flatnonzero(index)
+        return self._subset([self.sequences[int(i)] for i in index.reshape(-1)])
 
     def _subset(self, sequences: list[Sequence]) -> SequenceDataset:
         return replace(self, sequences=sequences)

@@ -134,8 +134,9 @@ def from_dataframe(frame: pd.DataFrame, id_col: str | None = None,
         frame: one row per (sequence, time).
         id_col: column naming the sequence of each row; None: one sequence
             called ``default_id``. Sequences keep the order of first appearance.
-        time_col: numeric or date-like times. Dates become float days since the
-            earliest timestamp of the table (``time_origin``, ``time_unit="days"``).
+        time_col: numeric, date-like or duration times. Dates become float days
+            since the earliest timestamp of the table (``time_origin``,
+            ``time_unit="days"``); durations become float days.
             Rows are sorted by time within each sequence. None: times 0..T-1 in
             row order.
         value_cols: feature columns; None: every other column holding numbers (a
@@ -257,6 +258,8 @@ def _parse_times(series: pd.Series, name: str) -> tuple[np.ndarray, str | None, 
         values = series.to_numpy(dtype=np.float64)
     elif ptypes.is_datetime64_any_dtype(series.dtype):
         return _days_since_first(series)
+    elif ptypes.is_timedelta64_dtype(series.dtype):          # elapsed time: float days
+        return (series / pd.Timedelta(days=1)).to_numpy(dtype=np.float64), None, "days"
     else:
         numbers = pd.to_numeric(series, errors="coerce")
         if numbers.notna().all():

@@ -65,7 +65,8 @@ class DVAE(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
-        """(B,) importance-weighted bound on log p(x) with ``k`` samples (exact for exact models)."""
+        """(B,) importance-weighted bound on log p(x) with ``k`` samples (exact for exact
+        models)."""
 
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)

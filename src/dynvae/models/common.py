@@ -65,8 +65,9 @@ def check_future(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None
                  input_dim: int) -> None:
     """Validate forecast times (B, H) after each sequence's last valid time, and inputs."""
     B = batch.batch_size
-    if t_future.ndim != 2 or t_future.shape[0] != B:
-        raise DataError(f"t_future must have shape (B={B}, H), got {tuple(t_future.shape)}")
+    if t_future.ndim != 2 or t_future.shape[0] != B or t_future.shape[1] < 1:
+        raise DataError(f"t_future must have shape (B={B}, H) with H >= 1, got "
+                        f"{tuple(t_future.shape)}")
     H = t_future.shape[1]
     t_last = last_valid(batch.t[..., None], batch.lengths)[:, 0]             # (B,)
     times = torch.cat([t_last[:, None], t_future.to(t_last)], 1)

@@ -183,19 +183,24 @@ class DeepKalmanFilter(DVAE):
         return log_lik, (kl * valid).sum(-1), ((log_p - log_q) * valid).sum(-1)
 
     # ------------------------------------------------------------------ contract
+    def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
+        return self.elbo(batch, n_samples)
+
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 20-21, averaged over ``n_samples`` posterior paths."""
         check_positive(n_samples=n_samples)
         log_lik, kl, _ = self.path_terms(batch, n_samples)
         return ELBOTerms(log_lik.mean(0), kl.mean(0), batch.n_observed().to(log_lik))
 
+    @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
         """IWAE bound log (1/k) sum_k p(x, z^k) / q(z^k | x) with path densities, (B,)."""
         check_positive(k=k)
         log_w = []
         for start in range(0, k, IWAE_CHUNK):
             log_lik, _, log_ratio = self.path_terms(batch, min(IWAE_CHUNK, k - start))
-            log_w.append((log_lik + log_ratio).detach())
+            log_w.append(log_lik + log_ratio)
         return log_mean_exp(torch.cat(log_w, 0))
 
     @torch.no_grad()

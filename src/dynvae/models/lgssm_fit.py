@@ -7,6 +7,7 @@ alike. ``FIT_METHODS`` maps the ``method`` of :class:`FitConfig` to a function.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -16,11 +17,12 @@ from torch import nn
 from dynvae.errors import ConfigError
 
 
-class Optimizer:
+class Optimizer(abc.ABC):
     """Builds a torch optimiser for a model's parameters."""
 
+    @abc.abstractmethod
     def build(self, params: Iterable[nn.Parameter]) -> torch.optim.Optimizer:
-        raise NotImplementedError
+        """A torch optimiser over ``params``, stepped with a closure."""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ log-variances.
 
 from __future__ import annotations
 
+import abc
 import math
 from typing import ClassVar
 
@@ -21,16 +22,18 @@ from dynvae.gaussian import symmetrize
 MIN_VARIANCE = 1e-10  # floor on variances assigned by EM, so the log-Cholesky stays finite
 
 
-class MatrixBlock(nn.Module):
+class MatrixBlock(nn.Module, abc.ABC):
     """A (rows, cols) matrix that is either learned or fixed."""
 
     learned: ClassVar[bool]
 
+    @abc.abstractmethod
     def forward(self) -> Tensor:
-        raise NotImplementedError
+        """The current value."""
 
+    @abc.abstractmethod
     def assign(self, value: Tensor) -> None:
-        raise NotImplementedError
+        """Set the value in closed form (the EM M-step)."""
 
 
 class LearnedMatrix(MatrixBlock):
@@ -62,16 +65,19 @@ class FixedMatrix(MatrixBlock):
         raise ConfigError("a fixed matrix cannot be assigned")
 
 
-class Covariance(nn.Module):
+class Covariance(nn.Module, abc.ABC):
     """A (n, n) symmetric positive definite matrix."""
 
     diagonal: ClassVar[bool]
 
+    @abc.abstractmethod
     def forward(self) -> Tensor:
-        raise NotImplementedError
+        """The current value."""
 
+    @abc.abstractmethod
     def assign(self, cov: Tensor) -> None:
-        raise NotImplementedError
+        """Set the covariance in closed form (the EM M-step), projected onto the
+        parametrisation (variances floored at MIN_VARIANCE)."""
 
 
 class CholeskyCovariance(Covariance):
@@ -121,23 +127,23 @@ class DiagonalCovariance(Covariance):
 COVARIANCES: dict[bool, type[Covariance]] = {False: CholeskyCovariance, True: DiagonalCovariance}
 
 
-class InitialState(nn.Module):
+class InitialState(nn.Module, abc.ABC):
     """Distribution of z_0 used by the filter, and the part of the likelihood it scores."""
 
     learned: ClassVar[bool]
     burn: int
 
+    @abc.abstractmethod
     def prior(self) -> tuple[Tensor, Tensor]:
         """(S,) mean and (S, S) covariance of z_0 used for filtering."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def sampling_moments(self) -> tuple[Tensor, Tensor]:
         """(S,) mean and (S, S) covariance of z_0 used to draw new sequences."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def assign(self, mean: Tensor, cov: Tensor) -> None:
         """Store the EM estimate of z_0's distribution (average smoothed moments)."""
-        raise NotImplementedError
 
 
 class LearnedInitial(InitialState):

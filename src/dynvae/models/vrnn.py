@@ -185,6 +185,10 @@ class VRNN(DVAE):
         return VRNNSteps(**res)
 
     # ------------------------------------------------------------------ contract
+    def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
+        return self.elbo(batch, n_samples)
+
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 13 with the VRNN factors, averaged over ``n_samples`` samples."""
         check_positive(n_samples=n_samples)
@@ -192,13 +196,14 @@ class VRNN(DVAE):
         return ELBOTerms(s.log_lik.sum(-1).mean(0), s.kl.sum(-1).mean(0),
                          batch.n_observed().to(s.kl))
 
+    @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
         """IWAE bound with k samples of the sampled path densities, (B,)."""
         check_positive(k=k)
         log_w = []
         for start in range(0, k, IWAE_CHUNK):
             s = self.steps(batch, min(IWAE_CHUNK, k - start))
-            log_w.append((s.log_lik + s.log_ratio).sum(-1).detach())
+            log_w.append((s.log_lik + s.log_ratio).sum(-1))
         return log_mean_exp(torch.cat(log_w, 0))
 
     @torch.no_grad()

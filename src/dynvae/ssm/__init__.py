@@ -8,12 +8,26 @@ from dynvae.ssm.kalman import (
     rts_smoother,
 )
 from dynvae.ssm.model import LinearGaussianSSM
+from dynvae.ssm.parallel import (
+    CompiledScan,
+    EagerScan,
+    ScanMethod,
+    parallel_kalman_filter,
+    parallel_rts_smoother,
+)
+from dynvae.ssm.scan import associative_scan
 
 __all__ = [
+    "CompiledScan",
+    "EagerScan",
     "FilterResult",
     "LinearGaussianSSM",
+    "ScanMethod",
     "SmootherResult",
+    "associative_scan",
     "ffbs_sample",
     "kalman_filter",
+    "parallel_kalman_filter",
+    "parallel_rts_smoother",
     "rts_smoother",
 ]

@@ -110,7 +110,7 @@ def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = Non
                         stack(fc, 2))
 
 
-def _smoother_gain(filtered_cov: Tensor, predicted_cov_next: Tensor, A_next: Tensor) -> Tensor:
+def smoother_gain(filtered_cov: Tensor, predicted_cov_next: Tensor, A_next: Tensor) -> Tensor:
     """G_t = P_{t|t} A_{t+1}^T P_{t+1|t}^{-1}, (…, S, S)."""
     return torch.linalg.solve(predicted_cov_next, A_next @ filtered_cov).transpose(-1, -2)
 
@@ -126,7 +126,7 @@ def rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None
     sm, sc = f.filtered_mean[..., T - 1, :], f.filtered_cov[..., T - 1, :, :]
     means, covs, cross = [sm], [sc], [torch.zeros_like(sc)]
     for t in range(T - 2, -1, -1):
-        G = _smoother_gain(f.filtered_cov[..., t, :, :], f.predicted_cov[..., t + 1, :, :],
+        G = smoother_gain(f.filtered_cov[..., t, :, :], f.predicted_cov[..., t + 1, :, :],
                            model.param_at("transition_matrix", t + 1))
         cross.append(sc @ G.transpose(-1, -2))                    # Cov(z_{t+1}, z_t | x)
         sm = f.filtered_mean[..., t, :] + batched_mv(G, sm - f.predicted_mean[..., t + 1, :])
@@ -177,7 +177,7 @@ def ffbs_sample(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
     path = [z]
     for t in range(T - 2, -1, -1):
         Pf = f.filtered_cov[..., t, :, :]
-        G = _smoother_gain(Pf, f.predicted_cov[..., t + 1, :, :],
+        G = smoother_gain(Pf, f.predicted_cov[..., t + 1, :, :],
                            model.param_at("transition_matrix", t + 1))
         mean = f.filtered_mean[..., t, :] + batched_mv(G, z - f.predicted_mean[..., t + 1, :])
         cov = symmetrize(Pf - G @ f.predicted_cov[..., t + 1, :, :] @ G.transpose(-1, -2))

@@ -68,16 +68,20 @@ class LinearGaussianSSM:
                 raise DataError(f"{name} is listed in time_varying but is None")
         S = self.initial_mean.shape[-1]
         if self.initial_cov.shape[-2:] != (S, S):
-            raise DataError(f"initial_cov must end in ({S}, {S}), got {tuple(self.initial_cov.shape)}")
+            raise DataError(f"initial_cov must end in ({S}, {S}), "
+                            f"got {tuple(self.initial_cov.shape)}")
         for name, want in (("transition_matrix", (S, S)), ("transition_cov", (S, S))):
             got = getattr(self, name).shape[-2:]
             if tuple(got) != want:
-                raise DataError(f"{name} must end in {want}, got {tuple(getattr(self, name).shape)}")
+                raise DataError(f"{name} must end in {want}, "
+                                f"got {tuple(getattr(self, name).shape)}")
         D = self.emission_matrix.shape[-2]
         if self.emission_matrix.shape[-1] != S:
-            raise DataError(f"emission_matrix must end in (D, {S}), got {tuple(self.emission_matrix.shape)}")
+            raise DataError(f"emission_matrix must end in (D, {S}), "
+                            f"got {tuple(self.emission_matrix.shape)}")
         if tuple(self.emission_cov.shape[-2:]) != (D, D):
-            raise DataError(f"emission_cov must end in ({D}, {D}), got {tuple(self.emission_cov.shape)}")
+            raise DataError(f"emission_cov must end in ({D}, {D}), "
+                            f"got {tuple(self.emission_cov.shape)}")
 
     @property
     def state_dim(self) -> int:
@@ -116,13 +120,16 @@ class LinearGaussianSSM:
                 if u is None:
                     raise DataError(f"the model has {input_name} but no inputs u were given")
                 if u.shape[-1] != gain.shape[-1]:
-                    raise DataError(f"u has {u.shape[-1]} channels, {input_name} expects {gain.shape[-1]}")
+                    raise DataError(f"u has {u.shape[-1]} channels, "
+                                    f"{input_name} expects {gain.shape[-1]}")
                 contrib = batched_mv(gain, u)                      # (*, T, S|D)
                 out = contrib if out is None else out + contrib
             return out
-        return offset("transition_bias", "transition_input"), offset("emission_bias", "emission_input")
+        return (offset("transition_bias", "transition_input"),
+                offset("emission_bias", "emission_input"))
 
     def to(self, device=None, dtype=None) -> LinearGaussianSSM:
         kwargs = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "time_varying"}
-        kwargs = {k: None if v is None else v.to(device=device, dtype=dtype) for k, v in kwargs.items()}
+        kwargs = {k: None if v is None else v.to(device=device, dtype=dtype)
+                  for k, v in kwargs.items()}
         return replace(self, **kwargs)
