@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None, help="sequence length T")
     args = parser.parse_args(argv)
-    T = args.steps or (32 if args.quick else 128)
-    n_steps, repeats = (3, 3) if args.quick else (10, 3)
+    T = args.steps or (32 if args.quick else 64)
+    n_steps, repeats = (2, 3) if args.quick else (5, 3)
     sizes = dict(z_dim=32, emission_dim=64, transition_dim=64, rnn_dim=128)
     batch = binary_sequences(args.batch_size, T, 88)
     case = f"dmm B={args.batch_size} T={T} D=88 Z={sizes['z_dim']} H={sizes['rnn_dim']}"
