@@ -22,7 +22,6 @@ def _train(out, *extra):
                  "observation=bernoulli", "--out", str(out), *extra])
 
 
-@pytest.mark.slow
 def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
     run = tmp_path / "run"
     assert _train(run, "--set", "max_steps=2") == 0
@@ -31,7 +30,8 @@ def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
                  "plots/imputation.png", "plots/forecast.png", "plots/latents.png"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
-    assert config["train"]["max_steps"] == 2 and config["model"]["observation"] == "bernoulli"
+    sections = config["config"]
+    assert sections["train"]["max_steps"] == 2 and sections["model"]["observation"] == "bernoulli"
     assert config["data"]["options"] == {"n_sequences": 24, "length": 4}
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ("test_elbo_per_step", "test_iwae_per_step", "test_imputation_mse",
@@ -51,7 +51,6 @@ def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
     assert draws.shape == (3, 5, 64) and np.isfinite(draws).all()
 
 
-@pytest.mark.slow
 def test_four_chorales_vrnn(tmp_path, monkeypatch):
     monkeypatch.setenv("DYNVAE_CACHE", str(tmp_path / "cache"))
     run = tmp_path / "run"
