@@ -84,3 +84,70 @@ def plot_forecast(t_past: np.ndarray, x_past: np.ndarray, t_future: np.ndarray,
     axes[0].legend(fontsize=7, loc="best")
     axes[-1].set_xlabel("t")
     _save(fig, path)
+
+
+MAX_LINE_PANELS = 8  # above this many features, sequences are drawn as heatmaps
+
+
+def plot_heatmaps(t: np.ndarray, x: np.ndarray, mask: np.ndarray, mean: np.ndarray,
+                  std: np.ndarray, path: str | os.PathLike, title: str | None = None,
+                  binary: bool = False) -> None:
+    """High-dimensional sequences (T, D) as feature-by-time images: the data (missing or
+    hidden entries grey, hidden ones outlined), the posterior mean (for binary data the
+    probability of a 1, i.e. a piano roll) and the posterior std band width."""
+    panels = [("data (grey: not seen by the model)", np.where(mask, x, np.nan)),
+              ("P(x = 1)" if binary else "posterior mean", mean),
+              ("posterior std", std)]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True)
+    if title:
+        fig.suptitle(title)
+    extent = (float(t[0]) - 0.5, float(t[-1]) + 0.5, -0.5, x.shape[1] - 0.5)
+    cmap = plt.get_cmap("Greys" if binary else "viridis").with_extremes(bad="0.8")
+    for ax, (name, values) in zip(axes, panels, strict=True):
+        image = ax.imshow(np.ma.masked_invalid(values.T), aspect="auto", origin="lower",
+                          interpolation="nearest", extent=extent, cmap=cmap)
+        fig.colorbar(image, ax=ax, fraction=0.03)
+        ax.set_ylabel("key" if binary else "feature", fontsize=8)
+        ax.set_title(name, fontsize=9)
+    hidden = ~mask & np.isfinite(x)
+    if hidden.any():
+        ts, ds = np.nonzero(hidden)
+        axes[0].plot(t[ts], ds, "s", mfc="none", mec="C3", ms=3, label="hidden")
+        axes[0].legend(fontsize=7, loc="upper right")
+    axes[-1].set_xlabel("t")
+    _save(fig, path)
+
+
+def plot_piano_roll(roll: np.ndarray, prob: np.ndarray, path: str | os.PathLike,
+                    lowest_key: int = 21, title: str | None = None) -> None:
+    """A binary piano roll (T, 88) next to the model's note probabilities (T, 88),
+    keys on the vertical axis as MIDI numbers, only the range that is used."""
+    used = np.nonzero((roll > 0).any(0) | (prob > 0.05).any(0))[0]
+    lo, hi = (int(used.min()), int(used.max()) + 1) if used.size else (0, roll.shape[1])
+    fig, axes = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
+    if title:
+        fig.suptitle(title)
+    extent = (-0.5, roll.shape[0] - 0.5, lowest_key + lo - 0.5, lowest_key + hi - 0.5)
+    for ax, values, name in ((axes[0], roll, "piano roll"),
+                             (axes[1], prob, "P(key on)")):
+        image = ax.imshow(values[:, lo:hi].T, aspect="auto", origin="lower", cmap="Greys",
+                          interpolation="nearest", extent=extent, vmin=0, vmax=1)
+        fig.colorbar(image, ax=ax, fraction=0.03)
+        ax.set_ylabel("MIDI key")
+        ax.set_title(name, fontsize=9)
+    axes[-1].set_xlabel("beat")
+    _save(fig, path)
+
+
+def plot_latents(t: np.ndarray, mean: np.ndarray, std: np.ndarray, path: str | os.PathLike,
+                 title: str | None = "latent trajectories", max_dims: int = 8) -> None:
+    """Posterior mean of each latent dimension (T, Z) with a +-2 std band."""
+    Z = min(mean.shape[1], max_dims)
+    fig, axes = _panels(Z, title)
+    for z, ax in enumerate(axes):
+        ax.fill_between(t, mean[:, z] - 2 * std[:, z], mean[:, z] + 2 * std[:, z],
+                        color="C2", alpha=0.25)
+        ax.plot(t, mean[:, z], color="C2", lw=1.2)
+        ax.set_ylabel(f"z[{z}]")
+    axes[-1].set_xlabel("t")
+    _save(fig, path)

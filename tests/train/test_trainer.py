@@ -6,10 +6,11 @@ import torch
 
 from dynvae.errors import CheckpointError, ConfigError
 from dynvae.train.augment import drop_observed
+from dynvae.train.batching import epoch_batches
 from dynvae.train.checkpoint import load_checkpoint
 from dynvae.train.history import kl_weight
 from dynvae.train.metrics import evaluate_elbo
-from dynvae.train.trainer import TrainConfig, Trainer, epoch_batches
+from dynvae.train.trainer import TrainConfig, Trainer
 
 from .tiny_model import ListDataset, TinyLinearDVAE, make_data
 
@@ -175,3 +176,20 @@ def test_time_budget_stops_training():
     result = Trainer(_model(), cfg).fit(ListDataset(make_data(10)))
     assert result.stopped == "max_seconds"
     assert result.history[-1]["seconds"] >= 0.3
+
+
+class _AnomalyProbe(TinyLinearDVAE):
+    seen: list = []
+
+    def elbo(self, batch, n_samples=1):
+        type(self).seen.append(torch.is_anomaly_enabled())
+        return super().elbo(batch, n_samples)
+
+
+def test_anomaly_detection_is_off_while_training():
+    _AnomalyProbe.seen = []
+    torch.manual_seed(0)
+    model = _AnomalyProbe(3).double()
+    with torch.autograd.set_detect_anomaly(True):
+        Trainer(model, _config(max_steps=2)).fit(ListDataset(make_data(10)))
+    assert _AnomalyProbe.seen == [False, False]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import typing
 from typing import Any
 
 from dynvae.data import SequenceDataset, load_dataset, read_table
+from dynvae.data.datasets import DATASETS
 from dynvae.errors import ConfigError
 
 
@@ -18,6 +20,9 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
     if dataset:
         group.add_argument("--dataset", metavar="NAME", help="a built-in dataset "
                            "(see `dynvae datasets`)")
+        parser.add_argument("--dataset-option", action="append", default=[],
+                            metavar="KEY=VALUE", help="an option of the built-in dataset's "
+                            "loader, e.g. max_pieces=20 (repeatable)")
     group.add_argument("--data", metavar="FILE", help="CSV, Parquet or NumPy file (long "
                        "format: one row per sequence id and time; empty cells are missing)")
     parser.add_argument("--id-col", metavar="C", help="column naming the sequence of a row")
@@ -35,7 +40,8 @@ def data_spec(args: argparse.Namespace, fallback: dict | None = None) -> dict:
     """The data source named on the command line, or ``fallback`` (a run's saved spec)
     when none is; column options given on the command line override the saved ones."""
     if getattr(args, "dataset", None):
-        return {"dataset": args.dataset}
+        options = dataset_options(args.dataset, getattr(args, "dataset_option", []))
+        return {"dataset": args.dataset, **({"options": options} if options else {})}
     if args.data is None:
         if fallback is None:
             raise ConfigError("give --dataset NAME or --data FILE")
@@ -49,9 +55,37 @@ def data_spec(args: argparse.Namespace, fallback: dict | None = None) -> dict:
     return spec
 
 
-def load_data(spec: dict) -> SequenceDataset:
+def dataset_options(name: str, items: list[str]) -> dict[str, Any]:
+    """Parse ``key=value`` options of the loader of built-in dataset ``name``."""
+    if name not in DATASETS:
+        raise ConfigError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    loader = DATASETS[name].loader
+    hints = typing.get_type_hints(loader)
+    options: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or key not in hints or key in ("return", "split"):
+            valid = [k for k in hints if k not in ("return", "split")]
+            raise ConfigError(f"--dataset-option {item!r}: dataset {name!r} takes KEY=VALUE "
+                              f"with KEY one of {valid}")
+        options[key] = _parse_value(text.strip(), hints[key], key)
+    return options
+
+
+def has_named_splits(spec: dict) -> bool:
+    """True for built-in datasets with a fixed train/valid/test split (a ``split`` option)."""
+    return ("dataset" in spec and spec["dataset"] in DATASETS
+            and "split" in inspect.signature(DATASETS[spec["dataset"]].loader).parameters)
+
+
+def load_data(spec: dict, split: str = "all") -> SequenceDataset:
+    """The data of ``spec``; for a dataset with named splits, the ``split`` part."""
     if "dataset" in spec:
-        return load_dataset(spec["dataset"])
+        options = dict(spec.get("options", {}))
+        if has_named_splits(spec):
+            options["split"] = split
+        return load_dataset(spec["dataset"], **options)
     return read_table(spec["data"], id_col=spec.get("id_col"), time_col=spec.get("time_col"),
                       value_cols=spec.get("value_cols"), input_cols=spec.get("input_cols"))
 
@@ -68,6 +102,10 @@ def _parse_value(text: str, kind: Any, key: str) -> Any:
         if text.lower() not in table:
             raise ConfigError(f"--set {key}={text}: expected true or false")
         return table[text.lower()]
+    if typing.get_origin(kind) is tuple and typing.get_args(kind)[-1] is Ellipsis:
+        item = typing.get_args(kind)[0]
+        parts = [p for p in text.replace(" ", "").strip("()[]").split(",") if p]
+        return tuple(_parse_value(p, item, key) for p in parts)
     if kind in (int, float, str):
         try:
             return kind(text)

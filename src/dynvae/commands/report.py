@@ -19,6 +19,7 @@ from dynvae.train.evaluation import (
     hide_entries,
     split_history,
 )
+from dynvae.train.latents import latent_trajectories
 
 
 @torch.no_grad()
@@ -57,10 +58,25 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
     batch = first.to_batch(dtype=torch.float64)
     hidden = hide_entries(batch, settings.hide_fraction, settings.seed)
     _, x, seen, mean, std = predictions(model, first, standardizer, hidden)
-    n = len(first[0])
-    plots.plot_imputation(first[0].t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
-                          first.feature_names, out / "plots" / "imputation.png",
-                          title=f"imputation of sequence {first[0].id!r} (crosses hidden)")
+    n, seq = len(first[0]), first[0]
+    title = f"imputation of sequence {seq.id!r}"
+    if test.dim > plots.MAX_LINE_PANELS:
+        binary = bool(np.isin(x[0, :n][np.isfinite(x[0, :n])], (0.0, 1.0)).all())
+        plots.plot_heatmaps(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
+                            out / "plots" / "imputation.png", title=title, binary=binary)
+        if binary:
+            plots.plot_piano_roll(np.nan_to_num(x[0, :n]), mean[0, :n],
+                                  out / "plots" / "piano_roll.png", title=f"{seq.id}")
+    else:
+        plots.plot_imputation(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
+                              first.feature_names, out / "plots" / "imputation.png",
+                              title=f"{title} (crosses hidden)")
+    latents = latent_trajectories(model, batch.with_mask(batch.mask & ~hidden).to(
+        dtype=next(model.parameters()).dtype))
+    if latents is not None:
+        plots.plot_latents(seq.t, latents[0][0, :n].cpu().numpy(),
+                           latents[1][0, :n].cpu().numpy(), out / "plots" / "latents.png",
+                           title=f"posterior latents of sequence {seq.id!r}")
     try:
         write_forecast_plot(out / "plots" / "forecast.png", model, first, standardizer,
                             settings.horizon or default_horizon(test))

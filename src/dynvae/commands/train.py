@@ -5,20 +5,24 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import inspect
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from dynvae import __version__
 from dynvae.commands import common
 from dynvae.commands.report import write_plots
 from dynvae.data import SequenceDataset, Standardizer
+from dynvae.data.datasets import DATASETS
 from dynvae.errors import ConfigError
 from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
 from dynvae.train import run as rundir
 from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
+from dynvae.train.metrics import missing_entry_metrics
 from dynvae.utils import seed_everything
 
 SPLIT = (0.8, 0.1, 0.1)
@@ -37,6 +41,9 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="overwrite a non-empty RUN")
+    p.add_argument("--resume", action="store_true", help="continue the gradient training "
+                   "of RUN from RUN/checkpoints/last.pt (give the same options again, with "
+                   "e.g. a larger max_steps)")
     p.set_defaults(run=run)
 
 
@@ -65,43 +72,88 @@ def split_dataset(data: SequenceDataset, seed: int):
     return data, None, data, True
 
 
-def fit_model(model, name: str, configs: dict, train, val, out: Path, device: str) -> list:
+def load_splits(spec: dict, seed: int):
+    """(data, train, val, test, shared): a dataset's own fixed split when it has one,
+    otherwise a seeded split by sequence."""
+    if common.has_named_splits(spec):
+        train, val, test = (common.load_data(spec, s) for s in ("train", "valid", "test"))
+        return train, train, val, test, False
+    data = common.load_data(spec)
+    return (data, *split_dataset(data, seed))
+
+
+def scaling(model_config, train: SequenceDataset) -> Standardizer:
+    """Standardise for Gaussian observations; data of a Bernoulli observation (binary
+    or in [0, 1]) keeps its scale (an identity Standardizer)."""
+    if getattr(model_config, "observation", "gaussian") == "gaussian":
+        return Standardizer().fit(train)
+    return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
+
+
+def train_config(args: argparse.Namespace, config):
+    """The TrainConfig with --seed and --device, unless --set gave them."""
+    given = {item.split("=", 1)[0].strip().rpartition(".")[2] for item in args.set}
+    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device))
+                 if k not in given}
+    return dataclasses.replace(config, **overrides)
+
+
+def fit_model(model, name: str, configs: dict, train, val, out: Path, device: str,
+              resume: bool = False) -> list:
     """SelfFitting models fit themselves; the others go to the gradient Trainer."""
     if isinstance(model, SelfFitting):
+        if resume:
+            raise ConfigError(f"--resume applies to gradient-trained models; {name!r} fits "
+                              "itself")
         batch = lambda d: None if d is None else d.to_batch(dtype=torch.float64, device=device)
         return model.fit(batch(train), batch(val), configs["fit"], out)
     trainer = importlib.import_module("dynvae.train.trainer")
-    result = trainer.Trainer(model, configs["train"], out).fit(train, val)
-    return list(result.history)
+    result = trainer.Trainer(model, configs["train"], out).fit(train, val, resume=resume)
+    if result.stopped == "non_finite":
+        raise ConfigError(f"training diverged: {result.message}")
+    return result.history
+
+
+def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, float]:
+    """Imputation scores on the truly missing entries, for built-in datasets that can
+    return their complete sequences (a ``complete`` option, e.g. healing-digits)."""
+    if "dataset" not in spec or "complete" not in inspect.signature(
+            DATASETS[spec["dataset"]].loader).parameters:
+        return {}
+    full = dict(spec, options={**spec.get("options", {}), "complete": True})
+    complete = common.load_data(full, "test") if common.has_named_splits(spec) else \
+        common.load_data(full)
+    by_id = {s.id: i for i, s in enumerate(complete)}
+    complete = standardizer.transform(complete[[by_id[i] for i in test.ids]])
+    return missing_entry_metrics(model, test, complete)
 
 
 def run(args: argparse.Namespace) -> int:
     cls = model_class(args.model)
     configs = common.resolve_configs(args.set, fit_sections(cls))
-    if "train" in configs:      # --device and --seed apply to the gradient trainer too
-        configs["train"] = dataclasses.replace(configs["train"], device=args.device,
-                                               seed=args.seed)
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
-    out = rundir.prepare_run_dir(args.out, args.force)
+    if "train" in configs:
+        configs["train"] = train_config(args, configs["train"])
+    out = rundir.prepare_run_dir(args.out, args.force or args.resume)
     seed_everything(args.seed)
     spec = common.data_spec(args)
-    data = common.load_data(spec)
-    train, val, test, shared = split_dataset(data, args.seed)
-    standardizer = Standardizer().fit(train)
+    data, train, val, test, shared = load_splits(spec, args.seed)
+    standardizer = scaling(configs["model"], train)
     train, test = standardizer.transform(train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)
     model = cls.from_config(configs["model"], data.dim, data.input_dim).to(args.device)
     start = time.perf_counter()
-    history = fit_model(model, args.model, configs, train, val, out, args.device)
+    history = fit_model(model, args.model, configs, train, val, out, args.device, args.resume)
     seconds = time.perf_counter() - start
-    model.eval()
+    model.double().eval()     # metrics in float64, like every other model
     rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]), data.dim,
                       data.input_dim, standardizer)
     settings = EvalSettings(seed=args.seed)
     metrics = evaluate_model(model, test, standardizer, settings)
     metrics.update(likelihood_metrics(model, train, standardizer, settings.iwae_samples,
                                       prefix="train_"))
+    metrics.update(ground_truth_metrics(model, spec, test, standardizer))
     metrics.update({"fit_seconds": seconds, "n_train_sequences": float(len(train)),
                     "n_test_sequences": float(len(test)),
                     "train_equals_test": float(shared)})

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dynvae.data import Standardizer
 from dynvae.errors import CheckpointError, ConfigError
 from dynvae.models.base import DVAE
@@ -114,5 +116,5 @@ def load_run(run: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint {Path(run) / MODEL} does not match model "
                               f"{payload['model']!r}: {err}") from None
-    model.to(device)
+    model.to(device=device, dtype=torch.float64)   # evaluation runs in float64
     return LoadedRun(model.eval(), config, Standardizer.from_state_dict(payload["standardizer"]))

@@ -24,6 +24,7 @@ from dynvae.errors import CheckpointError, ConfigError
 from dynvae.models.base import DVAE
 from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
+from dynvae.train.batching import epoch_batches, local_batches
 from dynvae.train.checkpoint import load_checkpoint, save_checkpoint
 from dynvae.train.history import kl_weight, write_metrics_csv
 from dynvae.train.metrics import evaluate_elbo
@@ -117,14 +118,6 @@ class _ELBOModule(nn.Module):
 
     def forward(self, batch, n_samples: int):
         return self.model.elbo(batch, n_samples)
-
-
-def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The global batches of one epoch: a permutation seeded by (seed, epoch), so an
-    epoch's order is known again after a restart without any generator state."""
-    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
-    perm = torch.randperm(n, generator=gen).tolist()
-    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
 class Trainer:
@@ -234,7 +227,8 @@ class Trainer:
         if cfg.missing_rate > 0:
             batch = drop_observed(batch, cfg.missing_rate, cfg.seed, step, indices)
         self.model.train()
-        with self._noise_rng():
+        # anomaly detection slows every op several-fold: always off while training
+        with self._noise_rng(), torch.autograd.set_detect_anomaly(False):
             loss_local, loss = self._loss(batch, beta)
             if math.isfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -297,28 +291,8 @@ class Trainer:
         return DistributedDataParallel(wrapper, device_ids=ids, find_unused_parameters=True)
 
     def _loader(self, dataset, batches: list[list[int]]):
-        """Yields (local indices, local SequenceBatch) for each global batch.
-
-        Under DDP a global batch with fewer sequences than processes (the tail of an
-        epoch) is skipped, so every process always has a share to back-propagate.
-        """
-        local = [dist_utils.shard(b, self.world) for b in batches
-                 if len(b) >= self.world.size]
-
-        def collate(indices):
-            cpu = torch.device("cpu")
-            return indices, dataset.to_batch(indices, dtype=self.dtype, device=cpu)
-
-        if self.config.num_workers == 0:
-            for indices in local:
-                idx, batch = collate(indices)
-                yield idx, batch.to(device=self.device)
-            return
-        loader = torch.utils.data.DataLoader(local, batch_size=None, shuffle=False,
-                                             collate_fn=collate,
-                                             num_workers=self.config.num_workers)
-        for idx, batch in loader:
-            yield idx, batch.to(device=self.device)
+        return local_batches(dataset, batches, self.world, self.dtype, self.device,
+                             self.config.num_workers)
 
     def _validate(self, val, state: _State) -> bool:
         """Evaluate, keep a deep copy of the best parameters; True when patience ran out."""

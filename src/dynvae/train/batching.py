@@ -1,0 +1,37 @@
+"""The order of training batches and each process's share of them."""
+
+from __future__ import annotations
+
+import torch
+
+from dynvae.train.distributed import World, shard
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The global batches of one epoch: a permutation seeded by (seed, epoch), so an
+    epoch's order is known again after a restart without any generator state."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen).tolist()
+    return [perm[i:i + batch_size] for i in range(0, n, batch_size)]
+
+
+def local_batches(dataset, batches: list[list[int]], world: World, dtype: torch.dtype,
+                  device: torch.device, num_workers: int = 0):
+    """Yields (local indices, local SequenceBatch on ``device``) for each global batch.
+
+    Under DDP a global batch with fewer sequences than processes (the tail of an
+    epoch) is skipped, so every process always has a share to back-propagate.
+    ``num_workers`` > 0 assembles batches in DataLoader worker processes.
+    """
+    local = [shard(b, world) for b in batches if len(b) >= world.size]
+
+    def collate(indices):
+        return indices, dataset.to_batch(indices, dtype=dtype, device=torch.device("cpu"))
+
+    if num_workers == 0:
+        loader = map(collate, local)
+    else:
+        loader = torch.utils.data.DataLoader(local, batch_size=None, shuffle=False,
+                                             collate_fn=collate, num_workers=num_workers)
+    for indices, batch in loader:
+        yield indices, batch.to(device=device)

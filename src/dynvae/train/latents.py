@@ -1,0 +1,34 @@
+"""Posterior latent trajectories of the models that expose them, for plots.
+
+One reader per model class (a registry, not a chain of type tests); a model without
+a reader simply has no latent plot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.models.base import DVAE
+
+
+def _dkf_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+    """Mean and std over K ancestral draws z ~ q(z_{1:T} | x) (seed eq. 16): (B, T, Z)."""
+    paths = model.posterior_paths(model._prepare(batch), n_samples)  # z: (K, B, T, Z)
+    return paths.z.mean(0), paths.z.std(0)
+
+
+def _readers() -> dict[type, Callable]:
+    from dynvae.models.dkf import DeepKalmanFilter
+    return {DeepKalmanFilter: _dkf_latents}
+
+
+@torch.no_grad()
+def latent_trajectories(model: DVAE, batch: SequenceBatch, n_samples: int = 32
+                        ) -> tuple[Tensor, Tensor] | None:
+    """(B, T, Z) posterior mean and std of the latents, or None for other models."""
+    reader = _readers().get(type(model))
+    return None if reader is None else reader(model, batch, n_samples)

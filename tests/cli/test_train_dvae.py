@@ -1,0 +1,95 @@
+"""End to end: `dynvae train/evaluate/sample` with the gradient Trainer (tiny settings)."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dynvae.cli import main
+from dynvae.train.checkpoint import load_checkpoint
+
+TINY_DKF = ["--set", "latent_dim=2", "--set", "encoder_hidden=8", "--set",
+            "transition_hidden=8", "--set", "emission_hidden=8", "--set", "batch_size=6",
+            "--set", "eval_every=2", "--set", "checkpoint_every=2", "--set", "progress=false",
+            "--set", "n_predict_samples=4"]
+DIGITS = ["--dataset", "healing-digits", "--dataset-option", "n_sequences=24",
+          "--dataset-option", "length=4"]
+
+
+def _train(out, *extra):
+    return main(["train", "--model", "dkf", *DIGITS, *TINY_DKF, "--set",
+                 "observation=bernoulli", "--out", str(out), *extra])
+
+
+def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(run, "--set", "max_steps=2") == 0
+    for name in ("config.json", "metrics.json", "metrics.csv", "checkpoints/model.pt",
+                 "checkpoints/last.pt", "checkpoints/best.pt", "plots/training_curve.png",
+                 "plots/imputation.png", "plots/forecast.png", "plots/latents.png"):
+        assert (run / name).is_file(), name
+    config = json.loads((run / "config.json").read_text())
+    sections = config["config"]
+    assert sections["train"]["max_steps"] == 2 and sections["model"]["observation"] == "bernoulli"
+    assert config["data"]["options"] == {"n_sequences": 24, "length": 4}
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("test_elbo_per_step", "test_iwae_per_step", "test_imputation_mse",
+                "forecast_mse", "test_missing_mse", "test_missing_bce"):
+        assert np.isfinite(metrics[key]), key
+    assert len(pd.read_csv(run / "metrics.csv")) == 2
+    # resume through the CLI: 2 more steps continue from checkpoints/last.pt
+    assert _train(run, "--set", "max_steps=4", "--resume") == 0
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
+    assert len(pd.read_csv(run / "metrics.csv")) == 4
+    (run / "metrics.json").unlink()
+    assert main(["evaluate", str(run)]) == 0
+    assert "test_iwae_per_step" in json.loads((run / "metrics.json").read_text())
+    assert main(["sample", str(run), "-n", "3", "--steps", "5", "--out",
+                 str(tmp_path / "s.npy")]) == 0
+    draws = np.load(tmp_path / "s.npy")
+    assert draws.shape == (3, 5, 64) and np.isfinite(draws).all()
+
+
+def test_four_chorales_vrnn(tmp_path, monkeypatch):
+    monkeypatch.setenv("DYNVAE_CACHE", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    code = main(["train", "--model", "vrnn", "--dataset", "chorales", "--dataset-option",
+                 "max_pieces=4", "--dataset-option", "progress=false", "--set",
+                 "observation=bernoulli", "--set", "latent_dim=2", "--set", "hidden_size=8",
+                 "--set", "feature_size=8", "--set", "mlp_hidden=8", "--set", "max_steps=1",
+                 "--set", "progress=false", "--set", "n_predict_samples=2", "--out", str(run)])
+    assert code == 0
+    assert (run / "plots" / "piano_roll.png").is_file()
+    assert list((tmp_path / "cache").glob("chorales-*.npz"))
+    config = json.loads((run / "config.json").read_text())
+    assert len(config["split"]["train_ids"]) == 2 and len(config["split"]["test_ids"]) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--set", "no_such_key=1"], "unknown config key 'no_such_key'"),
+    (["--set", "max_steps=many"], "expected int"),
+    (["--set", "lr=-1"], "lr must be > 0"),
+    (["--dataset-option", "pieces=3"], "dataset 'healing-digits' takes KEY=VALUE"),
+])
+def test_bad_options_are_clear_errors(tmp_path, capsys, args, message):
+    code = main(["train", "--model", "dkf", *DIGITS, *args, "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bad_data_is_a_clear_error(tmp_path, capsys):
+    # Gaussian-valued data with a Bernoulli observation model
+    frame = pd.DataFrame({"id": [0, 0, 0, 1, 1, 1], "t": [0, 1, 2] * 2,
+                          "a": [0.5, -3.0, 2.0, 1.0, 0.0, 4.0]})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    code = main(["train", "--model", "dkf", "--data", str(tmp_path / "d.csv"), "--id-col", "id",
+                 "--time-col", "t", *TINY_DKF, "--set", "observation=bernoulli", "--set",
+                 "max_steps=1", "--out", str(tmp_path / "r")])
+    assert code == 2
+    assert "needs values in [0, 1]" in capsys.readouterr().err
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
+    assert _train(tmp_path / "r", "--set", "max_steps=1", "--resume") == 2
+    assert "last.pt does not exist" in capsys.readouterr().err

@@ -1,0 +1,43 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from dynvae.data.digits import load_healing_digits
+from dynvae.models.base import Prediction
+from dynvae.train.metrics import evaluate_elbo, missing_entry_metrics
+
+from .tiny_model import ListDataset, TinyLinearDVAE, make_data
+
+
+class _Half(TinyLinearDVAE):
+    """Imputes every entry with 0.5."""
+
+    def reconstruct(self, batch):
+        half = torch.full_like(batch.x, 0.5)
+        return Prediction(batch.t, half, half)
+
+
+def test_missing_entry_metrics_against_a_constant_imputation():
+    observed = load_healing_digits("all", n_sequences=10, length=4, seed=2)
+    complete = load_healing_digits("all", n_sequences=10, length=4, seed=2, complete=True)
+    out = missing_entry_metrics(_Half(64), observed, complete, batch_size=3)
+    x = np.stack([s.x for s in observed])
+    truth = np.stack([s.x for s in complete])
+    missing = np.isnan(x)
+    assert out["test_missing_entries"] == missing.sum()
+    assert out["test_missing_mse"] == pytest.approx(((truth - 0.5) ** 2)[missing].mean())
+    assert out["test_missing_bce"] == pytest.approx(math.log(2.0))
+
+
+def test_evaluate_elbo_normalisations():
+    data = ListDataset(make_data(7, T=5))
+    model = TinyLinearDVAE(3, analytic=True).double()
+    summary = evaluate_elbo(model, data, batch_size=3)
+    batch = data.to_batch(list(range(7)), dtype=torch.float64)
+    with torch.no_grad():
+        terms = model.elbo(batch)
+    assert summary.total == pytest.approx(float(terms.elbo().sum()), rel=1e-12)
+    assert summary.n_steps == 35 and summary.n_obs == int(batch.mask.sum())
+    assert summary.per_obs == pytest.approx(-float(terms.loss()), rel=1e-12)
