@@ -48,7 +48,7 @@ class NativeUnavailable(ConfigError):
     """No C compiler, or compiling the native Kalman back end failed."""
 
 
-def _compiler() -> list[str]:
+def find_c_compiler() -> list[str]:
     """The C compiler command: $CC, the one Python was built with, or cc/gcc/clang."""
     for cand in (os.environ.get("CC"), sysconfig.get_config_var("CC")):
         if cand:
@@ -71,7 +71,7 @@ def _cache_dir() -> Path:
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL:
     """Compile (once per source/compiler) and load the shared library."""
-    cc = _compiler()
+    cc = find_c_compiler()
     flags = ["-O3", "-std=c99", "-fPIC", "-shared"]
     try:
         version = subprocess.run([*cc, "--version"], capture_output=True, text=True,
@@ -192,7 +192,7 @@ def _run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None, u: Tensor | N
     if rc:
         raise DataError(f"native Kalman back end: {_ERRORS.get(rc, f'error {rc}')} "
                         f"(sequence {err[0]}, step {err[1]})")
-    back = lambda t: t.reshape(*batch_shape, *t.shape[1:]).to(x.device, x.dtype)
+    back = lambda t: t.reshape((*batch_shape, *t.shape[1:])).to(x.device, x.dtype)
     f = FilterResult(back(ll), back(pm), back(pc), back(fm), back(fc))
     return f, None if sm_out is None else tuple(back(t) for t in sm_out)
 
