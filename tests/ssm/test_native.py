@@ -140,3 +140,34 @@ def test_bad_inputs_are_clear_errors():
                                                                             dtype=torch.float64)})
     with pytest.raises(DataError, match="not positive definite.*step 0"):
         native_kalman_filter(bad, torch.randn(10, 2, dtype=torch.float64))
+
+
+def test_lgssm_native_inference_equals_sequential_and_falls_back_for_gradients():
+    from dynvae import SequenceBatch
+    from dynvae.data import synthetic_lgssm
+    from dynvae.models.lgssm import INFERENCE, LGSSM, Config
+
+    batch = synthetic_lgssm(n=3, T=12, S=2, D=3, missing=0.3, seed=2).dataset.to_batch(
+        dtype=torch.float64)
+    u = torch.randn(batch.batch_size, batch.n_steps, 1, dtype=torch.float64)
+    batch = SequenceBatch(batch.x, batch.mask, batch.t, batch.lengths, u)
+    config = Config(state_dim=2, transition="linear", emission="linear", initial="learned",
+                    transition_bias=True, emission_bias=True)
+    outputs = []
+    for name in ("sequential", "native"):
+        torch.manual_seed(0)
+        model = LGSSM(config, 3, 1)
+        g = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        model.inference = INFERENCE[name]
+        model.fit_em(batch, n_iter=2, progress=False)             # no_grad: the C path
+        with torch.no_grad():
+            rec = model.reconstruct(batch)
+            ll_nograd = model.log_likelihood(batch)
+        ll = model.log_likelihood(batch)                          # needs grad: fallback
+        (grad,) = torch.autograd.grad(ll.sum(), next(model.parameters()))
+        outputs.append((ll_nograd, ll, rec.mean, rec.std, grad))
+    for a, b in zip(*outputs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)

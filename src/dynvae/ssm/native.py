@@ -26,6 +26,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
@@ -113,11 +114,26 @@ def native_available() -> bool:
     return True
 
 
-def _refuse_grad(model: LinearGaussianSSM, *tensors: Tensor | None) -> None:
+def needs_grad(model: LinearGaussianSSM, *tensors: Tensor | None) -> bool:
+    """True when autograd is on and a parameter of ``model`` or a tensor requires grad."""
     if not torch.is_grad_enabled():                       # e.g. under torch.no_grad()
-        return
+        return False
     values = [getattr(model, f) for f in _EVENT_DIMS] + list(tensors)
-    if any(v is not None and v.requires_grad for v in values):
+    return any(v is not None and v.requires_grad for v in values)
+
+
+def with_autograd_fallback(native_fn: Callable, autograd_fn: Callable) -> Callable:
+    """``native_fn`` where no gradient is needed, else the differentiable ``autograd_fn``
+    (same signature ``(model, x, mask=None, u=None)``)."""
+    def run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
+            u: Tensor | None = None):
+        fn = autograd_fn if needs_grad(model, x, u) else native_fn
+        return fn(model, x, mask, u)
+    return run
+
+
+def _refuse_grad(model: LinearGaussianSSM, *tensors: Tensor | None) -> None:
+    if needs_grad(model, *tensors):
         raise DataError("the native Kalman back end is inference-only and does not support "
                         "autograd: an input requires grad; use kalman_filter/rts_smoother or "
                         "parallel_kalman_filter/parallel_rts_smoother for gradients "
