@@ -171,3 +171,36 @@ def test_lgssm_native_inference_equals_sequential_and_falls_back_for_gradients()
         outputs.append((ll_nograd, ll, rec.mean, rec.std, grad))
     for a, b in zip(*outputs, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-9)
+
+
+@pytest.fixture
+def fresh_library(monkeypatch, tmp_path):
+    """An empty cache and no loaded library; the loaded one is restored afterwards."""
+    from dynvae.ssm import native
+    monkeypatch.setenv("DYNVAE_CACHE_DIR", str(tmp_path))
+    native._library.cache_clear()
+    yield tmp_path
+    monkeypatch.undo()
+    native._library.cache_clear()
+
+
+def test_compiles_once_into_the_cache(fresh_library):
+    assert native_available()
+    built = list((fresh_library / "native").iterdir())
+    assert len(built) == 1 and built[0].name.startswith("kalman-")
+    mtime = built[0].stat().st_mtime_ns
+    from dynvae.ssm import native
+    native._library.cache_clear()
+    assert native_available()                                   # reuses the cached library
+    assert [p.stat().st_mtime_ns for p in (fresh_library / "native").iterdir()] == [mtime]
+
+
+def test_missing_or_failing_compiler_is_a_clear_error(fresh_library, monkeypatch):
+    monkeypatch.setenv("CC", "false")                           # a "compiler" that always fails
+    assert not native_available()
+    with pytest.raises(NativeUnavailable, match="compiling kalman.c with false failed"):
+        native_kalman_filter(constant_model(), torch.zeros(3, 2, dtype=torch.float64))
+    monkeypatch.setenv("CC", "no-such-compiler")
+    monkeypatch.setenv("PATH", str(fresh_library))               # nothing to find on PATH
+    with pytest.raises(NativeUnavailable, match="no C compiler found"):
+        find_c_compiler()

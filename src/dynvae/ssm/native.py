@@ -69,6 +69,25 @@ def _cache_dir() -> Path:
     return Path(root) / "native"
 
 
+def _compile(cc: list[str], flags: list[str], target: Path) -> None:
+    """Compile the C source to ``target`` through a temporary file and an atomic rename,
+    so that concurrent processes never load a partial library."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=target.suffix)
+    os.close(fd)
+    try:
+        proc = subprocess.run([*cc, *flags, str(_SOURCE), "-o", tmp, "-lm"],
+                              capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise NativeUnavailable(f"compiling {_SOURCE.name} with {cc[0]} failed "
+                                    f"(exit {proc.returncode}):\n{proc.stderr.strip()}")
+        os.replace(tmp, target)
+    except (OSError, subprocess.SubprocessError) as err:
+        raise NativeUnavailable(f"running the C compiler {cc[0]!r} failed: {err}") from err
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL:
     """Compile (once per source/compiler) and load the shared library."""
@@ -82,22 +101,19 @@ def _library() -> ctypes.CDLL:
     key = hashlib.sha256(b"\0".join(s.encode() for s in (
         _SOURCE.read_text(), " ".join(cc + flags), version, platform.machine(),
         platform.system()))).hexdigest()[:24]
-    target = _cache_dir() / f"kalman-{key}{sysconfig.get_config_var('SHLIB_SUFFIX') or '.so'}"
-    if not target.exists():
+    suffix = sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"
+    target = _cache_dir() / f"kalman-{key}{suffix}"
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=target.suffix)
-        os.close(fd)
-        try:
-            proc = subprocess.run([*cc, *flags, str(_SOURCE), "-o", tmp, "-lm"],
-                                  capture_output=True, text=True, timeout=300)
-            if proc.returncode != 0:
-                raise NativeUnavailable(f"compiling {_SOURCE.name} with {cc[0]} failed:\n"
-                                        f"{proc.stderr.strip()}")
-            os.replace(tmp, target)                       # atomic: readers never see a partial file
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    lib = ctypes.CDLL(str(target))
+    except OSError:                                       # unwritable cache: a private temp dir
+        target = Path(tempfile.mkdtemp(prefix="dynvae-native-")) / target.name
+    if not target.exists():
+        _compile(cc, flags, target)
+    try:
+        lib = ctypes.CDLL(str(target))
+    except OSError as err:
+        raise NativeUnavailable(f"loading the compiled native Kalman library failed: {err}"
+                                ) from err
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     lib.dynvae_kalman.restype = ctypes.c_int
     lib.dynvae_kalman.argtypes = [i64, i64, ctypes.c_int, ctypes.c_int, ptr, ptr,
