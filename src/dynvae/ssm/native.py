@@ -1,14 +1,15 @@
 """Inference-only Kalman filter and RTS smoother in plain C, compiled on first use.
 
 Same outputs as :func:`dynvae.ssm.kalman_filter` / :func:`dynvae.ssm.rts_smoother`
-(masks, any batch dims, time-varying A/Q/H/R, biases and inputs), for large T where
-the Python-level loop is too slow and the O(log T) scan does O(T log T)-like extra
-work. The C source (``_native/kalman.c``, C99, no BLAS) is compiled with the system
-C compiler (``$CC``, else the one Python was built with, else ``cc``/``gcc``/``clang``)
-using ``-O3`` and IEEE arithmetic (no ``-ffast-math``, no ``-march=native``, so a
-cached library stays valid on any machine of the same architecture). The shared
-library is cached under ``$DYNVAE_CACHE_DIR`` (default ``~/.cache/dynvae``), keyed by
-a hash of the source, the compiler and its version, written atomically.
+(masks, any batch dims, time-varying A/Q/H/R, biases and inputs), for long sequences
+on the CPU, where the Python-level loop is slow and the associative scan does several
+times the work of the sequential recursion. The C source (``_native/kalman.c``, C99,
+no BLAS) is compiled with the system C compiler (``$CC``, else the one Python was
+built with, else ``cc``/``gcc``/``clang``) using ``-O3`` and IEEE arithmetic (no
+``-ffast-math``, no ``-march=native``, so a cached library stays valid on any machine
+of the same architecture). The shared library is cached under ``$DYNVAE_CACHE_DIR``
+(default ``~/.cache/dynvae/native``), keyed by a hash of the source, flags, compiler
+version and platform, and written atomically.
 
 No autograd: inputs that require grad are refused. Computation is in float64 on the
 CPU; results are cast back to the input's dtype and device (float32 inputs are thus
