@@ -40,8 +40,8 @@ def test_available_after_compiling():
     assert native_available()
 
 
-# (3, 2) and (1, 1) use the size-specialised code, (5, 3) the generic loops
-@pytest.mark.parametrize("S,D", [(3, 2), (1, 1), (5, 3)])
+# (3, 2), (1, 1), (4, 1) use the size-specialised code, (5, 3) the generic loops
+@pytest.mark.parametrize("S,D", [(3, 2), (1, 1), (4, 1), (5, 3)])
 def test_rich_model_with_masks_batch_inputs_and_padding(S, D):
     T, batch = 30, (2, 3)
     model = rich_model(T, S=S, D=D, U=2, batch=batch, seed=S)
