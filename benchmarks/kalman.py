@@ -4,9 +4,12 @@ pykalman, filterpy, dynamax and a numba-compiled loop, on a Matérn-5/2 state-sp
 The model: F = [[0,1,0],[0,0,1],[-l^3,-3l^2,-3l]], l = sqrt(5)/lengthscale, discretised
 as A = expm(F dt), Pinf from the Lyapunov equation F Pinf + Pinf F^T + L q L^T = 0,
 Q = Pinf - A Pinf A^T; one noisy observation of the first state. The numba loop
-(filter + smoother, float64) is the accuracy reference; ``max_abs_diff`` is the largest
-difference of smoothed means against it. Timings are medians of repeats and exclude
-compilation (jit / torch.compile), which is reported separately.
+(filter + smoother, float64, numpy matrix ops inside ``@njit``) is the accuracy
+reference; ``max_abs_diff`` is the largest difference of smoothed means against it.
+``numba_loop_unrolled`` is the same algorithm with every small product written as
+scalar loops over preallocated scratch (the fast way to write it in numba). Timings
+are medians of repeats and exclude compilation (jit / torch.compile / the C compiler
+of ``dynvae_native``), which is reported separately.
 
     python benchmarks/kalman.py [--quick] [--json PATH]
 """
@@ -26,6 +29,7 @@ from dynvae.ssm import (
     CompiledScan,
     EagerScan,
     LinearGaussianSSM,
+    native_rts_smoother,
     parallel_rts_smoother,
     rts_smoother,
 )
@@ -100,6 +104,130 @@ def make_numba():
             sm[t] = fm[t] + G @ (sm[t + 1] - pm[t + 1])
             C = fc[t] + G @ (sc[t + 1] - pc[t + 1]) @ G.T
             sc[t] = 0.5 * (C + C.T)
+        return sm, sc
+    return smooth
+
+
+def make_numba_loops():
+    """The same filter + RTS smoother with every small matrix product written as
+    explicit scalar loops over preallocated scratch (no numpy temporaries), Cholesky
+    solves for S^{-1} and P_{t+1|t}^{-1}: what a careful numba user would write."""
+    import numba
+
+    @numba.njit(cache=True, fastmath=False)
+    def chol_solve(n, M, L, X, m):
+        """X (n, m) <- M^{-1} X for SPD M (n, n); L is scratch for the factor."""
+        for j in range(n):
+            d = M[j, j]
+            for k in range(j):
+                d -= L[j, k] * L[j, k]
+            d = math.sqrt(d)
+            L[j, j] = d
+            for i in range(j + 1, n):
+                s = M[i, j]
+                for k in range(j):
+                    s -= L[i, k] * L[j, k]
+                L[i, j] = s / d
+        for c in range(m):
+            for i in range(n):
+                s = X[i, c]
+                for k in range(i):
+                    s -= L[i, k] * X[k, c]
+                X[i, c] = s / L[i, i]
+            for i in range(n - 1, -1, -1):
+                s = X[i, c]
+                for k in range(i + 1, n):
+                    s -= L[k, i] * X[k, c]
+                X[i, c] = s / L[i, i]
+
+    @numba.njit(cache=True, fastmath=False)
+    def smooth(m0, P0, A, Q, H, R, y):
+        T, S, D = y.shape[0], m0.shape[0], y.shape[1]
+        pm, pc = np.empty((T, S)), np.empty((T, S, S))
+        fm, fc = np.empty((T, S)), np.empty((T, S, S))
+        m, P, AP = m0.copy(), P0.copy(), np.empty((S, S))
+        PHt, Sm, KT = np.empty((S, D)), np.empty((D, D)), np.empty((D, S))
+        LD, LS, r = np.empty((D, D)), np.empty((S, S)), np.empty(D)
+        mp = np.empty(S)
+        for t in range(T):
+            if t > 0:
+                for i in range(S):
+                    acc = 0.0
+                    for k in range(S):
+                        acc += A[i, k] * m[k]
+                    mp[i] = acc
+                    for j in range(S):
+                        acc = 0.0
+                        for k in range(S):
+                            acc += A[i, k] * P[k, j]
+                        AP[i, j] = acc
+                m[:] = mp
+                for i in range(S):
+                    for j in range(i + 1):
+                        acc = Q[i, j]
+                        for k in range(S):
+                            acc += AP[i, k] * A[j, k]
+                        P[i, j] = acc
+                        P[j, i] = acc
+            pm[t], pc[t] = m, P
+            for i in range(S):
+                for j in range(D):
+                    acc = 0.0
+                    for k in range(S):
+                        acc += P[i, k] * H[j, k]
+                    PHt[i, j] = acc
+                    KT[j, i] = acc
+            for i in range(D):
+                acc = y[t, i]
+                for k in range(S):
+                    acc -= H[i, k] * m[k]
+                r[i] = acc
+                for j in range(D):
+                    acc = R[i, j]
+                    for k in range(S):
+                        acc += H[i, k] * PHt[k, j]
+                    Sm[i, j] = acc
+            chol_solve(D, Sm, LD, KT, S)                  # K^T = S^{-1} H P
+            for i in range(S):
+                for j in range(D):
+                    m[i] += KT[j, i] * r[j]
+                for j in range(i + 1):                    # P - K S K^T = P - K (H P)
+                    acc = P[i, j]
+                    for k in range(D):
+                        acc -= KT[k, i] * PHt[j, k]
+                    P[i, j] = acc
+                    P[j, i] = acc
+            fm[t], fc[t] = m, P
+        sm, sc = fm.copy(), fc.copy()
+        X, dP, GdP = np.empty((S, S)), np.empty((S, S)), np.empty((S, S))
+        for t in range(T - 2, -1, -1):
+            for i in range(S):                            # X = A P_{t|t}, then G^T
+                for j in range(S):
+                    acc = 0.0
+                    for k in range(S):
+                        acc += A[i, k] * fc[t, k, j]
+                    X[i, j] = acc
+            chol_solve(S, pc[t + 1], LS, X, S)
+            for i in range(S):
+                acc = fm[t, i]
+                for k in range(S):
+                    acc += X[k, i] * (sm[t + 1, k] - pm[t + 1, k])
+                sm[t, i] = acc
+                for j in range(S):
+                    dP[i, j] = sc[t + 1, i, j] - pc[t + 1, i, j]
+            for i in range(S):
+                for j in range(S):
+                    acc = 0.0
+                    for k in range(S):
+                        acc += X[k, i] * dP[k, j]
+                    GdP[i, j] = acc
+            for i in range(S):
+                for j in range(i + 1):
+                    acc = fc[t, i, j]
+                    for k in range(S):
+                        acc += GdP[i, k] * X[k, j]
+                    sc[t, i, j] = acc
+                    sc[t, j, i] = acc
         return sm, sc
     return smooth
 
@@ -189,7 +317,10 @@ def bench_case(T: int, B: int, repeats: int, rows: list[dict], per_step: dict,
     smooth(p["m0"], p["P0"], p["A"], p["Q"], p["H"], p["R"], y[0, :10])       # compile
     ref_t, ref = timed(lambda: run_numba(p, y, smooth), repeats)
     model, x = torch_model(p), torch.from_numpy(y)
+    loops = make_numba_loops()
     impls = {
+        "numba_loop_unrolled": lambda: run_numba(p, y, loops),
+        "dynvae_native": lambda: native_rts_smoother(model, x).smoothed_mean.numpy(),
         "dynvae_sequential": lambda: rts_smoother(model, x).smoothed_mean.numpy(),
         "dynvae_parallel_eager": lambda: parallel_rts_smoother(
             model, x, method=EagerScan()).smoothed_mean.numpy(),
@@ -245,15 +376,43 @@ def _row(case, impl, secs, steps, diff) -> dict:
 
 
 def ratio_table(rows: list[dict]) -> None:
-    by_case: dict[str, dict[str, float]] = {}
+    by_case: dict[str, dict[str, tuple[float, str]]] = {}
     for r in rows:
-        by_case.setdefault(r["case"], {})[r["impl"]] = r["seconds"]
-    print("\nratios at each case (peer seconds / best dynvae seconds):")
+        if r["case"] == "compile":
+            continue
+        secs, tag = r["seconds"], ""
+        if secs != secs and "estimated_seconds" in r:
+            secs, tag = r["estimated_seconds"], " (est.)"
+        by_case.setdefault(r["case"], {})[r["impl"]] = (secs, tag)
+    print("\nratios at each case (peer seconds / best dynvae seconds; est. = from per-step "
+          "cost):")
     for case, d in by_case.items():
-        best = min(v for k, v in d.items() if k.startswith("dynvae") and v == v)
-        peers = ", ".join(f"{k} {v / best:.2f}x" for k, v in d.items()
+        ours = {k: v for k, (v, tag) in d.items() if k.startswith("dynvae") and not tag}
+        best_name = min(ours, key=ours.get)
+        peers = ", ".join(f"{k} {v / ours[best_name]:.2f}x{tag}" for k, (v, tag) in d.items()
                           if not k.startswith("dynvae") and v == v)
-        print(f"  {case}: {peers}")
+        print(f"  {case} (best: {best_name}): {peers}")
+
+
+def native_compile_seconds() -> float:
+    """Time to compile the native back end from scratch (into a throw-away cache)."""
+    import os
+    import tempfile
+
+    from dynvae.ssm import native
+    old = os.environ.get("DYNVAE_CACHE_DIR")
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ["DYNVAE_CACHE_DIR"] = tmp
+        native._library.cache_clear()
+        t0 = time.perf_counter()
+        native._library()
+        secs = time.perf_counter() - t0
+    if old is None:
+        del os.environ["DYNVAE_CACHE_DIR"]
+    else:
+        os.environ["DYNVAE_CACHE_DIR"] = old
+    native._library.cache_clear()
+    return secs
 
 
 def main(argv=None) -> None:
@@ -272,6 +431,10 @@ def main(argv=None) -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     rows: list[dict] = []
     per_step: dict[str, float] = {}
+    compile_s = native_compile_seconds()
+    print(f"dynvae_native: C compilation from scratch {compile_s:.2f} s (once per machine; "
+          "cached, not in any timing below)")
+    rows.append({"case": "compile", "impl": "dynvae_native", "seconds": compile_s})
     for T, B in cases(args.quick, args.case):
         bench_case(T, B, repeats, rows, per_step, args.quick)
         if args.json:                                # after every case: partial runs survive

@@ -45,6 +45,7 @@ from dynvae.ssm import (
     parallel_rts_smoother,
     rts_smoother,
 )
+from dynvae.ssm.native import native_kalman_filter, native_rts_smoother, with_autograd_fallback
 
 DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
@@ -59,7 +60,12 @@ class Inference:
 
 # sequential: O(T) steps; parallel: associative scans, O(log T) depth (long sequences)
 INFERENCE = {"sequential": Inference(kalman_filter, rts_smoother),
-             "parallel": Inference(parallel_kalman_filter, parallel_rts_smoother)}
+             "parallel": Inference(parallel_kalman_filter, parallel_rts_smoother),
+             # C back end (dynvae.ssm.native) where no gradient is needed (EM, reconstruct,
+             # forecast, scoring under no_grad); the parallel scan where one is
+             "native": Inference(
+                 with_autograd_fallback(native_kalman_filter, parallel_kalman_filter),
+                 with_autograd_fallback(native_rts_smoother, parallel_rts_smoother))}
 
 
 @dataclass
@@ -77,7 +83,10 @@ class Config:
     diffuse_kappa, diffuse_burn: variance of the diffuse state; observed steps left out.
     dtype: "float64" or "float32".
     inference: "parallel" (associative-scan Kalman filter and RTS smoother, the default;
-        much faster on long sequences) or "sequential".
+        much faster on long sequences), "sequential", or "native" (the compiled C
+        filter/smoother of dynvae.ssm.native for every call that needs no gradient,
+        e.g. EM, reconstruct, forecast; needs a C compiler; gradient fitting then
+        uses the parallel scan).
     The default (random walk, identity emission, diffuse start) is the local level
     model, one level per channel.
     """

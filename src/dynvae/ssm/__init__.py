@@ -8,6 +8,7 @@ from dynvae.ssm.kalman import (
     rts_smoother,
 )
 from dynvae.ssm.model import LinearGaussianSSM
+from dynvae.ssm.native import native_available, native_kalman_filter, native_rts_smoother
 from dynvae.ssm.parallel import (
     CompiledScan,
     EagerScan,
@@ -27,6 +28,9 @@ __all__ = [
     "associative_scan",
     "ffbs_sample",
     "kalman_filter",
+    "native_available",
+    "native_kalman_filter",
+    "native_rts_smoother",
     "parallel_kalman_filter",
     "parallel_rts_smoother",
     "rts_smoother",
