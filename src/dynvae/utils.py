@@ -52,7 +52,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch generators."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global generator third-party code uses
     torch.manual_seed(seed)
 
 
