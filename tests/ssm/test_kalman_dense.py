@@ -44,3 +44,24 @@ def test_filtered_last_step_equals_smoothed_last_step():
     s = rts_smoother(model, x, filtered=f)
     torch.testing.assert_close(f.filtered_mean[:, -1], s.smoothed_mean[:, -1])
     assert not torch.allclose(f.filtered_mean[:, 0], s.smoothed_mean[:, 0])
+
+
+def test_batch_dims_on_the_transition_only_broadcast_like_expanded_data():
+    """A batch of transition matrices with unbatched data and initial state: the outputs
+    take the parameter's batch shape and equal running each member separately."""
+    S, D, T = 2, 1, 6
+    base = random_model(S, D)
+    scales = torch.tensor([0.5, 0.7, 0.9], dtype=torch.float64)
+    A = base.transition_matrix * scales[:, None, None]                     # (3, S, S)
+    batched = LinearGaussianSSM(base.initial_mean, base.initial_cov, A, base.transition_cov,
+                                base.emission_matrix, base.emission_cov)
+    x = torch.randn(T, D, dtype=torch.float64)
+    sm = rts_smoother(batched, x)
+    assert sm.log_likelihood.shape == (3,)
+    assert sm.smoothed_mean.shape == (3, T, S)
+    for i in range(3):
+        one = LinearGaussianSSM(base.initial_mean, base.initial_cov, A[i], base.transition_cov,
+                                base.emission_matrix, base.emission_cov)
+        ref = rts_smoother(one, x)
+        torch.testing.assert_close(sm.log_likelihood[i], ref.log_likelihood)
+        torch.testing.assert_close(sm.smoothed_mean[i], ref.smoothed_mean)

@@ -103,7 +103,9 @@ def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = Non
         log_lik = log_lik + ll
         fm.append(mean)
         fc.append(cov)
-    batch_shape = torch.broadcast_shapes(x.shape[:-2], fm[0].shape[:-1])
+    # a parameter with batch dims (e.g. only the transition) can widen the batch mid-way
+    batch_shape = torch.broadcast_shapes(x.shape[:-2], log_lik.shape, fm[-1].shape[:-1],
+                                         fc[-1].shape[:-2])
     stack = lambda xs, ev: torch.stack(torch.broadcast_tensors(*xs), dim=-1 - ev).expand(
         *batch_shape, T, *xs[0].shape[-ev:])
     return FilterResult(log_lik.expand(batch_shape), stack(pm, 1), stack(pc, 2), stack(fm, 1),
