@@ -21,6 +21,7 @@ from dynvae.errors import ConfigError
 from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
 from dynvae.train import run as rundir
+from dynvae.train.distributed import launch_rank
 from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
 from dynvae.train.metrics import missing_entry_metrics
 from dynvae.utils import seed_everything
@@ -135,7 +136,11 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--device cuda was given but no CUDA device is available")
     if "train" in configs:
         configs["train"] = train_config(args, configs["train"])
-    out = rundir.prepare_run_dir(args.out, args.force or args.resume)
+    # under torchrun only rank 0 checks and writes the run directory; the Trainer's
+    # own writes are rank 0's too
+    is_main = launch_rank() == 0
+    out = rundir.prepare_run_dir(args.out, args.force or args.resume) if is_main \
+        else Path(args.out)
     seed_everything(args.seed)
     spec = common.data_spec(args)
     data, train, val, test, shared = load_splits(spec, args.seed)
@@ -146,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     history = fit_model(model, args.model, configs, train, val, out, args.device, args.resume)
     seconds = time.perf_counter() - start
+    if not is_main:
+        return 0
     model.double().eval()     # metrics in float64, like every other model
     rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]), data.dim,
                       data.input_dim, standardizer)

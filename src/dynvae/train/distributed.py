@@ -43,6 +43,12 @@ def setup(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def launch_rank() -> int:
+    """This process's rank as set by ``torchrun`` (0 for a plain run), readable before
+    the process group exists, e.g. to let only rank 0 prepare the run directory."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def shard(indices: list[int], world: World) -> list[int]:
     """This rank's part of a global batch: every ``size``-th index from ``rank``.
 

@@ -1,0 +1,31 @@
+"""`dynvae train` launched by torchrun: two processes, one run directory."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
+def test_two_process_cli_training_writes_one_complete_run_directory(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--standalone", "-m", "dynvae", "train", "--model", "dkf",
+           "--dataset", "healing-digits", "--dataset-option", "n_sequences=40",
+           "--set", "max_steps=3", "--set", "eval_every=2", "--set", "progress=false",
+           "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("config.json", "metrics.json", "metrics.csv", "checkpoints/model.pt",
+                 "checkpoints/last.pt"):
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["test_elbo_per_step"] < 0
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 1 + 3
