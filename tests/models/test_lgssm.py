@@ -264,3 +264,22 @@ def test_parallel_inference_equals_sequential():
         set_local_level(model, 1478.8, 15078.0)
         lls.append(float(model.log_likelihood(nile).detach()))
     assert abs(lls[0] - lls[1]) < 1e-6, lls
+
+
+def test_missing_entry_moments_with_singular_observed_noise_block():
+    # R = a a^T + b b^T, a = (1, 1, 1), b = (0, 0, 1): the observed block R_oo of
+    # entries 0, 1 is singular (a fitted R on the boundary). Both observed entries
+    # equal the a-component e_a, so x_2 | x_0, x_1 = e_a + e_b: mean (x_0 + x_1) / 2, var 1.
+    from dynvae.models.lgssm_em import missing_entry_moments
+    a = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    b = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    R = torch.outer(a, a) + torch.outer(b, b)
+    H = torch.eye(3, dtype=torch.float64)
+    x = torch.tensor([[[0.7, 0.7, float("nan")]]], dtype=torch.float64)
+    mask = torch.tensor([[[True, True, False]]])
+    L, ell, E = missing_entry_moments(torch.nan_to_num(x), mask, torch.zeros_like(x), H, R)
+    assert torch.isfinite(L).all() and torch.isfinite(ell).all() and torch.isfinite(E).all()
+    assert torch.allclose(ell[0, 0], torch.tensor([0.7, 0.7, 0.7], dtype=torch.float64))
+    assert torch.allclose(L[0, 0, 2], torch.tensor([-0.5, -0.5, 1.0], dtype=torch.float64))
+    assert abs(float(E[0, 0, 2, 2]) - 1.0) < 1e-12
+    assert float(E[0, 0, :2].abs().max()) == 0.0
