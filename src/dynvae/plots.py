@@ -31,6 +31,15 @@ def _panels(D: int, title: str | None):
     return fig, axes[:, 0]
 
 
+def _time_axis(fig, ax, t: np.ndarray) -> None:
+    """Label the shared x axis: "t", or "date" with slanted tick labels for datetime64 t."""
+    if np.issubdtype(np.asarray(t).dtype, np.datetime64):
+        ax.set_xlabel("date")
+        fig.autofmt_xdate()
+    else:
+        ax.set_xlabel("t")
+
+
 def plot_training_curve(history: list[dict], path: str | os.PathLike,
                         title: str | None = "training curve") -> None:
     """Every numeric column of ``history`` (rows of metrics.csv) against ``step``."""
@@ -63,7 +72,7 @@ def plot_imputation(t: np.ndarray, x: np.ndarray, mask: np.ndarray, mean: np.nda
             ax.plot(t[hidden], x[hidden, d], "x", color="C3", ms=5, label="hidden")
         ax.set_ylabel(feature_names[d])
     axes[0].legend(fontsize=7, loc="best")
-    axes[-1].set_xlabel("t")
+    _time_axis(fig, axes[-1], t)
     _save(fig, path)
 
 
@@ -82,7 +91,7 @@ def plot_forecast(t_past: np.ndarray, x_past: np.ndarray, t_future: np.ndarray,
             ax.plot(t_future, x_future[:, d], "x", color="C3", ms=5, label="held out")
         ax.set_ylabel(feature_names[d])
     axes[0].legend(fontsize=7, loc="best")
-    axes[-1].set_xlabel("t")
+    _time_axis(fig, axes[-1], t_past)
     _save(fig, path)
 
 

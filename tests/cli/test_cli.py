@@ -137,3 +137,28 @@ def test_train_on_a_multi_sequence_file_splits_by_sequence(tmp_path):
     assert not set(config["split"]["train_ids"]) & set(config["split"]["test_ids"])
     assert config["config"]["model"]["diagonal_cov"] is True
     assert config["config"]["fit"]["method"] == "em"
+
+
+def test_impute_and_forecast_on_dated_data_write_timestamps(nile_run, nile_csv, tmp_path):
+    frame = pd.read_csv(nile_csv)
+    frame["date"] = pd.date_range("2001-03-01", periods=len(frame), freq="D").strftime(
+        "%Y-%m-%d")
+    dated = tmp_path / "dated.csv"
+    frame[["date", "volume"]].to_csv(dated, index=False)
+    args = ["--data", str(dated), "--time-col", "date", "--value-cols", "volume"]
+    out = tmp_path / "imputed.csv"
+    assert main(["impute", str(nile_run), *args, "--out", str(out),
+                 "--plot", str(tmp_path / "i.png")]) == 0
+    imputed = pd.read_csv(out)
+    assert list(imputed.columns) == ["id", "t", "timestamp", "feature", "observed", "mean",
+                                     "std"]
+    assert list(pd.to_datetime(imputed["timestamp"]).dt.strftime("%Y-%m-%d")) == list(
+        frame["date"])
+    assert np.allclose(imputed["t"], np.arange(len(frame)))
+    out = tmp_path / "forecast.csv"
+    assert main(["forecast", str(nile_run), *args, "--horizon", "3", "--out", str(out),
+                 "--plot", str(tmp_path / "f.png")]) == 0
+    forecast = pd.read_csv(out)
+    expected = pd.date_range(pd.Timestamp(frame["date"].iloc[-1]), periods=4, freq="D")[1:]
+    assert list(pd.to_datetime(forecast["timestamp"])) == list(expected)
+    assert (tmp_path / "i.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0

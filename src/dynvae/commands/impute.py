@@ -6,7 +6,7 @@ import argparse
 
 from dynvae import plots
 from dynvae.commands import common
-from dynvae.commands.report import imputation_frame, predictions
+from dynvae.commands.report import display_times, imputation_frame, predictions
 from dynvae.train import run as rundir
 from dynvae.utils import atomic_write_text
 
@@ -15,7 +15,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("impute", help="impute missing entries with a fitted model",
                        description="Write a CSV with one row per sequence, time and feature: "
                        "id, t, feature, observed (empty if missing), mean, std, on the "
-                       "original scale.")
+                       "original scale (plus a timestamp column after t when the times are "
+                       "dates).")
     p.add_argument("run_dir", metavar="RUN")
     common.add_data_args(p, dataset=False, required=True)
     p.add_argument("--out", required=True, metavar="CSV")
@@ -35,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(args.out, frame.to_csv(index=False))
     if args.plot:
         n = len(data[0])
-        plots.plot_imputation(data[0].t, x[0, :n], seen[0, :n], mean[0, :n], sd[0, :n],
-                              data.feature_names, args.plot,
+        plots.plot_imputation(display_times(data, data[0].t), x[0, :n], seen[0, :n],
+                              mean[0, :n], sd[0, :n], data.feature_names, args.plot,
                               title=f"imputation of sequence {data[0].id!r}")
     print(f"wrote {args.out} ({int((~seen[batch.valid.numpy()]).sum())} missing entries "
           f"imputed)")

@@ -38,15 +38,28 @@ def predictions(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
 
 
 def imputation_frame(data: SequenceDataset, batch, x, mean, std) -> pd.DataFrame:
-    """Long table: id, t, feature, observed (NaN if missing), mean, std."""
+    """Long table: id, t, (timestamp,) feature, observed (NaN if missing), mean, std."""
     rows = []
     for b, seq in enumerate(data):
         n = len(seq)
         for d, name in enumerate(data.feature_names):
-            rows.append(pd.DataFrame({"id": seq.id, "t": seq.t, "feature": name,
-                                      "observed": x[b, :n, d], "mean": mean[b, :n, d],
-                                      "std": std[b, :n, d]}))
+            rows.append(pd.DataFrame({"id": seq.id, **time_columns(data, seq.t),
+                                      "feature": name, "observed": x[b, :n, d],
+                                      "mean": mean[b, :n, d], "std": std[b, :n, d]}))
     return pd.concat(rows, ignore_index=True)
+
+
+def time_columns(data: SequenceDataset, t: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"t": t}``, plus ``"timestamp"`` (the dates again) when ``data``'s times were
+    parsed from dates."""
+    if data.time_origin is None:
+        return {"t": t}
+    return {"t": t, "timestamp": data.to_timestamps(t)}
+
+
+def display_times(data: SequenceDataset, t: np.ndarray) -> np.ndarray:
+    """Times for a plot's x axis: the dates when ``data``'s times were parsed from dates."""
+    return t if data.time_origin is None else data.to_timestamps(t)
 
 
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
@@ -68,8 +81,9 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
             plots.plot_piano_roll(np.nan_to_num(x[0, :n]), mean[0, :n],
                                   out / "plots" / "piano_roll.png", title=f"{seq.id}")
     else:
-        plots.plot_imputation(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
-                              first.feature_names, out / "plots" / "imputation.png",
+        plots.plot_imputation(display_times(test, seq.t), x[0, :n], seen[0, :n],
+                              mean[0, :n], std[0, :n], first.feature_names,
+                              out / "plots" / "imputation.png",
                               title=f"{title} (crosses hidden)")
     latents = latent_trajectories(model, batch.with_mask(batch.mask & ~hidden).to(
         dtype=next(model.parameters()).dtype))
@@ -94,5 +108,6 @@ def write_forecast_plot(path: Path, model: DVAE, data: SequenceDataset,
     std = standardizer.inverse_std(pred.std.detach().cpu().double()).numpy()[0]
     history = standardizer.inverse_transform(past)[0]
     truth = standardizer.inverse_mean(future[0][1])
-    plots.plot_forecast(history.t, history.x, future[0][0], mean, std, data.feature_names,
-                        path, x_future=truth, title=f"forecast of sequence {data[0].id!r}")
+    plots.plot_forecast(display_times(data, history.t), history.x,
+                        display_times(data, future[0][0]), mean, std, data.feature_names, path,
+                        x_future=truth, title=f"forecast of sequence {data[0].id!r}")
