@@ -162,3 +162,11 @@ def test_impute_and_forecast_on_dated_data_write_timestamps(nile_run, nile_csv, 
     expected = pd.date_range(pd.Timestamp(frame["date"].iloc[-1]), periods=4, freq="D")[1:]
     assert list(pd.to_datetime(forecast["timestamp"])) == list(expected)
     assert (tmp_path / "i.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_train_on_bad_data_leaves_no_run_directory(nile_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lgssm", "--data", str(nile_csv), "--time-col", "year",
+                 "--value-cols", "flow", "--out", str(run)]) == 2
+    assert "flow" in capsys.readouterr().err
+    assert not run.exists()

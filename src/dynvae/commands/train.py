@@ -135,7 +135,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--device cuda was given but no CUDA device is available")
     if "train" in configs:
         configs["train"] = train_config(args, configs["train"])
-    out = rundir.prepare_run_dir(args.out, args.force or args.resume)
+    # checked now, created once the data and model are built: bad input leaves no directory
+    rundir.check_run_dir(args.out, args.force or args.resume)
     seed_everything(args.seed)
     spec = common.data_spec(args)
     data, train, val, test, shared = load_splits(spec, args.seed)
@@ -143,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
     train, test = standardizer.transform(train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)
     model = cls.from_config(configs["model"], data.dim, data.input_dim).to(args.device)
+    out = rundir.prepare_run_dir(args.out, args.force or args.resume)
     start = time.perf_counter()
     history = fit_model(model, args.model, configs, train, val, out, args.device, args.resume)
     seconds = time.perf_counter() - start
