@@ -112,7 +112,9 @@ def test_errors_are_clear(nile_run, nile_csv, tmp_path, capsys):
     model = broken / "checkpoints" / "model.pt"
     model.write_bytes(model.read_bytes()[:100])
     assert main(["evaluate", str(broken)]) == 2
-    assert "corrupt or truncated" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "model.pt" in err
+    assert err.count("\n") == 1 and len(err) < 300      # one short line
 
 
 def test_train_on_a_multi_sequence_file_splits_by_sequence(tmp_path):
