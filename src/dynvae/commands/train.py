@@ -115,8 +115,9 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
 
 
 def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, float]:
-    """Imputation scores on the truly missing entries, for built-in datasets that can
-    return their complete sequences (a ``complete`` option, e.g. healing-digits)."""
+    """Imputation scores on the truly missing entries, original scale, for built-in
+    datasets that can return their complete sequences (a ``complete`` option, e.g.
+    healing-digits)."""
     if "dataset" not in spec or "complete" not in inspect.signature(
             DATASETS[spec["dataset"]].loader).parameters:
         return {}
@@ -124,8 +125,8 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
     complete = common.load_data(full, "test") if common.has_named_splits(spec) else \
         common.load_data(full)
     by_id = {s.id: i for i, s in enumerate(complete)}
-    complete = standardizer.transform(complete[[by_id[i] for i in test.ids]])
-    return missing_entry_metrics(model, test, complete)
+    complete = complete[[by_id[i] for i in test.ids]]
+    return missing_entry_metrics(model, test, complete, standardizer=standardizer)
 
 
 def run(args: argparse.Namespace) -> int:
