@@ -80,9 +80,19 @@ def plot_forecast(t_past: np.ndarray, x_past: np.ndarray, t_future: np.ndarray,
                   mean: np.ndarray, std: np.ndarray, feature_names: list[str],
                   path: str | os.PathLike, x_future: np.ndarray | None = None,
                   title: str | None = None) -> None:
-    """History (NaN = missing), forecast mean with a +-2 std band, and held-out truth."""
-    fig, axes = _panels(x_past.shape[1], title)
-    for d, ax in enumerate(axes):
+    """History (NaN = missing), forecast mean with a +-2 std band, and held-out truth.
+
+    With more than MAX_LINE_PANELS features, only the MAX_LINE_PANELS with the most
+    observed history entries are drawn (the title says so)."""
+    D = x_past.shape[1]
+    features = np.arange(D)
+    if D > MAX_LINE_PANELS:
+        observed = np.isfinite(x_past).sum(0)
+        features = np.sort(np.argsort(-observed, kind="stable")[:MAX_LINE_PANELS])
+        shown = f"{MAX_LINE_PANELS} of {D} features (most observed)"
+        title = f"{title}, {shown}" if title else shown
+    fig, axes = _panels(len(features), title)
+    for ax, d in zip(axes, features, strict=True):
         ax.plot(t_past, x_past[:, d], ".-", color="k", ms=3, lw=0.6, label="history")
         ax.fill_between(t_future, mean[:, d] - 2 * std[:, d], mean[:, d] + 2 * std[:, d],
                         color="C1", alpha=0.25, label="forecast +- 2 std")

@@ -172,3 +172,22 @@ def test_train_on_bad_data_leaves_no_run_directory(nile_csv, tmp_path, capsys):
                  "--value-cols", "flow", "--out", str(run)]) == 2
     assert "flow" in capsys.readouterr().err
     assert not run.exists()
+
+
+def test_forecast_plot_of_many_features_draws_the_most_observed_few(monkeypatch, tmp_path):
+    from dynvae import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 64))
+    x[rng.random((12, 64)) < 0.5] = np.nan
+    x[:, [5, 40]] = 1.0                                   # fully observed features
+    names = [f"f{d}" for d in range(64)]
+    plots.plot_forecast(np.arange(12.0), x, np.arange(12.0, 15.0), np.zeros((3, 64)),
+                        np.ones((3, 64)), names, tmp_path / "f.png", title="forecast")
+    axes = figures[0].axes
+    assert len(axes) == plots.MAX_LINE_PANELS
+    labels = [ax.get_ylabel() for ax in axes]
+    order = np.argsort(-np.isfinite(x).sum(0), kind="stable")[:plots.MAX_LINE_PANELS]
+    assert labels == [names[d] for d in sorted(order)] and {"f5", "f40"} <= set(labels)
+    assert "8 of 64 features" in figures[0]._suptitle.get_text()
