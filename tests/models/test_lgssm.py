@@ -283,3 +283,15 @@ def test_missing_entry_moments_with_singular_observed_noise_block():
     assert torch.allclose(L[0, 0, 2], torch.tensor([-0.5, -0.5, 1.0], dtype=torch.float64))
     assert abs(float(E[0, 0, 2, 2]) - 1.0) < 1e-12
     assert float(E[0, 0, :2].abs().max()) == 0.0
+
+
+def test_gradient_fit_into_degenerate_covariances_is_a_clear_error():
+    # two observed steps of two identical channels: the likelihood is unbounded and the
+    # L-BFGS line search reaches covariances that are not positive definite
+    nan = float("nan")
+    x = torch.tensor([[[-1.0, -1.0], [1.0, 1.0], [nan, nan], [nan, nan]]], dtype=torch.float64)
+    model = LGSSM(Config(), data_dim=2)
+    batch = SequenceBatch.from_tensor(x)
+    model.initialize_from_data(batch)
+    with pytest.raises(DataError, match="positive definite"):
+        model.fit_gradient(batch, LBFGS(), steps=100, progress=False)

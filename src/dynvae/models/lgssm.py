@@ -356,9 +356,14 @@ class LGSSM(DVAE, SelfFitting):
 
         history, previous = [], None
         for step in ops.progress_range(steps, progress, "fit"):
-            opt.step(closure)
-            with torch.no_grad():
-                score = float(self.log_likelihood(batch).sum())
+            try:
+                opt.step(closure)
+                with torch.no_grad():
+                    score = float(self.log_likelihood(batch).sum())
+            except torch.linalg.LinAlgError:    # a line search into degenerate covariances
+                raise DataError("a covariance stopped being positive definite during fitting "
+                                "(too few or degenerate observations?); try method='em'"
+                                ) from None
             history.append({"step": step, "log_likelihood": score,
                             "log_likelihood_per_entry": score / n_obs})
             if not math.isfinite(score):
