@@ -191,3 +191,9 @@ def test_forecast_plot_of_many_features_draws_the_most_observed_few(monkeypatch,
     order = np.argsort(-np.isfinite(x).sum(0), kind="stable")[:plots.MAX_LINE_PANELS]
     assert labels == [names[d] for d in sorted(order)] and {"f5", "f40"} <= set(labels)
     assert "8 of 64 features" in figures[0]._suptitle.get_text()
+
+
+def test_dataset_option_of_a_dataset_without_options(tmp_path, capsys):
+    assert main(["train", "--model", "lgssm", "--dataset", "nile", "--dataset-option",
+                 "foo=1", "--out", str(tmp_path / "r")]) == 2
+    assert "dataset 'nile' takes no options" in capsys.readouterr().err

@@ -67,6 +67,9 @@ def dataset_options(name: str, items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or key not in hints or key in ("return", "split"):
             valid = [k for k in hints if k not in ("return", "split")]
+            if not valid:
+                raise ConfigError(f"--dataset-option {item!r}: dataset {name!r} takes no "
+                                  "options")
             raise ConfigError(f"--dataset-option {item!r}: dataset {name!r} takes KEY=VALUE "
                               f"with KEY one of {valid}")
         options[key] = _parse_value(text.strip(), hints[key], key)
