@@ -12,7 +12,6 @@ from dynvae import plots
 from dynvae.commands import common
 from dynvae.commands.report import display_times, time_columns
 from dynvae.errors import ConfigError
-from dynvae.train import run as rundir
 from dynvae.utils import atomic_write_text
 
 
@@ -22,12 +21,9 @@ def add_parser(sub) -> None:
                        "at t_last + k dt (k = 1..H, dt = the sequence's median step). Writes "
                        "a CSV with id, step, t, feature, mean, std on the original scale (plus a "
                        "timestamp column after t when the times are dates).")
-    p.add_argument("run_dir", metavar="RUN")
-    common.add_data_args(p, dataset=False, required=True)
-    p.add_argument("--horizon", type=int, required=True, metavar="H")
-    p.add_argument("--out", required=True, metavar="CSV")
-    p.add_argument("--plot", metavar="PNG", help="also plot the first sequence's forecast")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    common.add_prediction_args(p, plot_help="also plot the first sequence's forecast")
+    p.add_argument("--horizon", type=int, required=True, metavar="H",
+                   help="number of steps to forecast (>= 1)")
     p.set_defaults(run=run)
 
 
@@ -44,8 +40,7 @@ def future_times(data, horizon: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if args.horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {args.horizon}")
-    loaded = rundir.load_run(args.run_dir, args.device)
-    data = common.load_data(common.data_spec(args, fallback=loaded.config["data"]))
+    loaded, data = common.load_run_and_data(args)
     std = loaded.standardizer
     t_future = future_times(data, args.horizon)
     pred = loaded.model.forecast(std.transform(data).to_batch(dtype=torch.float64),

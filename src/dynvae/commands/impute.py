@@ -7,7 +7,6 @@ import argparse
 from dynvae import plots
 from dynvae.commands import common
 from dynvae.commands.report import display_times, imputation_frame, predictions
-from dynvae.train import run as rundir
 from dynvae.utils import atomic_write_text
 
 
@@ -17,18 +16,13 @@ def add_parser(sub) -> None:
                        "id, t, feature, observed (empty if missing), mean, std, on the "
                        "original scale (plus a timestamp column after t when the times are "
                        "dates).")
-    p.add_argument("run_dir", metavar="RUN")
-    common.add_data_args(p, dataset=False, required=True)
-    p.add_argument("--out", required=True, metavar="CSV")
-    p.add_argument("--plot", metavar="PNG", help="also plot the first sequence with "
-                   "+-2 std bands")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    common.add_prediction_args(p, plot_help="also plot the first sequence with +-2 std "
+                               "bands")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = rundir.load_run(args.run_dir, args.device)
-    data = common.load_data(common.data_spec(args, fallback=loaded.config["data"]))
+    loaded, data = common.load_run_and_data(args)
     std = loaded.standardizer
     scaled = std.transform(data)
     batch, x, seen, mean, sd = predictions(loaded.model, scaled, std)
