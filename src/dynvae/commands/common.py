@@ -20,7 +20,7 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
     group = parser.add_mutually_exclusive_group(required=required)
     if not dataset:           # the commands that read a run: data_spec's fallback
         parser.epilog = ("Column options that are not given are taken from the run's "
-                         "config.json (those it was trained with).")
+                         "config.json (when it was trained with --data).")
     if dataset:
         group.add_argument("--dataset", metavar="NAME", help="a built-in dataset "
                            "(see `dynvae datasets`)")
