@@ -44,8 +44,14 @@ def test_nile_local_level_mle_matches_statsmodels():
     tight = peer.fit(disp=False, method="lbfgs", maxiter=1000, pgtol=1e-12, factr=1)
     model = LGSSM.local_level()
     model.initialize_from_data(batch)
+    with torch.no_grad():
+        start = float(model.log_likelihood(batch).sum())
     history = model.fit_gradient(batch, LBFGS(), steps=20, progress=False)
+    # row 0 is the starting point (as for fit_em), so the curve shows the improvement
+    assert history[0]["step"] == 0 and history[0]["log_likelihood"] == start
+    assert [r["step"] for r in history] == list(range(len(history))) and len(history) >= 2
     llf = history[-1]["log_likelihood"]
+    assert llf > start + 0.1                             # start -632.91: a moments fit
     assert abs(llf - default.llf) < 0.01
     assert llf >= default.llf - 1e-6                     # a maximum at least as high
     assert abs(llf - tight.llf) < 1e-4
