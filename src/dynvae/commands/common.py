@@ -42,7 +42,7 @@ def add_prediction_args(parser: argparse.ArgumentParser, plot_help: str) -> None
     parser.add_argument("run_dir", metavar="RUN", help="run directory written by "
                         "`dynvae train`")
     add_data_args(parser, dataset=False, required=True)
-    parser.add_argument("--out", required=True, metavar="CSV")
+    parser.add_argument("--out", required=True, metavar="CSV", help="CSV file to write")
     parser.add_argument("--plot", metavar="PNG", help=plot_help)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
