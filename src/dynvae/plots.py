@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dynvae.utils import atomic_write_bytes  # noqa: E402
 
@@ -41,7 +42,8 @@ def _time_axis(fig, ax, t: np.ndarray) -> None:
 
 
 def plot_training_curve(history: list[dict], path: str | os.PathLike,
-                        title: str | None = "training curve") -> None:
+                        title: str | None = "training curve (on the scale the model is "
+                        "fitted on)") -> None:
     """Every numeric column of ``history`` (rows of metrics.csv) against ``step``."""
     keys = [k for k in history[0] if k != "step"] if history else []
     keys = [k for k in keys if all(isinstance(r.get(k, 0.0), (int, float)) for r in history)]
@@ -52,6 +54,7 @@ def plot_training_curve(history: list[dict], path: str | os.PathLike,
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None)
         ax.set_ylabel(key, fontsize=8)
     axes[-1].set_xlabel("step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, path)
 
 

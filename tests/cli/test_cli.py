@@ -197,3 +197,16 @@ def test_dataset_option_of_a_dataset_without_options(tmp_path, capsys):
     assert main(["train", "--model", "lgssm", "--dataset", "nile", "--dataset-option",
                  "foo=1", "--out", str(tmp_path / "r")]) == 2
     assert "dataset 'nile' takes no options" in capsys.readouterr().err
+
+
+def test_training_curve_has_integer_steps_and_names_its_scale(monkeypatch, tmp_path):
+    from dynvae import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    plots.plot_training_curve([{"step": s, "log_likelihood": -10.0 + s} for s in range(3)],
+                              tmp_path / "c.png")
+    ax = figures[0].axes[-1]
+    figures[0].canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert "scale" in figures[0]._suptitle.get_text()
