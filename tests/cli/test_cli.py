@@ -210,3 +210,19 @@ def test_training_curve_has_integer_steps_and_names_its_scale(monkeypatch, tmp_p
     ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
     assert ticks and all(float(t).is_integer() for t in ticks)
     assert "scale" in figures[0]._suptitle.get_text()
+
+
+def test_impute_with_the_run_features_in_another_order_is_an_error(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"t": np.arange(30.0), "a": rng.normal(size=30).cumsum(),
+                          "b": rng.normal(size=30).cumsum()})
+    path = tmp_path / "ab.csv"
+    frame.to_csv(path, index=False)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lgssm", "--data", str(path), "--time-col", "t",
+                 "--value-cols", "a,b", "--set", "method=em", "--set", "max_iter=3",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["impute", str(run), "--data", str(path), "--value-cols", "b,a",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "give them in the order ['a', 'b']" in capsys.readouterr().err
