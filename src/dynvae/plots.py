@@ -116,18 +116,23 @@ def plot_heatmaps(t: np.ndarray, x: np.ndarray, mask: np.ndarray, mean: np.ndarr
                   binary: bool = False) -> None:
     """High-dimensional sequences (T, D) as feature-by-time images: the data (missing or
     hidden entries grey, hidden ones outlined), the posterior mean (for binary data the
-    probability of a 1, i.e. a piano roll) and the posterior std band width."""
-    panels = [("data (grey: not seen by the model)", np.where(mask, x, np.nan)),
-              ("P(x = 1)" if binary else "posterior mean", mean),
-              ("posterior std", std)]
+    probability of a 1, i.e. a piano roll) and the posterior std band width. The data
+    and the mean share one colour scale."""
+    seen = np.where(mask, x, np.nan)
+    both = np.concatenate([seen[np.isfinite(seen)], mean[np.isfinite(mean)]])
+    shared = (float(both.min()), float(both.max())) if both.size else (None, None)
+    panels = [("data (grey: not seen by the model)", seen, shared),
+              ("P(x = 1)" if binary else "posterior mean", mean, shared),
+              ("posterior std", std, (None, None))]
     fig, axes = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True)
     if title:
         fig.suptitle(title)
     extent = (float(t[0]) - 0.5, float(t[-1]) + 0.5, -0.5, x.shape[1] - 0.5)
     cmap = plt.get_cmap("Greys" if binary else "viridis").with_extremes(bad="0.8")
-    for ax, (name, values) in zip(axes, panels, strict=True):
+    for ax, (name, values, (vmin, vmax)) in zip(axes, panels, strict=True):
         image = ax.imshow(np.ma.masked_invalid(values.T), aspect="auto", origin="lower",
-                          interpolation="nearest", extent=extent, cmap=cmap)
+                          interpolation="nearest", extent=extent, cmap=cmap, vmin=vmin,
+                          vmax=vmax)
         fig.colorbar(image, ax=ax, fraction=0.03)
         ax.set_ylabel("key" if binary else "feature", fontsize=8)
         ax.set_title(name, fontsize=9)

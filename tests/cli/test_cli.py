@@ -226,3 +226,35 @@ def test_impute_with_the_run_features_in_another_order_is_an_error(tmp_path, cap
     assert main(["impute", str(run), "--data", str(path), "--value-cols", "b,a",
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "give them in the order ['a', 'b']" in capsys.readouterr().err
+
+
+def test_heatmaps_share_one_colour_scale_for_data_and_mean(monkeypatch, tmp_path):
+    from dynvae import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 20))
+    mask = rng.random((6, 20)) < 0.5
+    mean = 0.4 * rng.random((6, 20))                # narrower range than the data
+    plots.plot_heatmaps(np.arange(6.0), x, mask, mean, np.full((6, 20), 0.1),
+                        tmp_path / "h.png")
+    images = [ax.images[0] for ax in figures[0].axes if ax.images]
+    assert len(images) == 3
+    assert images[0].get_clim() == images[1].get_clim()
+    both = np.concatenate([x[mask], mean.ravel()])
+    assert images[0].get_clim() == (both.min(), both.max())
+
+
+def test_impute_plot_of_many_features_draws_heatmaps(monkeypatch, tmp_path):
+    from dynvae.commands import report
+    calls = []
+    monkeypatch.setattr(report.plots, "plot_heatmaps", lambda *a, **k: calls.append("heat"))
+    monkeypatch.setattr(report.plots, "plot_imputation", lambda *a, **k: calls.append("line"))
+    from dynvae.data import from_numpy
+    data = from_numpy(np.random.default_rng(0).random((1, 5, 20)))
+    x = np.stack([s.x for s in data])
+    report.plot_first_imputation(tmp_path / "i.png", data, x, np.isfinite(x), x, x)
+    few = x[..., :3]
+    report.plot_first_imputation(tmp_path / "j.png", from_numpy(few), few, np.isfinite(few),
+                                 few, few)
+    assert calls == ["heat", "line"]

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from dynvae import plots
 from dynvae.commands import common
-from dynvae.commands.report import display_times, imputation_frame, predictions
+from dynvae.commands.report import imputation_frame, plot_first_imputation, predictions
 from dynvae.utils import atomic_write_text
 
 
@@ -29,10 +28,7 @@ def run(args: argparse.Namespace) -> int:
     frame = imputation_frame(data, batch, x, mean, sd)
     atomic_write_text(args.out, frame.to_csv(index=False))
     if args.plot:
-        n = len(data[0])
-        plots.plot_imputation(display_times(data, data[0].t), x[0, :n], seen[0, :n],
-                              mean[0, :n], sd[0, :n], data.feature_names, args.plot,
-                              title=f"imputation of sequence {data[0].id!r}")
+        plot_first_imputation(args.plot, data, x, seen, mean, sd)
     print(f"wrote {args.out} ({int((~seen[batch.valid.numpy()]).sum())} missing entries "
           f"imputed)")
     return 0

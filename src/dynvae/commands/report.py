@@ -62,6 +62,24 @@ def display_times(data: SequenceDataset, t: np.ndarray) -> np.ndarray:
     return t if data.time_origin is None else data.to_timestamps(t)
 
 
+def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,
+                          hidden: bool = False) -> bool:
+    """The imputation of ``data``'s first sequence (arrays (B, T, D), original scale):
+    line panels, or heatmaps above MAX_LINE_PANELS features. Returns True when the data
+    are binary heatmaps. ``hidden``: the title says crosses mark hidden entries."""
+    n, seq = len(data[0]), data[0]
+    title = f"imputation of sequence {seq.id!r}"
+    if data.dim > plots.MAX_LINE_PANELS:
+        binary = bool(np.isin(x[0, :n][np.isfinite(x[0, :n])], (0.0, 1.0)).all())
+        plots.plot_heatmaps(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n], path,
+                            title=title, binary=binary)
+        return binary
+    plots.plot_imputation(display_times(data, seq.t), x[0, :n], seen[0, :n], mean[0, :n],
+                          std[0, :n], data.feature_names, path,
+                          title=f"{title} (crosses hidden)" if hidden else title)
+    return False
+
+
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
                 history: list[dict], settings: EvalSettings) -> None:
     """plots/training_curve.png, plots/imputation.png, plots/forecast.png."""
@@ -72,19 +90,11 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
     hidden = hide_entries(batch, settings.hide_fraction, settings.seed)
     _, x, seen, mean, std = predictions(model, first, standardizer, hidden)
     n, seq = len(first[0]), first[0]
-    title = f"imputation of sequence {seq.id!r}"
-    if test.dim > plots.MAX_LINE_PANELS:
-        binary = bool(np.isin(x[0, :n][np.isfinite(x[0, :n])], (0.0, 1.0)).all())
-        plots.plot_heatmaps(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
-                            out / "plots" / "imputation.png", title=title, binary=binary)
-        if binary:
-            plots.plot_piano_roll(np.nan_to_num(x[0, :n]), mean[0, :n],
-                                  out / "plots" / "piano_roll.png", title=f"{seq.id}")
-    else:
-        plots.plot_imputation(display_times(test, seq.t), x[0, :n], seen[0, :n],
-                              mean[0, :n], std[0, :n], first.feature_names,
-                              out / "plots" / "imputation.png",
-                              title=f"{title} (crosses hidden)")
+    binary = plot_first_imputation(out / "plots" / "imputation.png", first, x, seen, mean,
+                                   std, hidden=True)
+    if binary:
+        plots.plot_piano_roll(np.nan_to_num(x[0, :n]), mean[0, :n],
+                              out / "plots" / "piano_roll.png", title=f"{seq.id}")
     latents = latent_trajectories(model, batch.with_mask(batch.mask & ~hidden).to(
         dtype=next(model.parameters()).dtype))
     if latents is not None:
