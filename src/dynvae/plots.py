@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from dynvae.utils import atomic_write_bytes  # noqa: E402
 
@@ -31,8 +32,18 @@ def _panels(D: int, title: str | None):
     return fig, axes[:, 0]
 
 
+def _time_axis(fig, ax, t: np.ndarray) -> None:
+    """Label the shared x axis: "t", or "date" with slanted tick labels for datetime64 t."""
+    if np.issubdtype(np.asarray(t).dtype, np.datetime64):
+        ax.set_xlabel("date")
+        fig.autofmt_xdate()
+    else:
+        ax.set_xlabel("t")
+
+
 def plot_training_curve(history: list[dict], path: str | os.PathLike,
-                        title: str | None = "training curve") -> None:
+                        title: str | None = "training curve (on the scale the model is "
+                        "fitted on)") -> None:
     """Every numeric column of ``history`` (rows of metrics.csv) against ``step``."""
     keys = [k for k in history[0] if k != "step"] if history else []
     keys = [k for k in keys if all(isinstance(r.get(k, 0.0), (int, float)) for r in history)]
@@ -43,6 +54,7 @@ def plot_training_curve(history: list[dict], path: str | os.PathLike,
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="." if len(pts) < 50 else None)
         ax.set_ylabel(key, fontsize=8)
     axes[-1].set_xlabel("step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
     _save(fig, path)
 
 
@@ -63,7 +75,7 @@ def plot_imputation(t: np.ndarray, x: np.ndarray, mask: np.ndarray, mean: np.nda
             ax.plot(t[hidden], x[hidden, d], "x", color="C3", ms=5, label="hidden")
         ax.set_ylabel(feature_names[d])
     axes[0].legend(fontsize=7, loc="best")
-    axes[-1].set_xlabel("t")
+    _time_axis(fig, axes[-1], t)
     _save(fig, path)
 
 
@@ -71,9 +83,19 @@ def plot_forecast(t_past: np.ndarray, x_past: np.ndarray, t_future: np.ndarray,
                   mean: np.ndarray, std: np.ndarray, feature_names: list[str],
                   path: str | os.PathLike, x_future: np.ndarray | None = None,
                   title: str | None = None) -> None:
-    """History (NaN = missing), forecast mean with a +-2 std band, and held-out truth."""
-    fig, axes = _panels(x_past.shape[1], title)
-    for d, ax in enumerate(axes):
+    """History (NaN = missing), forecast mean with a +-2 std band, and held-out truth.
+
+    With more than MAX_LINE_PANELS features, only the MAX_LINE_PANELS with the most
+    observed history entries are drawn (the title says so)."""
+    D = x_past.shape[1]
+    features = np.arange(D)
+    if D > MAX_LINE_PANELS:
+        observed = np.isfinite(x_past).sum(0)
+        features = np.sort(np.argsort(-observed, kind="stable")[:MAX_LINE_PANELS])
+        shown = f"{MAX_LINE_PANELS} of {D} features (most observed)"
+        title = f"{title}, {shown}" if title else shown
+    fig, axes = _panels(len(features), title)
+    for ax, d in zip(axes, features, strict=True):
         ax.plot(t_past, x_past[:, d], ".-", color="k", ms=3, lw=0.6, label="history")
         ax.fill_between(t_future, mean[:, d] - 2 * std[:, d], mean[:, d] + 2 * std[:, d],
                         color="C1", alpha=0.25, label="forecast +- 2 std")
@@ -82,7 +104,7 @@ def plot_forecast(t_past: np.ndarray, x_past: np.ndarray, t_future: np.ndarray,
             ax.plot(t_future, x_future[:, d], "x", color="C3", ms=5, label="held out")
         ax.set_ylabel(feature_names[d])
     axes[0].legend(fontsize=7, loc="best")
-    axes[-1].set_xlabel("t")
+    _time_axis(fig, axes[-1], t_past)
     _save(fig, path)
 
 
@@ -94,18 +116,23 @@ def plot_heatmaps(t: np.ndarray, x: np.ndarray, mask: np.ndarray, mean: np.ndarr
                   binary: bool = False) -> None:
     """High-dimensional sequences (T, D) as feature-by-time images: the data (missing or
     hidden entries grey, hidden ones outlined), the posterior mean (for binary data the
-    probability of a 1, i.e. a piano roll) and the posterior std band width."""
-    panels = [("data (grey: not seen by the model)", np.where(mask, x, np.nan)),
-              ("P(x = 1)" if binary else "posterior mean", mean),
-              ("posterior std", std)]
+    probability of a 1, i.e. a piano roll) and the posterior std band width. The data
+    and the mean share one colour scale."""
+    seen = np.where(mask, x, np.nan)
+    both = np.concatenate([seen[np.isfinite(seen)], mean[np.isfinite(mean)]])
+    shared = (float(both.min()), float(both.max())) if both.size else (None, None)
+    panels = [("data (grey: not seen by the model)", seen, shared),
+              ("P(x = 1)" if binary else "posterior mean", mean, shared),
+              ("posterior std", std, (None, None))]
     fig, axes = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True)
     if title:
         fig.suptitle(title)
     extent = (float(t[0]) - 0.5, float(t[-1]) + 0.5, -0.5, x.shape[1] - 0.5)
     cmap = plt.get_cmap("Greys" if binary else "viridis").with_extremes(bad="0.8")
-    for ax, (name, values) in zip(axes, panels, strict=True):
+    for ax, (name, values, (vmin, vmax)) in zip(axes, panels, strict=True):
         image = ax.imshow(np.ma.masked_invalid(values.T), aspect="auto", origin="lower",
-                          interpolation="nearest", extent=extent, cmap=cmap)
+                          interpolation="nearest", extent=extent, cmap=cmap, vmin=vmin,
+                          vmax=vmax)
         fig.colorbar(image, ax=ax, fraction=0.03)
         ax.set_ylabel("key" if binary else "feature", fontsize=8)
         ax.set_title(name, fontsize=9)

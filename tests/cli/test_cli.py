@@ -112,7 +112,9 @@ def test_errors_are_clear(nile_run, nile_csv, tmp_path, capsys):
     model = broken / "checkpoints" / "model.pt"
     model.write_bytes(model.read_bytes()[:100])
     assert main(["evaluate", str(broken)]) == 2
-    assert "corrupt or truncated" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "corrupt or truncated" in err and "model.pt" in err
+    assert err.count("\n") == 1 and len(err) < 300      # one short line
 
 
 def test_train_on_a_multi_sequence_file_splits_by_sequence(tmp_path):
@@ -137,3 +139,122 @@ def test_train_on_a_multi_sequence_file_splits_by_sequence(tmp_path):
     assert not set(config["split"]["train_ids"]) & set(config["split"]["test_ids"])
     assert config["config"]["model"]["diagonal_cov"] is True
     assert config["config"]["fit"]["method"] == "em"
+
+
+def test_impute_and_forecast_on_dated_data_write_timestamps(nile_run, nile_csv, tmp_path):
+    frame = pd.read_csv(nile_csv)
+    frame["date"] = pd.date_range("2001-03-01", periods=len(frame), freq="D").strftime(
+        "%Y-%m-%d")
+    dated = tmp_path / "dated.csv"
+    frame[["date", "volume"]].to_csv(dated, index=False)
+    args = ["--data", str(dated), "--time-col", "date", "--value-cols", "volume"]
+    out = tmp_path / "imputed.csv"
+    assert main(["impute", str(nile_run), *args, "--out", str(out),
+                 "--plot", str(tmp_path / "i.png")]) == 0
+    imputed = pd.read_csv(out)
+    assert list(imputed.columns) == ["id", "t", "timestamp", "feature", "observed", "mean",
+                                     "std"]
+    assert list(pd.to_datetime(imputed["timestamp"]).dt.strftime("%Y-%m-%d")) == list(
+        frame["date"])
+    assert np.allclose(imputed["t"], np.arange(len(frame)))
+    out = tmp_path / "forecast.csv"
+    assert main(["forecast", str(nile_run), *args, "--horizon", "3", "--out", str(out),
+                 "--plot", str(tmp_path / "f.png")]) == 0
+    forecast = pd.read_csv(out)
+    expected = pd.date_range(pd.Timestamp(frame["date"].iloc[-1]), periods=4, freq="D")[1:]
+    assert list(pd.to_datetime(forecast["timestamp"])) == list(expected)
+    assert (tmp_path / "i.png").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+
+
+def test_train_on_bad_data_leaves_no_run_directory(nile_csv, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lgssm", "--data", str(nile_csv), "--time-col", "year",
+                 "--value-cols", "flow", "--out", str(run)]) == 2
+    assert "flow" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_forecast_plot_of_many_features_draws_the_most_observed_few(monkeypatch, tmp_path):
+    from dynvae import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(12, 64))
+    x[rng.random((12, 64)) < 0.5] = np.nan
+    x[:, [5, 40]] = 1.0                                   # fully observed features
+    names = [f"f{d}" for d in range(64)]
+    plots.plot_forecast(np.arange(12.0), x, np.arange(12.0, 15.0), np.zeros((3, 64)),
+                        np.ones((3, 64)), names, tmp_path / "f.png", title="forecast")
+    axes = figures[0].axes
+    assert len(axes) == plots.MAX_LINE_PANELS
+    labels = [ax.get_ylabel() for ax in axes]
+    order = np.argsort(-np.isfinite(x).sum(0), kind="stable")[:plots.MAX_LINE_PANELS]
+    assert labels == [names[d] for d in sorted(order)] and {"f5", "f40"} <= set(labels)
+    assert "8 of 64 features" in figures[0]._suptitle.get_text()
+
+
+def test_dataset_option_of_a_dataset_without_options(tmp_path, capsys):
+    assert main(["train", "--model", "lgssm", "--dataset", "nile", "--dataset-option",
+                 "foo=1", "--out", str(tmp_path / "r")]) == 2
+    assert "dataset 'nile' takes no options" in capsys.readouterr().err
+
+
+def test_training_curve_has_integer_steps_and_names_its_scale(monkeypatch, tmp_path):
+    from dynvae import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    plots.plot_training_curve([{"step": s, "log_likelihood": -10.0 + s} for s in range(3)],
+                              tmp_path / "c.png")
+    ax = figures[0].axes[-1]
+    figures[0].canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert ticks and all(float(t).is_integer() for t in ticks)
+    assert "scale" in figures[0]._suptitle.get_text()
+
+
+def test_impute_with_the_run_features_in_another_order_is_an_error(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    frame = pd.DataFrame({"t": np.arange(30.0), "a": rng.normal(size=30).cumsum(),
+                          "b": rng.normal(size=30).cumsum()})
+    path = tmp_path / "ab.csv"
+    frame.to_csv(path, index=False)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lgssm", "--data", str(path), "--time-col", "t",
+                 "--value-cols", "a,b", "--set", "method=em", "--set", "max_iter=3",
+                 "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["impute", str(run), "--data", str(path), "--value-cols", "b,a",
+                 "--out", str(tmp_path / "x.csv")]) == 2
+    assert "give them in the order ['a', 'b']" in capsys.readouterr().err
+
+
+def test_heatmaps_share_one_colour_scale_for_data_and_mean(monkeypatch, tmp_path):
+    from dynvae import plots
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 20))
+    mask = rng.random((6, 20)) < 0.5
+    mean = 0.4 * rng.random((6, 20))                # narrower range than the data
+    plots.plot_heatmaps(np.arange(6.0), x, mask, mean, np.full((6, 20), 0.1),
+                        tmp_path / "h.png")
+    images = [ax.images[0] for ax in figures[0].axes if ax.images]
+    assert len(images) == 3
+    assert images[0].get_clim() == images[1].get_clim()
+    both = np.concatenate([x[mask], mean.ravel()])
+    assert images[0].get_clim() == (both.min(), both.max())
+
+
+def test_impute_plot_of_many_features_draws_heatmaps(monkeypatch, tmp_path):
+    from dynvae.commands import report
+    calls = []
+    monkeypatch.setattr(report.plots, "plot_heatmaps", lambda *a, **k: calls.append("heat"))
+    monkeypatch.setattr(report.plots, "plot_imputation", lambda *a, **k: calls.append("line"))
+    from dynvae.data import from_numpy
+    data = from_numpy(np.random.default_rng(0).random((1, 5, 20)))
+    x = np.stack([s.x for s in data])
+    report.plot_first_imputation(tmp_path / "i.png", data, x, np.isfinite(x), x, x)
+    few = x[..., :3]
+    report.plot_first_imputation(tmp_path / "j.png", from_numpy(few), few, np.isfinite(few),
+                                 few, few)
+    assert calls == ["heat", "line"]

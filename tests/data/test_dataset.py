@@ -191,3 +191,15 @@ def test_to_frame_round_trips_through_from_dataframe():
         np.testing.assert_array_equal(a.x, b.x)
         np.testing.assert_array_equal(a.t, b.t)
         np.testing.assert_array_equal(a.u, b.u)
+
+
+def test_standardizer_refuses_its_features_in_another_order():
+    ds = make_dataset(D=2)
+    st = Standardizer().fit(ds)
+    swapped = SequenceDataset(ds.sequences, ["f1", "f0"])
+    with pytest.raises(DataError, match=r"another order; give them in the order \['f0', 'f1'\]"):
+        st.transform(swapped)
+    with pytest.raises(DataError, match="another order"):
+        st.inverse_transform(swapped)
+    renamed = SequenceDataset(ds.sequences, ["a", "b"])     # other names: matched by position
+    np.testing.assert_allclose(st.transform(renamed)[0].x, st.transform(ds)[0].x)

@@ -47,7 +47,7 @@ def test_co2_interpolates_a_held_out_year_and_extrapolates():
         assert np.mean(np.abs(err) < 3 * sd[ok]) > 0.8          # calibrated bands
 
 
-def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path):
+def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path, capsys):
     from dynvae.data import load_dataset
     seq = load_dataset("co2").sequences[0]
     import pandas as pd
@@ -73,4 +73,6 @@ def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path):
     assert pred["time"].max() == pytest.approx(last_day + 100)       # extrapolated 100 days
     assert (out / "plots" / "gp.png").stat().st_size > 1000
     assert main(argv) == 2                           # refuses to overwrite the run
+    assert "--force" in capsys.readouterr().err
+    assert main(argv + ["--max-iter", "1", "--force"]) == 0    # same flag as dynvae train
     assert main(argv[:-4] + ["--kernel", "matern32+rbf"] + argv[-4:]) == 2   # unknown kernel

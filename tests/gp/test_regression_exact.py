@@ -159,3 +159,12 @@ def test_parallel_engine_equals_dense_exact_gp():
         mean, var = exact_posterior(gp.kernels[d], t, x[:, d], noise, t_new)
         assert relerr(pred.mean[:, d], mean) < 1e-8 and relerr(pred.variance[:, d], var) < 1e-8
     assert relerr(lml, ref) < 1e-8
+
+
+def test_fit_into_degenerate_variances_is_a_clear_error():
+    # one observed value at 0: the marginal likelihood grows without bound as the
+    # variances shrink, and the line search reaches a non-positive innovation variance
+    from dynvae.gp.inference import ParallelKalman
+    gp = StateSpaceGP(Matern52(0.05, 1.0), noise_variance=0.1, engine=ParallelKalman())
+    with pytest.raises(DataError, match="1 observed values"):
+        gp.fit(torch.tensor([1.0], dtype=DT), torch.zeros(1, dtype=DT), max_iter=100)

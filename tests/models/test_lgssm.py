@@ -44,8 +44,14 @@ def test_nile_local_level_mle_matches_statsmodels():
     tight = peer.fit(disp=False, method="lbfgs", maxiter=1000, pgtol=1e-12, factr=1)
     model = LGSSM.local_level()
     model.initialize_from_data(batch)
+    with torch.no_grad():
+        start = float(model.log_likelihood(batch).sum())
     history = model.fit_gradient(batch, LBFGS(), steps=20, progress=False)
+    # row 0 is the starting point (as for fit_em), so the curve shows the improvement
+    assert history[0]["step"] == 0 and history[0]["log_likelihood"] == start
+    assert [r["step"] for r in history] == list(range(len(history))) and len(history) >= 2
     llf = history[-1]["log_likelihood"]
+    assert llf > start + 0.1                             # start -632.91: a moments fit
     assert abs(llf - default.llf) < 0.01
     assert llf >= default.llf - 1e-6                     # a maximum at least as high
     assert abs(llf - tight.llf) < 1e-4
@@ -264,3 +270,34 @@ def test_parallel_inference_equals_sequential():
         set_local_level(model, 1478.8, 15078.0)
         lls.append(float(model.log_likelihood(nile).detach()))
     assert abs(lls[0] - lls[1]) < 1e-6, lls
+
+
+def test_missing_entry_moments_with_singular_observed_noise_block():
+    # R = a a^T + b b^T, a = (1, 1, 1), b = (0, 0, 1): the observed block R_oo of
+    # entries 0, 1 is singular (a fitted R on the boundary). Both observed entries
+    # equal the a-component e_a, so x_2 | x_0, x_1 = e_a + e_b: mean (x_0 + x_1) / 2, var 1.
+    from dynvae.models.lgssm_em import missing_entry_moments
+    a = torch.tensor([1.0, 1.0, 1.0], dtype=torch.float64)
+    b = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
+    R = torch.outer(a, a) + torch.outer(b, b)
+    H = torch.eye(3, dtype=torch.float64)
+    x = torch.tensor([[[0.7, 0.7, float("nan")]]], dtype=torch.float64)
+    mask = torch.tensor([[[True, True, False]]])
+    L, ell, E = missing_entry_moments(torch.nan_to_num(x), mask, torch.zeros_like(x), H, R)
+    assert torch.isfinite(L).all() and torch.isfinite(ell).all() and torch.isfinite(E).all()
+    assert torch.allclose(ell[0, 0], torch.tensor([0.7, 0.7, 0.7], dtype=torch.float64))
+    assert torch.allclose(L[0, 0, 2], torch.tensor([-0.5, -0.5, 1.0], dtype=torch.float64))
+    assert abs(float(E[0, 0, 2, 2]) - 1.0) < 1e-12
+    assert float(E[0, 0, :2].abs().max()) == 0.0
+
+
+def test_gradient_fit_into_degenerate_covariances_is_a_clear_error():
+    # two observed steps of two identical channels: the likelihood is unbounded and the
+    # L-BFGS line search reaches covariances that are not positive definite
+    nan = float("nan")
+    x = torch.tensor([[[-1.0, -1.0], [1.0, 1.0], [nan, nan], [nan, nan]]], dtype=torch.float64)
+    model = LGSSM(Config(), data_dim=2)
+    batch = SequenceBatch.from_tensor(x)
+    model.initialize_from_data(batch)
+    with pytest.raises(DataError, match="positive definite"):
+        model.fit_gradient(batch, LBFGS(), steps=100, progress=False)

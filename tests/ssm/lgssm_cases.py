@@ -43,3 +43,16 @@ def constant_model(S: int = 3, D: int = 2, seed: int = 0, dtype=torch.float64
 def random_mask(shape, p_missing: float = 0.35, seed: int = 1) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.rand(shape, generator=g) > p_missing
+
+
+def pykalman_filter(model):
+    """pykalman.KalmanFilter with the parameters of a time-invariant LinearGaussianSSM
+    ``model``. pykalman's initial state is z_0, observed by x_0, as in dynvae."""
+    import pykalman
+    return pykalman.KalmanFilter(
+        transition_matrices=model.transition_matrix.numpy(),
+        observation_matrices=model.emission_matrix.numpy(),
+        transition_covariance=model.transition_cov.numpy(),
+        observation_covariance=model.emission_cov.numpy(),
+        initial_state_mean=model.initial_mean.numpy(),
+        initial_state_covariance=model.initial_cov.numpy())

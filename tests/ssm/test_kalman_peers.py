@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dynvae.ssm import LinearGaussianSSM, parallel_rts_smoother, rts_smoother
-from tests.ssm.lgssm_cases import constant_model
+from tests.ssm.lgssm_cases import constant_model, pykalman_filter
 
 pykalman = pytest.importorskip("pykalman")
 pykalman_datasets = pytest.importorskip("pykalman.datasets")
@@ -28,13 +28,7 @@ def model_and_data(T=25, seed=0):
 def test_equals_pykalman_filter_smooth_loglikelihood(smoother):
     model, x = model_and_data()
     # pykalman's initial state is z_0, observed by x_0; its transition t maps z_t -> z_{t+1}
-    kf = pykalman.KalmanFilter(
-        transition_matrices=model.transition_matrix.numpy(),
-        observation_matrices=model.emission_matrix.numpy(),
-        transition_covariance=model.transition_cov.numpy(),
-        observation_covariance=model.emission_cov.numpy(),
-        initial_state_mean=model.initial_mean.numpy(),
-        initial_state_covariance=model.initial_cov.numpy())
+    kf = pykalman_filter(model)
     fm, fc = kf.filter(x.numpy())
     sm, sc = kf.smooth(x.numpy())
     out = smoother(model, x)

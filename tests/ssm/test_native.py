@@ -13,7 +13,7 @@ from dynvae.ssm import (
     rts_smoother,
 )
 from dynvae.ssm.native import NativeUnavailable, find_c_compiler, native_available
-from tests.ssm.lgssm_cases import constant_model, random_mask, rich_model
+from tests.ssm.lgssm_cases import constant_model, pykalman_filter, random_mask, rich_model
 
 try:
     find_c_compiler()
@@ -96,16 +96,10 @@ def test_float32_computed_in_float64_and_cast_back():
 
 
 def test_equals_pykalman():
-    pykalman = pytest.importorskip("pykalman")
+    pytest.importorskip("pykalman")
     model = constant_model(S=3, D=2, seed=0)
     x = torch.randn(25, 2, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
-    kf = pykalman.KalmanFilter(
-        transition_matrices=model.transition_matrix.numpy(),
-        observation_matrices=model.emission_matrix.numpy(),
-        transition_covariance=model.transition_cov.numpy(),
-        observation_covariance=model.emission_cov.numpy(),
-        initial_state_mean=model.initial_mean.numpy(),
-        initial_state_covariance=model.initial_cov.numpy())
+    kf = pykalman_filter(model)
     sm, sc = kf.smooth(x.numpy())
     out = native_rts_smoother(model, x)
     as64 = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64))

@@ -41,3 +41,17 @@ def test_evaluate_elbo_normalisations():
     assert summary.total == pytest.approx(float(terms.elbo().sum()), rel=1e-12)
     assert summary.n_steps == 35 and summary.n_obs == int(batch.mask.sum())
     assert summary.per_obs == pytest.approx(-float(terms.loss()), rel=1e-12)
+
+
+def test_missing_entry_metrics_on_the_original_scale_with_a_standardizer():
+    from dynvae.data import Standardizer
+    observed = load_healing_digits("all", n_sequences=10, length=4, seed=2)
+    complete = load_healing_digits("all", n_sequences=10, length=4, seed=2, complete=True)
+    scaler = Standardizer(np.full(64, 0.1), np.full(64, 0.5), observed.feature_names)
+    out = missing_entry_metrics(_Half(64), scaler.transform(observed), complete,
+                                batch_size=3, standardizer=scaler)
+    truth = np.stack([s.x for s in complete])[np.isnan(np.stack([s.x for s in observed]))]
+    # the model's 0.5 is 0.1 + 0.5 * 0.5 = 0.35 on the original scale, where truth lives
+    assert out["test_missing_mse"] == pytest.approx(((truth - 0.35) ** 2).mean())
+    bce = -(truth * math.log(0.35) + (1 - truth) * math.log(0.65)).mean()
+    assert out["test_missing_bce"] == pytest.approx(bce)

@@ -11,12 +11,16 @@ from typing import Any
 from dynvae.data import SequenceDataset, load_dataset, read_table
 from dynvae.data.datasets import DATASETS
 from dynvae.errors import ConfigError
+from dynvae.train import run as rundir
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
                   required: bool = False) -> None:
     """--data FILE and its column options (and --dataset NAME when ``dataset``)."""
     group = parser.add_mutually_exclusive_group(required=required)
+    if not dataset:           # the commands that read a run: data_spec's fallback
+        parser.epilog = ("Column options that are not given are taken from the run's "
+                         "config.json (when it was trained with --data).")
     if dataset:
         group.add_argument("--dataset", metavar="NAME", help="a built-in dataset "
                            "(see `dynvae datasets`)")
@@ -30,6 +34,24 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
     parser.add_argument("--value-cols", metavar="A,B", help="comma-separated value columns "
                         "(default: every other numeric column)")
     parser.add_argument("--input-cols", metavar="A,B", help="comma-separated input columns u")
+
+
+def add_prediction_args(parser: argparse.ArgumentParser, plot_help: str) -> None:
+    """The arguments of the commands that predict from a fitted run (impute, forecast):
+    RUN, --data FILE and its column options, --out CSV, --plot PNG, --device."""
+    parser.add_argument("run_dir", metavar="RUN", help="run directory written by "
+                        "`dynvae train`")
+    add_data_args(parser, dataset=False, required=True)
+    parser.add_argument("--out", required=True, metavar="CSV", help="CSV file to write")
+    parser.add_argument("--plot", metavar="PNG", help=plot_help)
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+
+
+def load_run_and_data(args: argparse.Namespace):
+    """The run of ``args.run_dir`` (a dynvae.train.run.LoadedRun) and the data named by
+    ``args``, read with the run's saved column options where none are given."""
+    loaded = rundir.load_run(args.run_dir, args.device)
+    return loaded, load_data(data_spec(args, fallback=loaded.config["data"]))
 
 
 def _split_cols(text: str | None) -> list[str] | None:
@@ -67,6 +89,9 @@ def dataset_options(name: str, items: list[str]) -> dict[str, Any]:
         key = key.strip()
         if not sep or key not in hints or key in ("return", "split"):
             valid = [k for k in hints if k not in ("return", "split")]
+            if not valid:
+                raise ConfigError(f"--dataset-option {item!r}: dataset {name!r} takes no "
+                                  "options")
             raise ConfigError(f"--dataset-option {item!r}: dataset {name!r} takes KEY=VALUE "
                               f"with KEY one of {valid}")
         options[key] = _parse_value(text.strip(), hints[key], key)

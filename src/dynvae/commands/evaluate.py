@@ -18,7 +18,7 @@ def add_parser(sub) -> None:
                        "entries hidden with a fixed seed, forecasts of held-out final steps, "
                        "log-likelihoods) and rewrite RUN/metrics.json. Without --data the "
                        "run's own test sequences are used.")
-    p.add_argument("run_dir", metavar="RUN")
+    p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
     common.add_data_args(p, dataset=False)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(run=run)

@@ -10,8 +10,8 @@ import torch
 
 from dynvae import plots
 from dynvae.commands import common
+from dynvae.commands.report import display_times, time_columns
 from dynvae.errors import ConfigError
-from dynvae.train import run as rundir
 from dynvae.utils import atomic_write_text
 
 
@@ -19,13 +19,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("forecast", help="forecast the steps after each sequence",
                        description="Forecast H steps after the last time of every sequence, "
                        "at t_last + k dt (k = 1..H, dt = the sequence's median step). Writes "
-                       "a CSV with id, step, t, feature, mean, std on the original scale.")
-    p.add_argument("run_dir", metavar="RUN")
-    common.add_data_args(p, dataset=False, required=True)
-    p.add_argument("--horizon", type=int, required=True, metavar="H")
-    p.add_argument("--out", required=True, metavar="CSV")
-    p.add_argument("--plot", metavar="PNG", help="also plot the first sequence's forecast")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+                       "a CSV with id, step, t, feature, mean, std on the original scale (plus a "
+                       "timestamp column after t when the times are dates).")
+    common.add_prediction_args(p, plot_help="also plot the first sequence's forecast")
+    p.add_argument("--horizon", type=int, required=True, metavar="H",
+                   help="number of steps to forecast (>= 1)")
     p.set_defaults(run=run)
 
 
@@ -42,8 +40,7 @@ def future_times(data, horizon: int) -> np.ndarray:
 def run(args: argparse.Namespace) -> int:
     if args.horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {args.horizon}")
-    loaded = rundir.load_run(args.run_dir, args.device)
-    data = common.load_data(common.data_spec(args, fallback=loaded.config["data"]))
+    loaded, data = common.load_run_and_data(args)
     std = loaded.standardizer
     t_future = future_times(data, args.horizon)
     pred = loaded.model.forecast(std.transform(data).to_batch(dtype=torch.float64),
@@ -51,12 +48,13 @@ def run(args: argparse.Namespace) -> int:
     mean = std.inverse_mean(pred.mean.detach().cpu().double()).numpy()
     sd = std.inverse_std(pred.std.detach().cpu().double()).numpy()
     steps = np.arange(1, args.horizon + 1)
-    frames = [pd.DataFrame({"id": seq.id, "step": steps, "t": t_future[b], "feature": name,
-                            "mean": mean[b, :, d], "std": sd[b, :, d]})
+    frames = [pd.DataFrame({"id": seq.id, "step": steps, **time_columns(data, t_future[b]),
+                            "feature": name, "mean": mean[b, :, d], "std": sd[b, :, d]})
               for b, seq in enumerate(data) for d, name in enumerate(data.feature_names)]
     atomic_write_text(args.out, pd.concat(frames, ignore_index=True).to_csv(index=False))
     if args.plot:
-        plots.plot_forecast(data[0].t, data[0].x, t_future[0], mean[0], sd[0],
+        plots.plot_forecast(display_times(data, data[0].t), data[0].x,
+                            display_times(data, t_future[0]), mean[0], sd[0],
                             data.feature_names, args.plot,
                             title=f"forecast of sequence {data[0].id!r}")
     print(f"wrote {args.out} ({len(data)} sequence(s), {args.horizon} steps)")

@@ -77,7 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extrapolate", type=float, default=0.0,
                    help="predict this far (time units) beyond the last time")
     p.add_argument("--grid-points", type=int, default=1000, help="regular prediction points")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run")
+    p.add_argument("--force", "--overwrite", dest="overwrite", action="store_true",
+                   help="replace an existing run (like `dynvae train --force`)")
     p.set_defaults(run=run)
 
 
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)})
     out = Path(cfg.out)
     if (out / "metrics.json").exists() and not cfg.overwrite:
-        raise FileExistsError(f"{out} already holds a run; pass --overwrite to replace it")
+        raise FileExistsError(f"{out} already holds a run; pass --force to replace it")
     for name, value in (("--max-iter", cfg.max_iter), ("--grid-points", cfg.grid_points)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
@@ -167,6 +168,8 @@ def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, 
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "config.json", dataclasses.asdict(cfg))
     unit = ds.time_unit or "time"
+    if ds.time_origin is not None:
+        unit = f"{unit} since {ds.time_origin}"
     plot_gp_fit(out / "plots" / "gp.png", t_np, x_np, t_pred, mean, mean - band, mean + band,
                 names, time_label=unit, title=f"state-space GP, kernel {cfg.kernel}",
                 train_range=(float(t_np[0]), float(t_np[-1])))

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from dynvae import plots
 from dynvae.commands import common
-from dynvae.commands.report import imputation_frame, predictions
-from dynvae.train import run as rundir
+from dynvae.commands.report import imputation_frame, plot_first_imputation, predictions
 from dynvae.utils import atomic_write_text
 
 
@@ -15,29 +13,22 @@ def add_parser(sub) -> None:
     p = sub.add_parser("impute", help="impute missing entries with a fitted model",
                        description="Write a CSV with one row per sequence, time and feature: "
                        "id, t, feature, observed (empty if missing), mean, std, on the "
-                       "original scale.")
-    p.add_argument("run_dir", metavar="RUN")
-    common.add_data_args(p, dataset=False, required=True)
-    p.add_argument("--out", required=True, metavar="CSV")
-    p.add_argument("--plot", metavar="PNG", help="also plot the first sequence with "
-                   "+-2 std bands")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+                       "original scale (plus a timestamp column after t when the times are "
+                       "dates).")
+    common.add_prediction_args(p, plot_help="also plot the first sequence with +-2 std "
+                               "bands")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    loaded = rundir.load_run(args.run_dir, args.device)
-    data = common.load_data(common.data_spec(args, fallback=loaded.config["data"]))
+    loaded, data = common.load_run_and_data(args)
     std = loaded.standardizer
     scaled = std.transform(data)
     batch, x, seen, mean, sd = predictions(loaded.model, scaled, std)
     frame = imputation_frame(data, batch, x, mean, sd)
     atomic_write_text(args.out, frame.to_csv(index=False))
     if args.plot:
-        n = len(data[0])
-        plots.plot_imputation(data[0].t, x[0, :n], seen[0, :n], mean[0, :n], sd[0, :n],
-                              data.feature_names, args.plot,
-                              title=f"imputation of sequence {data[0].id!r}")
+        plot_first_imputation(args.plot, data, x, seen, mean, sd)
     print(f"wrote {args.out} ({int((~seen[batch.valid.numpy()]).sum())} missing entries "
           f"imputed)")
     return 0

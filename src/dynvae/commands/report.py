@@ -38,15 +38,46 @@ def predictions(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
 
 
 def imputation_frame(data: SequenceDataset, batch, x, mean, std) -> pd.DataFrame:
-    """Long table: id, t, feature, observed (NaN if missing), mean, std."""
+    """Long table: id, t, (timestamp,) feature, observed (NaN if missing), mean, std."""
     rows = []
     for b, seq in enumerate(data):
         n = len(seq)
         for d, name in enumerate(data.feature_names):
-            rows.append(pd.DataFrame({"id": seq.id, "t": seq.t, "feature": name,
-                                      "observed": x[b, :n, d], "mean": mean[b, :n, d],
-                                      "std": std[b, :n, d]}))
+            rows.append(pd.DataFrame({"id": seq.id, **time_columns(data, seq.t),
+                                      "feature": name, "observed": x[b, :n, d],
+                                      "mean": mean[b, :n, d], "std": std[b, :n, d]}))
     return pd.concat(rows, ignore_index=True)
+
+
+def time_columns(data: SequenceDataset, t: np.ndarray) -> dict[str, np.ndarray]:
+    """``{"t": t}``, plus ``"timestamp"`` (the dates again) when ``data``'s times were
+    parsed from dates."""
+    if data.time_origin is None:
+        return {"t": t}
+    return {"t": t, "timestamp": data.to_timestamps(t)}
+
+
+def display_times(data: SequenceDataset, t: np.ndarray) -> np.ndarray:
+    """Times for a plot's x axis: the dates when ``data``'s times were parsed from dates."""
+    return t if data.time_origin is None else data.to_timestamps(t)
+
+
+def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,
+                          hidden: bool = False) -> bool:
+    """The imputation of ``data``'s first sequence (arrays (B, T, D), original scale):
+    line panels, or heatmaps above MAX_LINE_PANELS features. Returns True when the data
+    are binary heatmaps. ``hidden``: the title says crosses mark hidden entries."""
+    n, seq = len(data[0]), data[0]
+    title = f"imputation of sequence {seq.id!r}"
+    if data.dim > plots.MAX_LINE_PANELS:
+        binary = bool(np.isin(x[0, :n][np.isfinite(x[0, :n])], (0.0, 1.0)).all())
+        plots.plot_heatmaps(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n], path,
+                            title=title, binary=binary)
+        return binary
+    plots.plot_imputation(display_times(data, seq.t), x[0, :n], seen[0, :n], mean[0, :n],
+                          std[0, :n], data.feature_names, path,
+                          title=f"{title} (crosses hidden)" if hidden else title)
+    return False
 
 
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
@@ -59,18 +90,11 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
     hidden = hide_entries(batch, settings.hide_fraction, settings.seed)
     _, x, seen, mean, std = predictions(model, first, standardizer, hidden)
     n, seq = len(first[0]), first[0]
-    title = f"imputation of sequence {seq.id!r}"
-    if test.dim > plots.MAX_LINE_PANELS:
-        binary = bool(np.isin(x[0, :n][np.isfinite(x[0, :n])], (0.0, 1.0)).all())
-        plots.plot_heatmaps(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
-                            out / "plots" / "imputation.png", title=title, binary=binary)
-        if binary:
-            plots.plot_piano_roll(np.nan_to_num(x[0, :n]), mean[0, :n],
-                                  out / "plots" / "piano_roll.png", title=f"{seq.id}")
-    else:
-        plots.plot_imputation(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n],
-                              first.feature_names, out / "plots" / "imputation.png",
-                              title=f"{title} (crosses hidden)")
+    binary = plot_first_imputation(out / "plots" / "imputation.png", first, x, seen, mean,
+                                   std, hidden=True)
+    if binary:
+        plots.plot_piano_roll(np.nan_to_num(x[0, :n]), mean[0, :n],
+                              out / "plots" / "piano_roll.png", title=f"{seq.id}")
     latents = latent_trajectories(model, batch.with_mask(batch.mask & ~hidden).to(
         dtype=next(model.parameters()).dtype))
     if latents is not None:
@@ -94,5 +118,6 @@ def write_forecast_plot(path: Path, model: DVAE, data: SequenceDataset,
     std = standardizer.inverse_std(pred.std.detach().cpu().double()).numpy()[0]
     history = standardizer.inverse_transform(past)[0]
     truth = standardizer.inverse_mean(future[0][1])
-    plots.plot_forecast(history.t, history.x, future[0][0], mean, std, data.feature_names,
-                        path, x_future=truth, title=f"forecast of sequence {data[0].id!r}")
+    plots.plot_forecast(display_times(data, history.t), history.x,
+                        display_times(data, future[0][0]), mean, std, data.feature_names, path,
+                        x_future=truth, title=f"forecast of sequence {data[0].id!r}")

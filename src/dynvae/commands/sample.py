@@ -19,11 +19,11 @@ def add_parser(sub) -> None:
                        description="Draw N sequences of T steps (t = 0..T-1) on the original "
                        "scale. FILE ending in .npy gets an (N, T, D) array; otherwise a CSV "
                        "with columns sample, step, then one column per feature.")
-    p.add_argument("run_dir", metavar="RUN")
-    p.add_argument("-n", type=int, required=True, metavar="N")
-    p.add_argument("--steps", type=int, required=True, metavar="T")
-    p.add_argument("--out", required=True, metavar="FILE")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
+    p.add_argument("-n", type=int, required=True, metavar="N", help="number of sequences")
+    p.add_argument("--steps", type=int, required=True, metavar="T", help="steps per sequence")
+    p.add_argument("--out", required=True, metavar="FILE", help=".npy or .csv file to write")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.set_defaults(run=run)
 

@@ -116,8 +116,9 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
 
 
 def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, float]:
-    """Imputation scores on the truly missing entries, for built-in datasets that can
-    return their complete sequences (a ``complete`` option, e.g. healing-digits)."""
+    """Imputation scores on the truly missing entries, original scale, for built-in
+    datasets that can return their complete sequences (a ``complete`` option, e.g.
+    healing-digits)."""
     if "dataset" not in spec or "complete" not in inspect.signature(
             DATASETS[spec["dataset"]].loader).parameters:
         return {}
@@ -125,8 +126,8 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
     complete = common.load_data(full, "test") if common.has_named_splits(spec) else \
         common.load_data(full)
     by_id = {s.id: i for i, s in enumerate(complete)}
-    complete = standardizer.transform(complete[[by_id[i] for i in test.ids]])
-    return missing_entry_metrics(model, test, complete)
+    complete = complete[[by_id[i] for i in test.ids]]
+    return missing_entry_metrics(model, test, complete, standardizer=standardizer)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -136,11 +137,12 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--device cuda was given but no CUDA device is available")
     if "train" in configs:
         configs["train"] = train_config(args, configs["train"])
-    # under torchrun only rank 0 checks and writes the run directory; the Trainer's
-    # own writes are rank 0's too
+    # under torchrun only rank 0 checks and writes the run directory (the Trainer's own
+    # writes are rank 0's too); it is checked now and created once the data and model
+    # are built, so bad input leaves no directory behind
     is_main = launch_rank() == 0
-    out = rundir.prepare_run_dir(args.out, args.force or args.resume) if is_main \
-        else Path(args.out)
+    if is_main:
+        rundir.check_run_dir(args.out, args.force or args.resume)
     seed_everything(args.seed)
     spec = common.data_spec(args)
     data, train, val, test, shared = load_splits(spec, args.seed)
@@ -148,6 +150,8 @@ def run(args: argparse.Namespace) -> int:
     train, test = standardizer.transform(train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)
     model = cls.from_config(configs["model"], data.dim, data.input_dim).to(args.device)
+    out = rundir.prepare_run_dir(args.out, args.force or args.resume) if is_main \
+        else Path(args.out)
     start = time.perf_counter()
     history = fit_model(model, args.model, configs, train, val, out, args.device, args.resume)
     seconds = time.perf_counter() - start

@@ -354,12 +354,23 @@ class Standardizer:
                             f"{self.mean.shape[0]}")
         return self.mean, self.std
 
+    def _check_order(self, dataset: SequenceDataset) -> None:
+        """Features are matched by position; the fitted names in another order are a
+        mistake that would silently swap features (other names are allowed)."""
+        names = list(dataset.feature_names)
+        if self.feature_names and names != self.feature_names and \
+                sorted(names) == sorted(self.feature_names):
+            raise DataError(f"features {names} are those the Standardizer was fitted on in "
+                            f"another order; give them in the order {self.feature_names}")
+
     def transform(self, dataset: SequenceDataset) -> SequenceDataset:
         mean, std = self._fitted(dataset.dim)
+        self._check_order(dataset)
         return dataset.with_values([(s.x - mean) / std for s in dataset.sequences])
 
     def inverse_transform(self, dataset: SequenceDataset) -> SequenceDataset:
         mean, std = self._fitted(dataset.dim)
+        self._check_order(dataset)
         return dataset.with_values([s.x * std + mean for s in dataset.sequences])
 
     def inverse_mean(self, mean):

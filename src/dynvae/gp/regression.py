@@ -130,9 +130,13 @@ class StateSpaceGP(nn.Module):
             count[0] += 1
             return loss
 
-        opt.step(closure)
-        with torch.no_grad():
-            lml = float(self.log_marginal_likelihood(t, x))
+        try:
+            opt.step(closure)
+            with torch.no_grad():
+                lml = float(self.log_marginal_likelihood(t, x))
+        except torch.linalg.LinAlgError:    # a line search into degenerate variances
+            raise DataError(f"a variance stopped being positive during fitting ({n_obs} "
+                            "observed values: too few or degenerate?)") from None
         return FitResult(lml, count[0])
 
     def _merged(self, t_new: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -24,6 +26,39 @@ def check_positive(**values: float) -> None:
     for name, v in values.items():
         if not v > 0:
             raise ConfigError(f"{name} must be > 0, got {v}")
+
+
+def check_observation(observation: str, free_emission_variance: bool, min_var: float) -> None:
+    """Checks shared by the deep models' observation settings."""
+    if min_var < 0:
+        raise ConfigError(f"min_var must be >= 0, got {min_var}")
+    if observation == "bernoulli" and free_emission_variance:
+        raise ConfigError("free_emission_variance applies to the 'gaussian' observation only")
+
+
+def check_dims(data_dim: int, input_dim: int) -> None:
+    """Raise ConfigError unless data_dim D > 0 and input_dim U >= 0."""
+    check_positive(data_dim=data_dim)
+    if input_dim < 0:
+        raise ConfigError(f"input_dim must be >= 0, got {input_dim}")
+
+
+class DictConfig:
+    """Mixin for a model's Config dataclass: ``from_dict`` (strict) and ``to_dict``.
+    ``model_name`` names the model in the error for unknown keys."""
+
+    model_name: ClassVar[str] = "model"
+
+    @classmethod
+    def from_dict(cls, values: Mapping):
+        """Build from a mapping (e.g. a saved config.json); unknown keys are an error."""
+        unknown = set(values) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ConfigError(f"unknown {cls.model_name} config keys {sorted(unknown)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def as_sizes(name: str, sizes: Sequence[int] | int) -> tuple[int, ...]:

@@ -14,20 +14,22 @@ step (a discrete-time model); padding beyond ``lengths`` is excluded from every 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
 from dynvae.data.batch import SequenceBatch
-from dynvae.errors import ConfigError
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
+    DictConfig,
     as_sizes,
     check_choice,
+    check_dims,
     check_future,
+    check_observation,
     check_positive,
     check_sample_times,
     last_valid,
@@ -45,7 +47,7 @@ IWAE_CHUNK = 64   # importance samples drawn at once by log_likelihood_bound
 
 
 @dataclass
-class DKFConfig:
+class DKFConfig(DictConfig):
     """Configuration of :class:`DeepKalmanFilter`.
 
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
@@ -53,6 +55,8 @@ class DKFConfig:
     "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
     Empty hidden sizes make the corresponding map affine.
     """
+
+    model_name = "DKF"
 
     latent_dim: int = 8
     encoder: str = "backward"
@@ -76,22 +80,7 @@ class DKFConfig:
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
         check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
                        n_predict_samples=self.n_predict_samples)
-        if self.min_var < 0:
-            raise ConfigError(f"min_var must be >= 0, got {self.min_var}")
-        if self.observation == "bernoulli" and self.free_emission_variance:
-            raise ConfigError("free_emission_variance applies to the 'gaussian' observation "
-                              "only")
-
-    @classmethod
-    def from_dict(cls, values: Mapping) -> DKFConfig:
-        """Build from a mapping (e.g. a saved config.json); unknown keys are an error."""
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown DKF config keys {sorted(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        check_observation(self.observation, self.free_emission_variance, self.min_var)
 
 
 class PosteriorPaths(NamedTuple):
@@ -114,9 +103,7 @@ class DeepKalmanFilter(DVAE):
 
     def __init__(self, config: DKFConfig, data_dim: int, input_dim: int = 0) -> None:
         super().__init__()
-        check_positive(data_dim=data_dim)
-        if input_dim < 0:
-            raise ConfigError(f"input_dim must be >= 0, got {input_dim}")
+        check_dims(data_dim, input_dim)
         c = self.config = config
         Z, D, U = c.latent_dim, data_dim, input_dim
         self.data_dim, self.input_dim = D, U

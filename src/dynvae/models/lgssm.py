@@ -344,9 +344,15 @@ class LGSSM(DVAE, SelfFitting):
     def fit_gradient(self, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,
                      tol: float = 1e-9, progress: bool = True) -> list[dict]:
         """Maximise :meth:`log_likelihood` per scored entry with ``optimizer``
-        (``LBFGS()`` or ``Adam(lr)`` from dynvae.models.lgssm_fit)."""
+        (``LBFGS()`` or ``Adam(lr)`` from dynvae.models.lgssm_fit).
+
+        Returns one row per parameter set visited (row 0: the starting point, as in
+        :meth:`fit_em`): step, log_likelihood, log_likelihood_per_entry.
+        """
         opt = optimizer.build(self.parameters())
         n_obs = float(self.scored_mask(batch).sum())
+        with torch.no_grad():
+            start = float(self.log_likelihood(batch).sum())
 
         def closure():
             opt.zero_grad()
@@ -354,12 +360,19 @@ class LGSSM(DVAE, SelfFitting):
             loss.backward()
             return loss
 
-        history, previous = [], None
+        history = [{"step": 0, "log_likelihood": start,
+                    "log_likelihood_per_entry": start / n_obs}]
+        previous = start if math.isfinite(start) else None
         for step in ops.progress_range(steps, progress, "fit"):
-            opt.step(closure)
-            with torch.no_grad():
-                score = float(self.log_likelihood(batch).sum())
-            history.append({"step": step, "log_likelihood": score,
+            try:
+                opt.step(closure)
+                with torch.no_grad():
+                    score = float(self.log_likelihood(batch).sum())
+            except torch.linalg.LinAlgError:    # a line search into degenerate covariances
+                raise DataError("a covariance stopped being positive definite during fitting "
+                                "(too few or degenerate observations?); try method='em'"
+                                ) from None
+            history.append({"step": step + 1, "log_likelihood": score,
                             "log_likelihood_per_entry": score / n_obs})
             if not math.isfinite(score):
                 raise DataError("the log-likelihood became non-finite during fitting; "

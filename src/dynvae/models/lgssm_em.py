@@ -11,7 +11,7 @@ conditional moments given z_t and the observed entries under the current
 parameters (Shumway & Stoffer 1982, "An approach to time series smoothing and
 forecasting using the EM algorithm", sec. 3):
 
-    x_m | z, x_o ~ N(H_m z + c_m + G (x_o - H_o z - c_o), R_mm - G R_om),  G = R_mo R_oo^-1
+    x_m | z, x_o ~ N(H_m z + c_m + G (x_o - H_o z - c_o), R_mm - G R_om),  G = R_mo R_oo^+
 
 so every row of E[(x_t - H z_t - c_t)(x_t - H z_t - c_t)^T] is available and the
 M-step for H, R (full or diagonal) is an ordinary least-squares regression on
@@ -72,7 +72,9 @@ def missing_entry_moments(x: Tensor, mask: Tensor, offset: Tensor, H: Tensor, R:
     mo = m.unsqueeze(-1) * m.unsqueeze(-2)                        # observed x observed
     R_obs = R * mo + torch.diag_embed(1.0 - m)                    # (B, T, D, D)
     R_mis_obs = R * ((1.0 - m).unsqueeze(-1) * m.unsqueeze(-2))   # rows missing, cols observed
-    gain = torch.linalg.solve(R_obs, R_mis_obs.transpose(-1, -2)).transpose(-1, -2)
+    # pseudo-inverse: a fitted R may be singular (an MLE on the boundary), and the
+    # conditional Gaussian then uses the generalised inverse of R_oo
+    gain = R_mis_obs @ torch.linalg.pinv(R_obs, hermitian=True)   # (B, T, D, D)
     H_obs = H * m.unsqueeze(-1)                                   # (B, T, D, S)
     L = (1.0 - m).unsqueeze(-1) * (H - gain @ H_obs)
     resid = ((x - offset) * m).unsqueeze(-1)

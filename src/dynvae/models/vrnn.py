@@ -17,20 +17,22 @@ ancestral sampling from the model). Time stamps are not used: one step per entry
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from dynvae.data.batch import SequenceBatch
-from dynvae.errors import ConfigError
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
+    DictConfig,
     as_sizes,
     check_choice,
+    check_dims,
     check_future,
+    check_observation,
     check_positive,
     check_sample_times,
     last_valid,
@@ -53,10 +55,12 @@ FEEDBACKS = {
 
 
 @dataclass
-class VRNNConfig:
+class VRNNConfig(DictConfig):
     """Configuration of :class:`VRNN`. mlp_hidden: hidden layers of the prior, encoder,
     decoder and feature networks; observation: "gaussian" or "bernoulli";
     generation_feedback: "mean" or "sample" (see the module docstring)."""
+
+    model_name = "VRNN"
 
     latent_dim: int = 16
     hidden_size: int = 64
@@ -74,22 +78,7 @@ class VRNNConfig:
         self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
         check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
                        feature_size=self.feature_size, n_predict_samples=self.n_predict_samples)
-        if self.min_var < 0:
-            raise ConfigError(f"min_var must be >= 0, got {self.min_var}")
-        if self.observation == "bernoulli" and self.free_emission_variance:
-            raise ConfigError("free_emission_variance applies to the 'gaussian' observation "
-                              "only")
-
-    @classmethod
-    def from_dict(cls, values: Mapping) -> VRNNConfig:
-        """Build from a mapping (e.g. a saved config.json); unknown keys are an error."""
-        unknown = set(values) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"unknown VRNN config keys {sorted(unknown)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        check_observation(self.observation, self.free_emission_variance, self.min_var)
 
 
 class VRNNSteps(NamedTuple):
@@ -114,9 +103,7 @@ class VRNN(DVAE):
 
     def __init__(self, config: VRNNConfig, data_dim: int, input_dim: int = 0) -> None:
         super().__init__()
-        check_positive(data_dim=data_dim)
-        if input_dim < 0:
-            raise ConfigError(f"input_dim must be >= 0, got {input_dim}")
+        check_dims(data_dim, input_dim)
         c = self.config = config
         Z, H, F, D, U = c.latent_dim, c.hidden_size, c.feature_size, data_dim, input_dim
         self.data_dim, self.input_dim = D, U

@@ -32,7 +32,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as err:  # torch raises several types for a damaged file
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated: {err}") from err
+        # first sentence only: torch's messages run to several sentences or lines
+        detail = (str(err).strip().splitlines() or [type(err).__name__])[0].split(". ")[0]
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({detail})") from err
     if not isinstance(payload, dict) or "dynvae_checkpoint" not in payload:
         raise CheckpointError(f"{path} is not a dynvae checkpoint")
     if payload["dynvae_checkpoint"] != FORMAT_VERSION:

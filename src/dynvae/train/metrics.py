@@ -82,12 +82,15 @@ def evaluate_iwae(model: DVAE, dataset, *, k: int = 100, batch_size: int = 64,
 
 
 @torch.no_grad()
-def missing_entry_metrics(model: DVAE, observed, complete, batch_size: int = 64
-                          ) -> dict[str, float]:
+def missing_entry_metrics(model: DVAE, observed, complete, batch_size: int = 64,
+                          standardizer=None) -> dict[str, float]:
     """Imputation of the entries that are *truly* missing in ``observed`` against the
     ground truth ``complete`` (same sequences, nothing missing), as in Fortuin et al.
     (2020, Table 1): mean squared error and, for truths in [0, 1], the Bernoulli
-    cross-entropy of the imputed mean. Both datasets on the model's scale."""
+    cross-entropy of the imputed mean. ``observed`` is on the model's scale; with a
+    ``standardizer`` (a fitted dynvae.data.Standardizer), ``complete`` is on the original
+    scale and the imputed means are mapped back to it before scoring, otherwise
+    ``complete`` is on the model's scale too."""
     dtype = next(model.parameters()).dtype
     sq = bce = 0.0
     count = 0
@@ -98,6 +101,8 @@ def missing_entry_metrics(model: DVAE, observed, complete, batch_size: int = 64
         truth = complete.to_batch(idx, dtype=dtype, device=model.device).x
         missing = batch.valid[..., None] & ~batch.mask                    # (B, T, D)
         mean = model.reconstruct(batch).mean
+        if standardizer is not None:
+            mean = standardizer.inverse_mean(mean)
         sq += float(((mean - truth) ** 2)[missing].sum())
         in_unit &= bool(((truth >= 0) & (truth <= 1)).all())
         p = mean.clamp(1e-6, 1 - 1e-6)

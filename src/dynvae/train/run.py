@@ -32,14 +32,20 @@ from dynvae.utils import atomic_write_json, atomic_write_text
 CONFIG, METRICS, CURVE, MODEL = "config.json", "metrics.json", "metrics.csv", "checkpoints/model.pt"
 
 
-def prepare_run_dir(path: str | os.PathLike, force: bool) -> Path:
-    """Create ``path``; refuse an existing non-empty directory unless ``force``."""
+def check_run_dir(path: str | os.PathLike, force: bool) -> Path:
+    """Refuse ``path`` if it is a file, or an existing non-empty directory unless ``force``."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a directory")
     if path.is_dir() and any(path.iterdir()) and not force:
         raise FileExistsError(f"run directory {path} exists and is not empty; pass --force "
                               "to overwrite it")
+    return path
+
+
+def prepare_run_dir(path: str | os.PathLike, force: bool) -> Path:
+    """Create ``path``; refuse an existing non-empty directory unless ``force``."""
+    path = check_run_dir(path, force)
     (path / "checkpoints").mkdir(parents=True, exist_ok=True)
     (path / "plots").mkdir(parents=True, exist_ok=True)
     return path
