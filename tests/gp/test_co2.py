@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynvae.cli import main
+from dynvae.cli import build_parser, main
 from dynvae.gp.inference import ParallelKalman
 from dynvae.gp.kernels import KernelInit, parse_kernel
 from dynvae.gp.regression import StateSpaceGP
@@ -59,12 +59,15 @@ def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path):
     out = tmp_path / "run"
     argv = ["gp", "--data", str(csv), "--time-col", "date", "--value-col", "co2", "--kernel",
             "matern32+periodic", "--order", "2", "--max-iter", "5", "--out", str(out),
-            "--extrapolate", "100", "--grid-points", "50"]
+            "--extrapolate", "100", "--grid-points", "50", "--mean", "linear"]
     assert main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert np.isfinite(metrics["log_marginal_likelihood"])
     assert metrics["n_observed"] == int(frame["co2"].notna().sum())
     assert metrics["hyperparameter.kernels.1.period"] > 0
+    # the linear mean on the original scale: ppm per day, about 0.8-1 ppm a year in 1958-64
+    assert 0 < metrics["mean.slope"] * 365.25 < 3
+    assert 300 < metrics["mean.intercept"] < 330 and metrics["mean.t_ref"] > 0
     pred = pd.read_csv(out / "predictions.csv")
     assert {"time", "timestamp", "co2_mean", "co2_lower", "co2_upper"} <= set(pred.columns)
     assert (pred["co2_lower"] < pred["co2_mean"]).all() and pred["co2_mean"].notna().all()
@@ -73,4 +76,9 @@ def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path):
     assert pred["time"].max() == pytest.approx(last_day + 100)       # extrapolated 100 days
     assert (out / "plots" / "gp.png").stat().st_size > 1000
     assert main(argv) == 2                           # refuses to overwrite the run
-    assert main(argv[:-4] + ["--kernel", "matern32+rbf"] + argv[-4:]) == 2   # unknown kernel
+    assert main(argv[:-6] + ["--kernel", "matern32+rbf"] + argv[-6:]) == 2   # unknown kernel
+    assert build_parser().parse_args(argv + ["--overwrite"]).force       # the older spelling
+    assert main(argv + ["--force", "--mean", "constant", "--max-iter", "2"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "mean.slope" not in metrics and 300 < metrics["mean.constant"] < 330
+    assert json.loads((out / "config.json").read_text())["mean"] == "constant"
