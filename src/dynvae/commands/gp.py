@@ -2,12 +2,11 @@
 
 Fits the kernel's hyperparameters and the noise by maximising the exact log marginal
 likelihood (Kalman filter, O(T)), jointly with the prior mean's parameters (--mean), then
-writes ``RUN/predictions.csv`` (posterior mean,
-latent std and 95% predictive band on the training times and a regular grid that
-extends ``--extrapolate`` time units past the data), ``RUN/metrics.json``,
-``RUN/config.json`` and ``RUN/plots/gp.png``. Values are standardised per column
-before fitting; the reported log marginal likelihood and the mean's parameters are on the
-original scale.
+writes ``RUN/predictions.csv`` (posterior mean, latent std and 95% predictive band on the
+training times and a regular grid that extends ``--extrapolate`` time units past the
+data), ``RUN/metrics.json``, ``RUN/config.json`` and ``RUN/plots/gp.png``. Values are
+standardised per column before fitting; the reported log marginal likelihood and the
+mean's parameters are on the original scale.
 
 Far from the data a stationary kernel reverts to the prior mean, so --mean decides what
 extrapolation tends to: 'constant' (default) the learned level of the data, 'linear' a
