@@ -8,6 +8,7 @@ import torch
 
 from dynvae.errors import ConfigError
 from dynvae.gp.exact import exact_log_marginal_likelihood, exact_posterior
+from dynvae.gp.inference import ParallelKalman
 from dynvae.gp.kernels import Matern12, Matern52, QuasiPeriodic
 from dynvae.gp.mean import MEANS, BasisMean, ConstantMean, LinearMean, ZeroMean
 from dynvae.gp.regression import StateSpaceGP
@@ -140,7 +141,7 @@ def test_fit_recovers_a_linear_trend_under_a_gp():
     t_ref = float(t.mean())
     y = f + intercept + slope * (t - t_ref)
     gp = StateSpaceGP(Matern12(lengthscale=2.0, variance=0.5), noise_variance=0.3,
-                      mean=LinearMean())
+                      mean=LinearMean(), engine=ParallelKalman())
     fit = gp.fit(t, y, max_iter=40)
     hp = gp.mean_parameters()
     # standard errors of the GLS weights under the true GP: Var(w) = (Phi^T K^-1 Phi)^-1
