@@ -1,11 +1,17 @@
 """``dynvae gp``: state-space GP regression of a table's columns on (irregular) times.
 
 Fits the kernel's hyperparameters and the noise by maximising the exact log marginal
-likelihood (Kalman filter, O(T)), then writes ``RUN/predictions.csv`` (posterior mean,
-latent std and 95% predictive band on the training times and a regular grid that
-extends ``--extrapolate`` time units past the data), ``RUN/metrics.json``,
-``RUN/config.json`` and ``RUN/plots/gp.png``. Values are standardised per column
-before fitting; the reported log marginal likelihood is on the original scale.
+likelihood (Kalman filter, O(T)), jointly with the prior mean's parameters (--mean), then
+writes ``RUN/predictions.csv`` (posterior mean, latent std and 95% predictive band on the
+training times and a regular grid that extends ``--extrapolate`` time units past the
+data), ``RUN/metrics.json``, ``RUN/config.json`` and ``RUN/plots/gp.png``. Values are
+standardised per column before fitting; the reported log marginal likelihood and the
+mean's parameters are on the original scale.
+
+Far from the data a stationary kernel reverts to the prior mean, so --mean decides what
+extrapolation tends to: 'constant' (default) the learned level of the data, 'linear' a
+learned straight-line trend (for series that keep rising, e.g. CO2), 'zero' the column
+mean used for standardising.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import torch
 from dynvae.errors import ConfigError, DataError
 from dynvae.gp.inference import ENGINES
 from dynvae.gp.kernels import KernelInit, parse_kernel
+from dynvae.gp.mean import MEANS
 from dynvae.gp.plotting import plot_gp_fit
 from dynvae.gp.regression import StateSpaceGP
 from dynvae.utils import atomic_write_json, atomic_write_text
@@ -49,7 +56,8 @@ class GPConfig:
     engine: str = "parallel"
     extrapolate: float = 0.0
     grid_points: int = 1000
-    overwrite: bool = False
+    mean: str = "constant"
+    force: bool = False
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -77,8 +85,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--extrapolate", type=float, default=0.0,
                    help="predict this far (time units) beyond the last time")
     p.add_argument("--grid-points", type=int, default=1000, help="regular prediction points")
-    p.add_argument("--force", "--overwrite", dest="overwrite", action="store_true",
-                   help="replace an existing run (like `dynvae train --force`)")
+    p.add_argument("--mean", choices=list(MEANS), default="constant",
+                   help="prior mean learned with the kernel: 'constant' (default) makes "
+                   "extrapolation revert to a learned level, 'linear' continue a learned "
+                   "straight-line trend, 'zero' revert to the data's average")
+    p.add_argument("--force", action="store_true", help="replace an existing run")
+    p.add_argument("--overwrite", dest="force", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
 
 
@@ -106,7 +118,7 @@ def load_table(cfg: GPConfig):
 def run(args: argparse.Namespace) -> int:
     cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)})
     out = Path(cfg.out)
-    if (out / "metrics.json").exists() and not cfg.overwrite:
+    if (out / "metrics.json").exists() and not cfg.force:
         raise FileExistsError(f"{out} already holds a run; pass --force to replace it")
     for name, value in (("--max-iter", cfg.max_iter), ("--grid-points", cfg.grid_points)):
         if value < 1:
@@ -122,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
     t = torch.as_tensor(t_np, dtype=torch.float64)
     x = torch.as_tensor((x_np - center) / scale, dtype=torch.float64)
     gp = StateSpaceGP(kernel, num_outputs=x.shape[1], noise_variance=cfg.noise,
-                      engine=ENGINES[cfg.engine]())
+                      engine=ENGINES[cfg.engine](), mean=MEANS[cfg.mean]())
     fit = gp.fit(t, x, max_iter=cfg.max_iter)
     grid = np.linspace(t_np[0], t_np[-1] + cfg.extrapolate, cfg.grid_points)
     t_pred = torch.as_tensor(np.union1d(t_np, grid), dtype=torch.float64)
@@ -133,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     band = 1.959963984540054 * np.sqrt(pred.variance.clamp_min(0).numpy()
                                        + pred.noise_variance.numpy()) * scale
     write_outputs(out, cfg, ds, t_np, x_np, names, pred.t.numpy(), mean, std, band, gp, fit,
-                  scale)
+                  center, scale)
     print(f"dynvae gp: log marginal likelihood {fit.log_marginal_likelihood - _jac(x, scale):.3f}"
           f" after {fit.n_evaluations} evaluations; wrote {out}")
     return 0
@@ -145,7 +157,8 @@ def _jac(x: torch.Tensor, scale: np.ndarray) -> float:
     return float((n_obs * np.log(scale)).sum())
 
 
-def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, fit, scale):
+def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, fit, center,
+                  scale):
     observed = np.full((len(t_pred), len(names)), np.nan)
     rows = np.searchsorted(t_pred, t_np)
     observed[rows] = x_np
@@ -164,6 +177,10 @@ def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, 
                "n_observed": int(np.isfinite(x_np).sum()), "n_times": len(t_np),
                "n_evaluations": fit.n_evaluations}
     metrics.update({f"hyperparameter.{k}": v for k, v in gp.hyperparameters().items()})
+    for d, m in enumerate(gp.means):
+        prefix = f"mean.output{d}." if len(names) > 1 else "mean."
+        metrics.update({prefix + k: v for k, v in
+                        m.rescaled(float(center[d]), float(scale[d])).items()})
     metrics = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "config.json", dataclasses.asdict(cfg))

@@ -5,7 +5,9 @@ discretised on the (irregular) time grid it is an LGSSM, so the Kalman filter gi
 exact log marginal likelihood and the RTS smoother the exact posterior marginals
 (Hartikainen and Sarkka 2010). Prediction at new times merges them into the grid as
 unobserved steps. Outputs are independent GPs, each with its own copy of the kernel's
-hyperparameters and its own noise variance; NaN values are missing.
+hyperparameters and its own noise variance; NaN values are missing. A parametric prior mean
+m(t) (dynvae.gp.mean) is subtracted before the Kalman recursions and added back to the
+posterior, which keeps the likelihood exact and O(T).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dynvae.errors import DataError
 from dynvae.gp.discretize import gp_state_space_model
 from dynvae.gp.inference import KalmanEngine, SequentialKalman
 from dynvae.gp.kernels.base import Kernel
+from dynvae.gp.mean import MeanFunction, ZeroMean
 from dynvae.sde.linear import check_times
 from dynvae.ssm import LinearGaussianSSM, ffbs_sample
 
@@ -65,14 +68,19 @@ class StateSpaceGP(nn.Module):
         num_outputs: D.
         noise_variance: initial Gaussian noise variance (learnable, positive via log).
         engine: Kalman engine (SequentialKalman() or ParallelKalman()).
+        mean: prior mean of one output (default ZeroMean()); each output gets its own copy,
+            learned with the hyperparameters.
     """
 
     def __init__(self, kernel: Kernel, num_outputs: int = 1, noise_variance: float = 0.1,
-                 engine: KalmanEngine | None = None) -> None:
+                 engine: KalmanEngine | None = None, mean: MeanFunction | None = None
+                 ) -> None:
         super().__init__()
         if num_outputs < 1:
             raise DataError(f"num_outputs must be >= 1, got {num_outputs}")
         self.kernels = nn.ModuleList([copy.deepcopy(kernel) for _ in range(num_outputs)])
+        mean = ZeroMean() if mean is None else mean
+        self.means = nn.ModuleList([copy.deepcopy(mean) for _ in range(num_outputs)])
         dtype = kernel.dtype
         self.log_noise_variance = nn.Parameter(
             torch.full((num_outputs,), math.log(noise_variance), dtype=dtype))
@@ -92,10 +100,16 @@ class StateSpaceGP(nn.Module):
         """The LGSSM on grid t (T,), outputs as batch axis: transition (D, T, S, S)."""
         return gp_state_space_model(list(self.kernels), t, self.noise_variance)
 
-    def _as_ssm_data(self, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def prior_mean(self, t: Tensor) -> Tensor:
+        """m(t) of every output at times t (N,) -> (N, D)."""
+        return torch.stack([m(t) for m in self.means], -1)             # (N, D)
+
+    def _as_ssm_data(self, t: Tensor, x: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Residuals x - m(t) at observed entries (0 elsewhere) as (D, T, 1), and the mask."""
         if x.shape[-1] != self.num_outputs:
             raise DataError(f"values have {x.shape[-1]} outputs, the model has {self.num_outputs}")
-        return x.T.unsqueeze(-1), mask.T.unsqueeze(-1)                 # (D, T, 1)
+        r = torch.where(mask, x - self.prior_mean(t), torch.zeros_like(x))   # (T, D)
+        return r.T.unsqueeze(-1), mask.T.unsqueeze(-1)                 # (D, T, 1)
 
     def log_marginal_likelihood(self, t: Tensor, x: Tensor) -> Tensor:
         """Exact log p(x_observed) summed over outputs, by the Kalman filter in O(T).
@@ -103,7 +117,7 @@ class StateSpaceGP(nn.Module):
         Args: t (T,) strictly increasing times, x (T,) or (T, D) with NaN where missing.
         """
         t, x, mask = check_data(t, x)
-        xs, ms = self._as_ssm_data(x, mask)
+        xs, ms = self._as_ssm_data(t, x, mask)
         return self.engine.filter(self.state_space_model(t), xs, ms).log_likelihood.sum()
 
     def set_data(self, t: Tensor, x: Tensor) -> None:
@@ -111,11 +125,21 @@ class StateSpaceGP(nn.Module):
         check_data(t, x)
         self.train_t, self.train_x = t, (x[:, None] if x.ndim == 1 else x)
 
-    def fit(self, t: Tensor, x: Tensor, max_iter: int = 100, tolerance: float = 1e-9
-            ) -> FitResult:
-        """Maximise the exact log marginal likelihood over all hyperparameters with L-BFGS
-        (strong Wolfe line search); stores (t, x) for prediction."""
+    def initialize_mean(self, t: Tensor, x: Tensor) -> None:
+        """Set each output's mean from its observed values (least squares for basis means)."""
+        t, _, _ = check_data(t, x)
+        x = x[:, None] if x.ndim == 1 else x
+        for d, m in enumerate(self.means):
+            m.initialize(t, x[:, d])
+
+    def fit(self, t: Tensor, x: Tensor, max_iter: int = 100, tolerance: float = 1e-9,
+            initialize_mean: bool = True) -> FitResult:
+        """Maximise the exact log marginal likelihood over all hyperparameters and the mean's
+        parameters with L-BFGS (strong Wolfe line search); stores (t, x) for prediction.
+        The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False."""
         self.set_data(t, x)
+        if initialize_mean:
+            self.initialize_mean(t, x)
         n_obs = int((~torch.isnan(self.train_x)).sum())
         opt = torch.optim.LBFGS(self.parameters(), max_iter=max_iter, tolerance_grad=tolerance,
                                 tolerance_change=tolerance, line_search_fn="strong_wolfe")
@@ -160,13 +184,14 @@ class StateSpaceGP(nn.Module):
         """Posterior mean and variance of the latent f at t_new (N,) (default: the training
         times): interpolation and extrapolation by smoothing on the merged grid."""
         grid, x, mask, rows = self._merged(t_new)
-        xs, ms = self._as_ssm_data(x, mask)
+        xs, ms = self._as_ssm_data(grid, x, mask)
         model = self.state_space_model(grid)
         sm = self.engine.smoother(model, xs, ms)
         H = model.emission_matrix[:, None]                              # (D, 1, 1, S)
         mean = (H @ sm.smoothed_mean[..., None])[..., 0, 0]             # (D, N)
         var = (H @ sm.smoothed_cov @ H.transpose(-1, -2))[..., 0, 0]    # (D, N)
-        return GPPrediction(grid[rows], mean[:, rows].T, var[:, rows].T,
+        t_out = grid[rows]
+        return GPPrediction(t_out, mean[:, rows].T + self.prior_mean(t_out), var[:, rows].T,
                             self.noise_variance.detach())
 
     def sample_posterior(self, t_new: Tensor | None = None, n_samples: int = 1,
@@ -176,11 +201,11 @@ class StateSpaceGP(nn.Module):
         Returns: (K, N, D) with K = n_samples.
         """
         grid, x, mask, rows = self._merged(t_new)
-        xs, ms = self._as_ssm_data(x, mask)
+        xs, ms = self._as_ssm_data(grid, x, mask)
         model = self.state_space_model(grid)
         z = ffbs_sample(model, xs, ms, n_samples=n_samples, generator=generator)  # (K, D, N, S)
         f = (model.emission_matrix[:, None] @ z[..., None])[..., 0, 0]  # (K, D, N)
-        return f[:, :, rows].transpose(1, 2)
+        return f[:, :, rows].transpose(1, 2) + self.prior_mean(grid[rows])     # (K, N, D)
 
     def hyperparameters(self) -> dict[str, float]:
         """Flat name -> value of every positive hyperparameter (noise included)."""
@@ -189,4 +214,12 @@ class StateSpaceGP(nn.Module):
             prefix = f"output{d}." if self.num_outputs > 1 else ""
             out.update({prefix + name: v for name, v in k.hyperparameters().items()})
             out[prefix + "noise_variance"] = float(self.noise_variance[d].detach())
+        return out
+
+    def mean_parameters(self) -> dict[str, float]:
+        """Flat name -> value of each output's mean parameters (empty for ZeroMean)."""
+        out = {}
+        for d, m in enumerate(self.means):
+            prefix = f"output{d}." if self.num_outputs > 1 else ""
+            out.update({prefix + name: v for name, v in m.hyperparameters().items()})
         return out
