@@ -91,9 +91,27 @@ def scaling(model_config, train: SequenceDataset) -> Standardizer:
     return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
 
 
+def given_keys(args: argparse.Namespace) -> set[str]:
+    """Field names that --set gave explicitly (without their section prefix)."""
+    return {item.split("=", 1)[0].strip().rpartition(".")[2] for item in args.set}
+
+
+def default_observation(args: argparse.Namespace, model_config, train: SequenceDataset):
+    """Binary data (every observed value 0 or 1) gets a Bernoulli observation model unless
+    --set chose one: a Gaussian's likelihood on 0/1 values grows without bound."""
+    if "observation" in given_keys(args) or \
+            getattr(model_config, "observation", None) != "gaussian":
+        return model_config
+    values = np.concatenate([s.x[~np.isnan(s.x)] for s in train.sequences])
+    if values.size == 0 or not np.isin(values, (0.0, 1.0)).all():
+        return model_config
+    print("binary data: using observation=bernoulli (--set observation=gaussian overrides)")
+    return dataclasses.replace(model_config, observation="bernoulli")
+
+
 def train_config(args: argparse.Namespace, config):
     """The TrainConfig with --seed and --device, unless --set gave them."""
-    given = {item.split("=", 1)[0].strip().rpartition(".")[2] for item in args.set}
+    given = given_keys(args)
     overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device))
                  if k not in given}
     return dataclasses.replace(config, **overrides)
@@ -146,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     spec = common.data_spec(args)
     data, train, val, test, shared = load_splits(spec, args.seed)
+    configs["model"] = default_observation(args, configs["model"], train)
     standardizer = scaling(configs["model"], train)
     train, test = standardizer.transform(train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)
