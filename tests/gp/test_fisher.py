@@ -51,7 +51,7 @@ def test_value_and_gradient_match_parallel_engine(name):
     assert float((l_fk - l_ref).abs() / l_ref.abs()) < 1e-10
     assert g_ref.abs().min() > 0       # every hyperparameter has a non-trivial gradient
     rel = float(((g_fk - g_ref).abs() / g_ref.abs()).max())
-    assert rel < 1e-6, rel
+    assert rel < 1e-9, rel
 
 
 def test_gradient_through_prior_mean_and_observations():
