@@ -7,6 +7,7 @@ Implementations: dynvae state-space GP (sequential, parallel and fisher Kalman e
 last is the native C smoother with the gradient by Fisher's identity), a dense Cholesky GP
 in torch (dynvae.gp.exact), scikit-learn, gpytorch ExactGP, and dynamax's Kalman
 filter/smoother on the same discretised model (no gradient: values only).
+Each method runs for growing T until it passes the memory cap or its time budget;
 seconds are medians of repeats. ``max_abs_diff`` compares with the dense GP where it ran.
 
     python benchmarks/gp.py --quick --json out.json

@@ -3,11 +3,14 @@
     grad_theta log p(x | theta) = grad_theta E_{p(z | x, theta0)}[log p(x, z | theta)] at theta0
 
 (Fisher 1925; the EM Q-function, Dempster, Laird and Rubin 1977; for LGSSMs Shumway and
-Stoffer 1982). The smoother runs once, without autograd, in C; the expected complete-data
-log-likelihood Q(theta) is then evaluated in torch, vectorised over T, with the smoothed
-moments held fixed, and ``ll + (Q - Q.detach())`` has the exact value and the exact first
-derivative. It is valid for first derivatives only: a double backward (Hessians, gradient
-penalties) of this surrogate is NOT the Hessian of log p(x).
+Stoffer 1982). The smoother runs once, without autograd, in C; a surrogate whose gradient
+is this expectation's, with the smoothed moments held fixed, is then evaluated in torch,
+vectorised over T, and ``ll + (q - q.detach())`` has the exact value and the exact first
+derivative. For the state, the expected scores are written with the disturbance-smoother
+quantities r_t, N_t (Koopman and Shephard 1992), which need no inverse of Q_t: the
+discretised Q_t of a smooth kernel is ill-conditioned at short steps and exactly zero for
+the (undamped) periodic kernel. Valid for first derivatives only: a double backward
+(Hessians, gradient penalties) of the surrogate is NOT the Hessian of log p(x).
 """
 
 from __future__ import annotations
