@@ -3,9 +3,10 @@
 Two cases on irregular times with 10% missing values, float64:
   lml_grad   log marginal likelihood and its gradient w.r.t. the hyperparameters;
   posterior  posterior mean and variance at the training times.
-Implementations: dynvae state-space GP (sequential and parallel Kalman engines), a dense
-Cholesky GP in torch (dynvae.gp.exact), scikit-learn, gpytorch ExactGP, and dynamax's
-Kalman filter/smoother on the same discretised model (no gradient: values only).
+Implementations: dynvae state-space GP (sequential, parallel and fisher Kalman engines; the
+last is the native C smoother with the gradient by Fisher's identity), a dense Cholesky GP
+in torch (dynvae.gp.exact), scikit-learn, gpytorch ExactGP, and dynamax's Kalman
+filter/smoother on the same discretised model (no gradient: values only).
 Each method runs for growing T until it passes the memory cap or its time budget;
 seconds are medians of repeats. ``max_abs_diff`` compares with the dense GP where it ran.
 
@@ -23,8 +24,9 @@ import time
 import numpy as np
 import torch
 
+from dynvae.errors import ConfigError
 from dynvae.gp.exact import exact_log_marginal_likelihood, exact_posterior
-from dynvae.gp.inference import ParallelKalman, SequentialKalman
+from dynvae.gp.inference import FisherKalman, ParallelKalman, SequentialKalman
 from dynvae.gp.kernels import Matern52
 from dynvae.gp.regression import StateSpaceGP
 
@@ -217,6 +219,10 @@ def implementations():
         "dynvae-ssgp-parallel": (dynvae_lml(ParallelKalman), dynvae_post(ParallelKalman),
                                  10 ** 7),
     }
+    try:
+        impls["dynvae-ssgp-fisher"] = (dynvae_lml(FisherKalman), dynvae_post(FisherKalman), 10 ** 7)
+    except ConfigError as err:
+        print(f"skipping dynvae-ssgp-fisher: {err}")
     for name, make, cap in (("scikit-learn", sklearn_fns, 20_000),
                             ("gpytorch-exact", gpytorch_fns, 20_000),
                             ("dynamax-kalman", dynamax_fns, 10 ** 7)):
@@ -279,10 +285,11 @@ def print_table(rows: list[dict]) -> None:
         cells = [f"{sec[i]:.4g}" if i in sec else "-" for i in impls]
         exact = [sec[i] for i in ("dense-cholesky-torch", "scikit-learn", "gpytorch-exact")
                  if i in sec]
-        fast = [sec[i] for i in ("dynvae-ssgp-sequential", "dynvae-ssgp-parallel") if i in sec]
+        fast = [sec[i] for i in ("dynvae-ssgp-sequential", "dynvae-ssgp-parallel",
+                                 "dynvae-ssgp-fisher") if i in sec]
         ratio = f"{min(exact) / min(fast):.1f}x" if exact and fast else "-"
         print(f"| {case} | " + " | ".join(cells) + f" | {ratio} |")
-    for impl in ("dynvae-ssgp-sequential", "dynvae-ssgp-parallel"):
+    for impl in ("dynvae-ssgp-sequential", "dynvae-ssgp-parallel", "dynvae-ssgp-fisher"):
         for case in ("lml_grad", "posterior"):
             pts = [(r["T"], r["seconds"]) for r in rows
                    if r["impl"] == impl and r["case"].startswith(case + "/") and r["T"] >= 1000]

@@ -117,3 +117,6 @@ def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert "mean.slope" not in metrics and 300 < metrics["mean.constant"] < 330
     assert json.loads((out / "config.json").read_text())["mean"] == "constant"
+    assert main(argv + ["--force", "--engine", "fisher", "--max-iter", "2"]) == 0
+    assert json.loads((out / "config.json").read_text())["engine"] == "fisher"
+    assert np.isfinite(json.loads((out / "metrics.json").read_text())["log_marginal_likelihood"])

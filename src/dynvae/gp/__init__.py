@@ -2,12 +2,19 @@
 
 from dynvae.gp.discretize import discretize, gp_state_space_model
 from dynvae.gp.exact import exact_log_marginal_likelihood, exact_posterior
-from dynvae.gp.inference import ENGINES, KalmanEngine, ParallelKalman, SequentialKalman
+from dynvae.gp.inference import (
+    ENGINES,
+    FisherKalman,
+    KalmanEngine,
+    ParallelKalman,
+    SequentialKalman,
+)
 from dynvae.gp.mean import MEANS, ConstantMean, LinearMean, MeanFunction, ZeroMean
 from dynvae.gp.regression import FitResult, GPPrediction, StateSpaceGP
 
 __all__ = [
-    "ENGINES", "MEANS", "ConstantMean", "FitResult", "GPPrediction", "KalmanEngine", "LinearMean",
+    "ENGINES", "MEANS", "ConstantMean", "FisherKalman", "FitResult", "GPPrediction", "KalmanEngine",
+    "LinearMean",
     "MeanFunction", "ParallelKalman", "SequentialKalman", "StateSpaceGP", "ZeroMean", "discretize",
     "exact_log_marginal_likelihood", "exact_posterior", "gp_state_space_model",
 ]

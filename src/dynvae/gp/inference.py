@@ -8,6 +8,7 @@ from torch import Tensor
 
 from dynvae.errors import ConfigError
 from dynvae.ssm import FilterResult, LinearGaussianSSM, SmootherResult, kalman_filter, rts_smoother
+from dynvae.ssm.kalman import check_inputs
 
 
 class KalmanEngine(ABC):
@@ -47,4 +48,39 @@ class ParallelKalman(KalmanEngine):
         return self._parallel.parallel_rts_smoother(model, x, mask)
 
 
-ENGINES = {"sequential": SequentialKalman, "parallel": ParallelKalman}
+class FisherKalman(KalmanEngine):
+    """Native C filter and smoother for values; gradients by Fisher's identity.
+
+    The log-likelihood value comes from the C smoother (dynvae.ssm.native); its gradient
+    is that of the expected complete-data log-likelihood with the smoothed moments held
+    fixed (dynvae.gp.fisher), which equals the exact first derivative. Only first
+    derivatives are valid: no double backward (Hessians) through this engine. The other
+    outputs (means, covariances) are values without autograd.
+    """
+
+    def __init__(self) -> None:
+        from dynvae.ssm import native
+        if not native.native_available():
+            raise ConfigError("the fisher Kalman engine needs the native C back end "
+                              "(dynvae.ssm.native), which did not compile or load here; "
+                              "use the 'parallel' or 'sequential' engine")
+        from dynvae.gp import fisher
+        self._native, self._fisher = native, fisher
+
+    def _run(self, model, x, mask) -> SmootherResult:
+        mask = check_inputs(model, x, mask, None)
+        sm = self._native.native_rts_smoother(self._fisher.detached(model), x.detach(), mask)
+        if not self._native.needs_grad(model, x):
+            return sm
+        q = self._fisher.fisher_surrogate(model, x, mask, sm)
+        ll = sm.log_likelihood + (q - q.detach())                  # value + Fisher gradient
+        return sm._replace(log_likelihood=ll, filtered=sm.filtered._replace(log_likelihood=ll))
+
+    def filter(self, model, x, mask):
+        return self._run(model, x, mask).filtered
+
+    def smoother(self, model, x, mask):
+        return self._run(model, x, mask)
+
+
+ENGINES = {"sequential": SequentialKalman, "parallel": ParallelKalman, "fisher": FisherKalman}
