@@ -13,6 +13,7 @@ Matern kernels) and ``variance`` (the output scale k(0)).
 from __future__ import annotations
 
 import math
+from abc import abstractmethod
 
 import torch
 from torch import Tensor
@@ -48,9 +49,9 @@ class Matern(Kernel):
     def state_dim(self) -> int:
         return self.order + 1
 
+    @abstractmethod
     def unit_stationary_cov(self, lam: Tensor) -> Tensor:
         """Pinf / variance as a closed form in lam, (S, S)."""
-        raise NotImplementedError
 
     def state_space(self) -> StateSpace:
         p, lam, S = self.order, self.rate, self.state_dim
