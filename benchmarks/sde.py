@@ -120,8 +120,8 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
     ts = torch.linspace(0, args.steps * args.dt, args.n_obs)
     fns = {"dynvae": _runner(lambda: sdeint(ours_sde, z0, ts, solver=solver, dt=args.dt).z,
                              net, z0, backward)}
-    if args.compile and isinstance(solver, EulerMaruyama):
-        compiled = Compiled(solver)
+    if args.compile:
+        compiled = Compiled(solver, steps_per_graph=args.steps_per_graph)
         fns["dynvae-compiled"] = _runner(
             lambda: sdeint(ours_sde, z0, ts, solver=compiled, dt=args.dt).z, net, z0, backward)
     if torchsde is not None:
@@ -173,6 +173,8 @@ def main(argv=None):
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--steps", type=int, default=None, help="solver steps (default 200; 20 quick)")
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5; 3 quick)")
+    p.add_argument("--steps-per-graph", type=int, default=8,
+                   help="steps traced into one graph by the compiled solver (default 8)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the torch.compile rows (always skipped with --quick)")
     args = p.parse_args(argv)

@@ -87,18 +87,59 @@ def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: fl
     t_steps = list(times[0].unbind(0)) if shared else list(times.t().unsqueeze(-1).unbind(0))
     hs = torch.diff(times, dim=-1)  # (R, N)
     h_steps = hs[0].tolist() if shared else list(hs.t().unsqueeze(-1).unbind(0))
-    noise = _noise(bm, times, hs, B, W, solver.needs_levy_area, generator, batch_shape)
+    blocks = _noise(bm, times, hs, B, W, solver.needs_levy_area, generator, batch_shape,
+                    solver.steps_per_call)
+    if solver.steps_per_call > 1:
+        return _solve_in_blocks(solver, sde, drift_cost, z, times, blocks, obs_steps,
+                                cost_shape, batch_shape)
     record = set(obs_steps.tolist())
-    zs, costs, cost = [z], [], None
-    for i, (dW, H) in enumerate(noise):
-        z, dc = solver.step(sde, drift_cost, t_steps[i], t_steps[i + 1], h_steps[i], z, dW, H)
-        if dc is not None:
-            cost = dc if cost is None else cost + dc
-        if i + 1 in record:
-            zs.append(z)
-            costs.append(cost)
+    zs, costs, cost, i = [z], [], None, 0
+    for dW_block, H_block in blocks:
+        H_steps = [None] * dW_block.shape[0] if H_block is None else H_block.unbind(0)
+        for dW, H in zip(dW_block.unbind(0), H_steps, strict=True):
+            z, dc = solver.step(sde, drift_cost, t_steps[i], t_steps[i + 1], h_steps[i], z,
+                                dW, H)
+            if dc is not None:
+                cost = dc if cost is None else cost + dc
+            i += 1
+            if i in record:
+                zs.append(z)
+                costs.append(cost)
     out = torch.stack(zs, dim=1).reshape(*batch_shape, -1, Z)
     return SDESolution(out, _stack_costs(costs, z, cost_shape, batch_shape))
+
+
+def _solve_in_blocks(solver: Solver, sde: SDE, drift_cost, z: Tensor, times: Tensor,
+                     blocks, obs_steps: Tensor, cost_shape: tuple | None, batch_shape: tuple
+                     ) -> SDESolution:
+    """Drive a solver that takes several steps per call (``Solver.advance``)."""
+    shared = times.shape[0] == 1
+    ts = times[0] if shared else times.t().unsqueeze(-1)  # (N + 1,) or (N + 1, B, 1)
+    hs = torch.diff(ts, dim=0)
+    k = solver.steps_per_call
+    cost = None if cost_shape is None else z.new_zeros(z.shape[0], cost_shape[0] if cost_shape
+                                                       else 1)
+    z_parts, cost_parts, start = [z.unsqueeze(0)], [], 0
+    if cost is not None:
+        cost_parts.append(cost.unsqueeze(0))
+    for dW_block, H_block in blocks:
+        for s in range(0, dW_block.shape[0], k):
+            dW = dW_block[s:s + k]
+            H = None if H_block is None else H_block[s:s + k]
+            n = dW.shape[0]
+            zs, cs = solver.advance(sde, drift_cost, ts[start:start + n + 1],
+                                    hs[start:start + n], z, dW, H, cost)
+            z, start = zs[-1], start + n
+            z_parts.append(zs)
+            if cs is not None:
+                cost = cs[-1]
+                cost_parts.append(cs)
+    out = torch.cat(z_parts)[obs_steps].transpose(0, 1)  # (B, T, Z)
+    out = out.reshape(*batch_shape, -1, z.shape[-1])
+    if cost_shape is None:
+        return SDESolution(out)
+    costs = torch.cat(cost_parts)[obs_steps].transpose(0, 1)
+    return SDESolution(out, costs.reshape(*batch_shape, -1, *cost_shape))
 
 
 def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, tuple]:
@@ -138,36 +179,38 @@ def _drift_cost(sde: SDE):
 
 
 def _noise(bm: BrownianPath | None, times: Tensor, hs: Tensor, B: int, W: int, levy: bool,
-           generator: torch.Generator | None, batch_shape: tuple
+           generator: torch.Generator | None, batch_shape: tuple, multiple: int = 1
            ) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Per-step (dW (B, W), H (B, W) or None), from a BrownianPath or drawn on the fly."""
+    """Blocks of consecutive steps' noise (dW (n, B, W), H (n, B, W) or None), from a
+    BrownianPath or drawn on the fly in blocks of a multiple of ``multiple`` steps."""
     if bm is not None:
         if not isinstance(bm, BrownianPath) or bm.shape != (*batch_shape, W):
             raise DataError(f"bm must be a BrownianPath of shape {(*batch_shape, W)}, got "
                             f"{getattr(bm, 'shape', type(bm).__name__)}")
         grid = times[0] if times.shape[0] == 1 else times.reshape(*batch_shape, -1)
         dW, H = bm.increments(grid.to(bm.dtype))
-        dW = dW.reshape(B, -1, W).to(times.dtype).unbind(1)
-        H = H.reshape(B, -1, W).to(times.dtype).unbind(1) if levy else [None] * len(dW)
-        return zip(dW, H, strict=True)
-    return _drawn_noise(hs, B, W, levy, generator)
+        dW = dW.reshape(B, -1, W).to(times.dtype).transpose(0, 1)
+        H = H.reshape(B, -1, W).to(times.dtype).transpose(0, 1) if levy else None
+        return iter([(dW, H)])
+    return _drawn_noise(hs, B, W, levy, generator, multiple)
 
 
-def _drawn_noise(hs: Tensor, B: int, W: int, levy: bool, generator: torch.Generator | None):
+def _drawn_noise(hs: Tensor, B: int, W: int, levy: bool, generator: torch.Generator | None,
+                 multiple: int = 1):
     N = hs.shape[-1]
     chunk = max(1, _CHUNK_ELEMENTS // (B * W * (2 if levy else 1)))
+    chunk = max(multiple, chunk // multiple * multiple)
     sqrt_h = hs.t().clamp_min(0).sqrt().unsqueeze(-1)  # (N, R, 1)
     for start in range(0, N, chunk):
         stop = min(N, start + chunk)
         shape = (stop - start, B, W)
         dW = torch.randn(shape, generator=generator, dtype=hs.dtype, device=hs.device)
-        dW = (dW * sqrt_h[start:stop]).unbind(0)
+        dW = dW * sqrt_h[start:stop]
+        H = None
         if levy:  # H ~ N(0, h / 12), independent of dW.
             H = torch.randn(shape, generator=generator, dtype=hs.dtype, device=hs.device)
-            H = (H * (sqrt_h[start:stop] / math.sqrt(12.0))).unbind(0)
-        else:
-            H = [None] * len(dW)
-        yield from zip(dW, H, strict=True)
+            H = H * (sqrt_h[start:stop] / math.sqrt(12.0))
+        yield dW, H
 
 
 def _stack_costs(costs: list, z: Tensor, cost_shape: tuple | None, batch_shape: tuple

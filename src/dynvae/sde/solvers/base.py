@@ -64,6 +64,25 @@ class Solver(abc.ABC):
         """One step: z (B, Z), dW (B, W), H (B, W) or None -> (z1 (B, Z), cost increment
         (B, C) or None)."""
 
+    steps_per_call: ClassVar[int] = 1
+
+    def advance(self, sde: SDE, drift_cost: DriftCost, ts: Tensor, hs: Tensor, z: Tensor,
+                dW: Tensor, H: Tensor | None, cost: Tensor | None
+                ) -> tuple[Tensor, Tensor | None]:
+        """n consecutive steps: ts (n + 1, ...) step times, hs (n, ...) step sizes (0-dim
+        or (B, 1) per step), dW and H (n, B, W), cost (B, C) accumulated so far or None.
+        Returns (z after each step (n, B, Z), accumulated cost after each step (n, B, C)
+        or None). Solvers with ``steps_per_call > 1`` are driven through this method."""
+        zs, costs = [], []
+        for i in range(dW.shape[0]):
+            z, dc = self.step(sde, drift_cost, ts[i], ts[i + 1], hs[i], z, dW[i],
+                              None if H is None else H[i])
+            zs.append(z)
+            if cost is not None:
+                cost = cost + dc
+                costs.append(cost)
+        return torch.stack(zs), (torch.stack(costs) if cost is not None else None)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 

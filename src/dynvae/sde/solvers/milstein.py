@@ -30,6 +30,21 @@ def diffusion_directional_derivative(sde: SDE, t: Tensor, z: Tensor) -> tuple[Te
     when g_i depends on z only through z_i). Scalar: J g with J = dg/dz (B, Z, Z).
     Returns (g, gdg) with g as the diffusion returns it and gdg (B, Z).
     """
+    if torch.compiler.is_compiling():
+        # Traceable form: a forward-mode derivative in direction g. J g has entries
+        # g_i dg_i/dz_i for diagonal noise (g_i depends on z_i only) and is the scalar
+        # noise term directly; parameter gradients flow through it.
+        g = sde.diffusion(t, z)
+        g_flat = g if sde.noise is NoiseType.DIAGONAL else g.squeeze(-1)
+
+        def flat(zz):
+            out = sde.diffusion(t, zz)
+            return out if sde.noise is NoiseType.DIAGONAL else out.squeeze(-1)
+        # Primal and tangent share one dense layout, as forward-mode views require.
+        primal = z.clone(memory_format=torch.contiguous_format)
+        tangent = g_flat.clone(memory_format=torch.contiguous_format)
+        _, gdg = torch.func.jvp(flat, (primal,), (tangent,))
+        return g, gdg
     create = torch.is_grad_enabled()
     with torch.enable_grad():
         zz = z if z.requires_grad else z.detach().requires_grad_(True)
