@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -12,14 +12,16 @@ from dynvae.errors import ConfigError
 
 
 class MLP(nn.Module):
-    """Multi-layer perceptron (…, in_features) -> (…, out_features) with ReLU hidden layers.
+    """Multi-layer perceptron (…, in_features) -> (…, out_features) with ReLU hidden layers
+    (or another ``activation`` module class, e.g. nn.Softplus for smooth SDE drifts).
 
     With no hidden layers it is one affine map, which is how the linear-Gaussian
     special case of the deep models is built.
     """
 
     def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_features: int,
-                 activate_output: bool = False) -> None:
+                 activate_output: bool = False,
+                 activation: Callable[[], nn.Module] = nn.ReLU) -> None:
         super().__init__()
         sizes = [in_features, *hidden_sizes, out_features]
         if any(int(s) < 1 for s in sizes):
@@ -28,7 +30,7 @@ class MLP(nn.Module):
         for i in range(len(sizes) - 1):
             layers.append(nn.Linear(sizes[i], sizes[i + 1]))
             if i < len(sizes) - 2 or activate_output:
-                layers.append(nn.ReLU())
+                layers.append(activation())
         self.net = nn.Sequential(*layers)
         self.in_features, self.out_features = in_features, out_features
 

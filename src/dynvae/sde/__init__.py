@@ -1,6 +1,7 @@
 """dynvae.sde: stochastic calculus toolkit (Brownian motion, SDE solvers, processes)."""
 
 from dynvae.sde.brownian import BrownianPath, brownian_increments
+from dynvae.sde.girsanov import DiagonalSDE, GirsanovKL, GirsanovLogRatio
 from dynvae.sde.ito import ito_correction, ito_lemma, to_ito, to_stratonovich
 from dynvae.sde.linear import LinearSDE, solve_lyapunov, van_loan
 from dynvae.sde.sde import SDE, NoiseType, SDEType, SDEWithRunningCost, check_sde
@@ -21,5 +22,5 @@ __all__ = [
     "check_sde", "sdeint", "SDESolution", "step_schedule", "Solver", "Compiled", "EulerMaruyama",
     "Milstein", "StratonovichMilstein", "SRK", "Heun", "EulerHeun", "ito_correction",
     "ito_lemma", "to_ito", "to_stratonovich",
-    "LinearSDE", "solve_lyapunov", "van_loan",
+    "LinearSDE", "solve_lyapunov", "van_loan", "DiagonalSDE", "GirsanovKL", "GirsanovLogRatio",
 ]

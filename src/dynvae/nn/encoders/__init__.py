@@ -3,6 +3,7 @@
 from dynvae.nn.encoders.backward import BackwardEncoder
 from dynvae.nn.encoders.base import CombinerEncoder, Encoder, reverse_padded
 from dynvae.nn.encoders.bidirectional import BidirectionalEncoder
+from dynvae.nn.encoders.context import BackwardContext
 from dynvae.nn.encoders.filtering import FilteringEncoder
 from dynvae.nn.encoders.local import LocalEncoder
 
@@ -16,6 +17,7 @@ ENCODERS: dict[str, type[Encoder]] = {
 
 __all__ = [
     "ENCODERS",
+    "BackwardContext",
     "BackwardEncoder",
     "BidirectionalEncoder",
     "CombinerEncoder",

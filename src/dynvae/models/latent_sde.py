@@ -1,0 +1,326 @@
+"""Latent SDE (Li et al. 2020, "Scalable gradients for stochastic differential
+equations", sec. 5 and 9.9): a continuous-time DVAE whose prior is a neural SDE.
+
+Generative model, on each sequence's own observation times t_0 < ... < t_{L-1}:
+    z_0 ~ N(m_0, diag v_0)                               (learned)
+    dz = f_p(z) dt + g(z) dW                              (prior SDE, Ito)
+    x_k ~ N(mu(z(t_k)), diag s^2)                         (MLP decoder, learned s per dimension)
+Inference: a GRU run backwards in time over (x_k * mask_k, mask_k, time gaps) gives
+contexts c_k summarising x_{k:L-1}; q(z_0 | x) = N(.) from c_0, and the posterior SDE
+    dz = f_q(z, c(t)) dt + g(z) dW,   c(t) = c_{k+1} on [t_k, t_{k+1}),
+sees on each observation interval the summary of the observations still ahead (the
+information a Doob h-transform of the prior would use). Prior and posterior share the
+diagonal diffusion g, so by Girsanov's theorem (dynvae.sde.girsanov)
+    KL(q || p) = KL(q(z_0) || p(z_0)) + E_q int_{t_0}^{t_{L-1}} 1/2 |(f_q - f_p) / g|^2 dt,
+the first term in closed form, the second integrated by ``sdeint`` as the running cost
+of the posterior SDE on each sequence's own grid (exact padding and irregular times).
+The networks are autonomous: time enters only through the context, so forecasts and
+samples do not depend on the absolute time origin.
+
+The importance-weighted bound uses, per posterior path, log w = log p(x | z) +
+log p(z_0) - log q(z_0) + log dP/dQ, with log dP/dQ = -int u . dW - 1/2 int |u|^2 dt
+(u = (f_q - f_p) / g) carried as an extra state of the posterior SDE and solved with
+Euler-Maruyama, for which it is the exact log-ratio of the discretised path densities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError
+from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
+from dynvae.models.base import DVAE, ELBOTerms, Prediction
+from dynvae.models.common import (
+    DictConfig,
+    as_sizes,
+    check_choice,
+    check_dims,
+    check_future,
+    check_positive,
+    check_sample_times,
+    last_valid,
+    log_mean_exp,
+    mixture_moments,
+    observation_features,
+    prepare_batch,
+)
+from dynvae.nn.diffusion import DiagonalDiffusion
+from dynvae.nn.encoders import BackwardContext
+from dynvae.nn.mlp import MLP, GaussianHead, trunk
+from dynvae.nn.observation import GaussianObservation
+from dynvae.nn.transition import LearnedGaussianPrior
+from dynvae.sde import (
+    BrownianPath,
+    Compiled,
+    DiagonalSDE,
+    EulerMaruyama,
+    GirsanovKL,
+    GirsanovLogRatio,
+    Milstein,
+    Solver,
+    sdeint,
+)
+
+IWAE_CHUNK = 64   # importance samples drawn at once by log_likelihood_bound
+
+SOLVERS: dict[str, Callable[[], Solver]] = {
+    "euler": EulerMaruyama,
+    "milstein": Milstein,
+    "euler-compiled": lambda: Compiled(EulerMaruyama()),
+}
+
+
+@dataclass
+class LatentSDEConfig(DictConfig):
+    """Configuration of :class:`LatentSDE`.
+
+    solver: a name in ``SOLVERS`` ("euler", "milstein", "euler-compiled"). dt: largest
+    solver step in the data's time unit (None: one step per observation interval).
+    Empty ``emission_hidden`` makes the decoder affine.
+    """
+
+    model_name = "latent SDE"
+
+    latent_dim: int = 4
+    context_dim: int = 16
+    encoder_hidden: int = 32
+    drift_hidden: tuple[int, ...] = (64, 64)
+    diffusion_hidden: int = 16
+    emission_hidden: tuple[int, ...] = (32,)
+    solver: str = "euler"
+    dt: float | None = None
+    min_var: float = 1e-4
+    min_diffusion: float = 1e-3
+    n_predict_samples: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice("solver", self.solver, SOLVERS)
+        self.drift_hidden = as_sizes("drift_hidden", self.drift_hidden)
+        self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
+        check_positive(latent_dim=self.latent_dim, context_dim=self.context_dim,
+                       encoder_hidden=self.encoder_hidden,
+                       diffusion_hidden=self.diffusion_hidden,
+                       n_predict_samples=self.n_predict_samples)
+        if self.dt is not None:
+            check_positive(dt=self.dt)
+        if self.min_var < 0 or self.min_diffusion < 0:
+            raise ConfigError(f"min_var and min_diffusion must be >= 0, got {self.min_var}, "
+                              f"{self.min_diffusion}")
+
+
+class PosteriorPaths(NamedTuple):
+    """K posterior paths: z (K, B, T, Z) at the observation times; path (K, B) the
+    Girsanov KL integrand (or log dP/dQ) from t_0 to each sequence's last time;
+    log_ratio0 (K, B) log p(z_0) - log q(z_0); kl0 (B,) KL(q(z_0) || p(z_0))."""
+
+    z: Tensor
+    path: Tensor
+    log_ratio0: Tensor
+    kl0: Tensor
+
+
+def solver_grid(batch: SequenceBatch, pad_step: float) -> Tensor:
+    """Times for ``sdeint``: (T,) when all sequences share one full grid, else (B, T)
+    with each padded time replaced by t_last + j * pad_step, so every row is strictly
+    increasing and the padding comes after everything that is scored."""
+    t, lengths, T = batch.t, batch.lengths, batch.n_steps
+    if bool((lengths == T).all()) and bool((t == t[:1]).all()):
+        return t[0]
+    t_last = last_valid(t[..., None], lengths)                               # (B, 1)
+    beyond = torch.arange(T, device=t.device) - (lengths[:, None] - 1)       # (B, T)
+    return torch.where(batch.valid, t, t_last + beyond.to(t) * pad_step)
+
+
+def interval_context(times: Tensor, contexts: Tensor) -> Callable[[Tensor], Tensor]:
+    """t -> c(t) (R, C): contexts[:, k + 1] on [t_k, t_{k+1}) of each row.
+
+    times: (T,) shared or (R, T) per-row grids; contexts: (R, T, C). ``t`` is 0-dim for
+    a shared grid and (R, 1) otherwise, as ``sdeint`` passes it.
+    """
+    T, C = contexts.shape[1], contexts.shape[2]
+    times = times.contiguous()
+
+    def lookup(t: Tensor) -> Tensor:
+        if times.dim() == 1:
+            k = torch.searchsorted(times, t.reshape(1), right=True).clamp_max(T - 1)
+            return contexts.index_select(1, k).squeeze(1)
+        k = torch.searchsorted(times, t.contiguous(), right=True).clamp_max(T - 1)  # (R, 1)
+        return contexts.gather(1, k.unsqueeze(-1).expand(-1, 1, C)).squeeze(1)
+    return lookup
+
+
+def time_features(batch: SequenceBatch) -> Tensor:
+    """(B, T, 2): gaps to the next and from the previous valid time (0 at the ends)."""
+    valid = batch.valid
+    t = torch.where(valid, batch.t, torch.zeros_like(batch.t))
+    both = valid[:, 1:] & valid[:, :-1]
+    gap = torch.where(both, t[:, 1:] - t[:, :-1], torch.zeros_like(t[:, 1:]))  # (B, T-1)
+    zero = torch.zeros_like(t[:, :1])
+    return torch.stack([torch.cat([gap, zero], 1), torch.cat([zero, gap], 1)], -1)
+
+
+class LatentSDE(DVAE):
+    """The latent SDE of Li et al. (2020) with missing values and irregular times.
+
+    Args: config: :class:`LatentSDEConfig`. data_dim: D. input_dim: must be 0.
+    """
+
+    Config = LatentSDEConfig
+
+    def __init__(self, config: LatentSDEConfig, data_dim: int, input_dim: int = 0) -> None:
+        super().__init__()
+        check_dims(data_dim, input_dim)
+        if input_dim != 0:
+            raise ConfigError(f"the latent SDE takes no control inputs, got input_dim="
+                              f"{input_dim}")
+        c = self.config = config
+        Z, C, D = c.latent_dim, c.context_dim, data_dim
+        self.data_dim, self.input_dim = D, 0
+        self.encoder = BackwardContext(2 * D + 2, c.encoder_hidden, C)
+        self.initial_posterior = GaussianHead(C, Z, min_var=c.min_var)
+        self.initial_prior = LearnedGaussianPrior(Z)
+        self.posterior_drift = MLP(Z + C, c.drift_hidden, Z, activation=nn.Softplus)
+        self.prior_drift = MLP(Z, c.drift_hidden, Z, activation=nn.Softplus)
+        self.diffusion = DiagonalDiffusion(Z, c.diffusion_hidden, c.min_diffusion)
+        self.emission_trunk, width = trunk(Z, c.emission_hidden)
+        self.observation = GaussianObservation(width, D, c.min_var, free_variance=True)
+        self.solver = SOLVERS[c.solver]()
+
+    @classmethod
+    def from_config(cls, config: LatentSDEConfig | Mapping, data_dim: int,
+                    input_dim: int = 0) -> LatentSDE:
+        if not isinstance(config, LatentSDEConfig):
+            config = LatentSDEConfig.from_dict(config)
+        return cls(config, data_dim, input_dim)
+
+    # ------------------------------------------------------------ building blocks
+    def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
+        return prepare_batch(batch, self.data_dim, 0, self.observation.head.mean.weight)
+
+    def emission(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and variance of p(x | z): z (…, Z) -> each (…, D)."""
+        return self.observation(self.emission_trunk(z))
+
+    def prior_sde(self) -> DiagonalSDE:
+        """dz = f_p(z) dt + g(z) dW."""
+        return DiagonalSDE(lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z))
+
+    def posterior_sde(self, times: Tensor, contexts: Tensor) -> GirsanovKL:
+        """dz = f_q(z, c(t)) dt + g(z) dW with the Girsanov running cost; times (T,) or
+        (R, T), contexts (R, T, C)."""
+        lookup = interval_context(times, contexts)
+        return GirsanovKL(lambda t, z: self.posterior_drift(torch.cat([z, lookup(t)], -1)),
+                          lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z))
+
+    def posterior_paths(self, batch: SequenceBatch, n_samples: int, *,
+                        log_ratio: bool = False, bm: BrownianPath | None = None,
+                        z0_noise: Tensor | None = None) -> PosteriorPaths:
+        """K = n_samples posterior paths of a prepared batch. ``log_ratio``: ``path`` is
+        log dP/dQ (Euler-Maruyama on the augmented state) instead of the KL integrand.
+        ``bm`` (K * B, Z) and ``z0_noise`` (K, B, Z) fix the noise (index k * B + b)."""
+        K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
+        features = torch.cat([observation_features(batch), time_features(batch)], -1)
+        ctx = self.encoder(features, batch.lengths)                           # (B, T, C)
+        q_mean, q_var = self.initial_posterior(ctx[:, 0])                     # (B, Z)
+        p_mean, p_var = self.initial_prior((B,), q_mean)
+        eps = torch.randn((K, B, Z), dtype=q_mean.dtype, device=q_mean.device) \
+            if z0_noise is None else z0_noise.to(q_mean)
+        z0 = q_mean + q_var.sqrt() * eps                                      # (K, B, Z)
+        log_ratio0 = (diag_gaussian_log_prob(z0, p_mean, p_var)
+                      - diag_gaussian_log_prob(z0, q_mean, q_var)).sum(-1)    # (K, B)
+        dt = self.config.dt
+        times = solver_grid(batch, dt or 1.0)
+        times = times if times.dim() == 1 else times.repeat(K, 1)             # (K * B, T)
+        sde = self.posterior_sde(times, ctx.repeat(K, 1, 1))
+        start = z0.reshape(K * B, Z)
+        if log_ratio:
+            start = torch.cat([start, start.new_zeros(K * B, 1)], -1)         # [z, log dP/dQ]
+            s = sdeint(GirsanovLogRatio(sde), start, times, EulerMaruyama(), dt, bm).z
+            z, path = s[..., :Z], s[..., Z]                                   # (KB, T, Z), (KB, T)
+        else:
+            sol = sdeint(sde, start, times, self.solver, dt, bm)
+            z, path = sol.z, sol.running_cost
+        z = z.reshape(K, B, T, Z)
+        last = (batch.lengths - 1).to(z.device).expand(K, B)[..., None]       # (K, B, 1)
+        path = path.reshape(K, B, T).gather(-1, last).squeeze(-1)             # (K, B)
+        return PosteriorPaths(z, path, log_ratio0,
+                              kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1))
+
+    def log_likelihood(self, batch: SequenceBatch, z: Tensor) -> Tensor:
+        """(K, B) log p(x | z) of the scored entries along paths z (K, B, T, Z)."""
+        lp = self.observation.log_prob(batch.x, self.emission(z), self.scored_mask(batch))
+        return lp.sum((-1, -2))
+
+    # ------------------------------------------------------------------ contract
+    def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
+        return self.elbo(batch, n_samples)
+
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1, *,
+             bm: BrownianPath | None = None, z0_noise: Tensor | None = None) -> ELBOTerms:
+        """E_q log p(x | z) - KL(q(z_0) || p(z_0)) - E_q int 1/2 |u|^2 dt, averaged over
+        ``n_samples`` paths (``bm``, ``z0_noise``: see :meth:`posterior_paths`)."""
+        check_positive(n_samples=n_samples)
+        batch = self._prepare(batch)
+        paths = self.posterior_paths(batch, n_samples, bm=bm, z0_noise=z0_noise)
+        log_lik = self.log_likelihood(batch, paths.z)
+        return ELBOTerms(log_lik.mean(0), paths.kl0 + paths.path.mean(0),
+                         batch.n_observed().to(log_lik))
+
+    def log_weights(self, batch: SequenceBatch, k: int, *, bm: BrownianPath | None = None,
+                    z0_noise: Tensor | None = None) -> Tensor:
+        """(k, B) log p(x, z) / q(z | x) of k posterior paths (Euler-Maruyama)."""
+        batch = self._prepare(batch)
+        paths = self.posterior_paths(batch, k, log_ratio=True, bm=bm, z0_noise=z0_noise)
+        return self.log_likelihood(batch, paths.z) + paths.log_ratio0 + paths.path
+
+    @torch.no_grad()
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
+        """IWAE bound log (1/k) sum_k w_k with the path weights of :meth:`log_weights`, (B,)."""
+        check_positive(k=k)
+        log_w = [self.log_weights(batch, min(IWAE_CHUNK, k - start))
+                 for start in range(0, k, IWAE_CHUNK)]
+        return log_mean_exp(torch.cat(log_w, 0))
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Posterior predictive mean and std of every entry, Monte Carlo over q."""
+        batch = self._prepare(batch)
+        paths = self.posterior_paths(batch, self.config.n_predict_samples)
+        mean, var = self.observation.moments(self.emission(paths.z))
+        return Prediction(batch.t, *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def forecast(self, batch: SequenceBatch, t_future: Tensor) -> Prediction:
+        """Predictive mean/std at ``t_future`` (B, H): posterior draws of z at each
+        sequence's last time, continued with the prior SDE on that sequence's grid."""
+        batch = self._prepare(batch)
+        check_future(batch, t_future, None, 0)
+        K, (B, H) = self.config.n_predict_samples, t_future.shape
+        paths = self.posterior_paths(batch, K)
+        z_last = last_valid(paths.z, batch.lengths).reshape(K * B, -1)       # (K * B, Z)
+        t_last = last_valid(batch.t[..., None], batch.lengths)               # (B, 1)
+        grid = torch.cat([t_last, t_future.to(t_last)], 1).repeat(K, 1)      # (K * B, H + 1)
+        z = sdeint(self.prior_sde(), z_last, grid, self.solver, self.config.dt).z
+        mean, var = self.observation.moments(self.emission(z[:, 1:].reshape(K, B, H, -1)))
+        return Prediction(t_future, *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def sample(self, n: int, t: Tensor) -> Tensor:
+        """(n, T, D) draws of x at the times ``t`` (T,): z_0 ~ p(z_0), then the prior SDE."""
+        check_sample_times(t, None, 0)
+        z = self.sample_latents(n, t)
+        return self.observation.sample(self.emission(z))
+
+    def sample_latents(self, n: int, t: Tensor) -> Tensor:
+        """(n, T, Z) prior paths at the times ``t`` (T,)."""
+        like = self.observation.head.mean.weight
+        mean, var = self.initial_prior((n,), like)
+        z0 = mean + var.sqrt() * torch.randn_like(mean)                       # (n, Z)
+        return sdeint(self.prior_sde(), z0, t.to(like), self.solver, self.config.dt).z
