@@ -10,7 +10,7 @@ from dynvae.data.chorales import load_chorales
 from dynvae.data.classic import load_co2, load_nile
 from dynvae.data.dataset import SequenceDataset
 from dynvae.data.digits import load_healing_digits
-from dynvae.data.synthetic import synthetic_lgssm_dataset
+from dynvae.data.synthetic import stochastic_lorenz, synthetic_lgssm_dataset
 from dynvae.errors import ConfigError
 
 
@@ -33,6 +33,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "synthetic-lgssm": DatasetInfo("synthetic-lgssm", "samples of a random stable linear "
                                    "Gaussian SSM with entries missing at random",
                                    synthetic_lgssm_dataset, None),
+    "stochastic-lorenz": DatasetInfo("stochastic-lorenz", "stochastic Lorenz paths, 100 "
+                                     "noisy points on [0, 2] (Li et al. 2020); options for "
+                                     "irregular times and missing values",
+                                     stochastic_lorenz, None),
     "chorales": DatasetInfo("chorales", "Bach four-part chorales as 88-key binary piano "
                             "rolls on quarter-note frames, lengths 24-193 (music21)",
                             load_chorales, "datasets"),

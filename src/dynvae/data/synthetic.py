@@ -136,3 +136,42 @@ def synthetic_lgssm_dataset(n: int = 64, T: int = 100, S: int = 2, D: int = 3,
                             missing: float = 0.1, seed: int = 0) -> SequenceDataset:
     """The dataset of :func:`synthetic_lgssm` (use that function to get the true model)."""
     return synthetic_lgssm(n, T, S, D, missing, seed).dataset
+
+
+def stochastic_lorenz(n: int = 64, n_times: int = 100, t_end: float = 2.0,
+                      noise_std: float = 0.01, drop: float = 0.0, missing: float = 0.0,
+                      seed: int = 0) -> SequenceDataset:
+    """Noisy observations of the stochastic Lorenz system (Li et al. 2020, sec. 9.9).
+
+    Paths of ``dynvae.sde.processes.StochasticLorenz`` (drift a = (10, 28, 8/3),
+    multiplicative diagonal noise b = (0.1, 0.28, 0.3), z_0 ~ N(0, I)) are solved with
+    the Milstein scheme at step 1e-3 and read at ``n_times`` equally spaced times on
+    [0, t_end], plus N(0, noise_std^2) observation noise. ``drop``: share of the time
+    points removed at random from each sequence (irregular grids of varying lengths;
+    the first one is kept). ``missing``: share of the remaining entries hidden (NaN).
+    """
+    import numpy as np
+
+    from dynvae.data.dataset import Sequence
+    from dynvae.sde.processes import stochastic_lorenz_dataset
+
+    if n < 1 or n_times < 2 or not t_end > 0 or noise_std < 0:
+        raise ConfigError(f"stochastic-lorenz needs n >= 1, n_times >= 2, t_end > 0 and "
+                          f"noise_std >= 0, got {n}, {n_times}, {t_end}, {noise_std}")
+    for name, share in (("drop", drop), ("missing", missing)):
+        if not 0.0 <= share < 1.0:
+            raise ConfigError(f"{name} must lie in [0, 1), got {share}")
+    t, z = stochastic_lorenz_dataset(n, seed, n_times=n_times, t_end=t_end,
+                                     dtype=torch.float64)
+    rng = np.random.default_rng(seed + 1)
+    x = z.numpy() + noise_std * rng.standard_normal(z.shape)               # (n, T, 3)
+    x[rng.random(x.shape) < missing] = np.nan
+    sequences = []
+    for i in range(n):
+        keep = rng.random(n_times) >= drop
+        keep[0] = True
+        xi = x[i, keep]
+        if np.isnan(xi).all():
+            xi[0, 0] = z[i, 0, 0].item()
+        sequences.append(Sequence(t.numpy()[keep], xi, id=str(i)))
+    return SequenceDataset(sequences, ["x", "y", "z"])

@@ -21,9 +21,16 @@ def _dkf_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, T
     return paths.z.mean(0), paths.z.std(0)
 
 
+def _latent_sde_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+    """Mean and std over K posterior SDE paths at the observation times: (B, T, Z)."""
+    z = model.posterior_paths(model._prepare(batch), n_samples).z       # (K, B, T, Z)
+    return z.mean(0), z.std(0)
+
+
 def _readers() -> dict[type, Callable]:
     from dynvae.models.dkf import DeepKalmanFilter
-    return {DeepKalmanFilter: _dkf_latents}
+    from dynvae.models.latent_sde import LatentSDE
+    return {DeepKalmanFilter: _dkf_latents, LatentSDE: _latent_sde_latents}
 
 
 @torch.no_grad()
