@@ -125,6 +125,17 @@ class PosteriorPaths(NamedTuple):
     kl0: Tensor
 
 
+class PosteriorStart(NamedTuple):
+    """z0 (K * B, Z) draws from q(z_0 | x); times (T,) or (K * B, T) for ``sdeint``; sde
+    the posterior SDE with its contexts; log_ratio0 (K, B); kl0 (B,)."""
+
+    z0: Tensor
+    times: Tensor
+    sde: GirsanovKL
+    log_ratio0: Tensor
+    kl0: Tensor
+
+
 def solver_grid(batch: SequenceBatch, pad_step: float) -> Tensor:
     """Times for ``sdeint``: (T,) when all sequences share one full grid, else (B, T)
     with each padded time replaced by t_last + j * pad_step, so every row is strictly
@@ -218,13 +229,11 @@ class LatentSDE(DVAE):
         return GirsanovKL(lambda t, z: self.posterior_drift(torch.cat([z, lookup(t)], -1)),
                           lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z))
 
-    def posterior_paths(self, batch: SequenceBatch, n_samples: int, *,
-                        log_ratio: bool = False, bm: BrownianPath | None = None,
-                        z0_noise: Tensor | None = None) -> PosteriorPaths:
-        """K = n_samples posterior paths of a prepared batch. ``log_ratio``: ``path`` is
-        log dP/dQ (Euler-Maruyama on the augmented state) instead of the KL integrand.
-        ``bm`` (K * B, Z) and ``z0_noise`` (K, B, Z) fix the noise (index k * B + b)."""
-        K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
+    def posterior_start(self, batch: SequenceBatch, n_samples: int,
+                        z0_noise: Tensor | None = None) -> PosteriorStart:
+        """Encode a prepared batch and draw K = n_samples initial states from q(z_0 | x).
+        ``z0_noise`` (K, B, Z) fixes the standard normal draws."""
+        K, B, Z = n_samples, batch.batch_size, self.config.latent_dim
         features = torch.cat([observation_features(batch), time_features(batch)], -1)
         ctx = self.encoder(features, batch.lengths)                           # (B, T, C)
         q_mean, q_var = self.initial_posterior(ctx[:, 0])                     # (B, Z)
@@ -234,23 +243,42 @@ class LatentSDE(DVAE):
         z0 = q_mean + q_var.sqrt() * eps                                      # (K, B, Z)
         log_ratio0 = (diag_gaussian_log_prob(z0, p_mean, p_var)
                       - diag_gaussian_log_prob(z0, q_mean, q_var)).sum(-1)    # (K, B)
-        dt = self.config.dt
-        times = solver_grid(batch, dt or 1.0)
+        times = solver_grid(batch, self.config.dt or 1.0)
         times = times if times.dim() == 1 else times.repeat(K, 1)             # (K * B, T)
-        sde = self.posterior_sde(times, ctx.repeat(K, 1, 1))
-        start = z0.reshape(K * B, Z)
-        if log_ratio:
-            start = torch.cat([start, start.new_zeros(K * B, 1)], -1)         # [z, log dP/dQ]
-            s = sdeint(GirsanovLogRatio(sde), start, times, EulerMaruyama(), dt, bm).z
-            z, path = s[..., :Z], s[..., Z]                                   # (KB, T, Z), (KB, T)
-        else:
-            sol = sdeint(sde, start, times, self.solver, dt, bm)
-            z, path = sol.z, sol.running_cost
-        z = z.reshape(K, B, T, Z)
+        return PosteriorStart(z0.reshape(K * B, Z), times,
+                              self.posterior_sde(times, ctx.repeat(K, 1, 1)), log_ratio0,
+                              kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1))
+
+    def posterior_paths(self, batch: SequenceBatch, n_samples: int, *,
+                        bm: BrownianPath | None = None, z0_noise: Tensor | None = None
+                        ) -> PosteriorPaths:
+        """K = n_samples posterior paths of a prepared batch, solved with the configured
+        solver; ``path`` is the Girsanov KL integrand. ``bm`` (K * B, Z) and ``z0_noise``
+        (K, B, Z) fix the noise (path index k * B + b)."""
+        start = self.posterior_start(batch, n_samples, z0_noise)
+        sol = sdeint(start.sde, start.z0, start.times, self.solver, self.config.dt, bm)
+        return self._at_last_times(batch, start, sol.z, sol.running_cost)
+
+    def log_ratio_paths(self, batch: SequenceBatch, n_samples: int, *,
+                        bm: BrownianPath | None = None, z0_noise: Tensor | None = None
+                        ) -> PosteriorPaths:
+        """As :meth:`posterior_paths`, with ``path`` = log dP/dQ: the state [z, l] of
+        ``GirsanovLogRatio`` solved with Euler-Maruyama from l = 0."""
+        start = self.posterior_start(batch, n_samples, z0_noise)
+        s0 = torch.cat([start.z0, start.z0.new_zeros(start.z0.shape[0], 1)], -1)
+        s = sdeint(GirsanovLogRatio(start.sde), s0, start.times, EulerMaruyama(),
+                   self.config.dt, bm).z                                      # (KB, T, Z + 1)
+        return self._at_last_times(batch, start, s[..., :-1], s[..., -1])
+
+    def _at_last_times(self, batch: SequenceBatch, start: PosteriorStart, z: Tensor,
+                       path: Tensor) -> PosteriorPaths:
+        """Reshape z (K * B, T, Z) and read path (K * B, T) at each last valid time."""
+        K = start.log_ratio0.shape[0]
+        B, T = batch.x.shape[:2]
+        z = z.reshape(K, B, T, -1)
         last = (batch.lengths - 1).to(z.device).expand(K, B)[..., None]       # (K, B, 1)
         path = path.reshape(K, B, T).gather(-1, last).squeeze(-1)             # (K, B)
-        return PosteriorPaths(z, path, log_ratio0,
-                              kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1))
+        return PosteriorPaths(z, path, start.log_ratio0, start.kl0)
 
     def log_likelihood(self, batch: SequenceBatch, z: Tensor) -> Tensor:
         """(K, B) log p(x | z) of the scored entries along paths z (K, B, T, Z)."""
@@ -277,7 +305,7 @@ class LatentSDE(DVAE):
                     z0_noise: Tensor | None = None) -> Tensor:
         """(k, B) log p(x, z) / q(z | x) of k posterior paths (Euler-Maruyama)."""
         batch = self._prepare(batch)
-        paths = self.posterior_paths(batch, k, log_ratio=True, bm=bm, z0_noise=z0_noise)
+        paths = self.log_ratio_paths(batch, k, bm=bm, z0_noise=z0_noise)
         return self.log_likelihood(batch, paths.z) + paths.log_ratio0 + paths.path
 
     @torch.no_grad()
