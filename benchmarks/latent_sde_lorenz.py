@@ -28,7 +28,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from dynvae.data import Standardizer  # noqa: E402
+from dynvae.data import SequenceBatch, Standardizer  # noqa: E402
 from dynvae.data.synthetic import stochastic_lorenz  # noqa: E402
 from dynvae.gaussian import kl_diag_gaussians  # noqa: E402
 from dynvae.models.common import observation_features  # noqa: E402
@@ -207,12 +207,16 @@ def plot_paths(model: LatentSDE, test, std: Standardizer, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    one = test.index([0])
+    L = int(test.lengths[0])                            # the first sequence, unpadded
+    one = SequenceBatch(test.x[:1, :L], test.mask[:1, :L], test.t[:1, :L],
+                        test.lengths[:1])
     with torch.no_grad():
         post = model.posterior_paths(model._prepare(one), 16).z[:, 0]        # (K, T, Z)
         prior = model.sample_latents(16, one.t[0])                           # (K, T, Z)
         decode = lambda z: std.inverse_mean(model.emission(z)[0].double()).numpy()  # noqa
-        post_x, prior_x, x = decode(post), decode(prior), std.inverse_mean(one.x[0].double())
+        post_x, prior_x = decode(post), decode(prior)
+        x = std.inverse_mean(one.x[0].double()).numpy()
+    x[~one.mask[0].numpy()] = float("nan")               # draw observed entries only
     t = one.t[0].numpy()
     fig, axes = plt.subplots(2, 3, figsize=(12, 5.5), sharex=True)
     for d, name in enumerate(("x", "y", "z")):
@@ -220,7 +224,7 @@ def plot_paths(model: LatentSDE, test, std: Standardizer, path: Path) -> None:
             ax = axes[row, d]
             ax.plot(t, draws[..., d].T, color="C0" if row == 0 else "C1", alpha=0.35, lw=1)
             if row == 0:
-                ax.plot(t, x[:, d].numpy(), "k.", ms=3, label="data")
+                ax.plot(t, x[:, d], "k.", ms=3, label="data")
             ax.set_title(f"{label} sample paths, {name}")
     axes[0, 0].legend(loc="upper right")
     for ax in axes[1]:
