@@ -286,9 +286,10 @@ class LatentSDE(DVAE):
         return lp.sum((-1, -2))
 
     # ------------------------------------------------------------------ contract
-    def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+    def forward(self, batch: SequenceBatch, n_samples: int = 1, *,
+                bm: BrownianPath | None = None, z0_noise: Tensor | None = None) -> ELBOTerms:
         """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
-        return self.elbo(batch, n_samples)
+        return self.elbo(batch, n_samples, bm=bm, z0_noise=z0_noise)
 
     def elbo(self, batch: SequenceBatch, n_samples: int = 1, *,
              bm: BrownianPath | None = None, z0_noise: Tensor | None = None) -> ELBOTerms:
