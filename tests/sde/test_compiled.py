@@ -101,3 +101,40 @@ def test_blocked_compiled_on_shared_grid_with_drawn_noise_and_levy_area():
     a = sdeint(ou, z0, t, solver=SRK(), dt=0.03, bm=bm).z
     b = sdeint(ou, z0, t, solver=Compiled(SRK(), steps_per_graph=5), dt=0.03, bm=bm).z
     torch.testing.assert_close(b, a, rtol=0, atol=1e-10)
+
+
+class InPlaceNets(nn.Module, SDE):
+    """Networks with in-place operations that eager autograd accepts."""
+
+    noise = NoiseType.DIAGONAL
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.f = nn.Sequential(nn.Linear(3, 8), nn.ReLU(inplace=True), nn.Linear(8, 3)).double()
+        self.w = nn.Parameter(torch.randn(3, dtype=F64))
+
+    def drift(self, t, z):
+        return (torch.tanh(self.f(z)) * 2.0).add_(1.0)
+
+    def diffusion(self, t, z):
+        return (torch.sigmoid(z * self.w) * 0.5).add_(0.1)
+
+
+@pytest.mark.slow
+def test_kept_activations_give_eager_gradients_with_in_place_operations():
+    sde = InPlaceNets()
+    z0 = torch.randn(5, 3, dtype=F64, generator=torch.Generator().manual_seed(7))
+    t = torch.linspace(0, 1, 4, dtype=F64)
+    bm = BrownianPath(0.0, 1.0, (5, 3), dtype=F64, seed=1)
+
+    def grads(solver):
+        sde.zero_grad()
+        sdeint(sde, z0, t, solver=solver, dt=0.05, bm=bm).z.pow(2).sum().backward()
+        return [p.grad.clone() for p in sde.parameters()]
+
+    eager = grads(EulerMaruyama())
+    for recompute in (False, True):
+        compiled = grads(Compiled(EulerMaruyama(), steps_per_graph=4, recompute=recompute))
+        for a, b in zip(compiled, eager, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
