@@ -21,9 +21,16 @@ def _dkf_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, T
     return paths.z.mean(0), paths.z.std(0)
 
 
+def _gpvae_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+    """Exact smoothed mean and std of q(z_t) (the GP posterior given the sites): (B, T, Z)."""
+    _, post = model.posterior(model._prepare(batch))
+    return post.mean, post.var.clamp_min(0).sqrt()
+
+
 def _readers() -> dict[type, Callable]:
     from dynvae.models.dkf import DeepKalmanFilter
-    return {DeepKalmanFilter: _dkf_latents}
+    from dynvae.models.gpvae import GPVAE
+    return {DeepKalmanFilter: _dkf_latents, GPVAE: _gpvae_latents}
 
 
 @torch.no_grad()
