@@ -25,7 +25,8 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
 
 from dynvae.errors import ConfigError, DataError
 from dynvae.gaussian import LOG_2PI
@@ -90,6 +91,44 @@ def step_lengths(t: Tensor, steps: Tensor) -> Tensor:
     return torch.where(inside, dt, fill)
 
 
+class _Discretised(nn.Module):
+    """A kernel's discretisation as a module call, for torch.func.functional_call."""
+
+    def __init__(self, kernel: Kernel) -> None:
+        super().__init__()
+        self.kernel = kernel
+
+    def forward(self, dt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        A, Q = discretize(self.kernel, dt)
+        ss = self.kernel.state_space()
+        return A, Q, ss.Pinf, ss.H
+
+
+def _same_structure(kernels: Sequence[Kernel]) -> bool:
+    first = kernels[0]
+    names = [n for n, _ in first.named_parameters()] + [n for n, _ in first.named_buffers()]
+    return type(first).batchable and all(
+        type(k) is type(first)
+        and [n for n, _ in k.named_parameters()] + [n for n, _ in k.named_buffers()] == names
+        for k in kernels)
+
+
+def channel_matrices(kernels: Sequence[Kernel], dt: Tensor
+                     ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A (*b, Z, S, S), Q (*b, Z, S, S) for steps dt (*b,) and Pinf (Z, S, S), H (Z, 1, S)
+    of Z channel kernels: at once by torch.func.vmap over their stacked hyperparameters
+    when the kernels are copies of one ``batchable`` kernel, one by one otherwise."""
+    if len(kernels) > 1 and _same_structure(kernels):
+        state = [dict(list(k.named_parameters()) + list(k.named_buffers())) for k in kernels]
+        stacked = {f"kernel.{n}": torch.stack([s[n] for s in state]) for n in state[0]}
+        call = lambda p: functional_call(_Discretised(kernels[0]), p, (dt,))
+        A, Q, Pinf, H = vmap(call)(stacked)                             # (Z, *b, S, S), ...
+        return A.movedim(0, -3), Q.movedim(0, -3), Pinf, H
+    parts = [_Discretised(k)(dt) for k in kernels]
+    A, Q, Pinf, H = (torch.stack([p[i] for p in parts]) for i in range(4))
+    return A.movedim(0, -3), Q.movedim(0, -3), Pinf, H
+
+
 def channel_model(kernels: Sequence[Kernel], t: Tensor, steps: Tensor, site_var: Tensor
                   ) -> LinearGaussianSSM:
     """The LGSSM of Z independent GP channels on each sequence's grid, observed through
@@ -98,13 +137,8 @@ def channel_model(kernels: Sequence[Kernel], t: Tensor, steps: Tensor, site_var:
     A = expm(F dt), Q = Pinf - A Pinf A^T (Sarkka and Solin 2019, eq. 12.26); start N(0, Pinf).
     """
     check_kernels(kernels)
-    dt = step_lengths(t, steps)
-    parts = [discretize(k, dt) for k in kernels]                        # each (B, T, S, S)
-    spaces = [k.state_space() for k in kernels]
-    A = torch.stack([a for a, _ in parts], 1)                           # (B, Z, T, S, S)
-    Q = torch.stack([q for _, q in parts], 1)                           # (B, Z, T, S, S)
-    Pinf = torch.stack([ss.Pinf for ss in spaces])                      # (Z, S, S)
-    H = torch.stack([ss.H for ss in spaces])                            # (Z, 1, S)
+    A, Q, Pinf, H = channel_matrices(kernels, step_lengths(t, steps))   # A: (B, T, Z, S, S)
+    A, Q = A.transpose(1, 2), Q.transpose(1, 2)                         # (B, Z, T, S, S)
     R = site_var.transpose(1, 2)[..., None, None]                       # (B, Z, T, 1, 1)
     return LinearGaussianSSM(
         initial_mean=Pinf.new_zeros(Pinf.shape[:-1]), initial_cov=Pinf,
