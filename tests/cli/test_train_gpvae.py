@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+
 from dynvae.cli import main
 
 TINY = ["--set", "latent_dim=2", "--set", "encoder_hidden=8", "--set", "emission_hidden=8",
