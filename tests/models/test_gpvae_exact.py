@@ -18,6 +18,9 @@ KERNELS = {
     "matern12": lambda: [Matern12(1.3, 0.8), Matern12(0.6, 1.5)],
     "matern32": lambda: [Matern32(1.1, 1.0), Matern32(2.5, 0.7)],
     "matern52": lambda: [Matern52(0.9, 1.2), Matern52(1.7, 0.5)],
+    # not batchable: discretised channel by channel
+    "matern12+matern32": lambda: [Matern12(0.8, 0.4) + Matern32(2.0, 1.0),
+                                  Matern12(1.9, 1.1) + Matern32(0.7, 0.3)],
 }
 
 
@@ -226,3 +229,21 @@ def test_forecast_matches_the_dense_gp_prediction():
         sd = np.sqrt(np.diag(cov)[n:, None] * W.numpy() ** 2 + NOISE.numpy())
         np.testing.assert_allclose(pred.mean[b].numpy(), mu, atol=4 * sd.max() / 100)
         np.testing.assert_allclose(pred.std[b].numpy(), sd, rtol=0.03)
+
+
+def test_kl_gradients_pass_gradcheck():
+    kernel = Matern32(1.2, 0.8)
+    t = irregular_times(1, 5, seed=7)
+    steps, s = random_sites(1, 5, 1, torch.tensor([5]), seed=8)
+
+    del kernel.log_lengthscale                 # a plain tensor input in its place
+
+    def kl(mean, var, log_lengthscale):
+        kernel.log_lengthscale = log_lengthscale
+        sites = gp_sites.Sites(mean, var, s.mask)
+        return gp_sites.kl_to_prior(gp_sites.site_posterior([kernel], t, steps, sites,
+                                                            SequentialKalman()), sites)
+
+    inputs = (s.mean.clone().requires_grad_(), s.var.clone().requires_grad_(),
+              torch.tensor(0.2, dtype=torch.float64, requires_grad=True))
+    assert torch.autograd.gradcheck(kl, inputs)
