@@ -37,11 +37,14 @@ MODELS = {
 
 def train_and_score(name: str, data: dict, args) -> dict:
     kind, config = MODELS[name]
+    if kind == "gpvae":
+        config = {**config, **dict(parse_setting(item) for item in args.gpvae_set)}
     cls = model_class(kind)
     torch.manual_seed(args.seed)
     model = cls.from_config(cls.Config(**config), 64, 0)
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, max_epochs=100_000,
                       max_seconds=args.budget_seconds, eval_every=args.eval_every,
+                      kl_anneal_steps=args.anneal_steps,
                       patience=None, seed=args.seed, progress=False)
     start = time.perf_counter()
     result = Trainer(model, cfg).fit(data["train"], data["valid"])
@@ -54,6 +57,15 @@ def train_and_score(name: str, data: dict, args) -> dict:
     return dict(seconds=seconds, steps=len(result.history), best_step=result.best_step,
                 missing_mse=scores["test_missing_mse"], missing_nll=scores["test_missing_bce"],
                 test_elbo_per_step=elbo.per_step, test_iwae_per_step=iwae.per_step)
+
+
+def parse_setting(item: str) -> tuple[str, object]:
+    """KEY=VALUE with VALUE as JSON (numbers, true/false, lists) or else a string."""
+    key, _, text = item.partition("=")
+    try:
+        return key.strip(), json.loads(text)
+    except json.JSONDecodeError:
+        return key.strip(), text
 
 
 def scores_of(imputed: np.ndarray, observed: np.ndarray, truth: np.ndarray) -> dict:
@@ -96,9 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--anneal-steps", type=int, default=0, help="linear KL warm-up steps")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--gpvae-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a GPVAEConfig field, e.g. lengthscale=7 (repeatable)")
     args = p.parse_args(argv)
     if args.quick:
         args.budget_seconds, args.n_sequences, args.k = 15.0, 200, 16
