@@ -2,7 +2,9 @@
 
 Same SDE modules (MLP drift, diagonal MLP diffusion), same steps, same batch, same
 process. Prints steps/s and the speedup of dynvae over the faster of two torchsde
-calls (its default, and one given a Brownian interval that knows the step size);
+calls (its default, and one given a Brownian interval that knows the step size), and
+the time of the networks alone (drift and diffusion evaluated once per step, no
+solver): torchsde's time over that row bounds what any eager solver can gain.
 ``--json PATH`` writes one row per (case, impl). The accuracy column ``max_abs_diff`` compares both
 libraries on one shared Brownian path (outside the timed runs).
 
@@ -124,6 +126,16 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
         compiled = Compiled(solver, steps_per_graph=args.steps_per_graph)
         fns["dynvae-compiled"] = _runner(
             lambda: sdeint(ours_sde, z0, ts, solver=compiled, dt=args.dt).z, net, z0, backward)
+    # The networks alone: `steps` drift and diffusion evaluations (and their backward)
+    # with no solver around them, the arithmetic every fixed-step solver pays in eager.
+    dW = torch.randn(args.steps, *z0.shape) * args.dt ** 0.5
+
+    def networks_only():
+        out = z0.new_zeros(())
+        for i in range(args.steps):
+            out = out + (net.drift(None, z0) * args.dt + net.diffusion(None, z0) * dW[i]).sum()
+        return out
+    fns["networks-only"] = _runner(networks_only, net, z0, backward)
     if torchsde is not None:
         # Default call (the Brownian interval it builds knows no step size) and the tuned
         # call with a Brownian interval told the step size, as torchsde recommends.
@@ -157,7 +169,7 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
 
 def _format_row(r: dict) -> str:
     sp = f"{r['speedup_vs_torchsde']:.2f}x" if "speedup_vs_torchsde" in r else ""
-    sp = "" if r["impl"].startswith("torchsde") else sp
+    sp = "" if r["impl"].startswith(("torchsde", "networks")) else sp
     diff = r.get("max_abs_diff_float64")
     d = f"{diff:.1e}" if diff is not None else ""
     return (f"{r['case']:<22}{r['impl']:<17}{r['seconds']:>10.4f}{r['steps_per_s']:>10.0f}"
@@ -175,6 +187,8 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="timed repeats (default 5; 3 quick)")
     p.add_argument("--steps-per-graph", type=int, default=8,
                    help="steps traced into one graph by the compiled solver (default 8)")
+    p.add_argument("--z-dims", type=int, nargs="+", default=[4, 64],
+                   help="state dimensions to run (default 4 64)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the torch.compile rows (always skipped with --quick)")
     args = p.parse_args(argv)
@@ -195,7 +209,7 @@ def main(argv=None):
           f"threads {args.threads}, float32")
     print(f"{'case':<22}{'impl':<17}{'seconds':>10}{'steps/s':>10}{'speedup':>9}{'max|diff|':>11}")
     rows = []
-    for z_dim in (4, 64):
+    for z_dim in args.z_dims:
         for solver, method in ((EulerMaruyama(), "euler"), (Milstein(), "milstein")):
             for backward in (False, True):
                 case_rows = run_case(torchsde, z_dim, solver, method, backward, args)

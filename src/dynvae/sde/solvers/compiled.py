@@ -15,11 +15,17 @@ with the same batch, state and block size reuses one graph.
 
 from __future__ import annotations
 
+import functools
 import types
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import (
+    CheckpointPolicy,
+    checkpoint,
+    create_selective_checkpoint_contexts,
+)
 
 from dynvae.errors import ConfigError
 from dynvae.sde.solvers.base import Solver
@@ -32,11 +38,17 @@ class Compiled(Solver):
     inner: the solver to run. steps_per_graph: consecutive steps traced into one graph
     (1 compiles a single step; larger blocks cut per-call overhead and compile longer).
     mode: ``torch.compile`` mode (None for the default).
+    recompute: under autograd, let the compiler recompute every activation it likes in
+    the backward pass (least memory). The default keeps the results of matrix products
+    and transcendental functions (tanh, sigmoid, exp, ...) from the forward pass, as
+    eager autograd does, and recomputes only cheap elementwise work: faster when the
+    networks' activations dominate (about 15% on a 64-dimensional neural SDE).
     """
 
     inner: Solver
     steps_per_graph: int = 8
     mode: str | None = None
+    recompute: bool = False
     _compiled: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     strong_order = property(lambda self: self.inner.strong_order)
@@ -66,11 +78,13 @@ class Compiled(Solver):
         """
         compiled = self._compiled.get(name)
         if compiled is None:
-            fn = getattr(type(self.inner), name)
+            fn = getattr(type(self.inner), name.removesuffix("_saving"))
             own = types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__,
                                      fn.__defaults__, fn.__closure__)
-            compiled = torch.compile(types.MethodType(own, self.inner), mode=self.mode,
-                                     dynamic=False)
+            target = types.MethodType(own, self.inner)
+            if name.endswith("_saving"):
+                target = functools.partial(_saving_expensive, target)
+            compiled = torch.compile(target, mode=self.mode, dynamic=False)
             self._compiled[name] = compiled
         return compiled
 
@@ -90,9 +104,31 @@ class Compiled(Solver):
             dW = torch.cat([dW, dW.new_zeros(pad, *dW.shape[1:])])
             H = None if H is None else torch.cat([H, H.new_zeros(pad, *H.shape[1:])])
         H = None if H is None else H.contiguous()
-        zs, costs = self._fn("advance")(sde, drift_cost, ts.contiguous(), hs.contiguous(), z,
-                                        dW.contiguous(), H, cost)
+        args = (sde, drift_cost, ts.contiguous(), hs.contiguous(), z, dW.contiguous(), H, cost)
+        name = "advance" if self.recompute or not torch.is_grad_enabled() else "advance_saving"
+        zs, costs = self._fn(name)(*args)
         return zs[:n], None if costs is None else costs[:n]
 
     def __repr__(self) -> str:
         return f"Compiled({self.inner!r}, steps_per_graph={self.steps_per_graph})"
+
+
+_A = torch.ops.aten
+# Forward results worth keeping for the backward pass: costly to recompute.
+_EXPENSIVE = frozenset({
+    _A.mm.default, _A.addmm.default, _A.bmm.default, _A.baddbmm.default,
+    _A.tanh.default, _A.sigmoid.default, _A.exp.default, _A.log.default,
+    _A.log1p.default, _A.expm1.default, _A.sin.default, _A.cos.default, _A.erf.default,
+    _A.pow.Tensor_Scalar, _A.sqrt.default, _A.rsqrt.default,
+})
+
+
+def _keep_expensive(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    return CheckpointPolicy.MUST_SAVE if op in _EXPENSIVE else CheckpointPolicy.PREFER_RECOMPUTE
+
+
+def _saving_expensive(fn, *args):
+    """fn(*args) with a selective-checkpoint policy that the compiler's partitioner
+    follows: keep expensive results, recompute cheap elementwise ones."""
+    return checkpoint(fn, *args, use_reentrant=False, context_fn=functools.partial(
+        create_selective_checkpoint_contexts, _keep_expensive))
