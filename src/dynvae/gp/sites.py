@@ -1,6 +1,6 @@
 """Independent GP channels conditioned on Gaussian pseudo-observations ("sites").
 
-The GP-VAE posterior family (Fortuin et al. 2020, eq. 4; Pearce 2020): latent channel
+The GP-VAE posterior family (Fortuin et al. 2020; Pearce 2020): latent channel
 z_c of each sequence is an independent GP with a state-space kernel (state s_c, z_c = H s_c)
 over the sequence's own times, and
 

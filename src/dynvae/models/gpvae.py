@@ -6,7 +6,7 @@ Generative model of a sequence with (irregular) times t_0 < ... < t_{T-1}:
     x_t ~ p(x_t | z_t, u_t)                        (MLP decoder: Gaussian or Bernoulli)
 Inference: an encoder maps each step's (x_t zero-filled, mask_t, u_t) to a Gaussian site
 (y~_t, v~_t) per channel, and q(s) = p(s) prod_t N(y~_t | H s_t, v~_t) / p(y~) (Fortuin et
-al. 2020, eq. 4, with the sites in place of their banded precision). Steps with no observed
+al. 2020, with the sites in place of their banded precision). Steps with no observed
 entry and padding carry no site. KL(q || p), draws from q and the importance weights are
 exact and O(T) through the Kalman filter and smoother (dynvae.gp.sites):
     ELBO = E_q[log p(x | z)] - KL(q || p),  KL in closed form, E_q by FFBS draws;
