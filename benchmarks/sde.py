@@ -131,9 +131,10 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
     dW = torch.randn(args.steps, *z0.shape) * args.dt ** 0.5
 
     def networks_only():
+        z = z0.detach().requires_grad_(backward)  # backward also reaches the state
         out = z0.new_zeros(())
         for i in range(args.steps):
-            out = out + (net.drift(None, z0) * args.dt + net.diffusion(None, z0) * dW[i]).sum()
+            out = out + (net.drift(None, z) * args.dt + net.diffusion(None, z) * dW[i]).sum()
         return out
     fns["networks-only"] = _runner(networks_only, net, z0, backward)
     if torchsde is not None:

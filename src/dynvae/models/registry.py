@@ -14,6 +14,7 @@ MODELS: dict[str, str] = {
     "dkf": "dynvae.models.dkf:DeepKalmanFilter",
     "vrnn": "dynvae.models.vrnn:VRNN",
     "lgssm": "dynvae.models.lgssm:LGSSM",
+    "gpvae": "dynvae.models.gpvae:GPVAE",
     "latent-sde": "dynvae.models.latent_sde:LatentSDE",
 }
 

@@ -21,6 +21,12 @@ def _dkf_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, T
     return paths.z.mean(0), paths.z.std(0)
 
 
+def _gpvae_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+    """Exact smoothed mean and std of q(z_t) (the GP posterior given the sites): (B, T, Z)."""
+    _, post = model.posterior(model._prepare(batch))
+    return post.mean, post.var.clamp_min(0).sqrt()
+
+
 def _latent_sde_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
     """Mean and std over K posterior SDE paths at the observation times: (B, T, Z)."""
     z = model.posterior_paths(model._prepare(batch), n_samples).z       # (K, B, T, Z)
@@ -29,8 +35,10 @@ def _latent_sde_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Te
 
 def _readers() -> dict[type, Callable]:
     from dynvae.models.dkf import DeepKalmanFilter
+    from dynvae.models.gpvae import GPVAE
     from dynvae.models.latent_sde import LatentSDE
-    return {DeepKalmanFilter: _dkf_latents, LatentSDE: _latent_sde_latents}
+    return {DeepKalmanFilter: _dkf_latents, GPVAE: _gpvae_latents,
+            LatentSDE: _latent_sde_latents}
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -38,8 +38,13 @@ class Kernel(nn.Module, ABC):
 
     Subclasses implement :meth:`state_space`, :meth:`stationary_covariance` and
     ``state_dim``; they may override :meth:`transition_matrix` with a closed form.
-    Parameters are float64 unless ``dtype`` says otherwise.
+    Parameters are float64 unless ``dtype`` says otherwise. ``batchable`` declares that
+    :meth:`state_space` and :meth:`transition_matrix` run under ``torch.func.vmap`` over
+    stacked hyperparameters of copies of the kernel (no ``.item()`` or data-dependent
+    Python control flow), so that many copies can be discretised at once.
     """
+
+    batchable: ClassVar[bool] = False
 
     def __init__(self, dtype: torch.dtype = torch.float64) -> None:
         super().__init__()

@@ -25,6 +25,7 @@ class Matern(Kernel):
     """Half-integer Matern kernel of order ``p`` (nu = p + 1/2); use the subclasses."""
 
     order: int = -1
+    batchable = True
 
     def __init__(self, lengthscale: float = 1.0, variance: float = 1.0,
                  learn_variance: bool = True, dtype: torch.dtype = torch.float64) -> None:
