@@ -16,13 +16,28 @@ import torch
 from dynvae.errors import MissingDependencyError
 
 
+def _default_file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` would give: 0o666 minus the umask."""
+    try:  # Linux reports the umask without changing it (no window for other threads)
+        status = Path("/proc/self/status").read_text()
+        umask = int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        umask = os.umask(0o022)
+        os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temporary file in the same folder is
-    fsynced and renamed over the target, so readers never see a partial file."""
+    fsynced and renamed over the target, so readers never see a partial file. The file
+    gets the usual permissions (those of an existing target, else 0o666 minus the umask),
+    not the private mode of a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o7777 if path.exists() else _default_file_mode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
