@@ -45,7 +45,13 @@ class Prediction(NamedTuple):
 
 
 class DVAE(nn.Module, abc.ABC):
-    """Abstract base of every model: training bound, imputation, forecasting, sampling."""
+    """Abstract base of every model: training bound, imputation, forecasting, sampling.
+
+    Config: the model's configuration dataclass (with ``from_dict``), taken by
+    ``from_config`` together with the data and input dimensions.
+    """
+
+    Config: ClassVar[type]
 
     @abc.abstractmethod
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
@@ -67,6 +73,13 @@ class DVAE(nn.Module, abc.ABC):
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
         """(B,) importance-weighted bound on log p(x) with ``k`` samples (exact for exact
         models)."""
+
+    @classmethod
+    def from_config(cls, config: Any, data_dim: int, input_dim: int = 0) -> DVAE:
+        """Build from the model's ``Config`` dataclass or a mapping of its fields."""
+        if not isinstance(config, cls.Config):
+            config = cls.Config.from_dict(config)
+        return cls(config, data_dim, input_dim)
 
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)

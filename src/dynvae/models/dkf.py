@@ -13,7 +13,6 @@ step (a discrete-time model); padding beyond ``lengths`` is excluded from every 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -114,13 +113,6 @@ class DeepKalmanFilter(DVAE):
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
         self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
                                                        c.free_emission_variance)
-
-    @classmethod
-    def from_config(cls, config: DKFConfig | Mapping, data_dim: int,
-                    input_dim: int = 0) -> DeepKalmanFilter:
-        if not isinstance(config, DKFConfig):
-            config = DKFConfig.from_dict(config)
-        return cls(config, data_dim, input_dim)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:

@@ -16,7 +16,6 @@ exact and O(T) through the Kalman filter and smoother (dynvae.gp.sites):
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -150,13 +149,6 @@ class GPVAE(DVAE):
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
         self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, c.free_variance)
         self.kernels.to(next(self.observation.parameters()).dtype)   # one dtype throughout
-
-    @classmethod
-    def from_config(cls, config: GPVAEConfig | Mapping, data_dim: int,
-                    input_dim: int = 0) -> GPVAE:
-        if not isinstance(config, GPVAEConfig):
-            config = GPVAEConfig.from_dict(config)
-        return cls(config, data_dim, input_dim)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:

@@ -25,7 +25,7 @@ Euler-Maruyama, for which it is the exact log-ratio of the discretised path dens
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -202,13 +202,6 @@ class LatentSDE(DVAE):
         self.emission_trunk, width = trunk(Z, c.emission_hidden)
         self.observation = GaussianObservation(width, D, c.min_var, free_variance=True)
         self.solver = SOLVERS[c.solver]()
-
-    @classmethod
-    def from_config(cls, config: LatentSDEConfig | Mapping, data_dim: int,
-                    input_dim: int = 0) -> LatentSDE:
-        if not isinstance(config, LatentSDEConfig):
-            config = LatentSDEConfig.from_dict(config)
-        return cls(config, data_dim, input_dim)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:

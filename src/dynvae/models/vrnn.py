@@ -16,7 +16,6 @@ ancestral sampling from the model). Time stamps are not used: one step per entry
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -117,12 +116,6 @@ class VRNN(DVAE):
         self.observation = OBSERVATIONS[c.observation](w, D, c.min_var, c.free_emission_variance)
         self.rnn = nn.GRUCell(2 * F, H)
         self.feedback = FEEDBACKS[c.generation_feedback]
-
-    @classmethod
-    def from_config(cls, config: VRNNConfig | Mapping, data_dim: int, input_dim: int = 0) -> VRNN:
-        if not isinstance(config, VRNNConfig):
-            config = VRNNConfig.from_dict(config)
-        return cls(config, data_dim, input_dim)
 
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         batch = prepare_batch(batch, self.data_dim, self.input_dim, self.prior_head.mean.weight)
