@@ -197,7 +197,7 @@ class Trainer:
                     self._save_last(state)
                 if stopped == "max_epochs" and self._reached_max_steps(state):
                     stopped = "max_steps"
-                if stopped == "max_epochs" and self._out_of_time(start):
+                if stopped == "max_epochs" and self._out_of_time(row["seconds"]):
                     stopped = "max_seconds"
                 if stopped != "max_epochs":
                     break
@@ -207,11 +207,13 @@ class Trainer:
         bar.close()
         return self._finish(state, val, stopped, message)
 
-    def _out_of_time(self, start: float) -> bool:
-        """Same decision on every rank: rank 0's clock is broadcast under DDP."""
+    def _out_of_time(self, seconds: float) -> bool:
+        """Whether the step that ended ``seconds`` into training (the time its history row
+        records) used up the budget. Same decision on every rank: rank 0's clock is
+        broadcast under DDP."""
         if self.config.max_seconds is None:
             return False
-        elapsed = torch.tensor([time.perf_counter() - start], dtype=torch.float64)
+        elapsed = torch.tensor([seconds], dtype=torch.float64)
         if self.world.distributed:
             elapsed = elapsed.to(self.device)
             torch.distributed.broadcast(elapsed, src=0)
