@@ -49,9 +49,24 @@ def _per_sequence_grid(B, T, seed):
 def test_schedule_lands_on_observation_times_with_steps_at_most_dt():
     t = _per_sequence_grid(5, 6, seed=1)
     times, obs = step_schedule(t, 0.07)
-    torch.testing.assert_close(times[:, obs], t, rtol=0, atol=0)
+    torch.testing.assert_close(times.gather(1, obs), t, rtol=0, atol=0)
     h = torch.diff(times, dim=-1)
     assert (h >= 0).all() and (h <= 0.07 + 1e-12).all()
+
+
+def test_schedule_takes_as_many_steps_as_the_longest_sequence_needs():
+    # Misaligned intervals: each row needs 10 steps of 0.1; aligning intervals across
+    # rows would need 9 + 9.
+    t = torch.tensor([[0.0, 0.1, 1.0], [0.0, 0.9, 1.0]], dtype=F64)
+    times, obs = step_schedule(t, 0.1)
+    assert times.shape == (2, 11)
+    assert obs.tolist() == [[0, 1, 10], [0, 9, 10]]
+    torch.testing.assert_close(times.gather(1, obs), t, rtol=0, atol=0)
+    # A shorter row ends with zero-length steps at its last time.
+    times, obs = step_schedule(torch.tensor([[0.0, 0.5], [0.0, 1.0]], dtype=F64), 0.1)
+    assert times.shape == (2, 11) and obs.tolist() == [[0, 5], [0, 10]]
+    torch.testing.assert_close(times[0, 5:], torch.full((6,), 0.5, dtype=F64), rtol=0, atol=0)
+    torch.testing.assert_close(torch.diff(times[1]), torch.full((10,), 0.1, dtype=F64))
 
 
 @pytest.mark.parametrize("solver", [EulerMaruyama(), Milstein()], ids=repr)

@@ -2,10 +2,11 @@
 
 Every observation interval [t_k, t_{k+1}] of a sequence is cut into
 n = ceil((t_{k+1} - t_k) / dt) equal steps, so steps land exactly on observation
-times and no step exceeds dt. With per-sequence grids t (B, T) the batch advances in
-lock-step: interval k takes max_b n_bk global steps, and a sequence needing fewer
-pads its interval with zero-length steps (h = 0, dW = 0, which leave z unchanged),
-so each sequence follows exactly the steps it would take if solved alone.
+times and no step exceeds dt. With per-sequence grids t (B, T) every sequence takes
+its own steps, and the batch advances one step index at a time: a sequence that
+needs fewer steps than the longest one ends with zero-length steps (h = 0, dW = 0,
+which leave z unchanged). So each sequence follows exactly the steps it would take
+if solved alone, and a batch costs as many steps as its longest sequence needs.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ def step_schedule(t: Tensor, dt: float | None) -> tuple[Tensor, Tensor]:
     """Step times that land on every observation time.
 
     t: (R, T) observation times, strictly increasing (R = 1 for a shared grid).
-    Returns (times (R, N + 1), obs_steps (T,)): times[:, obs_steps[k]] == t[:, k].
+    Returns (times (R, N + 1), obs_steps (R, T)) with
+    times.gather(1, obs_steps) == t: row r takes its own obs_steps[r, -1] steps and
+    repeats its last time (zero-length steps) up to N, the most any row needs.
     """
     R, T = t.shape
     delta = torch.diff(t, dim=-1)  # (R, T-1)
@@ -49,13 +52,19 @@ def step_schedule(t: Tensor, dt: float | None) -> tuple[Tensor, Tensor]:
         ratio = delta / dt
         tol = 1e3 * torch.finfo(t.dtype).eps
         n_rk = torch.ceil(ratio * (1 - tol)).clamp_min(1).long()  # (R, T-1)
-    n_k = n_rk.max(0).values  # (T-1,)
-    obs_steps = torch.cat([n_k.new_zeros(1), n_k.cumsum(0)])  # (T,)
-    k_of = torch.repeat_interleave(torch.arange(T - 1, device=t.device), n_k)  # (N,)
-    j_of = torch.arange(k_of.numel(), device=t.device) - obs_steps[k_of] + 1  # 1..n_k
-    n_own = n_rk[:, k_of]  # (R, N)
-    frac = j_of.to(t.dtype) / n_own.to(t.dtype)
-    ends = torch.where(j_of >= n_own, t[:, k_of + 1], t[:, k_of] + frac * delta[:, k_of])
+    obs_steps = torch.cat([n_rk.new_zeros(R, 1), n_rk.cumsum(-1)], dim=-1)  # (R, T)
+    N = int(obs_steps[:, -1].max())
+    if N == 0:
+        return t[:, :1], obs_steps
+    j = torch.arange(1, N + 1, device=t.device).expand(R, N)  # step j ends at times[:, j]
+    k = torch.searchsorted(obs_steps[:, 1:].contiguous(), j.contiguous())  # its interval
+    beyond = k >= T - 1  # past the row's last observation
+    k = k.clamp_max(T - 2)
+    within = (j - obs_steps.gather(1, k)).to(t.dtype)  # 1..n within the interval
+    n_own = n_rk.gather(1, k).to(t.dtype)
+    ends = torch.where(within >= n_own, t.gather(1, k + 1),
+                       t.gather(1, k) + within / n_own * delta.gather(1, k))
+    ends = torch.where(beyond, t[:, -1:], ends)
     return torch.cat([t[:, :1], ends], dim=-1), obs_steps
 
 
@@ -92,8 +101,9 @@ def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: fl
     if solver.steps_per_call > 1:
         return _solve_in_blocks(solver, sde, drift_cost, z, times, blocks, obs_steps,
                                 cost_shape, batch_shape)
-    record = set(obs_steps.tolist())
-    zs, costs, cost, i = [z], [], None, 0
+    recorded = torch.unique(obs_steps)  # sorted step indices some sequence records
+    record = set(recorded.tolist())
+    zs, costs, cost, i = [z], [None], None, 0
     for dW_block, H_block in blocks:
         H_steps = [None] * dW_block.shape[0] if H_block is None else H_block.unbind(0)
         for dW, H in zip(dW_block.unbind(0), H_steps, strict=True):
@@ -105,8 +115,25 @@ def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: fl
             if i in record:
                 zs.append(z)
                 costs.append(cost)
-    out = torch.stack(zs, dim=1).reshape(*batch_shape, -1, Z)
-    return SDESolution(out, _stack_costs(costs, z, cost_shape, batch_shape))
+    if cost_shape is not None:
+        costs[0] = z.new_zeros(B, cost_shape[0] if cost_shape else 1)
+    return _at_observations(torch.stack(zs), None if cost_shape is None else torch.stack(costs),
+                            torch.searchsorted(recorded, obs_steps), batch_shape, cost_shape)
+
+
+def _at_observations(zs: Tensor, costs: Tensor | None, index: Tensor, batch_shape: tuple,
+                     cost_shape: tuple | None) -> SDESolution:
+    """States (and accumulated costs) at each sequence's observation times.
+
+    zs (S, B, Z), costs (S, B, C) or None: at S recorded steps; index (R, T): which
+    recorded step holds observation k of row r (R = 1: the batch shares one grid).
+    """
+    rows = torch.arange(zs.shape[1], device=index.device)[:, None]
+    index = index.expand(zs.shape[1], -1)
+    out = zs[index, rows].reshape(*batch_shape, -1, zs.shape[-1])  # (*batch, T, Z)
+    if costs is None:
+        return SDESolution(out)
+    return SDESolution(out, costs[index, rows].reshape(*batch_shape, -1, *cost_shape))
 
 
 def _solve_in_blocks(solver: Solver, sde: SDE, drift_cost, z: Tensor, times: Tensor,
@@ -134,12 +161,8 @@ def _solve_in_blocks(solver: Solver, sde: SDE, drift_cost, z: Tensor, times: Ten
             if cs is not None:
                 cost = cs[-1]
                 cost_parts.append(cs)
-    out = torch.cat(z_parts)[obs_steps].transpose(0, 1)  # (B, T, Z)
-    out = out.reshape(*batch_shape, -1, z.shape[-1])
-    if cost_shape is None:
-        return SDESolution(out)
-    costs = torch.cat(cost_parts)[obs_steps].transpose(0, 1)
-    return SDESolution(out, costs.reshape(*batch_shape, -1, *cost_shape))
+    return _at_observations(torch.cat(z_parts), torch.cat(cost_parts) if cost_parts else None,
+                            obs_steps, batch_shape, cost_shape)
 
 
 def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, tuple]:
@@ -211,13 +234,3 @@ def _drawn_noise(hs: Tensor, B: int, W: int, levy: bool, generator: torch.Genera
             H = torch.randn(shape, generator=generator, dtype=hs.dtype, device=hs.device)
             H = H * (sqrt_h[start:stop] / math.sqrt(12.0))
         yield dW, H
-
-
-def _stack_costs(costs: list, z: Tensor, cost_shape: tuple | None, batch_shape: tuple
-                 ) -> Tensor | None:
-    """Cumulative running costs at the observation times, starting from 0 at t_0."""
-    if cost_shape is None:
-        return None
-    zero = z.new_zeros(z.shape[0], cost_shape[0] if cost_shape else 1)
-    out = torch.stack([zero, *costs], dim=1)  # (B, T, C)
-    return out.reshape(*batch_shape, -1, *cost_shape)
