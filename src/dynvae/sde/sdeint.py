@@ -98,12 +98,14 @@ def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: fl
     h_steps = hs[0].tolist() if shared else list(hs.t().unsqueeze(-1).unbind(0))
     blocks = _noise(bm, times, hs, B, W, solver.needs_levy_area, generator, batch_shape,
                     solver.steps_per_call)
+    # accumulated running cost at t_0: (B, C), or None without a running cost
+    cost0 = None if cost_shape is None else z.new_zeros(B, cost_shape[0] if cost_shape else 1)
     if solver.steps_per_call > 1:
-        return _solve_in_blocks(solver, sde, drift_cost, z, times, blocks, obs_steps,
+        return _solve_in_blocks(solver, sde, drift_cost, z, cost0, times, blocks, obs_steps,
                                 cost_shape, batch_shape)
     recorded = torch.unique(obs_steps)  # sorted step indices some sequence records
     record = set(recorded.tolist())
-    zs, costs, cost, i = [z], [None], None, 0
+    zs, costs, cost, i = [z], [cost0], None, 0
     for dW_block, H_block in blocks:
         H_steps = [None] * dW_block.shape[0] if H_block is None else H_block.unbind(0)
         for dW, H in zip(dW_block.unbind(0), H_steps, strict=True):
@@ -115,8 +117,6 @@ def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: fl
             if i in record:
                 zs.append(z)
                 costs.append(cost)
-    if cost_shape is not None:
-        costs[0] = z.new_zeros(B, cost_shape[0] if cost_shape else 1)
     return _at_observations(torch.stack(zs), None if cost_shape is None else torch.stack(costs),
                             torch.searchsorted(recorded, obs_steps), batch_shape, cost_shape)
 
@@ -136,16 +136,14 @@ def _at_observations(zs: Tensor, costs: Tensor | None, index: Tensor, batch_shap
     return SDESolution(out, costs[index, rows].reshape(*batch_shape, -1, *cost_shape))
 
 
-def _solve_in_blocks(solver: Solver, sde: SDE, drift_cost, z: Tensor, times: Tensor,
-                     blocks, obs_steps: Tensor, cost_shape: tuple | None, batch_shape: tuple
-                     ) -> SDESolution:
+def _solve_in_blocks(solver: Solver, sde: SDE, drift_cost, z: Tensor, cost: Tensor | None,
+                     times: Tensor, blocks, obs_steps: Tensor, cost_shape: tuple | None,
+                     batch_shape: tuple) -> SDESolution:
     """Drive a solver that takes several steps per call (``Solver.advance``)."""
     shared = times.shape[0] == 1
     ts = times[0] if shared else times.t().unsqueeze(-1)  # (N + 1,) or (N + 1, B, 1)
     hs = torch.diff(ts, dim=0)
     k = solver.steps_per_call
-    cost = None if cost_shape is None else z.new_zeros(z.shape[0], cost_shape[0] if cost_shape
-                                                       else 1)
     z_parts, cost_parts, start = [z.unsqueeze(0)], [], 0
     if cost is not None:
         cost_parts.append(cost.unsqueeze(0))
