@@ -44,7 +44,7 @@ def train_and_score(name: str, data: dict, args) -> dict:
     model = cls.from_config(cls.Config(**config), 64, 0)
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, max_epochs=100_000,
                       max_seconds=args.budget_seconds, eval_every=args.eval_every,
-                      kl_anneal_steps=args.anneal_steps,
+                      kl_anneal_steps=args.anneal_steps, beta=args.beta,
                       patience=None, seed=args.seed, progress=False)
     start = time.perf_counter()
     result = Trainer(model, cfg).fit(data["train"], data["valid"])
@@ -109,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--anneal-steps", type=int, default=0, help="linear KL warm-up steps")
+    p.add_argument("--beta", type=float, default=1.0,
+                   help="KL weight of the training loss (Fortuin et al. 2020 use 0.8)")
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--k", type=int, default=100, help="importance samples of the IWAE bound")
     p.add_argument("--seed", type=int, default=0)

@@ -143,7 +143,7 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(batch_size=0), dict(missing_rate=1.0),
                                  dict(dtype="float16"), dict(device="tpu"),
-                                 dict(max_steps=-1)])
+                                 dict(max_steps=-1), dict(beta=0.0)])
 def test_bad_config(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
@@ -152,6 +152,8 @@ def test_bad_config(bad):
 def test_kl_weight_and_epoch_batches():
     assert [kl_weight(s, 4) for s in range(6)] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]
     assert kl_weight(0, 0) == 1.0
+    assert [kl_weight(s, 2, final=0.8) for s in range(4)] == [0.0, 0.4, 0.8, 0.8]
+    assert kl_weight(5, 0, final=0.8) == 0.8
     b0 = epoch_batches(11, 4, seed=1, epoch=0)
     assert [len(b) for b in b0] == [4, 4, 3]
     assert sorted(sum(b0, [])) == list(range(11))
@@ -193,3 +195,18 @@ def test_anomaly_detection_is_off_while_training():
     with torch.autograd.set_detect_anomaly(True):
         Trainer(model, _config(max_steps=2)).fit(ListDataset(make_data(10)))
     assert _AnomalyProbe.seen == [False, False]
+
+
+def test_beta_weights_the_kl_of_the_training_loss():
+    """One step with beta = 0.3: the recorded loss is -(log_lik - 0.3 kl) per entry of the
+    batch, evaluated at the starting parameters."""
+    data = make_data(4)
+    model, start = _model(analytic=True), _model(analytic=True)
+    result = Trainer(model, _config(beta=0.3, batch_size=4, max_steps=1)).fit(ListDataset(data))
+    row = result.history[0]
+    assert row["beta"] == 0.3
+    with torch.no_grad():
+        terms = start.elbo(ListDataset(data).to_batch(range(4), dtype=torch.float64))
+    expected = -(terms.log_lik - 0.3 * terms.kl).sum() / terms.n_obs.sum()
+    assert abs(row["loss"] - float(expected)) < 1e-10
+    assert float(terms.kl.sum()) > 0  # the KL term is present, so beta matters

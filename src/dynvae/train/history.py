@@ -10,14 +10,16 @@ import os
 from dynvae.utils import atomic_write_text
 
 
-def kl_weight(step: int, anneal_steps: int) -> float:
-    """Linear KL warm-up beta: 0 -> 1 over ``anneal_steps`` steps (Sønderby et al. 2016).
+def kl_weight(step: int, anneal_steps: int, final: float = 1.0) -> float:
+    """Linear KL warm-up beta: 0 -> ``final`` over ``anneal_steps`` steps (Sønderby et al.
+    2016); ``final`` < 1 down-weights the KL for good (the beta-VAE weight of Higgins et
+    al. 2017, 0.8 in Fortuin et al. 2020's GP-VAE).
 
-    ``step`` counts from 0 for the first update; ``anneal_steps = 0`` means beta = 1.
+    ``step`` counts from 0 for the first update; ``anneal_steps = 0`` means beta = final.
     """
     if anneal_steps <= 0:
-        return 1.0
-    return min(1.0, step / anneal_steps)
+        return final
+    return final * min(1.0, step / anneal_steps)
 
 
 def write_metrics_csv(path: str | os.PathLike, history: list[dict]) -> None:

@@ -42,7 +42,8 @@ class TrainConfig:
     max_steps: int | None = None  # None: limited by max_epochs only
     max_seconds: float | None = None  # wall-clock training budget; None: no limit
     grad_clip: float | None = 10.0  # max global gradient norm; None: no clipping
-    kl_anneal_steps: int = 0  # linear beta warm-up 0 -> 1; 0: beta = 1 throughout
+    kl_anneal_steps: int = 0  # linear beta warm-up 0 -> beta; 0: beta throughout
+    beta: float = 1.0  # KL weight of the training loss after the warm-up (1: the ELBO)
     eval_every: int = 100  # steps between validation bounds
     patience: int | None = 10  # evaluations without improvement before stopping
     checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
@@ -57,7 +58,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         positive = ("lr", "batch_size", "max_epochs", "eval_every", "checkpoint_every",
-                    "n_samples", "eval_batch_size")
+                    "n_samples", "eval_batch_size", "beta")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
@@ -225,7 +226,7 @@ class Trainer:
     # ----------------------------------------------------------- training step
     def _train_step(self, batch, indices: list[int], step: int, epoch: int) -> dict:
         cfg = self.config
-        beta = kl_weight(step, cfg.kl_anneal_steps)
+        beta = kl_weight(step, cfg.kl_anneal_steps, cfg.beta)
         if cfg.missing_rate > 0:
             batch = drop_observed(batch, cfg.missing_rate, cfg.seed, step, indices)
         self.model.train()
