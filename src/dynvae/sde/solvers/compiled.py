@@ -4,9 +4,9 @@ Compilation traces the user's drift and diffusion together with the update, so t
 elementwise work of a step (activations, the g dW product, the update) is fused into
 few kernels, and ``steps_per_graph`` consecutive steps form one graph: one call
 (and, under autograd, one backward node) per block instead of dozens of operator
-dispatches per step. The first call of each distinct shape pays the compilation time
-(about 15 s plus a few seconds per step in the block); use it for long or repeated
-solves.
+dispatches per step. The first call of each distinct shape and grad mode pays the
+compilation time (15 s to a minute on a 2-core CPU, longer for larger blocks); use it
+for long or repeated solves.
 
 A solve whose step count is not a multiple of the block pads its last block with
 zero-length steps (h = 0, dW = 0), which leave the state unchanged, so every call
@@ -42,7 +42,7 @@ class Compiled(Solver):
     the backward pass (least memory). The default keeps the results of matrix products
     and transcendental functions (tanh, sigmoid, exp, ...) from the forward pass, as
     eager autograd does, and recomputes only cheap elementwise work: faster when the
-    networks' activations dominate (about 15% on a 64-dimensional neural SDE).
+    networks' activations dominate (15-17% on a 64-dimensional neural SDE).
     """
 
     inner: Solver
