@@ -27,6 +27,7 @@ from dynvae.models.registry import model_class  # noqa: E402
 from dynvae.train.history import kl_weight  # noqa: E402
 from dynvae.train.metrics import evaluate_elbo, evaluate_iwae  # noqa: E402
 from dynvae.train.trainer import TrainConfig, Trainer  # noqa: E402
+from dynvae.utils import atomic_write_json  # noqa: E402
 
 SIZES = dict(z_dim=32, emission_dim=64, transition_dim=64, rnn_dim=128)
 DKF = dict(latent_dim=SIZES["z_dim"], transition="gated", observation="bernoulli",
@@ -150,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['impl']:<20}{r['steps']:>8}{r['test_nll_elbo']:>16.3f}"
               f"{r['test_nll_iwae']:>16.3f}")
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_json(args.json, rows)
     return 0
 
 

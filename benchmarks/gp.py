@@ -29,6 +29,7 @@ from dynvae.gp.exact import exact_log_marginal_likelihood, exact_posterior
 from dynvae.gp.inference import FisherKalman, ParallelKalman, SequentialKalman
 from dynvae.gp.kernels import Matern52
 from dynvae.gp.regression import StateSpaceGP
+from dynvae.utils import atomic_write_json
 
 LENGTHSCALE, VARIANCE, NOISE = 0.8, 1.3, 0.1
 
@@ -316,8 +317,7 @@ def main() -> None:
                          budget=args.budget if not args.quick else 12.0)
     print_table(rows)
     if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=1)
+        atomic_write_json(args.json, rows)
 
 
 if __name__ == "__main__":

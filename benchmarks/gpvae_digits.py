@@ -24,6 +24,7 @@ from dynvae.data.digits import load_healing_digits
 from dynvae.models.registry import model_class
 from dynvae.train.metrics import evaluate_elbo, evaluate_iwae, missing_entry_metrics
 from dynvae.train.trainer import TrainConfig, Trainer
+from dynvae.utils import atomic_write_json
 
 MODELS = {
     "gpvae": ("gpvae", dict(latent_dim=16, kernel="matern32", lengthscale=3.0,
@@ -137,8 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {r['impl']:14s} MSE {r['missing_mse']:.4f}  NLL {r['missing_nll']:.4f}  "
               f"{r['seconds']:7.1f} s{extra}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        atomic_write_json(args.json, rows)
     return 0
 
 

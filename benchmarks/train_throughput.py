@@ -11,7 +11,6 @@ backward and parameter update. Prints a table with the ratio dynvae / Pyro.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dynvae.data.batch import SequenceBatch  # noqa: E402
 from dynvae.models.registry import model_class  # noqa: E402
+from dynvae.utils import atomic_write_json  # noqa: E402
 
 
 def binary_sequences(batch: int, steps: int, dim: int, seed: int = 0) -> SequenceBatch:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{rows[0]['speedup_vs_pyro']:.2f}x (per repeat: "
               f"{', '.join(f'{r:.2f}' for r in ratios)})")
     if args.json is not None:
-        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        atomic_write_json(args.json, rows)
     return 0
 
 
