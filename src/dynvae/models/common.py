@@ -4,7 +4,7 @@ encoder features, Monte Carlo predictive moments, importance weighting."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import ClassVar
 
@@ -143,3 +143,14 @@ def mixture_moments(means: Tensor, variances: Tensor) -> tuple[Tensor, Tensor]:
 def log_mean_exp(log_w: Tensor) -> Tensor:
     """log (1/K) sum_k exp(log_w[k]) over the leading axis: (K, …) -> (…)."""
     return torch.logsumexp(log_w, 0) - math.log(log_w.shape[0])
+
+
+IWAE_CHUNK = 64  # importance samples drawn at once by the IWAE bounds
+
+
+def iwae_bound(log_weights: Callable[[int], Tensor], k: int) -> Tensor:
+    """log (1/k) sum_k w_k, (B,), from ``log_weights(n)`` -> (n, B) log importance weights,
+    drawn at most IWAE_CHUNK at a time to bound memory."""
+    check_positive(k=k)
+    log_w = [log_weights(min(IWAE_CHUNK, k - start)) for start in range(0, k, IWAE_CHUNK)]
+    return log_mean_exp(torch.cat(log_w, 0))

@@ -31,8 +31,8 @@ from dynvae.models.common import (
     check_observation,
     check_positive,
     check_sample_times,
+    iwae_bound,
     last_valid,
-    log_mean_exp,
     mixture_moments,
     observation_features,
     prepare_batch,
@@ -41,8 +41,6 @@ from dynvae.nn.encoders import ENCODERS
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import INITIAL_PRIORS, TRANSITIONS, with_input
-
-IWAE_CHUNK = 64   # importance samples drawn at once by log_likelihood_bound
 
 
 @dataclass
@@ -175,12 +173,10 @@ class DeepKalmanFilter(DVAE):
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
         """IWAE bound log (1/k) sum_k p(x, z^k) / q(z^k | x) with path densities, (B,)."""
-        check_positive(k=k)
-        log_w = []
-        for start in range(0, k, IWAE_CHUNK):
-            log_lik, _, log_ratio = self.path_terms(batch, min(IWAE_CHUNK, k - start))
-            log_w.append(log_lik + log_ratio)
-        return log_mean_exp(torch.cat(log_w, 0))
+        def log_weights(n: int) -> Tensor:
+            log_lik, _, log_ratio = self.path_terms(batch, n)
+            return log_lik + log_ratio
+        return iwae_bound(log_weights, k)
 
     @torch.no_grad()
     def reconstruct(self, batch: SequenceBatch) -> Prediction:

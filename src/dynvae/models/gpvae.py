@@ -36,7 +36,7 @@ from dynvae.models.common import (
     check_observation,
     check_positive,
     check_sample_times,
-    log_mean_exp,
+    iwae_bound,
     mixture_moments,
     observation_features,
     prepare_batch,
@@ -46,8 +46,6 @@ from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.site_encoder import MLPSiteEncoder, SiteEncoder
 from dynvae.nn.transition import with_input
 from dynvae.sde.linear import check_times
-
-IWAE_CHUNK = 64   # importance samples drawn at once by log_likelihood_bound
 
 # Kalman engines whose means and covariances carry exact gradients (the KL needs them)
 ENGINES = {"sequential": SequentialKalman, "parallel": ParallelKalman}
@@ -199,12 +197,10 @@ class GPVAE(DVAE):
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
         """IWAE bound log (1/k) sum_k p(x, s^k) / q(s^k), (B,); every weight is exact and O(T)."""
-        check_positive(k=k)
-        log_w = []
-        for start in range(0, k, IWAE_CHUNK):
-            log_lik, _, log_ratio = self.path_terms(batch, min(IWAE_CHUNK, k - start))
-            log_w.append(log_lik + log_ratio)
-        return log_mean_exp(torch.cat(log_w, 0))
+        def log_weights(n: int) -> Tensor:
+            log_lik, _, log_ratio = self.path_terms(batch, n)
+            return log_lik + log_ratio
+        return iwae_bound(log_weights, k)
 
     def _predictive(self, post: gp_sites.SitePosterior, u: Tensor | None
                     ) -> tuple[Tensor, Tensor]:

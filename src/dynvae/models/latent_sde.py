@@ -44,8 +44,8 @@ from dynvae.models.common import (
     check_future,
     check_positive,
     check_sample_times,
+    iwae_bound,
     last_valid,
-    log_mean_exp,
     mixture_moments,
     observation_features,
     prepare_batch,
@@ -66,8 +66,6 @@ from dynvae.sde import (
     Solver,
     sdeint,
 )
-
-IWAE_CHUNK = 64   # importance samples drawn at once by log_likelihood_bound
 
 SOLVERS: dict[str, Callable[[], Solver]] = {
     "euler": EulerMaruyama,
@@ -305,10 +303,7 @@ class LatentSDE(DVAE):
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
         """IWAE bound log (1/k) sum_k w_k with the path weights of :meth:`log_weights`, (B,)."""
-        check_positive(k=k)
-        log_w = [self.log_weights(batch, min(IWAE_CHUNK, k - start))
-                 for start in range(0, k, IWAE_CHUNK)]
-        return log_mean_exp(torch.cat(log_w, 0))
+        return iwae_bound(lambda n: self.log_weights(batch, n), k)
 
     @torch.no_grad()
     def reconstruct(self, batch: SequenceBatch) -> Prediction:

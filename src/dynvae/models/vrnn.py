@@ -34,8 +34,8 @@ from dynvae.models.common import (
     check_observation,
     check_positive,
     check_sample_times,
+    iwae_bound,
     last_valid,
-    log_mean_exp,
     mixture_moments,
     observation_features,
     prepare_batch,
@@ -43,8 +43,6 @@ from dynvae.models.common import (
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import with_input
-
-IWAE_CHUNK = 64
 
 # what generation feeds back into the recurrence: f(decoder mean, drawn x) -> x_t
 FEEDBACKS = {
@@ -179,12 +177,10 @@ class VRNN(DVAE):
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
         """IWAE bound with k samples of the sampled path densities, (B,)."""
-        check_positive(k=k)
-        log_w = []
-        for start in range(0, k, IWAE_CHUNK):
-            s = self.steps(batch, min(IWAE_CHUNK, k - start))
-            log_w.append((s.log_lik + s.log_ratio).sum(-1))
-        return log_mean_exp(torch.cat(log_w, 0))
+        def log_weights(n: int) -> Tensor:
+            s = self.steps(batch, n)
+            return (s.log_lik + s.log_ratio).sum(-1)
+        return iwae_bound(log_weights, k)
 
     @torch.no_grad()
     def reconstruct(self, batch: SequenceBatch) -> Prediction:
