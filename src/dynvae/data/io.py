@@ -46,7 +46,7 @@ def read_csv(path, id_col: str | None = None, time_col: str | None = None,
     path = _existing_file(path)
     dtype = {id_col: str} if id_col is not None else None
     try:
-        frame = pd.read_csv(path, dtype=dtype)
+        frame = pd.read_csv(path, dtype=dtype, float_precision="round_trip")
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: no header and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
