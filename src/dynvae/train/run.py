@@ -278,8 +278,8 @@ def load_run(run: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     model_config = schema.dataclass_from(cls.Config, payload["model_config"],
                                          f"{where}: 'model_config'", CheckpointError)
     state = _tensors(payload["state_dict"], f"{where}: 'state_dict'")
-    standardizer = _standardizer(payload["standardizer"], dims[0], where)
     check_sizes(cls, model_config, *dims, state, where)
+    standardizer = _standardizer(payload["standardizer"], dims[0], where)
     model = cls.from_config(model_config, *dims)
     try:
         model.load_state_dict(state)
