@@ -109,3 +109,25 @@ def test_two_runs_into_one_directory(sequences_csv, tmp_path):
     assert json.loads((run / "config.json").read_text())["seed"] == winner
     code, err = finish(cli(["evaluate", str(run)]))
     assert code == 0, err
+
+
+@reliability("faults", [
+    ("train --force into a directory while another train process is fitting into it",
+     "the second exits 2 at once, naming the first's pid; the first finishes with exit 0 "
+     "and its run is whole (its seed in config.json, evaluate reads it)")])
+def test_a_forced_run_cannot_take_a_directory_in_use(sequences_csv, tmp_path):
+    run = tmp_path / "run"
+    first = cli(dkf_args(sequences_csv, run, "--set", "max_steps=1000000", "--set",
+                         "max_seconds=30", "--set", "checkpoint_every=20", "--seed", "3"))
+    deadline = time.monotonic() + 300
+    while steps_written(run) < 1 and first.poll() is None:     # fitting, lock held
+        assert time.monotonic() < deadline, "the first run made no progress"
+        time.sleep(0.05)
+    code, err = finish(cli(dkf_args(sequences_csv, run, "--set", "max_steps=2", "--force")))
+    assert code == 2 and err.count("\n") == 1, err
+    assert first.poll() is None, "the first run ended before the second was refused"
+    assert f"being written by another dynvae process (pid {first.pid})" in err
+    code, err = finish(first)
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["seed"] == 3
+    assert finish(cli(["evaluate", str(run)]))[0] == 0

@@ -190,15 +190,15 @@ def test_a_directory_without_permission_is_refused(sequences_csv, tmp_path, caps
     ("a directory left with only empty checkpoints/ and plots/ (a run killed before its "
      "first write)", "a new run into it needs no --force")])
 def test_a_failed_run_leaves_nothing_behind(sequences_csv, tmp_path, monkeypatch):
-    from dynvae.commands import train
+    from dynvae.train import run as rundir
     run = tmp_path / "deep" / "run"
     args = ["train", "--model", "lgssm", "--data", str(sequences_csv), "--id-col", "id",
             "--time-col", "t", "--set", "method=em", "--set", "max_iter=1", "--out", str(run)]
 
-    def fails(out, *rest):
+    def fails(out, metrics):
         (out / "metrics.json").write_text("{}")          # a half-written run
         raise RuntimeError("disk full")
-    monkeypatch.setattr(train, "write_run", fails)
+    monkeypatch.setattr(rundir, "write_metrics", fails)
     with pytest.raises(RuntimeError, match="disk full"):
         main(args)
     assert not (tmp_path / "deep").exists()
