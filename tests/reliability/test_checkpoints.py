@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from dynvae.cli import main
+from dynvae.errors import CheckpointError
 from dynvae.models.lgssm import LGSSM
+from dynvae.models.registry import MODELS, model_class
 from dynvae.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.reliability.conftest import dkf_args, one_line_error
 from tests.reliability.table import reliability
@@ -159,3 +161,19 @@ def test_only_data_can_be_saved(tmp_path):
     assert not (tmp_path / "c.pt").exists()
     save_checkpoint(tmp_path / "c.pt", {"w": torch.ones(2), "n": [1, 2.0, "a", None]})
     assert load_checkpoint(tmp_path / "c.pt")["n"] == [1, 2.0, "a", None]
+
+
+@reliability("checkpoints", [
+    ("weights of every registered model with data_dim declared one larger than theirs",
+     "CheckpointError naming a weight and both shapes; the true sizes pass (each model "
+     "builds on the meta device)")])
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_has_its_sizes_checked(name):
+    from dynvae.train.run import check_sizes
+    cls = model_class(name)
+    config = cls.Config()
+    state = cls.from_config(config, 3, 0).state_dict()
+    check_sizes(cls, config, 3, 0, state, "checkpoint x.pt")
+    with pytest.raises(CheckpointError, match=r"checkpoint x\.pt: the declared sizes "
+                                              r"\(data_dim=4, .* has shape \(.*\) in the file"):
+        check_sizes(cls, config, 4, 0, state, "checkpoint x.pt")
