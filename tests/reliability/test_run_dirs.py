@@ -216,3 +216,28 @@ def test_a_failed_run_leaves_nothing_behind(sequences_csv, tmp_path, monkeypatch
     assert (run / "metrics.json").is_file() and not (run / ".dynvae.lock").exists()
     assert torch.isfinite(torch.tensor(json.loads((run / "metrics.json").read_text())
                                        ["log_likelihood"]))
+
+
+@reliability("run directories", [
+    ("the lock file removed by its holder between another process's open and flock",
+     "the other process locks a fresh lock file, never the removed one (two holders at "
+     "once are impossible)")])
+def test_a_lock_released_during_acquisition_is_taken_afresh(tmp_path, monkeypatch):
+    from dynvae.train import lock as lock_module
+    first = lock_module.DirectoryLock(tmp_path).acquire()
+    real_flock, calls = lock_module.fcntl.flock, []
+
+    def release_first_then_flock(fd, op):
+        if not calls:
+            first.release()                # unlinks the file this fd was opened on
+        calls.append(os.fstat(fd).st_ino)
+        return real_flock(fd, op)
+    monkeypatch.setattr(lock_module.fcntl, "flock", release_first_then_flock)
+    second = lock_module.DirectoryLock(tmp_path).acquire()
+    assert len(calls) == 2                  # the first flock got the removed file: retried
+    assert os.stat(second.path).st_ino == os.fstat(second._fd).st_ino == calls[-1]
+    monkeypatch.undo()
+    with pytest.raises(FileExistsError, match=f"pid {os.getpid()}"):
+        lock_module.DirectoryLock(tmp_path).acquire()     # the live file is held
+    second.release()
+    assert not second.path.exists()

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dynvae.errors import ConfigError
+
 try:
     import fcntl
 except ImportError:         # pragma: no cover - Windows
@@ -20,7 +22,8 @@ LOCK_NAME = ".dynvae.lock"
 
 class DirectoryLock:
     """``with DirectoryLock(path):`` holds the lock of the existing directory ``path``;
-    raises FileExistsError naming the holder's process id when another process has it."""
+    raises FileExistsError naming the holder's process id when another process has it,
+    ConfigError when the lock file cannot be created."""
 
     def __init__(self, directory: str | os.PathLike) -> None:
         self.path = Path(directory) / LOCK_NAME
@@ -30,7 +33,11 @@ class DirectoryLock:
         if fcntl is None:       # pragma: no cover - Windows
             return self
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:
+                raise ConfigError(f"cannot write in {self.path.parent}: "
+                                  f"{err.strerror or err}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
