@@ -35,11 +35,14 @@ def test_the_cli_grid_and_the_models_grid_agree_on_irregular_sequences():
 def test_each_row_gets_its_own_steps(build):
     torch.manual_seed(0)
     model = build().double()
-    x = torch.randn(2, 5, 1, dtype=F64)
+    mask = torch.ones(2, 5, 1, dtype=torch.bool)
+    mask[1, 4] = False                                                   # padding of row 1
+    x = torch.where(mask, torch.randn(2, 5, 1, dtype=F64), 0.0)
     t = torch.stack([torch.arange(5.0), 10 + 2 * torch.arange(5.0)]).to(F64)   # dt 1 and 2
-    batch = SequenceBatch(x, torch.ones_like(x, dtype=torch.bool), t, torch.tensor([5, 4]))
+    batch = SequenceBatch(x, mask, t, torch.tensor([5, 4]))
     # row 0 ends at 4 (dt 1), row 1 at 16 (dt 2): steps (2, 5) and (1, 3)
     asked = torch.tensor([[6.0, 9.0], [18.0, 22.0]], dtype=F64)
+    assert torch.equal(steps_ahead(batch, asked), torch.tensor([[2, 5], [1, 3]]))
     torch.manual_seed(1)
     pred = model.forecast(batch, asked)
     torch.manual_seed(1)
