@@ -7,7 +7,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dynvae.errors import DataError
-from dynvae.gaussian import batched_mv, symmetrize
+from dynvae.gaussian import batched_mv, psd_sqrt, symmetrize
 from dynvae.models.base import Prediction
 from dynvae.models.lgssm_em import EMStatistics, missing_entry_moments, regression_m_step
 from dynvae.ssm import LinearGaussianSSM
@@ -84,10 +84,9 @@ def sample_paths(model: LinearGaussianSSM, m0: Tensor, P0: Tensor, n: int, T: in
     """(n, T, D) ancestral draws: z_0 ~ N(m0, P0), then the transition and emission."""
     noise = lambda k: torch.randn(n, k, dtype=m0.dtype, device=m0.device)  # noqa: E731
     trans_off, emis_off = model.offsets(T, u)
-    Lq = torch.linalg.cholesky(model.transition_cov)
-    Lr = torch.linalg.cholesky(model.emission_cov)
+    Lq, Lr = psd_sqrt(model.transition_cov), psd_sqrt(model.emission_cov)
     S, D = m0.shape[-1], Lr.shape[-1]
-    z = m0 + batched_mv(torch.linalg.cholesky(P0), noise(S))
+    z = m0 + batched_mv(psd_sqrt(P0), noise(S))
     xs = []
     for t in range(T):
         if t > 0:
