@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynvae.errors import DataError
+from dynvae.errors import DataError, NumericalError
 from dynvae.ssm import (
     LinearGaussianSSM,
     kalman_filter,
@@ -132,7 +132,7 @@ def test_bad_inputs_are_clear_errors():
                             mask=torch.ones(9, 2, dtype=torch.bool))
     bad = LinearGaussianSSM(**{**model.__dict__, "emission_cov": -torch.eye(2,
                                                                             dtype=torch.float64)})
-    with pytest.raises(DataError, match="not positive definite.*step 0"):
+    with pytest.raises(NumericalError, match="not positive definite.*step 0"):
         native_kalman_filter(bad, torch.randn(10, 2, dtype=torch.float64))
 
 

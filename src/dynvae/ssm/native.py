@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from dynvae.errors import ConfigError, DataError
+from dynvae.errors import ConfigError, DataError, NumericalError
+from dynvae.ssm.guard import check_filter, check_smoother
 from dynvae.ssm.kalman import FilterResult, SmootherResult, check_inputs
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 
@@ -222,12 +223,22 @@ def _run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None, u: Tensor | N
                            pm.data_ptr(), pc.data_ptr(), fm.data_ptr(), fc.data_ptr(),
                            ll.data_ptr(), *([t.data_ptr() for t in sm_out] if smooth
                                             else [None] * 3), err)
+    if rc == 3:
+        raise MemoryError("native Kalman back end: out of memory for its workspace")
     if rc:
-        raise DataError(f"native Kalman back end: {_ERRORS.get(rc, f'error {rc}')} "
-                        f"(sequence {err[0]}, step {err[1]})")
-    back = lambda t: t.reshape((*batch_shape, *t.shape[1:])).to(x.device, x.dtype)
-    f = FilterResult(back(ll), back(pm), back(pc), back(fm), back(fc))
-    return f, None if sm_out is None else tuple(back(t) for t in sm_out)
+        raise NumericalError(f"native Kalman {'smoother' if smooth else 'filter'}: "
+                             f"{_ERRORS.get(rc, f'error {rc}')} at step {err[1]} (sequence "
+                             f"{err[0]})")
+    shaped = lambda t: t.reshape((*batch_shape, *t.shape[1:]))
+    f = FilterResult(*(shaped(v) for v in (ll, pm, pc, fm, fc)))
+    model, mask = model.to("cpu", torch.float64), mask.to("cpu")         # as computed
+    check_filter("native Kalman filter", model, mask, f)
+    back = lambda t: t.to(x.device, x.dtype)
+    if sm_out is not None:
+        check_smoother("native RTS smoother", model, mask,
+                       SmootherResult(f.log_likelihood, *(shaped(v) for v in sm_out), f))
+    return (FilterResult(*(back(v) for v in f)),
+            None if sm_out is None else tuple(back(shaped(v)) for v in sm_out))
 
 
 def native_kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
