@@ -229,6 +229,37 @@ def _raise_on_error(rc: int, err: ctypes.Array, smooth: bool, batch_shape: torch
                              f"(sequence {seq})")
 
 
+_MADV_HUGEPAGE, _HUGE = 14, 2 << 20
+
+
+@lru_cache(maxsize=1)
+def _madvise() -> Callable | None:
+    """libc's madvise on Linux, else None."""
+    if platform.system() != "Linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.madvise
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int], ctypes.c_int
+    return fn
+
+
+def _empty(*shape: int) -> Tensor:
+    """torch.empty float64, with the kernel asked (madvise, Linux) to back large outputs by
+    2 MiB pages: a fresh output is first touched by the C code, and at B = 1024, T = 1000
+    the 4 KiB page faults cost more than the filter itself."""
+    t = torch.empty(*shape, dtype=torch.float64)
+    nbytes, advise = t.numel() * 8, _madvise()
+    if advise is not None and nbytes >= 2 * _HUGE:
+        start = -(-t.data_ptr() // _HUGE) * _HUGE
+        length = (t.data_ptr() + nbytes - start) // _HUGE * _HUGE
+        if length > 0:
+            advise(start, length, _MADV_HUGEPAGE)           # a hint: failure changes nothing
+    return t
+
+
 def _batch_shape(model: LinearGaussianSSM, x: Tensor, trans_off: Tensor | None
                  ) -> torch.Size:
     leads = [x.shape[:-2]] + [
@@ -242,6 +273,7 @@ def _batch_shape(model: LinearGaussianSSM, x: Tensor, trans_off: Tensor | None
 def _run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None, u: Tensor | None,
          smooth: bool) -> tuple[FilterResult, tuple[Tensor, Tensor, Tensor] | None]:
     _refuse_grad(model, x, u)
+    all_observed = mask is None
     mask = check_inputs(model, x, mask, u)
     lib = _library()
     T, S, D = x.shape[-2], model.state_dim, model.obs_dim
@@ -254,23 +286,24 @@ def _run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None, u: Tensor | N
         raise DataError(f"the native Kalman back end needs B, T > 0, got batch "
                         f"{tuple(batch_shape)} and T={T}")
     y = y.detach().to("cpu", torch.float64)
-    if not bool(mask.all()):
+    all_observed = all_observed or bool(mask.all())
+    if not all_observed:
         y = torch.where(mask.to(y.device), y, torch.zeros_like(y))
-    y = y.expand(*batch_shape, T, D).reshape(B, T, D)
-    m = mask.to("cpu", torch.uint8).expand(*batch_shape, T, D).reshape(B, T, D)
+    y = y.expand(*batch_shape, T, D).reshape(B, T, D).contiguous()
     bufs, ptrs, strides = _batch_major_params(model, trans_off, batch_shape)
-    # shared covariances: P0, A, Q, H, R shared by the batch and one mask for all; then the
-    # C code computes the covariances once (means (T, S, B), covariances (T, S, S)), else
-    # it advances 8 sequences at once as SIMD lanes, time-major: (T, B, D), (T, B, S[, S])
-    shared = all(strides[2 * k] == 0 for k in range(1, 6)) and bool((m == m[:1]).all())
-    if shared:
-        y, m = y.contiguous(), m[0].contiguous()
-        mean = lambda: torch.empty(T, S, B, dtype=torch.float64)
-        cov = lambda: torch.empty(T, S, S, dtype=torch.float64)
+    # shared covariances (P0, A, Q, H, R shared by the batch, one mask for all): the C code
+    # computes them once, means (T, S, B) and covariances (T, S, S); else (B, T, S[, S])
+    shared = B > 1 and all(strides[2 * k] == 0 for k in range(1, 6))
+    if all_observed:
+        m = torch.ones((T, D) if shared else (B, T, D), dtype=torch.uint8)
     else:
-        y, m = y.transpose(0, 1).contiguous(), m.transpose(0, 1).contiguous()
-        mean = lambda: torch.empty(T, B, S, dtype=torch.float64)
-        cov = lambda: torch.empty(T, B, S, S, dtype=torch.float64)
+        m = mask.to("cpu", torch.uint8).expand(*batch_shape, T, D).reshape(B, T, D)
+        shared = shared and bool((m == m[:1]).all())
+        m = m[0].contiguous() if shared else m.contiguous()
+    if shared:
+        mean, cov = lambda: _empty(T, S, B), lambda: _empty(T, S, S)
+    else:
+        mean, cov = lambda: _empty(B, T, S), lambda: _empty(B, T, S, S)
     out = [mean(), cov(), mean(), cov(), torch.empty(B, dtype=torch.float64)]
     out += [mean(), cov(), cov()] if smooth else []                  # sm, sc, cc
     err = (ctypes.c_int64 * 3)()
@@ -285,12 +318,10 @@ def _run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None, u: Tensor | N
                              "log-likelihood is not finite")
 
     def back(t: Tensor, is_cov: bool = False) -> Tensor:
-        """(T, B, ...) -> (*batch, T, ...); shared means (T, S, B) and covariances (T, S, S)
-        likewise (the latter broadcast over the batch): strided views, no copy."""
+        """(B, T, ...) -> (*batch, T, ...); shared means (T, S, B) and covariances (T, S, S)
+        likewise (the latter broadcast over the batch): views, no copy."""
         if shared:
             t = t.expand(B, *t.shape) if is_cov else t.permute(2, 0, 1)
-        else:
-            t = t.transpose(0, 1)
         return t.reshape((*batch_shape, *t.shape[1:])).to(x.device, x.dtype)
     pm, pc, fm, fc, ll = out[:5]
     f = FilterResult(ll.reshape(batch_shape).to(x.device, x.dtype), back(pm),
