@@ -2,14 +2,16 @@
 
 Same outputs as :func:`dynvae.ssm.kalman_filter` / :func:`dynvae.ssm.rts_smoother`
 (masks, any batch dims, time-varying A/Q/H/R, biases and inputs), for long sequences
-on the CPU, where the Python-level loop is slow and the associative scan does several
-times the work of the sequential recursion. The C source (``_native/kalman.c``, C99,
-no BLAS) is compiled with the system C compiler (``$CC``, else the one Python was
-built with, else ``cc``/``gcc``/``clang``) using ``-O3`` and IEEE arithmetic (no
-``-ffast-math``, no ``-march=native``; ``-mavx2 -mfma`` where the CPU has them, and those
-flags are part of the cache key). The shared library is cached under ``$DYNVAE_CACHE_DIR``
-(default ``~/.cache/dynvae/native``), keyed by a hash of the source, flags, compiler
-version and platform, and written atomically.
+and large batches on the CPU, where the Python-level loop is slow and the associative
+scan does several times the work of the sequential recursion. When the batch shares the
+covariance-shaping parameters and one missingness pattern, the covariances are computed
+once per step for all sequences (see docs/engines.md). The C source
+(``_native/kalman.c`` and ``kalman_steps.h``, C99, no BLAS) is compiled with the system
+C compiler (``$CC``, else the one Python was built with, else ``cc``/``gcc``/``clang``)
+using ``-O3`` and IEEE arithmetic (no ``-ffast-math``, no ``-march=native``; ``-mavx2
+-mfma`` where the CPU has them, and those flags are part of the cache key). The shared
+library is cached under ``$DYNVAE_CACHE_DIR`` (default ``~/.cache/dynvae/native``), keyed
+by a hash of the sources, flags, compiler version and platform, and written atomically.
 
 No autograd: inputs that require grad are refused. Computation is in float64 on the
 CPU; results are cast back to the input's dtype and device (float32 inputs are thus
@@ -40,6 +42,7 @@ from dynvae.ssm.kalman import FilterResult, SmootherResult, check_inputs
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 
 _SOURCE = Path(__file__).with_name("_native") / "kalman.c"
+_HEADERS = (_SOURCE.with_name("kalman_steps.h"),)          # included by _SOURCE
 _PARAMS = ("initial_mean", "initial_cov", "transition_matrix", "transition_cov",
            "emission_matrix", "emission_cov")
 _ERRORS = {1: "the innovation covariance H P H^T + R is not positive definite"}
@@ -117,7 +120,8 @@ def _library() -> ctypes.CDLL:
     except (OSError, subprocess.SubprocessError) as err:
         raise NativeUnavailable(f"C compiler {cc[0]!r} does not run: {err}") from err
     key = hashlib.sha256(b"\0".join(s.encode() for s in (
-        _SOURCE.read_text(), " ".join(cc + flags), version, platform.machine(),
+        _SOURCE.read_text(), *(h.read_text() for h in _HEADERS), " ".join(cc + flags),
+        version, platform.machine(),
         platform.system()))).hexdigest()[:24]
     suffix = sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"
     target = _cache_dir() / f"kalman-{key}{suffix}"
