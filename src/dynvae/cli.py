@@ -8,7 +8,7 @@ import argparse
 import importlib
 import sys
 
-from dynvae.errors import CheckpointError, ConfigError, DataError
+from dynvae.errors import CheckpointError, ConfigError, DataError, NumericalError
 
 COMMANDS: list[str] = [
     "train",
@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (DataError, ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as err:
+    except (DataError, ConfigError, CheckpointError, NumericalError, FileNotFoundError,
+            FileExistsError) as err:
         print(f"dynvae {args.command}: error: {err}", file=sys.stderr)
         return 2
 

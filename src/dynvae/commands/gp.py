@@ -58,7 +58,7 @@ class GPConfig:
     order: int = 6
     noise: float = 0.1
     max_iter: int = 100
-    engine: str = "parallel"
+    engine: str = "auto"
     extrapolate: float = 0.0
     grid_points: int = 1000
     mean: str = "constant"
@@ -87,8 +87,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise", type=float, default=0.1,
                    help="initial noise variance (standardised units)")
     p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations")
-    p.add_argument("--engine", choices=sorted(ENGINES), default="parallel",
-                   help="Kalman engine")
+    p.add_argument("--engine", choices=sorted(ENGINES), default="auto",
+                   help="Kalman engine (default auto: the fastest valid one, see "
+                   "docs/engines.md)")
     p.add_argument("--extrapolate", type=float, default=0.0,
                    help="predict this far (time units) beyond the last time")
     p.add_argument("--grid-points", type=int, default=1000, help="regular prediction points")

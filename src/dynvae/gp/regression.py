@@ -19,9 +19,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from dynvae.errors import DataError
+from dynvae.errors import DataError, NumericalError
 from dynvae.gp.discretize import gp_state_space_model
-from dynvae.gp.inference import KalmanEngine, SequentialKalman
+from dynvae.gp.inference import AutoKalman, KalmanEngine
 from dynvae.gp.kernels.base import Kernel
 from dynvae.gp.mean import MeanFunction, ZeroMean
 from dynvae.ssm import LinearGaussianSSM, ffbs_sample
@@ -67,7 +67,8 @@ class StateSpaceGP(nn.Module):
         kernel: the prior kernel; each of the D outputs gets its own copy.
         num_outputs: D.
         noise_variance: initial Gaussian noise variance (learnable, positive via log).
-        engine: Kalman engine (SequentialKalman() or ParallelKalman()).
+        engine: Kalman engine (default AutoKalman(): the fastest valid one per call; see
+            dynvae.ssm.engines).
         mean: prior mean of one output (default ZeroMean()); each output gets its own copy,
             learned with the hyperparameters.
     """
@@ -84,7 +85,7 @@ class StateSpaceGP(nn.Module):
         dtype = kernel.dtype
         self.log_noise_variance = nn.Parameter(
             torch.full((num_outputs,), math.log(noise_variance), dtype=dtype))
-        self.engine = engine or SequentialKalman()
+        self.engine = engine or AutoKalman()
         self.train_t: Tensor | None = None
         self.train_x: Tensor | None = None
 
@@ -118,7 +119,7 @@ class StateSpaceGP(nn.Module):
         """
         t, x, mask = check_data(t, x)
         xs, ms = self._as_ssm_data(t, x, mask)
-        return self.engine.filter(self.state_space_model(t), xs, ms).log_likelihood.sum()
+        return self.engine.log_likelihood(self.state_space_model(t), xs, ms).sum()
 
     def set_data(self, t: Tensor, x: Tensor) -> None:
         """Store the training data used by :meth:`predict` and :meth:`sample_posterior`."""
@@ -158,9 +159,10 @@ class StateSpaceGP(nn.Module):
             opt.step(closure)
             with torch.no_grad():
                 lml = float(self.log_marginal_likelihood(t, x))
-        except torch.linalg.LinAlgError:    # a line search into degenerate variances
+        except torch.linalg.LinAlgError as err:   # a line search into degenerate variances
+            detail = f": {err}" if isinstance(err, NumericalError) else ""
             raise DataError(f"a variance stopped being positive during fitting ({n_obs} "
-                            "observed values: too few or degenerate?)") from None
+                            f"observed values: too few or degenerate?){detail}") from None
         return FitResult(lml, count[0])
 
     def _merged(self, t_new: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError
 from dynvae.gp import sites as gp_sites
-from dynvae.gp.inference import ENGINES
+from dynvae.gp.inference import AutoKalman, ParallelKalman, SequentialKalman
 from dynvae.gp.kernels import Kernel, KernelInit, parse_kernel
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
@@ -46,9 +46,10 @@ from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.site_encoder import MLPSiteEncoder, SiteEncoder
 from dynvae.nn.transition import with_input
 
-# the Kalman engines of dynvae.gp whose means and covariances carry exact gradients
-# (the KL needs them); "fisher" gives exact gradients of the log-likelihood only
-GRADIENT_ENGINES = {name: ENGINES[name] for name in ("sequential", "parallel")}
+# Kalman engines whose means and covariances carry exact gradients (the KL needs them);
+# "auto" runs the parallel scan when gradients flow and the C back end when none do
+GRADIENT_ENGINES = {"auto": AutoKalman, "sequential": SequentialKalman,
+                    "parallel": ParallelKalman}
 
 
 @dataclass
@@ -60,7 +61,8 @@ class GPVAEConfig(DictConfig):
     channel gets its own copy, with initial ``lengthscale``, ``period`` and
     ``kernel_variance``. learn_kernel: train the kernel hyperparameters other than the
     variance; learn_kernel_variance: train the variance too (the decoder can absorb the
-    latent scale, so it is fixed by default). engine: "sequential" or "parallel" Kalman.
+    latent scale, so it is fixed by default). engine: "auto" (default: the associative scan
+    while training, the C back end when no gradient is needed), "parallel" or "sequential".
     observation: "gaussian" or "bernoulli". free_emission_variance: for the Gaussian
     observation, True (the default, None) learns one std per data dimension, False makes
     the std a function of z. Empty hidden sizes make a map affine.
@@ -75,7 +77,7 @@ class GPVAEConfig(DictConfig):
     kernel_variance: float = 1.0
     learn_kernel: bool = True
     learn_kernel_variance: bool = False
-    engine: str = "sequential"
+    engine: str = "auto"
     observation: str = "gaussian"
     encoder_hidden: tuple[int, ...] = (64, 64)
     emission_hidden: tuple[int, ...] = (64, 64)
