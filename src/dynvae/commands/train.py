@@ -165,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     spec = common.data_spec(args)
     data, train, val, test, shared = load_splits(spec, args.seed)
     configs["model"] = default_observation(args, configs["model"], train)
+    configs["model"], data_choices = cls.adapt_config(configs["model"], train)
+    if "note" in data_choices:
+        print(data_choices["note"])
     standardizer = scaling(configs["model"], train)
     train, test = standardizer.transform(train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)
@@ -190,6 +193,7 @@ def run(args: argparse.Namespace) -> int:
     rundir.write_config(out, {
         "model": args.model, "dynvae_version": __version__,
         "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
+        "data_choices": data_choices,
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "split": {"fractions": list(SPLIT) if not shared else None,
                                          "train_equals_test": shared,

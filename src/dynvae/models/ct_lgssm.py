@@ -214,12 +214,11 @@ class ContinuousLGSSM(LGSSM):
                 loss.backward()
             return loss
 
-        with torch.enable_grad():
-            try:
-                opt.step(closure)
-                after = float(transition_term(stats, self.transition_groups(groups)))
-            except torch.linalg.LinAlgError:
-                after = float("nan")
+        try:
+            opt.step(closure)
+            after = float(transition_term(stats, self.transition_groups(groups)))
+        except torch.linalg.LinAlgError:         # a line search into a singular Q(dt)
+            after = float("nan")
         if not after >= before:
             for p, v in zip(params, saved, strict=True):
                 p.copy_(v)

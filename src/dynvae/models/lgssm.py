@@ -111,6 +111,9 @@ class LGSSM(DVAE, SelfFitting):
         if config.time != "auto":
             return config, choice
         time = "continuous" if irregularity.irregular else "discrete"
+        kind = "irregular" if irregularity.irregular else "regular"
+        choice["note"] = (f"times are {kind} ({irregularity.describe()}): {time}-time "
+                          f"LGSSM (time={time}; --set time=... chooses)")
         return dataclasses.replace(config, time=time), choice
 
     @classmethod

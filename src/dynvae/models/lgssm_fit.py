@@ -44,11 +44,12 @@ class LBFGS(Optimizer):
     lr: float = 1.0
     max_iter: int = 20
     history_size: int = 50
+    tolerance_change: float = 1e-14
 
     def build(self, params):
         return torch.optim.LBFGS(list(params), lr=self.lr, max_iter=self.max_iter,
                                  history_size=self.history_size, line_search_fn="strong_wolfe",
-                                 tolerance_grad=1e-10, tolerance_change=1e-14)
+                                 tolerance_grad=1e-10, tolerance_change=self.tolerance_change)
 
 
 @dataclass(frozen=True)
@@ -235,8 +236,11 @@ def _fit_em(model, batch, config: FitConfig, progress: bool) -> list[dict]:
 
 
 def _fit_lbfgs(model, batch, config: FitConfig, progress: bool) -> list[dict]:
-    return model.fit_gradient(batch, optimizer=LBFGS(), steps=config.max_iter, tol=config.tol,
-                              progress=progress, gradient=config.gradient)
+    # the inner iterations stop, like the outer steps, once the loss per entry moves
+    # by less than tol
+    return model.fit_gradient(batch, optimizer=LBFGS(tolerance_change=config.tol),
+                              steps=config.max_iter, tol=config.tol, progress=progress,
+                              gradient=config.gradient)
 
 
 def _fit_adam(model, batch, config: FitConfig, progress: bool) -> list[dict]:
