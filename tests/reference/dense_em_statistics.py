@@ -41,7 +41,6 @@ def dense_statistics(sm, x, mask, lengths, u, H, R, offset, groups=None, n_group
     ones = torch.ones(B, T, 1, dtype=x.dtype)
     u_aug = ones if u is None else torch.cat([u, ones], -1)
     n_aug = u_aug.shape[-1]
-    valid = torch.arange(T)[None, :] < lengths[:, None]
     n = 2 * S + n_aug
     trans = torch.zeros(n_groups, n, n, dtype=x.dtype)
     counts = torch.zeros(n_groups, dtype=x.dtype)

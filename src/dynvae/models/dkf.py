@@ -7,8 +7,9 @@ Generative model, steps t = 0..T-1 (0-indexed like dynvae.ssm):
 Inference: q(z_{0:T-1} | x) = prod_t q(z_t | z_{t-1}, context_t(x)) (eq. 16/19; the
 encoder strategy decides which part of x step t sees). The ELBO (eq. 20-21) uses
 reparametrised ancestral samples from q and the closed-form KL between q(z_t | ·) and
-p(z_t | z_{t-1}) at the sampled z_{t-1}. Time stamps are not used: one transition per
-step (a discrete-time model); padding beyond ``lengths`` is excluded from every term.
+p(z_t | z_{t-1}) at the sampled z_{t-1}. Discrete time: one transition per row (irregular
+times are warned about once; ``time_gap_input`` adds the time gap as an input, see
+dynvae.models.time_gaps); padding beyond ``lengths`` is excluded from every term.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from dynvae.models.common import (
     observation_features,
     prepare_batch,
 )
+from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import ENCODERS
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
@@ -50,7 +52,8 @@ class DKFConfig(DictConfig):
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
     "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
     "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
-    Empty hidden sizes make the corresponding map affine.
+    Empty hidden sizes make the corresponding map affine. time_gap_input: add
+    log(dt / median dt) as an input channel (dynvae.models.time_gaps).
     """
 
     model_name = "DKF"
@@ -67,6 +70,7 @@ class DKFConfig(DictConfig):
     free_emission_variance: bool = False
     min_var: float = 1e-4
     n_predict_samples: int = 64
+    time_gap_input: bool = False
 
     def __post_init__(self) -> None:
         check_choice("encoder", self.encoder, ENCODERS)
@@ -102,8 +106,9 @@ class DeepKalmanFilter(DVAE):
         super().__init__()
         check_dims(data_dim, input_dim)
         c = self.config = config
-        Z, D, U = c.latent_dim, data_dim, input_dim
-        self.data_dim, self.input_dim = D, U
+        Z, D, U = c.latent_dim, data_dim, input_width(input_dim, c.time_gap_input)
+        self.data_dim, self.input_dim = D, input_dim
+        self.time_gaps = TimeGapFeature() if c.time_gap_input else None
         self.encoder = ENCODERS[c.encoder](2 * D + U, Z, c.encoder_hidden, c.min_var)
         self.initial_prior = INITIAL_PRIORS[c.initial_prior](Z)
         self.transition = TRANSITIONS[c.transition](Z, U, c.transition_hidden, c.min_var,
@@ -116,7 +121,7 @@ class DeepKalmanFilter(DVAE):
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         batch = prepare_batch(batch, self.data_dim, self.input_dim, self.encoder.z_start)
         self.observation.check_data(batch.x, batch.mask)
-        return batch
+        return with_time_gaps(self, batch, self.time_gaps)
 
     def emission(self, z: Tensor, u: Tensor | None = None) -> tuple[Tensor, ...]:
         """Parameters of p(x_t | z_t, u_t): z (…, T, Z), u (…, T, U) -> each (…, T, D)."""
@@ -207,6 +212,9 @@ class DeepKalmanFilter(DVAE):
         paths = self.posterior_paths(batch, self.config.n_predict_samples)
         z_last = last_valid(paths.z, batch.lengths)                            # (K, B, Z)
         u = None if u_future is None else u_future.to(z_last)
+        if self.time_gaps is not None:
+            t_last = last_valid(batch.t[..., None], batch.lengths)[:, 0]
+            u = self.time_gaps.future(t_last, t_future, u).to(z_last)
         z = self.rollout(z_last, t_future.shape[1], u)                         # (K, B, H, Z)
         mean, var = self.observation.moments(self.emission(z, u))
         return Prediction(t_future, *mixture_moments(mean, var))
@@ -217,6 +225,8 @@ class DeepKalmanFilter(DVAE):
         T = check_sample_times(t, u, self.input_dim)
         like = self.encoder.z_start
         u = None if u is None else u.to(like).expand(n, T, self.input_dim)
+        if self.time_gaps is not None:
+            u = self.time_gaps.sample(t, u, n).to(like)
         mean, var = self.initial_prior((n,), like)
         z0 = mean + var.sqrt() * torch.randn_like(mean)                        # (n, Z)
         u_next = None if u is None else u[:, 1:]
