@@ -69,7 +69,9 @@ class LGSSM(DVAE, SelfFitting):
         if S < 1:
             raise ConfigError(f"state_dim must be positive, got {S}")
         dtype = choose(DTYPES, config.dtype, "dtype")
-        choose(TIMES, config.time, "time")
+        if choose(TIMES, config.time, "time") == "continuous" and not self.continuous_time:
+            raise ConfigError("time='continuous' is the model of dynvae.models.ct_lgssm: "
+                              "build it with LGSSM.from_config(config, ...)")
         self.inference = auto_inference() if config.inference == "auto" else choose(
             INFERENCE, config.inference, "inference")
         self.config, self.data_dim, self.input_dim, self.state_dim = config, data_dim, input_dim, S

@@ -87,7 +87,16 @@ GRADIENTS = ("fisher", "autograd")
 
 
 def progress_range(n: int, progress: bool, desc: str):
-    return tqdm(range(n), disable=not progress, desc=desc, leave=False)
+    """Steps 0..n-1 with a progress line that shows the log-likelihood per entry and its
+    last change (see :func:`show`), but no ETA: n is a cap, and fits stop far earlier."""
+    return tqdm((i for i in range(n)), disable=not progress, desc=desc, leave=False,
+                unit="step")
+
+
+def show(bar, score: float, previous: float | None, n_obs: float, tol: float) -> None:
+    change = "-" if previous is None else f"{abs(score - previous) / n_obs:.1e}"
+    bar.set_postfix_str(f"log-lik/entry {score / n_obs:.6f}, change {change} "
+                        f"(stops below {tol:.0e})", refresh=False)
 
 
 def e_step_of(model, batch: SequenceBatch) -> EMStatistics:
@@ -117,11 +126,13 @@ def fit_em(model, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
     n_obs = float(model.scored_mask(batch).sum())
     groups = model.step_groups(batch)
     history, previous = [], None
-    for step in progress_range(n_iter, progress, "EM"):
+    bar = progress_range(n_iter, progress, "EM")
+    for step in bar:
         stats = e_step_of(model, batch)
         with torch.no_grad():
             score = float(model._score(model.ssm(batch), x, mask, u, stats.filtered).sum())
         _check_finite(score, "EM")
+        show(bar, score, history[-1]["log_likelihood"] if history else None, n_obs, tol)
         history.append(_row(step, score, n_obs))
         full = float(stats.log_likelihood.sum()) / float(mask.sum())
         if previous is not None and abs(full - previous) < tol:
@@ -213,7 +224,8 @@ def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int =
 
     history = [_row(0, start, n_obs)]
     previous = start if math.isfinite(start) else None
-    for step in progress_range(steps, progress, "fit"):
+    bar = progress_range(steps, progress, "fit")
+    for step in bar:
         try:
             opt.step(closure)
             with torch.no_grad():
@@ -224,6 +236,7 @@ def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int =
                             ) from None
         history.append(_row(step + 1, score, n_obs))
         _check_finite(score, "gradient")
+        show(bar, score, previous, n_obs, tol)
         if previous is not None and abs(score - previous) / n_obs < tol:
             break
         previous = score
