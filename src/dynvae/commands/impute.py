@@ -18,8 +18,8 @@ from dynvae.utils import atomic_write_text
 def add_parser(sub) -> None:
     p = sub.add_parser("impute", help="impute missing entries with a fitted model",
                        description="Write a CSV with one row per sequence, time and feature: "
-                       "id, t, feature, observed (empty if missing), mean, std, added (1 for "
-                       "a time added by --at/--grid), on the original scale (plus a "
+                       "id, t, feature, observed (empty if missing), mean, std (and added: 1 "
+                       "for a time added by --at/--grid), on the original scale (plus a "
                        "timestamp column after t when the times are dates). With a "
                        "continuous-time model and irregular times, rows are added on the "
                        "grid of the median step inside the gaps unless --grid none.")
@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     std = loaded.standardizer
     batch, x, seen, mean, sd = predictions(loaded.model, std.transform(data), std)
     frame = imputation_frame(data, batch, x, mean, sd)
-    frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
+    if new is not None:
+        frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
     atomic_write_text(args.out, frame.to_csv(index=False))
     if args.plot:
         plot_first_imputation(args.plot, data, x, seen, mean, sd)
