@@ -123,12 +123,15 @@ def _group_sum(values: Tensor, index: Tensor, n_groups: int) -> Tensor:
     return out.index_add_(0, index, values)
 
 
-def _group_outer(rows: Tensor, index: Tensor, n_groups: int) -> Tensor:
-    """sum over the rows of each group of v v^T: rows (N, n) -> (n_groups, n, n)."""
+def _weighted_sum(w: Tensor, v: Tensor, index: Tensor, n_groups: int) -> Tensor:
+    """sum over (b, t) of w[b, t] v[b, t] per group index[b, t]: w (B, T), v (B, T, *e)
+    contiguous -> (n_groups, *e); one matrix-vector product for one group."""
+    flat = v.reshape(w.numel(), -1)                                      # (B T, e)
     if n_groups == 1:
-        return (rows.T @ rows).unsqueeze(0)
-    outer = (rows.unsqueeze(-1) * rows.unsqueeze(-2)).reshape(rows.shape[0], -1)
-    return _group_sum(outer, index, n_groups).reshape(n_groups, rows.shape[1], rows.shape[1])
+        return (w.reshape(1, -1) @ flat).reshape(1, *v.shape[2:])
+    out = flat.new_zeros((n_groups, flat.shape[1]))
+    out.index_add_(0, index.reshape(-1), flat * w.reshape(-1, 1))
+    return out.reshape(n_groups, *v.shape[2:])
 
 
 def _transition_moments(m: Tensor, P: Tensor, C: Tensor, u_aug: Tensor, valid: Tensor,
@@ -136,47 +139,57 @@ def _transition_moments(m: Tensor, P: Tensor, C: Tensor, u_aug: Tensor, valid: T
     """(K, 2S+U+1, 2S+U+1) summed E[xi xi^T] of xi = [z_t; z_{t-1}; u_t; 1] and (K,)
     counts over the valid transitions t >= 1 (see the module docstring)."""
     S = m.shape[-1]
-    keep = valid[:, 1:]                                                  # (B, T-1) bool
-    g = (torch.zeros_like(keep, dtype=torch.long) if groups is None
-         else groups[:, 1:].to(torch.long))[keep]                        # (N,)
-    mean = torch.cat([m[:, 1:], m[:, :-1], u_aug[:, 1:]], -1)[keep]     # (N, n)
+    w = valid[:, 1:].to(m.dtype)                                         # (B, T-1)
+    g = (torch.zeros_like(w, dtype=torch.long) if groups is None
+         else groups[:, 1:].to(torch.long))                              # (B, T-1)
+    mean = torch.cat([m[:, 1:], m[:, :-1], u_aug[:, 1:]], -1)           # (B, T-1, n)
     n = mean.shape[-1]
-    out = _group_outer(mean, g, n_groups)                                # (K, n, n)
-    flat = lambda v: v[keep].reshape(g.shape[0], -1)
-    P_now = _group_sum(flat(P[:, 1:]), g, n_groups).reshape(-1, S, S)
-    P_prev = _group_sum(flat(P[:, :-1]), g, n_groups).reshape(-1, S, S)
-    cross = _group_sum(flat(C[:, 1:]), g, n_groups).reshape(-1, S, S)   # Cov(z_t, z_{t-1})
+    rows = mean.reshape(-1, n)
+    if n_groups == 1:
+        out = ((rows * w.reshape(-1, 1)).T @ rows).unsqueeze(0)          # (1, n, n)
+    else:
+        out = _weighted_sum(w, mean.unsqueeze(-1) * mean.unsqueeze(-2), g, n_groups)
+    # weights and groups on the full (B, T) grid: step t as "now" (t >= 1) and as
+    # "previous" (t <= T-2), so P and C are summed without copying slices
+    pad = lambda v: torch.zeros_like(v[:, :1])
+    w_now, w_prev = torch.cat([pad(w), w], 1), torch.cat([w, pad(w)], 1)
+    g_now, g_prev = torch.cat([pad(g), g], 1), torch.cat([g, pad(g)], 1)
     cov = torch.zeros(n_groups, n, n, dtype=m.dtype, device=m.device)
-    cov[:, :S, :S], cov[:, S:2 * S, S:2 * S] = P_now, P_prev
+    cov[:, :S, :S] = _weighted_sum(w_now, P, g_now, n_groups)
+    cov[:, S:2 * S, S:2 * S] = _weighted_sum(w_prev, P, g_prev, n_groups)
+    cross = _weighted_sum(w_now, C, g_now, n_groups)                     # Cov(z_t, z_{t-1})
     cov[:, :S, S:2 * S], cov[:, S:2 * S, :S] = cross, cross.transpose(-1, -2)
-    counts = torch.bincount(g, minlength=n_groups).to(m.dtype) if n_groups > 1 \
-        else keep.sum().to(m.dtype).reshape(1)
-    return out + cov, counts
+    counts = torch.bincount(g.reshape(-1), weights=w.reshape(-1), minlength=n_groups)
+    return out + cov, counts.to(m.dtype)
 
 
 def _emission_moments(x: Tensor, mask: Tensor, offset: Tensor, m: Tensor, P: Tensor,
                       u_aug: Tensor, valid: Tensor, H: Tensor, R: Tensor) -> Tensor:
     """(D+S+U+1, D+S+U+1) summed E[xi xi^T] of xi = [x_t; z_t; u_t; 1] over valid steps,
-    missing x entries in conditional form, one conditional per missing pattern."""
+    missing x entries in conditional form, one conditional per missing pattern (rows
+    observed in full have L = 0, E = 0 and need none)."""
     D, S = x.shape[-1], m.shape[-1]
-    xs, ms, Ps, os_ = x[valid], m[valid], P[valid], offset[valid]       # (N, ·)
-    patterns, which = missing_patterns(mask[valid])
-    gain, L, E = conditional_gain(patterns, H, R)                        # (n_pat, ·)
-    ell = _completed_offset(xs, mask[valid], os_, gain[which])           # (N, D)
-    x_mean = (L[which] @ ms.unsqueeze(-1)).squeeze(-1) + ell
-    mean = torch.cat([x_mean, ms, u_aug[valid]], -1)                     # (N, n)
-    n = mean.shape[-1]
-    out = mean.T @ mean
-    n_pat = patterns.shape[0]
-    P_sum = _group_sum(Ps.reshape(Ps.shape[0], -1), which, n_pat).reshape(n_pat, S, S)
-    count = torch.bincount(which, minlength=n_pat).to(x.dtype)
-    LP = L @ P_sum                                                       # (n_pat, D, S)
-    cov = torch.zeros(n, n, dtype=x.dtype, device=x.device)
-    cov[:D, :D] = (LP @ L.transpose(-1, -2) + count[:, None, None] * E).sum(0)
-    cov[:D, D:D + S] = LP.sum(0)
-    cov[D:D + S, :D] = LP.sum(0).T
-    cov[D:D + S, D:D + S] = P_sum.sum(0)
-    return out + cov
+    w = valid.to(x.dtype)                                                # (B, T)
+    partial = valid & ~mask.all(-1)                                      # rows with gaps
+    x_mean = x.clone()
+    cov = torch.zeros(D + S + u_aug.shape[-1], D + S + u_aug.shape[-1], dtype=x.dtype,
+                      device=x.device)
+    if bool(partial.any()):
+        ms, Ps = m[partial], P[partial]                                  # (N, S), (N, S, S)
+        patterns, which = missing_patterns(mask[partial])
+        gain, L, E = conditional_gain(patterns, H, R)                    # (n_pat, ·)
+        ell = _completed_offset(x[partial], mask[partial], offset[partial], gain[which])
+        x_mean[partial] = (L[which] @ ms.unsqueeze(-1)).squeeze(-1) + ell
+        n_pat = patterns.shape[0]
+        P_sum = _group_sum(Ps.reshape(Ps.shape[0], -1), which, n_pat).reshape(n_pat, S, S)
+        count = torch.bincount(which, minlength=n_pat).to(x.dtype)
+        LP = L @ P_sum                                                   # (n_pat, D, S)
+        cov[:D, :D] = (LP @ L.transpose(-1, -2) + count[:, None, None] * E).sum(0)
+        cov[:D, D:D + S] = LP.sum(0)
+        cov[D:D + S, :D] = LP.sum(0).T
+    cov[D:D + S, D:D + S] = (w.reshape(1, -1) @ P.reshape(w.numel(), -1)).reshape(S, S)
+    rows = torch.cat([x_mean, m, u_aug], -1).reshape(-1, cov.shape[0])  # (B T, n)
+    return (rows * w.reshape(-1, 1)).T @ rows + cov
 
 
 def e_step(ssm: LinearGaussianSSM, x: Tensor, mask: Tensor, lengths: Tensor,
