@@ -34,8 +34,12 @@ def run(args: argparse.Namespace) -> int:
     rundir.check_writable(args.out, "--out")
     loaded = rundir.load_run(args.run_dir, args.device)
     seed_everything(args.seed)
+    # a continuous-time model draws on the grid of the training data's median step
+    step = loaded.config.get("data_choices", {}).get("time_irregularity", {}).get(
+        "median_step", 1.0) if loaded.model.continuous_time else 1.0
     with torch.no_grad():
-        draws = loaded.model.sample(args.n, torch.arange(args.steps, dtype=torch.float64))
+        draws = loaded.model.sample(args.n, step * torch.arange(args.steps,
+                                                                dtype=torch.float64))
     x = loaded.standardizer.inverse_mean(draws.detach().cpu().double()).numpy()   # (N, T, D)
     if Path(args.out).suffix == ".npy":
         import io

@@ -208,6 +208,9 @@ def run(args: argparse.Namespace) -> int:
     spec = common.data_spec(args)
     data, train, val, test, shared = load_splits(spec, args.seed)
     configs["model"] = default_observation(args, configs["model"], train)
+    configs["model"], data_choices = cls.adapt_config(configs["model"], train)
+    if "note" in data_choices:
+        print(data_choices["note"])
     run_info = {"model": args.model, "model_config": dataclasses.asdict(configs["model"]),
                 "data": spec, "seed": args.seed}
     if args.resume and is_main and "train" in configs:
@@ -227,12 +230,12 @@ def run(args: argparse.Namespace) -> int:
                             args.resume, run_info)
         seconds = time.perf_counter() - start
         write_run(out, args, model, configs, spec, (train, test, shared), standardizer,
-                  history, seconds)
+                  history, seconds, data_choices)
     return 0
 
 
 def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
-              standardizer, history: list, seconds: float) -> None:
+              standardizer, history: list, seconds: float, data_choices: dict) -> None:
     """The model, metrics, config, curve and plots of a fitted run."""
     train, test, shared = parts
     model.double().eval()     # metrics in float64, like every other model
@@ -250,6 +253,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     rundir.write_config(out, {
         "model": args.model, "dynvae_version": __version__,
         "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
+        "data_choices": data_choices,
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "split": {"fractions": list(SPLIT) if not shared else None,
                                          "train_equals_test": shared,

@@ -62,6 +62,8 @@ class DVAE(nn.Module, abc.ABC):
     """
 
     Config: ClassVar[type]
+    # True when the model uses the time stamps themselves (a row may sit at any time),
+    # False when step t is the t-th row whatever its time (discrete time)
     continuous_time: ClassVar[bool] = False
     takes_inputs: ClassVar[bool] = True
 
@@ -98,6 +100,14 @@ class DVAE(nn.Module, abc.ABC):
         if not isinstance(config, cls.Config):
             config = cls.Config.from_dict(config)
         return cls(config, data_dim, input_dim)
+
+    @classmethod
+    def adapt_config(cls, config: Any, train: Any) -> tuple[Any, dict]:
+        """Resolve data-dependent choices of ``config`` from the training data (a
+        SequenceDataset), before the model is built. Returns the config and a record of
+        what was measured and chosen (saved in config.json; a "note" entry is printed).
+        The default changes nothing."""
+        return config, {}
 
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)

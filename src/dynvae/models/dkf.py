@@ -7,9 +7,10 @@ Generative model, steps t = 0..T-1 (0-indexed like dynvae.ssm):
 Inference: q(z_{0:T-1} | x) = prod_t q(z_t | z_{t-1}, context_t(x)) (eq. 16/19; the
 encoder strategy decides which part of x step t sees). The ELBO (eq. 20-21) uses
 reparametrised ancestral samples from q and the closed-form KL between q(z_t | ·) and
-p(z_t | z_{t-1}) at the sampled z_{t-1}. Time stamps are not used: one transition per
-step (a discrete-time model; ``forecast`` maps t_future to steps on each sequence's
-grid); padding beyond ``lengths`` is excluded from every term.
+p(z_t | z_{t-1}) at the sampled z_{t-1}. Discrete time: one transition per row
+(``forecast`` maps t_future to steps on each sequence's grid; irregular times are warned
+about once; ``time_gap_input`` adds the time gap as an input, see
+dynvae.models.time_gaps); padding beyond ``lengths`` is excluded from every term.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dynvae.models.common import (
     observation_features,
     prepare_batch,
 )
+from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import ENCODERS
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
@@ -52,7 +54,8 @@ class DKFConfig(DictConfig):
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
     "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
     "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
-    Empty hidden sizes make the corresponding map affine.
+    Empty hidden sizes make the corresponding map affine. time_gap_input: add
+    log(dt / median dt) as an input channel (dynvae.models.time_gaps).
     """
 
     model_name = "DKF"
@@ -69,6 +72,7 @@ class DKFConfig(DictConfig):
     free_emission_variance: bool = False
     min_var: float = 1e-4
     n_predict_samples: int = 64
+    time_gap_input: bool = False
 
     def __post_init__(self) -> None:
         check_choice("encoder", self.encoder, ENCODERS)
@@ -104,8 +108,9 @@ class DeepKalmanFilter(DVAE):
         super().__init__()
         check_dims(data_dim, input_dim)
         c = self.config = config
-        Z, D, U = c.latent_dim, data_dim, input_dim
-        self.data_dim, self.input_dim = D, U
+        Z, D, U = c.latent_dim, data_dim, input_width(input_dim, c.time_gap_input)
+        self.data_dim, self.input_dim = D, input_dim
+        self.time_gaps = TimeGapFeature() if c.time_gap_input else None
         self.encoder = ENCODERS[c.encoder](2 * D + U, Z, c.encoder_hidden, c.min_var)
         self.initial_prior = INITIAL_PRIORS[c.initial_prior](Z)
         self.transition = TRANSITIONS[c.transition](Z, U, c.transition_hidden, c.min_var,
@@ -118,7 +123,7 @@ class DeepKalmanFilter(DVAE):
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         batch = prepare_batch(batch, self.data_dim, self.input_dim, self.encoder.z_start)
         self.observation.check_data(batch.x, batch.mask)
-        return batch
+        return with_time_gaps(self, batch, self.time_gaps)
 
     def emission(self, z: Tensor, u: Tensor | None = None) -> tuple[Tensor, ...]:
         """Parameters of p(x_t | z_t, u_t): z (…, T, Z), u (…, T, U) -> each (…, T, D)."""
@@ -203,10 +208,14 @@ class DeepKalmanFilter(DVAE):
         ``u_future`` (B, H, U) is required when the model takes inputs (then t_future
         must be the next H steps)."""
         batch = self._prepare(batch)
-        k = forecast_steps(batch, t_future, u_future, self.input_dim)          # (B, H)
+        if self.time_gaps is None:
+            k = forecast_steps(batch, t_future, u_future, self.input_dim)      # (B, H)
+            u = u_future
+        else:   # one transition per forecast time, its gap an input
+            k, u = self.time_gaps.future_steps(batch, t_future, u_future, self.input_dim)
         paths = self.posterior_paths(batch, self.config.n_predict_samples)
         z_last = last_valid(paths.z, batch.lengths)                            # (K, B, Z)
-        u = None if u_future is None else u_future.to(z_last)
+        u = None if u is None else u.to(z_last)
         z = at_steps(self.rollout(z_last, int(k.max()), u), k)                 # (K, B, H, Z)
         mean, var = self.observation.moments(self.emission(z, u))
         return Prediction(t_future, *mixture_moments(mean, var))
@@ -217,6 +226,8 @@ class DeepKalmanFilter(DVAE):
         T = check_sample_times(t, u, self.input_dim, n)
         like = self.encoder.z_start
         u = None if u is None else u.to(like).expand(n, T, self.input_dim)
+        if self.time_gaps is not None:
+            u = self.time_gaps.sample(t, u, n).to(like)
         mean, var = self.initial_prior((n,), like)
         z0 = mean + var.sqrt() * torch.randn_like(mean)                        # (n, Z)
         u_next = None if u is None else u[:, 1:]

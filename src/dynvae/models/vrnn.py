@@ -11,8 +11,9 @@ both carried by h_{t-1}. Missing entries reach phi_x as [x * mask, mask, u]; pad
 ``lengths`` is excluded from every term. Generation (``sample``, ``forecast``) must feed
 some x_t back into the recurrence: ``generation_feedback="mean"`` feeds the decoder's mean
 (deterministic feedback, the usual choice), ``"sample"`` feeds the drawn x_t (exact
-ancestral sampling from the model). Time stamps are not used: one step per entry
-(a discrete-time model; ``forecast`` maps t_future to steps on each sequence's grid).
+ancestral sampling from the model). Discrete time: one step per row (``forecast`` maps
+t_future to steps on each sequence's grid; irregular times are warned about once;
+``time_gap_input`` adds the time gap as an input, see dynvae.models.time_gaps).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from dynvae.models.common import (
     observation_features,
     prepare_batch,
 )
+from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import with_input
@@ -57,7 +59,8 @@ FEEDBACKS = {
 class VRNNConfig(DictConfig):
     """Configuration of :class:`VRNN`. mlp_hidden: hidden layers of the prior, encoder,
     decoder and feature networks; observation: "gaussian" or "bernoulli";
-    generation_feedback: "mean" or "sample" (see the module docstring)."""
+    generation_feedback: "mean" or "sample" (see the module docstring); time_gap_input:
+    add log(dt / median dt) as an input channel (dynvae.models.time_gaps)."""
 
     model_name = "VRNN"
 
@@ -70,6 +73,7 @@ class VRNNConfig(DictConfig):
     min_var: float = 1e-4
     generation_feedback: str = "mean"
     n_predict_samples: int = 64
+    time_gap_input: bool = False
 
     def __post_init__(self) -> None:
         check_choice("observation", self.observation, OBSERVATIONS)
@@ -104,8 +108,10 @@ class VRNN(DVAE):
         super().__init__()
         check_dims(data_dim, input_dim)
         c = self.config = config
-        Z, H, F, D, U = c.latent_dim, c.hidden_size, c.feature_size, data_dim, input_dim
-        self.data_dim, self.input_dim = D, U
+        Z, H, F, D = c.latent_dim, c.hidden_size, c.feature_size, data_dim
+        U = input_width(input_dim, c.time_gap_input)
+        self.data_dim, self.input_dim = D, input_dim
+        self.time_gaps = TimeGapFeature() if c.time_gap_input else None
         self.phi_x = MLP(2 * D + U, c.mlp_hidden, F, activate_output=True)
         self.phi_z = MLP(Z, c.mlp_hidden, F, activate_output=True)
         self.prior_trunk, w = trunk(H + U, c.mlp_hidden)
@@ -120,7 +126,7 @@ class VRNN(DVAE):
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         batch = prepare_batch(batch, self.data_dim, self.input_dim, self.prior_head.mean.weight)
         self.observation.check_data(batch.x, batch.mask)
-        return batch
+        return with_time_gaps(self, batch, self.time_gaps)
 
     def prior(self, h: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
         """p(z_t | h_{t-1}, u_t): h (N, H) -> mean, var (N, Z)."""
@@ -212,16 +218,23 @@ class VRNN(DVAE):
                  u_future: Tensor | None = None) -> Prediction:
         """Predictive mean/std at ``t_future`` (B, H) after each sequence's last valid
         step: the generative model run k steps for t_future = t_last + k dt (discrete
-        time: see :func:`common.steps_ahead`). ``u_future`` (B, H, U) is required when
-        the model takes inputs (then t_future must be the next H steps)."""
+        time: see :func:`common.steps_ahead`; with ``time_gap_input`` one step per
+        forecast time, its gap an input). ``u_future`` (B, H, U) is required when the
+        model takes inputs (then t_future must be the next H steps)."""
+        K = self.config.n_predict_samples
+        s = self.steps(batch, K)                                  # prepares the batch itself
         batch = self._prepare(batch)
-        k = forecast_steps(batch, t_future, u_future, self.input_dim)          # (B, H)
-        K, B, S = self.config.n_predict_samples, batch.batch_size, int(k.max())
-        s = self.steps(batch, K)
+        if self.time_gaps is None:
+            k = forecast_steps(batch, t_future, u_future, self.input_dim)      # (B, H)
+            u_steps = u_future
+        else:
+            k, u_steps = self.time_gaps.future_steps(batch, t_future, u_future,
+                                                     self.input_dim)
+        B, S = batch.batch_size, int(k.max())
         h = last_valid(s.h, batch.lengths).reshape(K * B, -1)                  # (N, H)
         u = None
-        if u_future is not None:
-            u = u_future.to(h).expand(K, *u_future.shape).reshape(K * B, S, -1)
+        if u_steps is not None:
+            u = u_steps.to(h).expand(K, *u_steps.shape).reshape(K * B, S, -1)
         mean, var, _ = self.generate(h, S, u)                                  # (N, S, D)
         at = lambda v: at_steps(v.reshape(K, B, S, -1), k)                     # (K, B, H, D)
         return Prediction(t_future, *mixture_moments(at(mean), at(var)))
@@ -232,4 +245,6 @@ class VRNN(DVAE):
         T = check_sample_times(t, u, self.input_dim, n)
         like = self.prior_head.mean.weight
         u = None if u is None else u.to(like).expand(n, T, self.input_dim)
+        if self.time_gaps is not None:
+            u = self.time_gaps.sample(t, u, n).to(like)
         return self.generate(like.new_zeros(n, self.config.hidden_size), T, u)[2]
