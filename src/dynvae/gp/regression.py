@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -26,6 +27,8 @@ from dynvae.gp.kernels.base import Kernel
 from dynvae.gp.mean import MeanFunction, ZeroMean
 from dynvae.sde.linear import check_times
 from dynvae.ssm import LinearGaussianSSM, ffbs_sample
+
+_REJECTED_LOSS = 1e6       # per observation; see StateSpaceGP.fit
 
 
 class GPPrediction(NamedTuple):
@@ -133,32 +136,53 @@ class StateSpaceGP(nn.Module):
             m.initialize(t, x[:, d])
 
     def fit(self, t: Tensor, x: Tensor, max_iter: int = 100, tolerance: float = 1e-9,
-            initialize_mean: bool = True) -> FitResult:
+            initialize_mean: bool = True,
+            callback: Callable[[int, float], None] | None = None) -> FitResult:
         """Maximise the exact log marginal likelihood over all hyperparameters and the mean's
         parameters with L-BFGS (strong Wolfe line search); stores (t, x) for prediction.
-        The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False."""
+        The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False.
+
+        ``tolerance`` stops the search once an iteration changes the log marginal
+        likelihood per observation, or every parameter, by less than it (or the largest
+        gradient entry falls below it). ``callback(n, lml)`` is called after the n-th
+        evaluation with that evaluation's log marginal likelihood (progress reports).
+        """
         self.set_data(t, x)
         if initialize_mean:
             self.initialize_mean(t, x)
         n_obs = int((~torch.isnan(self.train_x)).sum())
         opt = torch.optim.LBFGS(self.parameters(), max_iter=max_iter, tolerance_grad=tolerance,
                                 tolerance_change=tolerance, line_search_fn="strong_wolfe")
-        count = [0]
+        count, rejected = [0], [_REJECTED_LOSS]
 
         def closure() -> Tensor:
             opt.zero_grad()
-            loss = -self.log_marginal_likelihood(t, x) / n_obs
-            if not torch.isfinite(loss):
-                raise DataError("log marginal likelihood became non-finite during fitting")
-            loss.backward()
             count[0] += 1
+            try:
+                lml = self.log_marginal_likelihood(t, x)
+                if not torch.isfinite(lml):
+                    raise DataError(f"log marginal likelihood became non-finite during "
+                                    f"fitting (evaluation {count[0]}; hyperparameters "
+                                    f"{self.hyperparameters()})")
+            except (torch.linalg.LinAlgError, DataError):
+                if count[0] == 1:
+                    raise
+                # a line-search trial step into degenerate values: reject it with a loss
+                # far above any seen, so that the strong Wolfe search steps back (a finite
+                # value, as its cubic interpolation turns inf into NaN)
+                return torch.tensor(rejected[0], dtype=self.log_noise_variance.dtype)
+            loss = -lml / n_obs
+            loss.backward()
+            rejected[0] = max(rejected[0], 10 * abs(float(loss.detach())))
+            if callback is not None:
+                callback(count[0], float(lml.detach()))
             return loss
 
         try:
             opt.step(closure)
             with torch.no_grad():
                 lml = float(self.log_marginal_likelihood(t, x))
-        except torch.linalg.LinAlgError:    # a line search into degenerate variances
+        except torch.linalg.LinAlgError:    # degenerate variances at the first or final step
             raise DataError(f"a variance stopped being positive during fitting ({n_obs} "
                             "observed values: too few or degenerate?)") from None
         return FitResult(lml, count[0])

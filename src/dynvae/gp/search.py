@@ -1,0 +1,154 @@
+"""Kernel search: a greedy walk over sums of Matern, periodic and quasi-periodic kernels.
+
+A small version of the compositional search of Duvenaud et al. (2013, "Structure discovery
+in nonparametric regression through compositional kernel search") and Lloyd et al. (2014):
+each step fits the candidates that extend the current kernel by one part, warm-started
+from the current kernel's fitted hyperparameters (the new part starts from the data's
+scales, :mod:`dynvae.gp.initialization`), and keeps the best if it lowers the Bayesian
+information criterion BIC = -2 log p(y | theta_hat) + k log n (k free parameters, n
+observed values; Schwarz 1978). The grammar:
+
+1. one Matern: 1/2, 3/2 or 5/2 (length-scale: the data's decorrelation time), each with a
+   constant and a linear prior mean unless the mean is given (:mod:`dynvae.gp.mean`);
+2. for each period the periodogram finds (strongest first): + periodic(P), or
+   + quasiperiodic(P) (a Matern-3/2 envelope: a cycle whose shape drifts), or neither;
+3. + a Matern-1/2 or 3/2 starting at three sampling steps (short-lived departures, e.g.
+   weather, or correlated noise).
+
+The search may run on the last ``max_points`` observations only (enough for the short
+scales; periods longer than a third of that window are not tried); the chosen kernel is
+then refitted on all the data from the window's hyperparameters.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dynvae.gp.inference import KalmanEngine
+from dynvae.gp.initialization import DataScales
+from dynvae.gp.kernels import Matern12, Matern32, Matern52, Periodic, QuasiPeriodic, Sum
+from dynvae.gp.kernels.base import Kernel
+from dynvae.gp.kernels.registry import kernel_spec
+from dynvae.gp.mean import ConstantMean, LinearMean, MeanFunction
+from dynvae.gp.regression import StateSpaceGP
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One fitted candidate: its fitted spec, score and cost."""
+
+    spec: str
+    mean: str
+    log_marginal_likelihood: float
+    n_parameters: int
+    bic: float
+    n_evaluations: int
+    seconds: float
+
+
+@dataclass
+class SearchResult:
+    """The chosen, fitted GP (on all the data) and every candidate tried, in order."""
+
+    gp: StateSpaceGP
+    spec: str
+    candidates: list[Candidate]
+
+
+def bic(log_marginal_likelihood: float, n_parameters: int, n_observed: int) -> float:
+    """Schwarz's criterion: -2 log L + k log n (lower is better)."""
+    return -2.0 * log_marginal_likelihood + n_parameters * math.log(n_observed)
+
+
+def search_kernel(t: Tensor, x: Tensor, scales: DataScales, mean: MeanFunction | None,
+                  engine: KalmanEngine, order: int = 3, max_iter: int = 50,
+                  max_points: int | None = 2000,
+                  report: Callable[[str], None] | None = None,
+                  lml_offset: float = 0.0) -> SearchResult:
+    """Choose a kernel for t (T,), x (T, D) (NaN missing; standardised values) by BIC.
+
+    ``scales``: :func:`dynvae.gp.initialization.data_scales` of the data. ``mean``: the
+    prior mean of every candidate, or None to choose between a constant and a linear one
+    in the first step. ``max_iter``:
+    L-BFGS iterations per candidate (the final refit on all the data gets twice that).
+    ``report(line)`` receives one line per fitted candidate, its log marginal likelihood
+    and BIC shifted by ``lml_offset`` (which changes no comparison).
+    """
+    x = x[:, None] if x.ndim == 1 else x
+    window = slice(None) if max_points is None or len(t) <= max_points else \
+        slice(len(t) - max_points, None)
+    tw, xw = t[window], x[window]
+    n_obs = int((~torch.isnan(xw)).sum())
+    span = float(tw[-1] - tw[0])
+    tried: list[Candidate] = []
+
+    def fit(gp: StateSpaceGP, warm: bool) -> tuple[StateSpaceGP, Candidate]:
+        start = time.perf_counter()
+        result = gp.fit(tw, xw, max_iter=max_iter, initialize_mean=not warm)
+        k = sum(p.numel() for p in gp.parameters() if p.requires_grad)
+        cand = Candidate(kernel_spec(gp.kernels[0]), type(gp.means[0]).__name__,
+                         result.log_marginal_likelihood, k,
+                         bic(result.log_marginal_likelihood, k, n_obs), result.n_evaluations,
+                         time.perf_counter() - start)
+        tried.append(cand)
+        if report is not None:
+            report(f"  BIC {cand.bic - 2 * lml_offset:12.2f}  log marginal likelihood "
+                   f"{cand.log_marginal_likelihood + lml_offset:12.2f}  "
+                   f"({cand.n_evaluations} evaluations, "
+                   f"{cand.seconds:.1f} s)  {cand.spec}, {cand.mean}")
+        return gp, cand
+
+    noise = scales.noise_variance
+    best = None
+    means = [mean] if mean is not None else [ConstantMean(), LinearMean()]
+    for cls in (Matern12, Matern32, Matern52):
+        for m in means:
+            gp = StateSpaceGP(cls(scales.lengthscale, 1.0 - noise), x.shape[1], noise, engine,
+                              copy.deepcopy(m))
+            best = _better(best, fit(gp, warm=False))
+    for period, fraction in zip(scales.periods, scales.seasonal_fraction, strict=True):
+        if period > span / 3:
+            continue
+        variance = max(fraction, 0.05)
+        parts = (Periodic(period, 1.0, variance, order),
+                 QuasiPeriodic(period, 1.0, 5 * period, variance, order))
+        step = None
+        for part in parts:
+            step = _better(step, fit(_extend(best[0], part), warm=True))
+        best = _better(best, step)
+    short = 3 * scales.spacing
+    step = None
+    for cls in (Matern12, Matern32):
+        step = _better(step, fit(_extend(best[0], cls(short, 0.1)), warm=True))
+    best = _better(best, step)
+    gp = best[0]
+    if window != slice(None):
+        gp.fit(t, x, max_iter=2 * max_iter, initialize_mean=False)
+    return SearchResult(gp, kernel_spec(gp.kernels[0]), tried)
+
+
+def _better(current, challenger):
+    """The (gp, candidate) pair with the lower BIC (the challenger when there is none)."""
+    if current is None or challenger[1].bic < current[1].bic:
+        return challenger
+    return current
+
+
+def _extend(gp: StateSpaceGP, part: Kernel) -> StateSpaceGP:
+    """A new GP whose every output's kernel is gp's fitted one plus ``part``, with gp's
+    noise and mean (warm start); the engine is shared."""
+    new = StateSpaceGP(Sum(copy.deepcopy(gp.kernels[0]), copy.deepcopy(part)), gp.num_outputs,
+                       1.0, gp.engine, copy.deepcopy(gp.means[0]))
+    for d in range(gp.num_outputs):
+        new.kernels[d] = Sum(copy.deepcopy(gp.kernels[d]), copy.deepcopy(part))
+        new.means[d] = copy.deepcopy(gp.means[d])
+    with torch.no_grad():
+        new.log_noise_variance.copy_(gp.log_noise_variance)
+    return new
