@@ -29,7 +29,7 @@ from dynvae.gp.kernels.registry import (
 )
 from dynvae.gp.mean import MEANS
 from dynvae.gp.regression import FitResult, StateSpaceGP
-from dynvae.gp.search import Candidate, search_kernel
+from dynvae.gp.search import Candidate, lengthscale_grid, scan_lengthscales, search_kernel
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,14 @@ def fit_to_data(t: Tensor, x: Tensor, options: FitOptions, engine: KalmanEngine,
                       order=options.order, periods=tuple(p for p, _ in sources))
     gp = StateSpaceGP(parse_kernel(options.kernel, init), x.shape[1], scales.noise_variance,
                       engine, mean)
+    gp.initialize_mean(t, x)
+    if options.lengthscale is None:
+        scan_lengthscales(gp, t, x, lengthscale_grid(scales.spacing, scales.span,
+                                                     scales.lengthscale))
     progress = None if report is None else \
         (lambda n, lml: report(f"  evaluation {n:3d}: log marginal likelihood "
                                f"{lml + lml_offset:.3f}"))
-    fit = gp.fit(t, x, max_iter=options.max_iter, callback=progress)
+    fit = gp.fit(t, x, max_iter=options.max_iter, initialize_mean=False, callback=progress)
     return DataFit(gp, kernel_spec(gp.kernels[0]), fit, scales, sources)
 
 
@@ -109,8 +113,11 @@ def resolve_periods(spec: str, given: tuple[float, ...], t: np.ndarray, x: np.nd
                     scales: DataScales, harmonics: int) -> list[tuple[float, str]]:
     """(period, source) for each periodic part of ``spec`` without a period of its own, in
     order: the given ones, then the periodogram's significant peaks, then its strongest
-    local maxima, then a tenth of the span."""
+    local maxima, then a tenth of the span; a peak within 10% of a period taken already (or
+    set in the spec) is skipped."""
     need = count_periodic(spec)
+    taken = [dict(f.values)["period"] for term in split_spec(spec) for f in term
+             if "period" in dict(f.values)]
     if len(given) > need:
         raise ConfigError(f"{len(given)} periods given but kernel {spec!r} has {need} "
                           "periodic part(s) without a period of their own")
@@ -121,11 +128,11 @@ def resolve_periods(spec: str, given: tuple[float, ...], t: np.ndarray, x: np.nd
         grid = np.arange(t[0], t[-1], scales.spacing)
         values = np.stack([np.interp(grid, t[np.isfinite(c)], c[np.isfinite(c)]) for c in x.T])
         found += [(p, "periodogram (weak peak)") for p in
-                  find_periods(grid, values, need, harmonics, force=True)]
+                  find_periods(grid, values, need + len(taken), harmonics, force=True)]
     for p, source in found:
         if len(out) >= need:
             break
-        if all(abs(p - q) > 0.1 * q for q, _ in out):
+        if all(abs(p - q) > 0.1 * q for q in taken + [q for q, _ in out]):
             out.append((p, source))
     while len(out) < need:
         out.append((span / 10, "a tenth of the span"))

@@ -9,8 +9,9 @@ the data instead of constants that fit one dataset:
 - ``periods``: the strongest peaks of the periodogram of the linearly detrended series
   (resampled on a regular grid of the median step, so irregular times are allowed), each
   standing out of its local background, between 3 steps and a third of the span (three
-  cycles at least), skipping the harmonics P/2 .. P/J that a periodic part of period P
-  already represents and peaks within 10% of those (side lobes, modulation sidebands);
+  cycles at least), skipping the harmonics P/2 .. P/max(J, 6) of a period P found (a
+  periodic part of order J represents the first J; higher ones call for a higher order,
+  not for another period) and peaks within 10% of those (side lobes, sidebands);
   each peak is refined by a parabola through log-power;
 - ``seasonal_fraction``: variance of each period's part of a harmonic regression, as a
   fraction of the series' variance;
@@ -34,6 +35,7 @@ from dynvae.errors import DataError
 
 _MAX_GRID = 1 << 20            # regular-grid points used for the spectrum and autocorrelation
 _CANDIDATE_PEAKS = 64           # strongest local maxima examined
+_HARMONICS = 6                  # P/2 .. P/6 of a period P found are not periods of their own
 _PEAK_OVER_BACKGROUND = 30.0   # a periodogram ordinate is Exp-distributed: P(> 30 x median) ~ 1e-9
 
 
@@ -125,7 +127,7 @@ def find_periods(grid: np.ndarray, values: np.ndarray, max_periods: int = 3,
         if power[k] < _PEAK_OVER_BACKGROUND * np.median(power[in_band[near]]) and not force:
             continue
         period = 1.0 / _refine_frequency(freq, power, k)
-        if not any(_is_harmonic(period, p, harmonics, span) for p in chosen):
+        if not any(_is_harmonic(period, p, max(harmonics, _HARMONICS), span) for p in chosen):
             chosen.append(period)
     return chosen
 
@@ -139,10 +141,10 @@ def _refine_frequency(freq: np.ndarray, power: np.ndarray, k: int) -> float:
 
 
 def _is_harmonic(period: float, base: float, harmonics: int, span: float) -> bool:
-    """1/period within 10% (or twice the frequency resolution 1/span) of n/base for
-    n = 1..harmonics: a harmonic the periodic part of period ``base`` represents, or a side
-    lobe or modulation sideband of one."""
-    return any(abs(1.0 / period - n / base) <= max(2.0 / span, 0.1 * n / base)
+    """1/period within a tenth of 1/base (or twice the frequency resolution 1/span) of
+    n/base for n = 1..harmonics: a harmonic of the period ``base``, or a side lobe or
+    modulation sideband of one."""
+    return any(abs(1.0 / period - n / base) <= max(2.0 / span, 0.1 / base)
                for n in range(1, harmonics + 1))
 
 

@@ -28,7 +28,8 @@ from dynvae.gp.mean import MeanFunction, ZeroMean
 from dynvae.sde.linear import check_times
 from dynvae.ssm import LinearGaussianSSM, ffbs_sample
 
-_REJECTED_LOSS = 1e6       # per observation; see StateSpaceGP.fit
+_REJECTED_LOSS = 1e6       # per observation; see _Objective
+_MAX_RESTARTS = 5
 
 
 class GPPrediction(NamedTuple):
@@ -142,50 +143,38 @@ class StateSpaceGP(nn.Module):
         parameters with L-BFGS (strong Wolfe line search); stores (t, x) for prediction.
         The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False.
 
-        ``tolerance`` stops the search once an iteration changes the log marginal
-        likelihood per observation, or every parameter, by less than it (or the largest
-        gradient entry falls below it). ``callback(n, lml)`` is called after the n-th
-        evaluation with that evaluation's log marginal likelihood (progress reports).
+        ``max_iter`` bounds the L-BFGS iterations in all. A run stops once an iteration
+        changes the log marginal likelihood per observation, or every parameter, by less
+        than ``tolerance`` (or the largest gradient entry falls below it), or when its
+        curvature pairs stop giving a descent direction; it is then restarted from where it
+        stopped with a fresh memory as long as the previous run gained more than
+        ``1e-6 * n_observed`` nats (ill-conditioned problems, e.g. a new kernel part added
+        to a fitted kernel, otherwise stall far from the optimum). ``callback(n, lml)`` is
+        called after the n-th evaluation with that evaluation's log marginal likelihood.
         """
         self.set_data(t, x)
         if initialize_mean:
             self.initialize_mean(t, x)
-        n_obs = int((~torch.isnan(self.train_x)).sum())
-        opt = torch.optim.LBFGS(self.parameters(), max_iter=max_iter, tolerance_grad=tolerance,
-                                tolerance_change=tolerance, line_search_fn="strong_wolfe")
-        count, rejected = [0], [_REJECTED_LOSS]
-
-        def closure() -> Tensor:
-            opt.zero_grad()
-            count[0] += 1
-            try:
-                lml = self.log_marginal_likelihood(t, x)
-                if not torch.isfinite(lml):
-                    raise DataError(f"log marginal likelihood became non-finite during "
-                                    f"fitting (evaluation {count[0]}; hyperparameters "
-                                    f"{self.hyperparameters()})")
-            except (torch.linalg.LinAlgError, DataError):
-                if count[0] == 1:
-                    raise
-                # a line-search trial step into degenerate values: reject it with a loss
-                # far above any seen, so that the strong Wolfe search steps back (a finite
-                # value, as its cubic interpolation turns inf into NaN)
-                return torch.tensor(rejected[0], dtype=self.log_noise_variance.dtype)
-            loss = -lml / n_obs
-            loss.backward()
-            rejected[0] = max(rejected[0], 10 * abs(float(loss.detach())))
-            if callback is not None:
-                callback(count[0], float(lml.detach()))
-            return loss
-
+        objective = _Objective(self, t, x, callback)
+        done, previous = 0, -math.inf
         try:
-            opt.step(closure)
-            with torch.no_grad():
-                lml = float(self.log_marginal_likelihood(t, x))
+            for _ in range(_MAX_RESTARTS + 1):
+                opt = torch.optim.LBFGS(self.parameters(), max_iter=max_iter - done,
+                                        tolerance_grad=tolerance, tolerance_change=tolerance,
+                                        line_search_fn="strong_wolfe")
+                objective.optimizer = opt
+                opt.step(objective)
+                done += opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0)
+                with torch.no_grad():
+                    lml = float(self.log_marginal_likelihood(t, x))
+                if done >= max_iter or lml - previous <= 1e-6 * objective.n_obs:
+                    break
+                previous = lml
         except torch.linalg.LinAlgError:    # degenerate variances at the first or final step
-            raise DataError(f"a variance stopped being positive during fitting ({n_obs} "
-                            "observed values: too few or degenerate?)") from None
-        return FitResult(lml, count[0])
+            raise DataError(f"a variance stopped being positive during fitting "
+                            f"({objective.n_obs} observed values: too few or degenerate?)"
+                            ) from None
+        return FitResult(lml, objective.count)
 
     def _merged(self, t_new: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Training grid merged with t_new: (grid (N,), x (N, D), mask (N, D), rows of t_new)."""
@@ -247,3 +236,40 @@ class StateSpaceGP(nn.Module):
             prefix = f"output{d}." if self.num_outputs > 1 else ""
             out.update({prefix + name: v for name, v in m.hyperparameters().items()})
         return out
+
+
+class _Objective:
+    """-log p(x) / n_observed and its gradient, as an L-BFGS closure, counting evaluations.
+
+    A trial step of the line search into degenerate values (a failed Cholesky factor or a
+    non-finite likelihood) is rejected with a loss far above any seen, so that the strong
+    Wolfe search steps back (a finite value: its cubic interpolation turns inf into NaN);
+    at the very first evaluation such a failure is raised.
+    """
+
+    def __init__(self, gp: StateSpaceGP, t: Tensor, x: Tensor,
+                 callback: Callable[[int, float], None] | None) -> None:
+        self.gp, self.t, self.x, self.callback = gp, t, x, callback
+        self.n_obs = int((~torch.isnan(gp.train_x)).sum())
+        self.count, self.rejected = 0, _REJECTED_LOSS
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def __call__(self) -> Tensor:
+        self.optimizer.zero_grad()
+        self.count += 1
+        try:
+            lml = self.gp.log_marginal_likelihood(self.t, self.x)
+            if not torch.isfinite(lml):
+                raise DataError(f"log marginal likelihood became non-finite during fitting "
+                                f"(evaluation {self.count}; hyperparameters "
+                                f"{self.gp.hyperparameters()})")
+        except (torch.linalg.LinAlgError, DataError):
+            if self.count == 1:
+                raise
+            return torch.tensor(self.rejected, dtype=self.gp.log_noise_variance.dtype)
+        loss = -lml / self.n_obs
+        loss.backward()
+        self.rejected = max(self.rejected, 10 * abs(float(loss.detach())))
+        if self.callback is not None:
+            self.callback(self.count, float(lml.detach()))
+        return loss

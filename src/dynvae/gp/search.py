@@ -31,9 +31,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from dynvae.errors import DataError
 from dynvae.gp.inference import KalmanEngine
 from dynvae.gp.initialization import DataScales
-from dynvae.gp.kernels import Matern12, Matern32, Matern52, Periodic, QuasiPeriodic, Sum
+from dynvae.gp.kernels import Matern, Matern12, Matern32, Matern52, Periodic, QuasiPeriodic, Sum
 from dynvae.gp.kernels.base import Kernel
 from dynvae.gp.kernels.registry import kernel_spec
 from dynvae.gp.mean import ConstantMean, LinearMean, MeanFunction
@@ -108,11 +109,14 @@ def search_kernel(t: Tensor, x: Tensor, scales: DataScales, mean: MeanFunction |
     noise = scales.noise_variance
     best = None
     means = [mean] if mean is not None else [ConstantMean(), LinearMean()]
+    grid = lengthscale_grid(scales.spacing, span, scales.lengthscale)
     for cls in (Matern12, Matern32, Matern52):
         for m in means:
             gp = StateSpaceGP(cls(scales.lengthscale, 1.0 - noise), x.shape[1], noise, engine,
                               copy.deepcopy(m))
-            best = _better(best, fit(gp, warm=False))
+            gp.initialize_mean(tw, xw)
+            scan_lengthscales(gp, tw, xw, grid)
+            best = _better(best, fit(gp, warm=True))
     for period, fraction in zip(scales.periods, scales.seasonal_fraction, strict=True):
         if period > span / 3:
             continue
@@ -125,13 +129,49 @@ def search_kernel(t: Tensor, x: Tensor, scales: DataScales, mean: MeanFunction |
         best = _better(best, step)
     short = 3 * scales.spacing
     step = None
-    for cls in (Matern12, Matern32):
-        step = _better(step, fit(_extend(best[0], cls(short, 0.1)), warm=True))
+    for cls in (Matern12, Matern32):      # small variance: the parent's fit is the start
+        step = _better(step, fit(_extend(best[0], cls(short, 0.01)), warm=True))
     best = _better(best, step)
     gp = best[0]
     if window != slice(None):
         gp.fit(t, x, max_iter=2 * max_iter, initialize_mean=False)
     return SearchResult(gp, kernel_spec(gp.kernels[0]), tried)
+
+
+def lengthscale_grid(spacing: float, span: float, data_scale: float, n: int = 8
+                     ) -> list[float]:
+    """Matern length-scales to start from: ``n`` log-spaced from 3 steps to half the span,
+    and the data's decorrelation time."""
+    low, high = 3 * spacing, max(span / 2, 6 * spacing)
+    return sorted({*(low * (high / low) ** (i / (n - 1)) for i in range(n)), data_scale})
+
+
+def scan_lengthscales(gp: StateSpaceGP, t: Tensor, x: Tensor, candidates: list[float]
+                      ) -> float:
+    """Set the length-scale of every Matern part of gp's kernels (itself or a term of its
+    sum) to the candidate of highest log marginal likelihood, evaluated without gradients
+    (the likelihood is multimodal in it: from a far too smooth start L-BFGS explains the
+    data as noise). Returns the value chosen."""
+    parts = [k for kernel in gp.kernels
+             for k in (kernel.kernels if isinstance(kernel, Sum) else [kernel])
+             if isinstance(k, Matern)]
+    if not parts:
+        return math.nan
+    scores = {}
+    for ell in candidates:
+        with torch.no_grad():
+            for k in parts:
+                k.log_lengthscale.fill_(math.log(ell))
+            try:
+                scores[ell] = float(gp.log_marginal_likelihood(t, x))
+            except (torch.linalg.LinAlgError, DataError):
+                continue
+    best = max(scores, key=lambda ell: scores[ell] if math.isfinite(scores[ell]) else -math.inf,
+               default=candidates[0])
+    with torch.no_grad():
+        for k in parts:
+            k.log_lengthscale.fill_(math.log(best))
+    return best
 
 
 def _better(current, challenger):

@@ -109,7 +109,8 @@ class Periodic(Kernel):
         Pinf = torch.diag(torch.cat([c[:1], c[1:].repeat_interleave(2)]))
         S = self.state_dim
         H = torch.zeros(1, S, dtype=w.dtype, device=w.device)
-        H[0, 0::2] = 1.0                                             # z_0 and each cosine part
+        H[0, 0] = 1.0                                                # the constant z_0
+        H[0, 1::2] = 1.0                                             # first of each pair
         L = torch.eye(S, dtype=w.dtype, device=w.device)
         return StateSpace(F, L, torch.zeros(S, S, dtype=w.dtype, device=w.device), H, Pinf)
 
