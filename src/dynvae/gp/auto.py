@@ -5,7 +5,9 @@ open starts from the data (:func:`dynvae.gp.initialization.data_scales`): Matern
 length-scales at the decorrelation time of the de-seasonalised series, periods at the
 periodogram's peaks (after those given explicitly), the noise variance from second
 differences, the prior variance split evenly over the terms of the sum. ``"auto"`` runs
-the kernel search of :mod:`dynvae.gp.search`.
+the kernel search of :mod:`dynvae.gp.search`, each candidate (and the refit of the chosen
+one on all the data, when the search ran on a window of it) with half the iterations
+allowed (``max_iter``).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ class FitOptions:
     order: int = 3
     mean: str | None = None          # None: chosen by the kernel search, else constant
     max_iter: int = 100
+    tolerance: float = 1e-7          # per observation; see StateSpaceGP.fit
 
 
 @dataclass
@@ -82,7 +85,9 @@ def fit_to_data(t: Tensor, x: Tensor, options: FitOptions, engine: KalmanEngine,
             scales = _replace(scales, periods=tuple(options.periods),
                               seasonal_fraction=(0.1,) * len(options.periods))
         result = search_kernel(t, x, scales, mean, engine, order=options.order,
-                               report=report, lml_offset=lml_offset)
+                               max_iter=max(1, options.max_iter // 2),
+                               tolerance=options.tolerance, report=report,
+                               lml_offset=lml_offset)
         gp = result.gp
         with torch.no_grad():
             lml = float(gp.log_marginal_likelihood(t, x))
@@ -105,7 +110,8 @@ def fit_to_data(t: Tensor, x: Tensor, options: FitOptions, engine: KalmanEngine,
     progress = None if report is None else \
         (lambda n, lml: report(f"  evaluation {n:3d}: log marginal likelihood "
                                f"{lml + lml_offset:.3f}"))
-    fit = gp.fit(t, x, max_iter=options.max_iter, initialize_mean=False, callback=progress)
+    fit = gp.fit(t, x, max_iter=options.max_iter, tolerance=options.tolerance,
+                 initialize_mean=False, callback=progress)
     return DataFit(gp, kernel_spec(gp.kernels[0]), fit, scales, sources)
 
 

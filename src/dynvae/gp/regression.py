@@ -30,6 +30,7 @@ from dynvae.ssm import LinearGaussianSSM, ffbs_sample
 
 _REJECTED_LOSS = 1e6       # per observation; see _Objective
 _MAX_RESTARTS = 5
+_RESTART_GAIN = 1e-4         # nats per observation a run must gain for another
 
 
 class GPPrediction(NamedTuple):
@@ -148,7 +149,7 @@ class StateSpaceGP(nn.Module):
         than ``tolerance`` (or the largest gradient entry falls below it), or when its
         curvature pairs stop giving a descent direction; it is then restarted from where it
         stopped with a fresh memory as long as the previous run gained more than
-        ``1e-6 * n_observed`` nats (ill-conditioned problems, e.g. a new kernel part added
+        ``1e-4 * n_observed`` nats (ill-conditioned problems, e.g. a new kernel part added
         to a fitted kernel, otherwise stall far from the optimum). ``callback(n, lml)`` is
         called after the n-th evaluation with that evaluation's log marginal likelihood.
         """
@@ -167,7 +168,7 @@ class StateSpaceGP(nn.Module):
                 done += opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0)
                 with torch.no_grad():
                     lml = float(self.log_marginal_likelihood(t, x))
-                if done >= max_iter or lml - previous <= 1e-6 * objective.n_obs:
+                if done >= max_iter or lml - previous <= _RESTART_GAIN * objective.n_obs:
                     break
                 previous = lml
         except torch.linalg.LinAlgError:    # degenerate variances at the first or final step
