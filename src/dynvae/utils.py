@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dynvae.errors import MissingDependencyError
 
@@ -59,6 +58,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through a temporary file and an atomic rename."""
     import io
+
+    import torch
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -66,6 +67,7 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch generators."""
+    import torch
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global generator third-party code uses
     torch.manual_seed(seed)

@@ -6,12 +6,13 @@ import argparse
 import dataclasses
 import inspect
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dynvae.data import SequenceDataset, load_dataset, read_table
 from dynvae.data.datasets import DATASETS
 from dynvae.errors import ConfigError
-from dynvae.train import run as rundir
+
+if TYPE_CHECKING:
+    from dynvae.data import SequenceDataset
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
@@ -44,12 +45,19 @@ def add_prediction_args(parser: argparse.ArgumentParser, plot_help: str) -> None
     add_data_args(parser, dataset=False, required=True)
     parser.add_argument("--out", required=True, metavar="CSV", help="CSV file to write")
     parser.add_argument("--plot", metavar="PNG", help=plot_help)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    add_device_arg(parser)
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """--device cpu|cuda."""
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the model runs: cpu (default) or cuda (a GPU)")
 
 
 def load_run_and_data(args: argparse.Namespace):
     """The run of ``args.run_dir`` (a dynvae.train.run.LoadedRun) and the data named by
     ``args``, read with the run's saved column options where none are given."""
+    from dynvae.train import run as rundir
     loaded = rundir.load_run(args.run_dir, args.device)
     return loaded, load_data(data_spec(args, fallback=loaded.config["data"]))
 
@@ -106,6 +114,7 @@ def has_named_splits(spec: dict) -> bool:
 
 def load_data(spec: dict, split: str = "all") -> SequenceDataset:
     """The data of ``spec``; for a dataset with named splits, the ``split`` part."""
+    from dynvae.data import load_dataset, read_table
     if "dataset" in spec:
         options = dict(spec.get("options", {}))
         if has_named_splits(spec):

@@ -8,8 +8,6 @@ from pathlib import Path
 
 from dynvae.commands import common
 from dynvae.errors import DataError
-from dynvae.train import run as rundir
-from dynvae.train.evaluation import EvalSettings, evaluate_model
 
 
 def add_parser(sub) -> None:
@@ -20,7 +18,7 @@ def add_parser(sub) -> None:
                        "run's own test sequences are used.")
     p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
     common.add_data_args(p, dataset=False)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    common.add_device_arg(p)
     p.set_defaults(run=run)
 
 
@@ -39,6 +37,8 @@ def evaluation_data(args: argparse.Namespace, config: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynvae.train import run as rundir
+    from dynvae.train.evaluation import EvalSettings, evaluate_model
     loaded = rundir.load_run(args.run_dir, args.device)
     config = loaded.config
     data = evaluation_data(args, config)

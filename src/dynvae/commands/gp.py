@@ -21,18 +21,13 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
-import torch
+from typing import TYPE_CHECKING
 
 from dynvae.errors import ConfigError, DataError
-from dynvae.gp.inference import ENGINES
-from dynvae.gp.kernels import KernelInit, parse_kernel
-from dynvae.gp.mean import MEANS
-from dynvae.gp.plotting import plot_gp_fit
-from dynvae.gp.regression import StateSpaceGP
-from dynvae.utils import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 # default period by time unit: a year, for dates (days) and decimal years
 DEFAULT_PERIOD = {"days": 365.25, "years": 1.0}
@@ -62,7 +57,8 @@ class GPConfig:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gp", help="state-space GP regression on irregular times (O(T))",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__.replace("``", ""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="CSV / Parquet / NumPy table")
     src.add_argument("--dataset", help="built-in dataset name instead of --data (e.g. co2)")
@@ -80,12 +76,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise", type=float, default=0.1,
                    help="initial noise variance (standardised units)")
     p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations")
-    p.add_argument("--engine", choices=sorted(ENGINES), default="parallel",
-                   help="Kalman engine")
+    p.add_argument("--engine", default="parallel", metavar="NAME",
+                   help="Kalman engine: parallel (default), sequential or fisher")
     p.add_argument("--extrapolate", type=float, default=0.0,
                    help="predict this far (time units) beyond the last time")
     p.add_argument("--grid-points", type=int, default=1000, help="regular prediction points")
-    p.add_argument("--mean", choices=list(MEANS), default="constant",
+    p.add_argument("--mean", default="constant", metavar="NAME",
                    help="prior mean learned with the kernel: 'constant' (default) makes "
                    "extrapolation revert to a learned level, 'linear' continue a learned "
                    "straight-line trend, 'zero' revert to the data's average")
@@ -116,6 +112,13 @@ def load_table(cfg: GPConfig):
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from dynvae.gp.inference import ENGINES
+    from dynvae.gp.kernels import KernelInit, parse_kernel
+    from dynvae.gp.mean import MEANS
+    from dynvae.gp.regression import StateSpaceGP
     cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)})
     out = Path(cfg.out)
     if (out / "metrics.json").exists() and not cfg.force:
@@ -123,6 +126,9 @@ def run(args: argparse.Namespace) -> int:
     for name, value in (("--max-iter", cfg.max_iter), ("--grid-points", cfg.grid_points)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name, value, known in (("--engine", cfg.engine, ENGINES), ("--mean", cfg.mean, MEANS)):
+        if value not in known:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of {sorted(known)}")
     ds, t_np, x_np, names = load_table(cfg)
     span = float(t_np[-1] - t_np[0]) or 1.0
     cfg.period = cfg.period or DEFAULT_PERIOD.get(ds.time_unit, span / 10)
@@ -153,12 +159,20 @@ def run(args: argparse.Namespace) -> int:
 
 def _jac(x: torch.Tensor, scale: np.ndarray) -> float:
     """log|d x_std / d x| correction: sum over observed entries of log(scale)."""
+    import numpy as np
+    import torch
     n_obs = (~torch.isnan(x)).sum(0).numpy()
     return float((n_obs * np.log(scale)).sum())
 
 
 def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, fit, center,
                   scale):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from dynvae.plots import plot_gp_fit
+    from dynvae.utils import atomic_write_json, atomic_write_text
     observed = np.full((len(t_pred), len(names)), np.nan)
     rows = np.searchsorted(t_pred, t_np)
     observed[rows] = x_np

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 
 from dynvae.commands import common
-from dynvae.commands.report import imputation_frame, plot_first_imputation, predictions
-from dynvae.utils import atomic_write_text
 
 
 def add_parser(sub) -> None:
@@ -21,6 +19,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynvae.commands.report import (
+        bernoulli_model,
+        imputation_frame,
+        plot_first_imputation,
+        predictions,
+    )
+    from dynvae.utils import atomic_write_text
     loaded, data = common.load_run_and_data(args)
     std = loaded.standardizer
     scaled = std.transform(data)
@@ -28,7 +33,9 @@ def run(args: argparse.Namespace) -> int:
     frame = imputation_frame(data, batch, x, mean, sd)
     atomic_write_text(args.out, frame.to_csv(index=False))
     if args.plot:
-        plot_first_imputation(args.plot, data, x, seen, mean, sd)
+        plot_first_imputation(args.plot, data, x, seen, mean, sd,
+                              spec=common.data_spec(args, fallback=loaded.config["data"]),
+                              binary=bernoulli_model(loaded.model))
     print(f"wrote {args.out} ({int((~seen[batch.valid.numpy()]).sum())} missing entries "
           f"imputed)")
     return 0

@@ -8,23 +8,16 @@ import importlib
 import inspect
 import time
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from dynvae import __version__
 from dynvae.commands import common
-from dynvae.commands.report import write_plots
-from dynvae.data import SequenceDataset, Standardizer
 from dynvae.data.datasets import DATASETS
 from dynvae.errors import ConfigError
-from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
-from dynvae.train import run as rundir
-from dynvae.train.distributed import launch_rank
-from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
-from dynvae.train.metrics import missing_entry_metrics
-from dynvae.utils import seed_everything
+
+if TYPE_CHECKING:
+    from dynvae.data import SequenceDataset, Standardizer
 
 SPLIT = (0.8, 0.1, 0.1)
 
@@ -39,8 +32,9 @@ def add_parser(sub) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="set a model or fit/train config field (repeatable)")
     p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
+    common.add_device_arg(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the model's "
+                   "initialisation and the training noise (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty RUN")
     p.add_argument("--resume", action="store_true", help="continue the gradient training "
                    "of RUN from RUN/checkpoints/last.pt (give the same options again, with "
@@ -51,6 +45,7 @@ def add_parser(sub) -> None:
 def fit_sections(cls) -> dict[str, type]:
     """Config sections of a model: its Config, and its FitConfig (self-fitting models)
     or the gradient trainer's TrainConfig (imported only when needed)."""
+    from dynvae.models.base import SelfFitting
     if issubclass(cls, SelfFitting):
         return {"model": cls.Config, "fit": cls.FitConfig}
     try:
@@ -86,6 +81,9 @@ def load_splits(spec: dict, seed: int):
 def scaling(model_config, train: SequenceDataset) -> Standardizer:
     """Standardise for Gaussian observations; data of a Bernoulli observation (binary
     or in [0, 1]) keeps its scale (an identity Standardizer)."""
+    import numpy as np
+
+    from dynvae.data import Standardizer
     if getattr(model_config, "observation", "gaussian") == "gaussian":
         return Standardizer().fit(train)
     return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
@@ -99,6 +97,7 @@ def given_keys(args: argparse.Namespace) -> set[str]:
 def default_observation(args: argparse.Namespace, model_config, train: SequenceDataset):
     """Binary data (every observed value 0 or 1) gets a Bernoulli observation model unless
     --set chose one: a Gaussian's likelihood on 0/1 values grows without bound."""
+    import numpy as np
     if "observation" in given_keys(args) or \
             getattr(model_config, "observation", None) != "gaussian":
         return model_config
@@ -120,6 +119,9 @@ def train_config(args: argparse.Namespace, config):
 def fit_model(model, name: str, configs: dict, train, val, out: Path, device: str,
               resume: bool = False) -> list:
     """SelfFitting models fit themselves; the others go to the gradient Trainer."""
+    import torch
+
+    from dynvae.models.base import SelfFitting
     if isinstance(model, SelfFitting):
         if resume:
             raise ConfigError(f"--resume applies to gradient-trained models; {name!r} fits "
@@ -137,6 +139,7 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
     """Imputation scores on the truly missing entries, original scale, for built-in
     datasets that can return their complete sequences (a ``complete`` option, e.g.
     healing-digits)."""
+    from dynvae.train.metrics import missing_entry_metrics
     if "dataset" not in spec or "complete" not in inspect.signature(
             DATASETS[spec["dataset"]].loader).parameters:
         return {}
@@ -149,6 +152,13 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from dynvae.commands.report import write_plots
+    from dynvae.train import run as rundir
+    from dynvae.train.distributed import launch_rank
+    from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
+    from dynvae.utils import seed_everything
     cls = model_class(args.model)
     configs = common.resolve_configs(args.set, fit_sections(cls))
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -198,7 +208,7 @@ def run(args: argparse.Namespace) -> int:
     })
     rundir.write_metrics(out, metrics)
     rundir.write_history(out, history)
-    write_plots(out, model, test, standardizer, history, settings)
+    write_plots(out, model, test, standardizer, history, settings, spec)
     note = " (train and test are the same single sequence)" if shared else ""
     print(f"log-likelihood: {metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")
