@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from dynvae.errors import CheckpointError, ConfigError, DataError, MissingDependencyError
@@ -56,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"dynvae {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:          # e.g. `dynvae train --list-keys | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import sys
 import typing
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,24 @@ from dynvae.errors import ConfigError
 
 if TYPE_CHECKING:
     from dynvae.data import SequenceDataset
+
+
+class ColumnList(argparse.Action):
+    """``--value-cols A,B``: a comma-separated list of column names (given twice, the
+    lists are joined)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        columns = [c.strip() for c in values.split(",") if c.strip()]
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), *columns])
+
+
+class DeprecatedColumn(ColumnList):
+    """The older ``--value-col A`` (one column, repeated): still read, with a notice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated; write --value-cols A,B",
+              file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,

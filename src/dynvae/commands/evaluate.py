@@ -37,6 +37,7 @@ def evaluation_data(args: argparse.Namespace, config: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynvae.progress import progress_bar
     from dynvae.train import run as rundir
     from dynvae.train.evaluation import EvalSettings, evaluate_model
     loaded = rundir.load_run(args.run_dir, args.device)
@@ -45,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
     test = loaded.standardizer.transform(data)
     settings = EvalSettings(**config.get("evaluation", dataclasses.asdict(EvalSettings())))
     metrics = rundir.read_metrics(args.run_dir)
-    metrics.update(evaluate_model(loaded.model, test, loaded.standardizer, settings))
+    bar = progress_bar(3 * len(test), "evaluate", unit="seq")
+    metrics.update(evaluate_model(loaded.model, test, loaded.standardizer, settings, bar=bar))
+    bar.close()
     metrics["n_test_sequences"] = float(len(test))
     rundir.write_metrics(Path(args.run_dir), metrics)
     for key in ("log_likelihood", "test_imputation_mse", "forecast_mse"):

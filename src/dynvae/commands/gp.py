@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dynvae.commands import common
 from dynvae.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -63,8 +64,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data", help="CSV / Parquet / NumPy table")
     src.add_argument("--dataset", help="built-in dataset name instead of --data (e.g. co2)")
     p.add_argument("--time-col", help="time column (numbers or dates; dates become days)")
-    p.add_argument("--value-col", dest="value_cols", action="append", default=[],
-                   help="value column (repeat for several independent outputs)")
+    p.add_argument("--value-cols", action=common.ColumnList, default=[], metavar="A,B",
+                   help="comma-separated value columns, each fitted as an independent GP "
+                   "(default: every numeric column but the time)")
+    p.add_argument("--value-col", dest="value_cols", action=common.DeprecatedColumn,
+                   help=argparse.SUPPRESS)
     p.add_argument("--kernel", default="matern52",
                    help="sum of products of kernel names, e.g. 'matern52+quasiperiodic'")
     p.add_argument("--out", required=True, help="run directory")
@@ -141,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     x = torch.as_tensor((x_np - center) / scale, dtype=torch.float64)
     gp = StateSpaceGP(kernel, num_outputs=x.shape[1], noise_variance=cfg.noise,
                       engine=ENGINES[cfg.engine](), mean=MEANS[cfg.mean]())
-    fit = gp.fit(t, x, max_iter=cfg.max_iter)
+    fit = fit_with_progress(gp, t, x, cfg.max_iter, _jac(x, scale))
     grid = np.linspace(t_np[0], t_np[-1] + cfg.extrapolate, cfg.grid_points)
     t_pred = torch.as_tensor(np.union1d(t_np, grid), dtype=torch.float64)
     with torch.no_grad():
@@ -155,6 +159,26 @@ def run(args: argparse.Namespace) -> int:
     print(f"dynvae gp: log marginal likelihood {fit.log_marginal_likelihood - _jac(x, scale):.3f}"
           f" after {fit.n_evaluations} evaluations; wrote {out}")
     return 0
+
+
+def fit_with_progress(gp, t, x, max_iter: int, jacobian: float):
+    """``gp.fit`` with a progress bar over the L-BFGS evaluations showing the log marginal
+    likelihood (original scale), then a line saying whether L-BFGS converged."""
+    from dynvae.progress import progress_bar
+    bar = progress_bar(None, "gp: L-BFGS", unit="eval")
+
+    def show(evaluation: int, lml: float) -> None:
+        bar.update(1)
+        bar.set_postfix_str(f"log marginal likelihood {lml - jacobian:.3f}")
+
+    fit = gp.fit(t, x, max_iter=max_iter, callback=show)
+    bar.close()
+    if fit.converged is False:
+        print(f"dynvae gp: L-BFGS stopped at --max-iter {max_iter} iterations before "
+              "converging; a larger --max-iter may raise the likelihood")
+    elif fit.converged:
+        print(f"dynvae gp: L-BFGS converged ({fit.n_evaluations} evaluations)")
+    return fit
 
 
 def _jac(x: torch.Tensor, scale: np.ndarray) -> float:
@@ -171,6 +195,7 @@ def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, 
     import pandas as pd
     import torch
 
+    from dynvae.data.export import time_column_name
     from dynvae.plots import plot_gp_fit
     from dynvae.utils import atomic_write_json, atomic_write_text
     observed = np.full((len(t_pred), len(names)), np.nan)
@@ -198,9 +223,8 @@ def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, 
     metrics = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "config.json", dataclasses.asdict(cfg))
-    unit = ds.time_unit or "time"
-    if ds.time_origin is not None:
-        unit = f"{unit} since {ds.time_origin}"
-    plot_gp_fit(out / "plots" / "gp.png", t_np, x_np, t_pred, mean, mean - band, mean + band,
-                names, time_label=unit, title=f"state-space GP, kernel {cfg.kernel}",
-                train_range=(float(t_np[0]), float(t_np[-1])))
+    shown = ds.to_timestamps if ds.time_origin is not None else np.asarray
+    label = cfg.time_col or time_column_name(ds)
+    plot_gp_fit(out / "plots" / "gp.png", shown(t_np), x_np, shown(t_pred), mean, mean - band,
+                mean + band, names, time_label=label, title=f"state-space GP, kernel "
+                f"{cfg.kernel}", train_end=shown(t_np[-1:])[0])

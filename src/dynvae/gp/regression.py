@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -39,8 +40,12 @@ class GPPrediction(NamedTuple):
 
 
 class FitResult(NamedTuple):
+    """log_marginal_likelihood after fitting; n_evaluations of it; converged: L-BFGS
+    stopped on its tolerances before max_iter iterations (False: at the limit)."""
+
     log_marginal_likelihood: float
     n_evaluations: int
+    converged: bool | None = None
 
 
 def check_data(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -133,10 +138,13 @@ class StateSpaceGP(nn.Module):
             m.initialize(t, x[:, d])
 
     def fit(self, t: Tensor, x: Tensor, max_iter: int = 100, tolerance: float = 1e-9,
-            initialize_mean: bool = True) -> FitResult:
+            initialize_mean: bool = True,
+            callback: Callable[[int, float], None] | None = None) -> FitResult:
         """Maximise the exact log marginal likelihood over all hyperparameters and the mean's
         parameters with L-BFGS (strong Wolfe line search); stores (t, x) for prediction.
-        The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False."""
+        The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False.
+        ``callback(evaluation, log_marginal_likelihood)`` is called after every evaluation
+        (e.g. to show progress)."""
         self.set_data(t, x)
         if initialize_mean:
             self.initialize_mean(t, x)
@@ -152,6 +160,8 @@ class StateSpaceGP(nn.Module):
                 raise DataError("log marginal likelihood became non-finite during fitting")
             loss.backward()
             count[0] += 1
+            if callback is not None:
+                callback(count[0], -float(loss) * n_obs)
             return loss
 
         try:
@@ -161,7 +171,8 @@ class StateSpaceGP(nn.Module):
         except torch.linalg.LinAlgError:    # a line search into degenerate variances
             raise DataError(f"a variance stopped being positive during fitting ({n_obs} "
                             "observed values: too few or degenerate?)") from None
-        return FitResult(lml, count[0])
+        iterations = opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0)
+        return FitResult(lml, count[0], converged=iterations < max_iter)
 
     def _merged(self, t_new: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Training grid merged with t_new: (grid (N,), x (N, D), mask (N, D), rows of t_new)."""
