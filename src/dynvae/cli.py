@@ -35,7 +35,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="dynvae", description="Dynamical variational autoencoders: train, evaluate, impute, "
         "forecast and sample sequence models with missing values and irregular times.",
         epilog="`dynvae COMMAND --help` describes a command's options.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below")
     chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
     for name, summary in COMMANDS.items():
         if argv is None or name == chosen:

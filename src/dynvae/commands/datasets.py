@@ -20,7 +20,8 @@ def add_parser(sub) -> None:
                        "packages are installed. `dynvae datasets export NAME FILE` writes a "
                        "dataset to a table that --data FILE reads back.")
     p.set_defaults(run=run)
-    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", help="list (the default) "
+                               "or export")
     actions.add_parser("list", help="list the built-in datasets (the default)",
                        description="List the built-in datasets.").set_defaults(run=run)
     export = actions.add_parser(

@@ -161,7 +161,7 @@ class StateSpaceGP(nn.Module):
             loss.backward()
             count[0] += 1
             if callback is not None:
-                callback(count[0], -float(loss) * n_obs)
+                callback(count[0], -float(loss.detach()) * n_obs)
             return loss
 
         try:

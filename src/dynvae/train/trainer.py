@@ -119,6 +119,7 @@ class _BudgetBar:
     def __init__(self, total_steps: int, max_seconds: float | None, step: int,
                  enabled: bool) -> None:
         self.total_steps, self.max_seconds = total_steps, max_seconds
+        self.shown = float(step) if max_seconds is None else 100.0 * step / total_steps
         if max_seconds is None:
             self.bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
                             dynamic_ncols=True, disable=not enabled)
@@ -130,11 +131,13 @@ class _BudgetBar:
 
     def advance(self, step: int, seconds: float, loss: float) -> None:
         if self.max_seconds is None:
-            self.bar.update(1)
+            self.bar.update(step - self.shown)
+            self.shown = float(step)
             self.bar.set_postfix(loss=f"{loss:.4f}")
             return
-        done = max(step / self.total_steps, seconds / self.max_seconds)
-        self.bar.update(min(100.0, 100.0 * done) - self.bar.n)
+        done = min(100.0, 100.0 * max(step / self.total_steps, seconds / self.max_seconds))
+        self.bar.update(done - self.shown)
+        self.shown = done
         limit = "time" if seconds / self.max_seconds >= step / self.total_steps else "steps"
         self.bar.set_postfix_str(f"step {step}/{self.total_steps}, {seconds:.0f}/"
                                  f"{self.max_seconds:g} s ({limit} first), loss={loss:.4f}")
