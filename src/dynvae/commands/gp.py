@@ -61,9 +61,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.replace("``", ""),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="CSV / Parquet / NumPy table")
-    src.add_argument("--dataset", help="built-in dataset name instead of --data (e.g. co2)")
-    p.add_argument("--time-col", help="time column (numbers or dates; dates become days)")
+    src.add_argument("--data", metavar="FILE", help="CSV / Parquet / NumPy table")
+    src.add_argument("--dataset", metavar="NAME", help="built-in dataset name instead of "
+                     "--data (e.g. co2)")
+    p.add_argument("--time-col", metavar="C", help="time column (numbers or dates; dates "
+                   "become days)")
     p.add_argument("--value-cols", action=common.ColumnList, default=[], metavar="A,B",
                    help="comma-separated value columns, each fitted as an independent GP "
                    "(default: every numeric column but the time)")
@@ -71,7 +73,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=argparse.SUPPRESS)
     p.add_argument("--kernel", default="matern52",
                    help="sum of products of kernel names, e.g. 'matern52+quasiperiodic'")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
     p.add_argument("--period", type=float, help="initial period (default: one year for dates "
                    "and decimal years, else a tenth of the time span)")
     p.add_argument("--lengthscale", type=float, help="initial Matern length-scale "

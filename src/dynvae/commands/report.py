@@ -84,8 +84,9 @@ def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,
     title = f"imputation of sequence {seq.id!r}"
     plots.plot_imputation(display_times(data, seq.t), x[0, :n], seen[0, :n], mean[0, :n],
                           std[0, :n], data.feature_names, path,
-                          title=f"{title} (crosses: hidden for evaluation)" if hidden else
-                          title, time_label=time_label(data, spec), binary=binary)
+                          title=f"{title}, some observed entries hidden for evaluation"
+                          if hidden else title, time_label=time_label(data, spec),
+                          binary=binary)
 
 
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,

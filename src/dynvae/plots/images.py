@@ -87,13 +87,17 @@ def plot_forecast_frames(x_past, mean, path: str | os.PathLike, shape: tuple[int
     _frame_grid(rows, labels, shape, title or "forecast", path, vmin, vmax)
 
 
-def _key_range(*rolls) -> tuple[int, int]:
-    """[lo, hi) of the keys that are ever on (or likely, > 5%) in any roll."""
-    used = np.zeros(rolls[0].shape[1], dtype=bool)
+def _key_range(*rolls, margin: int = 2) -> tuple[int, int]:
+    """[lo, hi) of the keys that are on in any roll (values > 0.5), widened by ``margin``
+    keys on each side; all keys when none is on."""
+    D = rolls[0].shape[1]
+    used = np.zeros(D, dtype=bool)
     for roll in rolls:
-        used |= (np.nan_to_num(roll) > 0.05).any(0)
+        used |= (np.nan_to_num(roll) > 0.5).any(0)
     idx = np.nonzero(used)[0]
-    return (int(idx.min()), int(idx.max()) + 1) if idx.size else (0, rolls[0].shape[1])
+    if not idx.size:
+        return 0, D
+    return max(0, int(idx.min()) - margin), min(D, int(idx.max()) + 1 + margin)
 
 
 def plot_forecast_roll(x_past, prob, path: str | os.PathLike, x_future=None,
@@ -105,6 +109,8 @@ def plot_forecast_roll(x_past, prob, path: str | os.PathLike, x_future=None,
     n_hist = min(len(x_past), max(4 * H, 24))
     roll = np.concatenate([x_past[-n_hist:], prob])               # (n_hist + H, D)
     lo, hi = _key_range(roll, *([] if x_future is None else [np.asarray(x_future, float)]))
+    # keys: those played in the history or the held-out steps, and those the forecast
+    # gives more than even odds
     fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
     fig.suptitle(title or "forecast")
     extent = (-n_hist + 0.5, H + 0.5, lowest_key + lo - 0.5, lowest_key + hi - 0.5)
@@ -125,34 +131,38 @@ def plot_forecast_roll(x_past, prob, path: str | os.PathLike, x_future=None,
 def plot_heatmaps(t, x, mask, mean, std, path: str | os.PathLike, title: str | None = None,
                   binary: bool = False, time_label: str | None = None) -> None:
     """High-dimensional sequences (T, D) as feature-by-time images: the data (entries not
-    seen by the model grey, hidden ones outlined), the posterior mean (for binary data
-    the probability of a 1, i.e. a piano roll) and the posterior std. The data and the
-    mean share one colour scale."""
-    t = np.asarray(t)
+    seen by the model grey, hidden ones outlined), the posterior mean and the posterior
+    std, the data and the mean on one colour scale. Binary data (a piano roll) shows the
+    keys in use, the probability of a 1 instead of mean and std, and outlines only the
+    hidden 1s (the hidden notes)."""
+    t, x = np.asarray(t), np.asarray(x, float)
     seen = np.where(mask, x, np.nan)
-    shared = _range(seen, mean)
-    panels = [("data (grey: not seen by the model)", seen, shared),
-              ("P(x = 1)" if binary else "posterior mean", mean, shared),
-              ("posterior std", std, (None, None))]
-    fig, axes = plt.subplots(3, 1, figsize=(9, 7.5), sharex=True, layout="constrained")
+    lo, hi = _key_range(x) if binary else (0, x.shape[1])
+    shared = (0.0, 1.0) if binary else _range(seen, mean)
+    panels = [("data (grey: not seen by the model)", seen, shared)]
+    panels += [("P(x = 1)", mean, shared)] if binary else \
+        [("posterior mean", mean, shared), ("posterior std", std, (None, None))]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.5 * len(panels) + 0.5),
+                             sharex=True, layout="constrained")
     if title:
         fig.suptitle(title)
     numeric = np.issubdtype(t.dtype, np.number)
     extent = ((float(t[0]) - 0.5, float(t[-1]) + 0.5) if numeric else
-              (-0.5, len(t) - 0.5)) + (-0.5, x.shape[1] - 0.5)
+              (-0.5, len(t) - 0.5)) + (lo - 0.5, hi - 0.5)
     cmap = plt.get_cmap("Greys" if binary else "viridis").with_extremes(bad="0.8")
     for ax, (name, values, (vmin, vmax)) in zip(axes, panels, strict=True):
-        image = ax.imshow(np.ma.masked_invalid(values.T), aspect="auto", origin="lower",
-                          interpolation="nearest", extent=extent, cmap=cmap, vmin=vmin,
-                          vmax=vmax)
+        image = ax.imshow(np.ma.masked_invalid(values[:, lo:hi].T), aspect="auto",
+                          origin="lower", interpolation="nearest", extent=extent, cmap=cmap,
+                          vmin=vmin, vmax=vmax)
         fig.colorbar(image, ax=ax, fraction=0.03)
         ax.set_ylabel("key" if binary else "feature", fontsize=8)
         ax.set_title(name, fontsize=9)
-    hidden = ~mask & np.isfinite(x)
+    hidden = ~mask & np.isfinite(x) & ((x > 0.5) if binary else True)
     if hidden.any():
         ts, ds = np.nonzero(hidden)
         where = t[ts] if numeric else ts
-        axes[0].plot(where, ds, "s", mfc="none", mec="C3", ms=3, label="hidden")
+        axes[0].plot(where, ds, "s", mfc="none", mec="C3", ms=3,
+                     label="hidden notes" if binary else "hidden")
         axes[0].legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0),
                        frameon=False)
     axes[-1].set_xlabel(time_label or "t")
