@@ -2,8 +2,8 @@
 
 The block is read from README.md. The slow test runs every command verbatim in a
 subprocess. The fast one runs the same commands in-process with smaller budgets and
-data (``shrink``: training budgets of a few seconds, a few GP iterations, the built-in
-datasets cut to a few sequences), so the order, options and files of the block are
+data (``shrink``: training budgets of a few seconds, a few EM and GP iterations, the
+built-in datasets cut to a few sequences), so the order, options and files of the block are
 checked on every run of the suite.
 """
 
@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dynvae.cli import main
 
@@ -55,6 +56,8 @@ def written_files(argv: list[str]) -> list[str]:
 def shrink(argv: list[str]) -> list[str]:
     """The same command with a short budget and small data."""
     argv = [re.sub(r"^max_seconds=.*", "max_seconds=2", a) for a in argv]
+    if argv[:3] == ["train", "--model", "lgssm"]:
+        argv += ["--set", "max_iter=5"]
     if argv[0] == "train" and "--dataset" in argv:
         name = argv[argv.index("--dataset") + 1]
         if name in SMALL_DATA:
@@ -75,9 +78,12 @@ def test_the_block_is_found_and_writes_only_under_runs():
 
 
 def test_quickstart_runs_in_order_with_small_budgets(tmp_path, tmp_path_factory, monkeypatch,
-                                                     capsys):
+                                                     capsys, request):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DYNVAE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)            # small models: one thread is the fastest
+    request.addfinalizer(lambda: torch.set_num_threads(threads))
     for argv in quickstart_commands():
         small = shrink(argv)
         assert main(small) == 0, (small, capsys.readouterr().err[-2000:])
