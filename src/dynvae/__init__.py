@@ -19,5 +19,6 @@ __all__ = ["SequenceBatch", "__version__"]
 def __getattr__(name: str):
     if name == "SequenceBatch":
         from dynvae.data.batch import SequenceBatch
+        globals()[name] = SequenceBatch
         return SequenceBatch
     raise AttributeError(f"module 'dynvae' has no attribute {name!r}")
