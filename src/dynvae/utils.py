@@ -73,6 +73,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def broadcast_shapes(*shapes):
+    """``torch.broadcast_shapes`` without its cost on first use: torch's version imports
+    sympy then (1-2 s of a command's start-up). NumPy applies the same rules to plain
+    integer sizes; symbolic sizes (under torch.compile) and errors go to torch's."""
+    import torch
+    sizes = [tuple(s) for s in shapes]
+    if all(type(d) is int for s in sizes for d in s):
+        try:
+            return torch.Size(np.broadcast_shapes(*sizes))
+        except ValueError:
+            pass                                 # torch raises its own error below
+    return torch.broadcast_shapes(*shapes)
+
+
 def import_optional(module: str, extra: str, purpose: str):
     """Import ``module`` (an optional dependency) or raise :class:`MissingDependencyError`
     telling the user to ``pip install 'dynvae[extra]'`` for ``purpose``."""

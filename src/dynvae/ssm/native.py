@@ -37,6 +37,7 @@ from torch import Tensor
 from dynvae.errors import ConfigError, DataError
 from dynvae.ssm.kalman import FilterResult, SmootherResult, check_inputs
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 _SOURCE = Path(__file__).with_name("_native") / "kalman.c"
 _PARAMS = ("initial_mean", "initial_cov", "transition_matrix", "transition_cov",
@@ -190,7 +191,7 @@ def _run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None, u: Tensor | N
                                 - int(n in model.time_varying)] for n in _PARAMS]
     if trans_off is not None:
         leads.append(trans_off.shape[:-2])
-    batch_shape = torch.broadcast_shapes(*leads)
+    batch_shape = broadcast_shapes(*leads)
     B = int(batch_shape.numel())
     if B == 0 or T == 0:
         raise DataError(f"the native Kalman back end needs B, T > 0, got batch "

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from dynvae.errors import ConfigError
 from dynvae.sde.linear import LinearSDE
+from dynvae.utils import broadcast_shapes
 
 
 class StateSpace(NamedTuple):
@@ -120,7 +121,7 @@ class Kernel(nn.Module, ABC):
 
 def block_diag(mats: list[Tensor]) -> Tensor:
     """Batched block-diagonal matrix from blocks (*b, s_i, w_i) -> (*b, sum s_i, sum w_i)."""
-    batch = torch.broadcast_shapes(*(m.shape[:-2] for m in mats))
+    batch = broadcast_shapes(*(m.shape[:-2] for m in mats))
     mats = [m.expand(*batch, *m.shape[-2:]) for m in mats]
     total = sum(m.shape[-1] for m in mats)
     rows, offset = [], 0
