@@ -69,6 +69,33 @@ def shrink(argv: list[str]) -> list[str]:
     return argv
 
 
+def readme_commands(readme: Path = ROOT / "README.md") -> list[list[str]]:
+    """Every ``dynvae`` command of every bash block of README.md (after any VAR=value)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            for part in line.split("&&"):
+                argv = shlex.split(part, comments=True)
+                while argv and re.match(r"^[A-Z_]+=", argv[0]):
+                    argv = argv[1:]
+                if argv and argv[0] == "dynvae":
+                    commands.append(argv[1:])
+    return commands
+
+
+def test_every_readme_command_parses_and_its_set_keys_exist():
+    from dynvae.cli import build_parser
+    from dynvae.commands import common
+    from dynvae.commands.train import fit_sections
+    from dynvae.models.registry import model_class
+    commands = readme_commands()
+    assert len(commands) > len(quickstart_commands())
+    for argv in commands:
+        args = build_parser(argv).parse_args(argv)
+        if argv[0] == "train":
+            common.resolve_configs(args.set, fit_sections(model_class(args.model)))
+
+
 def test_the_block_is_found_and_writes_only_under_runs():
     commands = quickstart_commands()
     assert len(commands) >= 10 and commands[0] == ["datasets"]
