@@ -131,7 +131,7 @@ def test_piano_roll_forecast_draws_a_roll_of_the_keys_in_use(figure, tmp_path):
     images = [im for ax in fig.axes for im in ax.images]
     assert len(images) == 1
     lo, hi = fig.axes[0].get_ylim()
-    assert lo == 21 + 40 - 0.5 and hi == 21 + 48 - 0.5           # keys 61..68, not all 88
+    assert lo == 21 + 38 - 0.5 and hi == 21 + 50 - 0.5     # keys 61..68 and 2 more each side
 
 
 def test_image_data_is_drawn_as_frames(figure, tmp_path):
