@@ -5,6 +5,7 @@ one warm-up run, the cases interleaved within each repeat so that all of them se
 same machine load; the table gives median, minimum and maximum. Next to dynvae:
 
 - ``python -c pass``: the interpreter's own start-up, the floor of any command;
+- ``import torch``: the floor of every command that runs a model;
 - ``eager imports``: ``import torch, pandas, matplotlib.pyplot`` and the dynvae modules,
   which every command paid before the command line imported lazily;
 - with ``--baseline-src PATH``: the same commands run from another source tree (e.g. a
@@ -46,6 +47,7 @@ CASES: dict[str, list[str]] = {
 }
 FLOORS: dict[str, list[str]] = {
     "python -c pass": ["-c", "pass"],
+    "python -c 'import torch'": ["-c", "import torch"],
     "eager imports": ["-c", EAGER],
 }
 
