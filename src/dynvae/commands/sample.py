@@ -27,7 +27,6 @@ def run(args: argparse.Namespace) -> int:
     if args.n < 1 or args.steps < 1:
         raise ConfigError(f"-n and --steps must be at least 1, got {args.n} and {args.steps}")
     import numpy as np
-    import pandas as pd
     import torch
 
     from dynvae.train import run as rundir
@@ -43,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
         np.save(buf, x)
         atomic_write_bytes(args.out, buf.getvalue())
     else:
+        import pandas as pd
         names = loaded.standardizer.feature_names or [f"x{d}" for d in range(x.shape[-1])]
         frame = pd.DataFrame(x.reshape(-1, x.shape[-1]), columns=names)
         frame.insert(0, "step", np.tile(np.arange(args.steps), args.n))
