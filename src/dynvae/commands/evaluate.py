@@ -19,6 +19,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
     common.add_data_args(p, dataset=False)
     common.add_device_arg(p)
+    p.add_argument("--seed", type=int, help="seed of the hidden entries and of the Monte "
+                   "Carlo terms (default: the run's own, so that repeats agree exactly)")
     p.set_defaults(run=run)
 
 
@@ -39,19 +41,24 @@ def evaluation_data(args: argparse.Namespace, config: dict):
 def run(args: argparse.Namespace) -> int:
     from dynvae.progress import progress_bar
     from dynvae.train import run as rundir
-    from dynvae.train.evaluation import EvalSettings, evaluate_model
+    from dynvae.train.evaluation import evaluate_model
+    from dynvae.train.lock import DirectoryLock
     loaded = rundir.load_run(args.run_dir, args.device)
     config = loaded.config
     data = evaluation_data(args, config)
     test = loaded.standardizer.transform(data)
-    settings = EvalSettings(**config.get("evaluation", dataclasses.asdict(EvalSettings())))
-    metrics = rundir.read_metrics(args.run_dir)
+    settings = rundir.eval_settings(config, str(Path(args.run_dir) / rundir.CONFIG))
+    if args.seed is not None:
+        settings = dataclasses.replace(settings, seed=args.seed)
     bar = progress_bar(3 * len(test), "evaluate", unit="seq")
-    metrics.update(evaluate_model(loaded.model, test, loaded.standardizer, settings, bar=bar))
+    metrics = evaluate_model(loaded.model, test, loaded.standardizer, settings, bar=bar)
     bar.close()
-    metrics["n_test_sequences"] = float(len(test))
-    rundir.write_metrics(Path(args.run_dir), metrics)
+    with DirectoryLock(args.run_dir):      # not while a training run writes RUN
+        saved = rundir.read_metrics(args.run_dir)
+        saved.update(metrics)
+        saved["n_test_sequences"] = float(len(test))
+        rundir.write_metrics(Path(args.run_dir), saved)
     for key in ("log_likelihood", "test_imputation_mse", "forecast_mse"):
-        if key in metrics:
-            print(f"{key}: {metrics[key]:.6g}")
+        if key in saved:
+            print(f"{key}: {saved[key]:.6g}")
     return 0

@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from dynvae.train import run as rundir
     from dynvae.utils import atomic_write_bytes, atomic_write_text, seed_everything
+    rundir.check_writable(args.out, "--out")
     loaded = rundir.load_run(args.run_dir, args.device)
     seed_everything(args.seed)
     with torch.no_grad():
