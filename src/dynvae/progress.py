@@ -2,8 +2,8 @@
 than a couple of seconds: training, evaluation, GP fitting, dataset parsing.
 
 ``progress_bar`` is tqdm's bar with the house settings; ``quiet()`` gives one that shows
-nothing, for callers that pass no bar. Only the main process of a ``torchrun`` launch
-(rank 0) shows anything.
+nothing, for callers that pass no bar. Bars are drawn on a terminal only (not into logs
+or captured output), and only by the main process of a ``torchrun`` launch (rank 0).
 """
 
 from __future__ import annotations
@@ -17,12 +17,20 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+def shown(enabled: bool = True) -> bool | None:
+    """tqdm's ``disable`` for a bar: None (shown when standard error is a terminal, so
+    logs and captured output get no bar lines) when ``enabled`` on the main process, else
+    True."""
+    return None if enabled and is_main_process() else True
+
+
 def progress_bar(total: float | None, desc: str, unit: str = "it", enabled: bool = True,
                  **kwargs):
-    """A tqdm bar on standard error (shown only on the main process when ``enabled``)."""
+    """A tqdm bar on standard error, drawn on a terminal by the main process when
+    ``enabled``."""
     from tqdm.auto import tqdm
     return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
-                disable=not (enabled and is_main_process()), **kwargs)
+                disable=shown(enabled), **kwargs)
 
 
 def quiet():

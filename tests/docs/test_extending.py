@@ -65,6 +65,7 @@ def test_model_section_runs_from_the_command_line(tmp_path, monkeypatch, registr
         sys.modules.pop("iid_gaussian", None)
 
 
+@pytest.mark.filterwarnings("ignore:Error parsing type annotation:UserWarning")
 def test_api_reference_builds(tmp_path):
     """docs/build_api.py renders a page for every module of the package."""
     pytest.importorskip("pdoc")

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from dynvae.errors import CheckpointError, ConfigError
 from dynvae.models.base import DVAE
+from dynvae.progress import shown
 from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
 from dynvae.train.batching import epoch_batches, local_batches
@@ -123,10 +124,10 @@ class _BudgetBar:
         self.shown = float(step) if max_seconds is None else 100.0 * step / total_steps
         if max_seconds is None:
             self.bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
-                            dynamic_ncols=True, disable=not enabled)
+                            dynamic_ncols=True, disable=shown(enabled))
         else:
             self.bar = tqdm(total=100.0, initial=100.0 * step / total_steps, desc="train",
-                            unit="%", dynamic_ncols=True, disable=not enabled,
+                            unit="%", dynamic_ncols=True, disable=shown(enabled),
                             bar_format="{desc}: {percentage:3.0f}%|{bar}| "
                             "[{elapsed}<{remaining}{postfix}]")
 
