@@ -71,7 +71,7 @@ def time_label(data: SequenceDataset, spec: dict | None) -> str:
 
 def bernoulli_model(model: DVAE) -> bool:
     """True when the model's observation is Bernoulli (its mean is a probability)."""
-    return getattr(getattr(model, "config", None), "observation", None) == "bernoulli"
+    return model.observation_family == "bernoulli"
 
 
 def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,

@@ -117,10 +117,11 @@ def default_observation(args: argparse.Namespace, model_config, train: SequenceD
 
 
 def train_config(args: argparse.Namespace, config):
-    """The TrainConfig with --seed and --device, unless --set gave them."""
+    """The TrainConfig with --seed and --device and a progress bar, unless --set gave
+    them."""
     given = given_keys(args)
-    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device))
-                 if k not in given}
+    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device),
+                                   ("progress", True)) if k not in given}
     return dataclasses.replace(config, **overrides)
 
 
@@ -136,7 +137,7 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
             raise ConfigError(f"--resume applies to gradient-trained models; {name!r} fits "
                               "itself")
         batch = lambda d: None if d is None else d.to_batch(dtype=torch.float64, device=device)
-        history = model.fit(batch(train), batch(val), configs["fit"], out)
+        history = model.fit(batch(train), batch(val), configs["fit"], out, progress=True)
         say(convergence_note(history, configs["fit"]))
         return history
     trainer = importlib.import_module("dynvae.train.trainer")
