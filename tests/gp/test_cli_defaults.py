@@ -27,7 +27,7 @@ def seattle_csv(tmp_path, hours, hold_out=0):
 
 def run_gp(tmp_path, csv, *extra):
     out = tmp_path / "run"
-    argv = ["gp", "--data", str(csv), "--time-col", "date", "--value-col", "temp",
+    argv = ["gp", "--data", str(csv), "--time-col", "date", "--value-cols", "temp",
             "--out", str(out), "--force", *extra]
     assert main(argv) == 0
     config = json.loads((out / "config.json").read_text())

@@ -72,7 +72,7 @@ def test_cli_reports_numerical_errors_in_one_line_and_writes_nothing(tmp_path, c
                              "non-finite at step 12 (sequence 0)")
     monkeypatch.setattr(StateSpaceGP, "predict", exploding)
     out = tmp_path / "run"
-    argv = ["gp", "--data", str(csv), "--time-col", "t", "--value-col", "y", "--max-iter",
+    argv = ["gp", "--data", str(csv), "--time-col", "t", "--value-cols", "y", "--max-iter",
             "2", "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()

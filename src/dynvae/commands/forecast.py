@@ -4,17 +4,13 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-
-from dynvae import plots
 from dynvae.commands import common
-from dynvae.commands.report import display_times, time_columns
-from dynvae.commands.times import parse_times
 from dynvae.errors import ConfigError
-from dynvae.utils import atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_parser(sub) -> None:
@@ -36,6 +32,7 @@ def add_parser(sub) -> None:
 
 def future_times(data, horizon: int) -> np.ndarray:
     """(B, H) times t_last + k dt, dt the median step of each sequence (1 if one step)."""
+    import numpy as np
     rows = []
     for seq in data:
         dt = float(np.median(np.diff(seq.t))) if len(seq) > 1 else 1.0
@@ -43,8 +40,21 @@ def future_times(data, horizon: int) -> np.ndarray:
     return np.stack(rows)
 
 
-@torch.no_grad()
 def run(args: argparse.Namespace) -> int:
+    import torch
+    with torch.no_grad():
+        return _forecast(args)
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from dynvae import plots
+    from dynvae.commands.report import bernoulli_model, display_times, time_columns, time_label
+    from dynvae.commands.times import parse_times
+    from dynvae.utils import atomic_write_text
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {args.horizon}")
     loaded, data = common.load_run_and_data(args)
@@ -68,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         plots.plot_forecast(display_times(data, data[0].t), data[0].x,
                             display_times(data, t_future[0]), mean[0], sd[0],
                             data.feature_names, args.plot,
-                            title=f"forecast of sequence {data[0].id!r}")
+                            title=f"forecast of sequence {data[0].id!r}",
+                            time_label=time_label(data, common.data_spec(
+                                args, fallback=loaded.config["data"])),
+                            binary=bernoulli_model(loaded.model))
     print(f"wrote {args.out} ({len(data)} sequence(s), {horizon} steps)")
     return 0

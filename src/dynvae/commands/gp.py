@@ -30,19 +30,20 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-
-from dynvae.data.dataset import TIME_UNITS, column_moments
+from dynvae.commands import common
 from dynvae.errors import ConfigError, DataError
-from dynvae.gp.auto import FitOptions, fit_to_data
-from dynvae.gp.inference import ENGINES
-from dynvae.gp.mean import MEANS
-from dynvae.gp.plotting import plot_gp_fit
-from dynvae.train import run as rundir
-from dynvae.utils import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+# units a time parsed from dates may take (dynvae.data.dataset.TIME_UNITS; kept here so
+# that `dynvae gp --help` imports no data stack)
+TIME_UNITS = ("days", "hours", "minutes", "seconds")
+ENGINE_NAMES = ("auto", "fisher", "native", "parallel", "sequential")
+MEAN_NAMES = ("zero", "constant", "linear")
 
 # the files of a gp run: what --force replaces
 ARTEFACTS = ("predictions.csv", "metrics.json", "config.json", "plots/gp.png", ".*.tmp",
@@ -90,23 +91,29 @@ def period_list(text: str) -> list[float]:
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gp", help="state-space GP regression on irregular times (O(T))",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__.replace("``", ""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="CSV / Parquet / NumPy table")
-    src.add_argument("--dataset", help="built-in dataset name instead of --data (e.g. co2)")
-    p.add_argument("--time-col", help="time column (numbers, or dates: see --time-unit)")
+    src.add_argument("--data", metavar="FILE", help="CSV / Parquet / NumPy table")
+    src.add_argument("--dataset", metavar="NAME", help="built-in dataset name instead of "
+                     "--data (e.g. co2)")
+    p.add_argument("--time-col", metavar="C", help="time column (numbers, or dates: see "
+                   "--time-unit)")
     p.add_argument("--date-format", metavar="FMT", help="format of the dates in the time "
                    "column, e.g. %%d/%%m/%%Y (needed when dates read two ways)")
     p.add_argument("--time-unit", choices=TIME_UNITS,
                    help="unit of times parsed from dates or durations (default days); "
                    "periods, length-scales and --extrapolate are in this unit")
-    p.add_argument("--value-col", dest="value_cols", action="append", default=[],
-                   help="value column (repeat for several independent outputs)")
-    p.add_argument("--kernel", default="auto",
+    p.add_argument("--value-cols", action=common.ColumnList, default=[], metavar="A,B",
+                   help="comma-separated value columns, each fitted as an independent GP "
+                   "(default: every numeric column but the time)")
+    p.add_argument("--value-col", dest="value_cols", action=common.DeprecatedColumn,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--kernel", default="auto", metavar="SPEC",
                    help="'auto' (search by BIC, default) or a sum of products of kernels, "
                    "e.g. 'matern52+quasiperiodic', 'matern52 + periodic(1) + periodic(7)'")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--period", type=period_list, default=[],
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    p.add_argument("--period", type=period_list, default=[], metavar="P1,P2",
                    help="initial period(s), comma-separated, one per periodic part in order "
                    "(default: the periodogram's peaks)")
     p.add_argument("--lengthscale", type=float, help="initial Matern length-scale "
@@ -115,13 +122,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--noise", type=float, help="initial noise variance (standardised units; "
                    "default: from second differences of the data)")
     p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations")
-    p.add_argument("--engine", choices=sorted(ENGINES), default="auto",
-                   help="Kalman engine (default auto: the fastest valid one, see "
-                   "docs/engines.md)")
+    p.add_argument("--engine", default="auto", metavar="NAME",
+                   help=f"Kalman engine: {', '.join(ENGINE_NAMES)} (default auto: the "
+                   "fastest valid one, see docs/engines.md)")
     p.add_argument("--extrapolate", type=float, default=0.0,
                    help="predict this far (time units) beyond the last time")
     p.add_argument("--grid-points", type=int, default=1000, help="regular prediction points")
-    p.add_argument("--mean", choices=list(MEANS),
+    p.add_argument("--mean", metavar="NAME",
                    help="prior mean learned with the kernel: 'constant' makes extrapolation "
                    "revert to a learned level, 'linear' continue a learned straight-line "
                    "trend, 'zero' revert to the data's average (default: constant or linear "
@@ -156,6 +163,14 @@ def load_table(cfg: GPConfig):
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from dynvae.data.dataset import column_moments
+    from dynvae.gp.auto import FitOptions, fit_to_data
+    from dynvae.gp.inference import ENGINES
+    from dynvae.gp.mean import MEANS
+    from dynvae.train import run as rundir
     cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)
                       if hasattr(args, f.name)})
     out = rundir.check_run_dir(cfg.out, cfg.force)
@@ -163,6 +178,9 @@ def run(args: argparse.Namespace) -> int:
                         ("--order", cfg.order)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name, value, known in (("--engine", cfg.engine, ENGINES), ("--mean", cfg.mean, MEANS)):
+        if value is not None and value not in known:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of {sorted(known)}")
     for name, value in (("--lengthscale", cfg.lengthscale), ("--noise", cfg.noise)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ConfigError(f"{name} must be positive and finite, got {value}")
@@ -184,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
                                                    flush=True),
                          lml_offset=-jacobian)
     gp, fit = fitted.gp, fitted.fit
+    report_convergence(fit, cfg.max_iter)
     cfg.kernel_fitted = fitted.spec
     cfg.mean = next(name for name, cls in MEANS.items() if type(gp.means[0]) is cls)
     cfg.periods_used = [[p, source] for p, source in fitted.period_sources]
@@ -206,14 +225,32 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def report_convergence(fit, max_iter: int) -> None:
+    """One line saying whether L-BFGS stopped on its tolerances or at --max-iter."""
+    if fit.converged is False:
+        print(f"dynvae gp: L-BFGS stopped at --max-iter {max_iter} iterations before "
+              "converging; a larger --max-iter may raise the likelihood")
+    elif fit.converged:
+        print(f"dynvae gp: L-BFGS converged ({fit.n_evaluations} evaluations)")
+
+
 def _jac(x: torch.Tensor, scale: np.ndarray) -> float:
     """log|d x_std / d x| correction: sum over observed entries of log(scale)."""
+    import numpy as np
+    import torch
     n_obs = (~torch.isnan(x)).sum(0).numpy()
     return float((n_obs * np.log(scale)).sum())
 
 
 def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, fit, center,
                   scale):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from dynvae.data.export import time_column_name
+    from dynvae.plots import plot_gp_fit
+    from dynvae.utils import atomic_write_json, atomic_write_text
     observed = np.full((len(t_pred), len(names)), np.nan)
     rows = np.searchsorted(t_pred, t_np)
     observed[rows] = x_np
@@ -238,12 +275,13 @@ def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, 
     metrics = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "config.json", dataclasses.asdict(cfg))
-    unit = ds.time_unit or "time"
-    if ds.time_origin is not None:
-        unit = f"{unit} since {ds.time_origin}"
-    plot_gp_fit(out / "plots" / "gp.png", t_np, x_np, t_pred, mean, mean - band, mean + band,
-                names, time_label=unit, title=f"state-space GP, kernel {_short(cfg)}",
-                train_range=(float(t_np[0]), float(t_np[-1])))
+    shown = ds.to_timestamps if ds.time_origin is not None else np.asarray
+    label = cfg.time_col or time_column_name(ds)
+    if ds.time_unit is not None and ds.time_origin is None:
+        label = f"{label} ({ds.time_unit})"
+    plot_gp_fit(out / "plots" / "gp.png", shown(t_np), x_np, shown(t_pred), mean, mean - band,
+                mean + band, names, time_label=label, title=f"state-space GP, kernel "
+                f"{_short(cfg)}", train_end=shown(t_np[-1:])[0])
 
 
 def _short(cfg: GPConfig) -> str:

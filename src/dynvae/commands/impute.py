@@ -4,15 +4,12 @@ also at times without a row (``--at``, ``--grid``) for continuous-time models.""
 from __future__ import annotations
 
 import argparse
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from dynvae.commands import common
-from dynvae.commands import times as query
-from dynvae.commands.report import imputation_frame, plot_first_imputation, predictions
-from dynvae.data.timing import time_irregularity
-from dynvae.errors import ConfigError
-from dynvae.utils import atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_parser(sub) -> None:
@@ -35,6 +32,11 @@ def add_parser(sub) -> None:
 
 def requested_times(args: argparse.Namespace, data, model) -> list[np.ndarray] | None:
     """Per sequence, the times to add, or None when no row is added."""
+    import numpy as np
+
+    from dynvae.commands import times as query
+    from dynvae.data.timing import time_irregularity
+    from dynvae.errors import ConfigError
     grid = args.grid
     irregular = time_irregularity(data)
     if grid is None and args.at is None and model.continuous_time and \
@@ -65,6 +67,16 @@ def requested_times(args: argparse.Namespace, data, model) -> list[np.ndarray] |
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dynvae.commands import times as query
+    from dynvae.commands.report import (
+        bernoulli_model,
+        imputation_frame,
+        plot_first_imputation,
+        predictions,
+    )
+    from dynvae.utils import atomic_write_text
     loaded, data = common.load_run_and_data(args)
     new = requested_times(args, data, loaded.model)
     added = [np.zeros(len(s), dtype=bool) for s in data]
@@ -77,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
     atomic_write_text(args.out, frame.to_csv(index=False))
     if args.plot:
-        plot_first_imputation(args.plot, data, x, seen, mean, sd)
+        plot_first_imputation(args.plot, data, x, seen, mean, sd,
+                              spec=common.data_spec(args, fallback=loaded.config["data"]),
+                              binary=bernoulli_model(loaded.model))
     n_added = sum(int(a.sum()) for a in added)
     missing = int((~seen[batch.valid.numpy()]).sum())
     extra = f", {n_added * data.dim} of them at {n_added} added times" if n_added else ""

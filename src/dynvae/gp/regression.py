@@ -44,8 +44,12 @@ class GPPrediction(NamedTuple):
 
 
 class FitResult(NamedTuple):
+    """log_marginal_likelihood after fitting; n_evaluations of it; converged: L-BFGS
+    stopped on its tolerances before max_iter iterations (False: at the limit)."""
+
     log_marginal_likelihood: float
     n_evaluations: int
+    converged: bool | None = None
 
 
 def check_data(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -177,7 +181,7 @@ class StateSpaceGP(nn.Module):
             raise DataError(f"a variance stopped being positive during fitting "
                             f"({objective.n_obs} observed values: too few or degenerate?)"
                             f"{detail}") from None
-        return FitResult(lml, objective.count)
+        return FitResult(lml, objective.count, converged=done < max_iter)
 
     def _merged(self, t_new: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Training grid merged with t_new: (grid (N,), x (N, D), mask (N, D), rows of t_new)."""

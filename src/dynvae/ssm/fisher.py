@@ -24,6 +24,7 @@ from torch import Tensor
 from dynvae.errors import ConfigError
 from dynvae.ssm.kalman import SmootherResult
 from dynvae.ssm.model import LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 
 def detached(model: LinearGaussianSSM) -> LinearGaussianSSM:
@@ -153,6 +154,6 @@ def fisher_log_likelihood(model: LinearGaussianSSM, x: Tensor, mask: Tensor,
     the model's tensors, x and u by Fisher's identity; no second derivatives."""
     names, tensors = _model_tensors(model)
     value = sm.log_likelihood.detach()
-    shape = torch.broadcast_shapes(value.shape, x.shape[:-2])
+    shape = broadcast_shapes(value.shape, x.shape[:-2])
     return _FisherLogLikelihood.apply(value.expand(shape).contiguous(),
                                       (names, mask, sm, model), x, u, *tensors)

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from dynvae.errors import NumericalError
 from dynvae.ssm.model import LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -120,7 +121,7 @@ def check_moments(engine: str, model: LinearGaussianSSM, mask: Tensor, log_lik: 
     with torch.no_grad():
         ll = log_lik.detach()
         tol = tolerance(pred_cov.dtype)
-        batch = torch.broadcast_shapes(ll.shape, pred_mean.shape[:-2])
+        batch = broadcast_shapes(ll.shape, pred_mean.shape[:-2])
         bound = mahalanobis_bound(model, mask, ll).expand(batch)
         scale = balancing_scales(model.initial_cov.detach()).to(pred_cov.device)
         flags = [~torch.isfinite(ll).expand(batch)]

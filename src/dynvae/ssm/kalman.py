@@ -17,6 +17,7 @@ from dynvae.errors import DataError
 from dynvae.gaussian import batched_mv, condition_on_observation, psd_sqrt, symmetrize
 from dynvae.ssm.guard import check_filter, check_smoother
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 
 class FilterResult(NamedTuple):
@@ -105,8 +106,8 @@ def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = Non
         fm.append(mean)
         fc.append(cov)
     # a parameter with batch dims (e.g. only the transition) can widen the batch mid-way
-    batch_shape = torch.broadcast_shapes(x.shape[:-2], log_lik.shape, fm[-1].shape[:-1],
-                                         fc[-1].shape[:-2])
+    batch_shape = broadcast_shapes(x.shape[:-2], log_lik.shape, fm[-1].shape[:-1],
+                                   fc[-1].shape[:-2])
     stack = lambda xs, ev: torch.stack(torch.broadcast_tensors(*xs), dim=-1 - ev).expand(
         *batch_shape, T, *xs[0].shape[-ev:])
     out = FilterResult(log_lik.expand(batch_shape), stack(pm, 1), stack(pc, 2), stack(fm, 1),

@@ -40,6 +40,7 @@ from dynvae.errors import ConfigError, DataError, NumericalError
 from dynvae.ssm.guard import tolerance
 from dynvae.ssm.kalman import FilterResult, SmootherResult, check_inputs
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 _SOURCE = Path(__file__).with_name("_native") / "kalman.c"
 _HEADERS = (_SOURCE.with_name("kalman_steps.h"),)          # included by _SOURCE
@@ -271,7 +272,7 @@ def _batch_shape(model: LinearGaussianSSM, x: Tensor, trans_off: Tensor | None
                                 - int(n in model.time_varying)] for n in _PARAMS]
     if trans_off is not None:
         leads.append(trans_off.shape[:-2])
-    return torch.broadcast_shapes(*leads)
+    return broadcast_shapes(*leads)
 
 
 def _run(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None, u: Tensor | None,

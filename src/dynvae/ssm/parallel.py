@@ -32,6 +32,7 @@ from dynvae.ssm.kalman import FilterResult, SmootherResult, check_inputs, smooth
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 from dynvae.ssm.scan import Combine, Elements, associative_scan
 from dynvae.ssm.smallmat import BatchedLinalg, ScalarLinalg, SmallLinalg
+from dynvae.utils import broadcast_shapes
 
 
 def filter_combine(ops: SmallLinalg, earlier: Elements, later: Elements) -> Elements:
@@ -198,7 +199,7 @@ def _batch_shape(model: LinearGaussianSSM, x: Tensor) -> torch.Size:
         v = getattr(model, name)
         if v is not None:
             shapes.append(v.shape[: v.ndim - ev - (name in model.time_varying)])
-    return torch.broadcast_shapes(*shapes)
+    return broadcast_shapes(*shapes)
 
 
 class _Prepared:

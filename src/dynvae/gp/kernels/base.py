@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from dynvae.errors import ConfigError
 from dynvae.gaussian import symmetrize
 from dynvae.sde.linear import LinearSDE
+from dynvae.utils import broadcast_shapes
 
 
 class StateSpace(NamedTuple):
@@ -129,7 +130,7 @@ class Kernel(nn.Module, ABC):
 
 def block_diag(mats: list[Tensor]) -> Tensor:
     """Batched block-diagonal matrix from blocks (*b, s_i, w_i) -> (*b, sum s_i, sum w_i)."""
-    batch = torch.broadcast_shapes(*(m.shape[:-2] for m in mats))
+    batch = broadcast_shapes(*(m.shape[:-2] for m in mats))
     rows, cols = sum(m.shape[-2] for m in mats), sum(m.shape[-1] for m in mats)
     out = mats[0].new_zeros(*batch, rows, cols)
     r = c = 0
