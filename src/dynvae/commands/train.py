@@ -91,15 +91,16 @@ def scaling(model_config, train: SequenceDataset) -> Standardizer:
     return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
 
 
-def given_keys(args: argparse.Namespace) -> set[str]:
-    """Field names that --set gave explicitly (without their section prefix)."""
-    return {item.split("=", 1)[0].strip().rpartition(".")[2] for item in args.set}
+def given_keys(sets: list[str]) -> set[str]:
+    """Field names that --set items gave explicitly (without their section prefix)."""
+    return {item.split("=", 1)[0].strip().rpartition(".")[2] for item in sets}
 
 
-def default_observation(args: argparse.Namespace, model_config, train: SequenceDataset):
+def default_observation(given: set[str], model_config, train: SequenceDataset):
     """Binary data (every observed value 0 or 1) gets a Bernoulli observation model unless
-    --set chose one: a Gaussian's likelihood on 0/1 values grows without bound."""
-    if "observation" in given_keys(args) or \
+    --set chose one (``given``: the keys --set gave): a Gaussian's likelihood on 0/1
+    values grows without bound."""
+    if "observation" in given or \
             getattr(model_config, "observation", None) != "gaussian":
         return model_config
     values = np.concatenate([s.x[~np.isnan(s.x)] for s in train.sequences])
@@ -109,12 +110,47 @@ def default_observation(args: argparse.Namespace, model_config, train: SequenceD
     return dataclasses.replace(model_config, observation="bernoulli")
 
 
-def train_config(args: argparse.Namespace, config):
+def train_config(given: set[str], config, seed: int, device: str):
     """The TrainConfig with --seed and --device, unless --set gave them."""
-    given = given_keys(args)
-    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device))
-                 if k not in given}
+    overrides = {k: v for k, v in (("seed", seed), ("device", device)) if k not in given}
     return dataclasses.replace(config, **overrides)
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """What ``dynvae train`` builds before fitting: the model class, the resolved config
+    sections, the data (its splits standardised) and the standardizer."""
+
+    cls: type
+    configs: dict
+    data: SequenceDataset
+    train: SequenceDataset
+    val: SequenceDataset | None
+    test: SequenceDataset
+    shared: bool
+    standardizer: Standardizer
+
+    def build_model(self, device: str = "cpu"):
+        return self.cls.from_config(self.configs["model"], self.data.dim,
+                                    self.data.input_dim).to(device)
+
+
+def setup_run(model: str, sets: list[str], spec: dict, seed: int = 0,
+              device: str = "cpu") -> RunSetup:
+    """Resolve the configs of ``model`` from ``--set`` items and the defaults, load and
+    split the data of ``spec`` and standardise it: everything but the fit (also used by
+    benchmarks/quality.py, so that it measures what the command line gives)."""
+    cls = model_class(model)
+    configs = common.resolve_configs(sets, fit_sections(cls))
+    given = given_keys(sets)
+    if "train" in configs:
+        configs["train"] = train_config(given, configs["train"], seed, device)
+    data, train, val, test, shared = load_splits(spec, seed)
+    configs["model"] = default_observation(given, configs["model"], train)
+    standardizer = scaling(configs["model"], train)
+    train, test = standardizer.transform(train), standardizer.transform(test)
+    val = None if val is None else standardizer.transform(val)
+    return RunSetup(cls, configs, data, train, val, test, shared, standardizer)
 
 
 def fit_model(model, name: str, configs: dict, train, val, out: Path, device: str,
@@ -149,12 +185,9 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
 
 
 def run(args: argparse.Namespace) -> int:
-    cls = model_class(args.model)
-    configs = common.resolve_configs(args.set, fit_sections(cls))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
-    if "train" in configs:
-        configs["train"] = train_config(args, configs["train"])
+    common.resolve_configs(args.set, fit_sections(model_class(args.model)))  # fail early
     # under torchrun only rank 0 checks and writes the run directory (the Trainer's own
     # writes are rank 0's too); it is checked now and created once the data and model
     # are built, so bad input leaves no directory behind
@@ -163,12 +196,11 @@ def run(args: argparse.Namespace) -> int:
         rundir.check_run_dir(args.out, args.force or args.resume)
     seed_everything(args.seed)
     spec = common.data_spec(args)
-    data, train, val, test, shared = load_splits(spec, args.seed)
-    configs["model"] = default_observation(args, configs["model"], train)
-    standardizer = scaling(configs["model"], train)
-    train, test = standardizer.transform(train), standardizer.transform(test)
-    val = None if val is None else standardizer.transform(val)
-    model = cls.from_config(configs["model"], data.dim, data.input_dim).to(args.device)
+    setup = setup_run(args.model, args.set, spec, args.seed, args.device)
+    configs, data, train, val, test = (setup.configs, setup.data, setup.train, setup.val,
+                                       setup.test)
+    shared, standardizer = setup.shared, setup.standardizer
+    model = setup.build_model(args.device)
     out = rundir.prepare_run_dir(args.out, args.force or args.resume) if is_main \
         else Path(args.out)
     start = time.perf_counter()

@@ -10,6 +10,7 @@ from dynvae.data.chorales import load_chorales
 from dynvae.data.classic import load_co2, load_nile
 from dynvae.data.dataset import SequenceDataset
 from dynvae.data.digits import load_healing_digits
+from dynvae.data.sensors import load_basic_motions, load_japanese_vowels, load_seattle_temps
 from dynvae.data.synthetic import stochastic_lorenz, synthetic_lgssm_dataset
 from dynvae.errors import ConfigError
 
@@ -43,6 +44,15 @@ DATASETS: dict[str, DatasetInfo] = {
     "healing-digits": DatasetInfo("healing-digits", "rotating 8x8 digits, 10 frames of 64 "
                                   "pixels in [0, 1], 60% missing (scikit-learn)",
                                   load_healing_digits, "datasets"),
+    "basic-motions": DatasetInfo("basic-motions", "smartwatch accelerometer + gyroscope, "
+                                 "80 sequences x 100 steps x 6 channels at 10 Hz (UEA, aeon "
+                                 "or sktime)", load_basic_motions, "datasets"),
+    "japanese-vowels": DatasetInfo("japanese-vowels", "640 utterances, 7-29 frames x 12 LPC "
+                                   "cepstrum coefficients (UEA, aeon or sktime)",
+                                   load_japanese_vowels, "datasets"),
+    "seattle-temps": DatasetInfo("seattle-temps", "hourly Seattle temperatures of 2010, 52 "
+                                 "week-long sequences of 168 steps (vega_datasets)",
+                                 load_seattle_temps, "datasets"),
 }
 
 

@@ -28,9 +28,11 @@ from dynvae.models.common import (
     check_choice,
     check_dims,
     check_future,
+    check_hide_rate,
     check_observation,
     check_positive,
     check_sample_times,
+    encoder_mask,
     iwae_bound,
     last_valid,
     mixture_moments,
@@ -50,7 +52,9 @@ class DKFConfig(DictConfig):
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
     "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
     "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
-    Empty hidden sizes make the corresponding map affine.
+    Empty hidden sizes make the corresponding map affine. hide_from_encoder: share of
+    the observed entries hidden from the encoder at random while training (still
+    scored; see ``dynvae.models.common.encoder_mask``).
     """
 
     model_name = "DKF"
@@ -67,8 +71,10 @@ class DKFConfig(DictConfig):
     free_emission_variance: bool = False
     min_var: float = 1e-4
     n_predict_samples: int = 64
+    hide_from_encoder: float = 0.0
 
     def __post_init__(self) -> None:
+        check_hide_rate(self.hide_from_encoder)
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("transition", self.transition, TRANSITIONS)
         check_choice("observation", self.observation, OBSERVATIONS)
@@ -131,7 +137,8 @@ class DeepKalmanFilter(DVAE):
 
     def posterior_paths(self, batch: SequenceBatch, n_samples: int) -> PosteriorPaths:
         """K = n_samples reparametrised ancestral draws z_t ~ q(z_t | z_{t-1}, context_t)."""
-        ctx = self.encoder.summarise(observation_features(batch), batch.lengths)  # (B, T, C)
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        ctx = self.encoder.summarise(observation_features(batch, seen), batch.lengths)
         K, (B, T) = n_samples, batch.x.shape[:2]
         z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
         zs, means, variances = [], [], []
@@ -148,16 +155,17 @@ class DeepKalmanFilter(DVAE):
                               p_var)
 
     def path_terms(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-sample log-likelihood, closed-form KL and log p(z)/q(z) of each path: (K, B)."""
+        """Per-sample log-likelihood (K, B), closed-form KL per latent dimension (K, B, Z)
+        and log p(z)/q(z) (K, B) of each path."""
         batch = self._prepare(batch)
         paths = self.posterior_paths(batch, n_samples)
         params = self.emission(paths.z, batch.u)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
         valid = batch.valid.to(paths.z.dtype)                                  # (B, T)
-        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var).sum(-1)
+        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var)
         log_p = diag_gaussian_log_prob(paths.z, paths.p_mean, paths.p_var).sum(-1)
         log_q = diag_gaussian_log_prob(paths.z, paths.q_mean, paths.q_var).sum(-1)
-        return log_lik, (kl * valid).sum(-1), ((log_p - log_q) * valid).sum(-1)
+        return log_lik, (kl * valid[..., None]).sum(-2), ((log_p - log_q) * valid).sum(-1)
 
     # ------------------------------------------------------------------ contract
     def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
@@ -167,8 +175,10 @@ class DeepKalmanFilter(DVAE):
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 20-21, averaged over ``n_samples`` posterior paths."""
         check_positive(n_samples=n_samples)
-        log_lik, kl, _ = self.path_terms(batch, n_samples)
-        return ELBOTerms(log_lik.mean(0), kl.mean(0), batch.n_observed().to(log_lik))
+        log_lik, kl_dims, _ = self.path_terms(batch, n_samples)
+        kl_dims = kl_dims.mean(0)                                              # (B, Z)
+        return ELBOTerms(log_lik.mean(0), kl_dims.sum(-1), batch.n_observed().to(log_lik),
+                         kl_dims)
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
