@@ -21,6 +21,7 @@ from dynvae.errors import ConfigError
 from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
 from dynvae.train import run as rundir
+from dynvae.train.defaults import data_defaults
 from dynvae.train.distributed import launch_rank
 from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
 from dynvae.train.metrics import missing_entry_metrics
@@ -137,9 +138,10 @@ class RunSetup:
 
 def setup_run(model: str, sets: list[str], spec: dict, seed: int = 0,
               device: str = "cpu") -> RunSetup:
-    """Resolve the configs of ``model`` from ``--set`` items and the defaults, load and
-    split the data of ``spec`` and standardise it: everything but the fit (also used by
-    benchmarks/quality.py, so that it measures what the command line gives)."""
+    """Resolve the configs of ``model`` from ``--set`` items, the defaults and the
+    data-sized rule (``dynvae.train.defaults``), load and split the data of ``spec`` and
+    standardise it: everything but the fit (also used by benchmarks/quality.py, so that
+    it measures what the command line gives)."""
     cls = model_class(model)
     configs = common.resolve_configs(sets, fit_sections(cls))
     given = given_keys(sets)
@@ -147,6 +149,7 @@ def setup_run(model: str, sets: list[str], spec: dict, seed: int = 0,
         configs["train"] = train_config(given, configs["train"], seed, device)
     data, train, val, test, shared = load_splits(spec, seed)
     configs["model"] = default_observation(given, configs["model"], train)
+    configs = data_defaults(configs, train, given)
     standardizer = scaling(configs["model"], train)
     train, test = standardizer.transform(train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)

@@ -36,6 +36,17 @@ def check_observation(observation: str, free_emission_variance: bool, min_var: f
         raise ConfigError("free_emission_variance applies to the 'gaussian' observation only")
 
 
+def resolved_free_variance(observation: str, free_emission_variance: bool | None) -> bool:
+    """Whether a Gaussian observation's variance is one free parameter per data dimension:
+    the default (None) for the Gaussian observation. A variance that is a function of z
+    lets a model explain what it cannot reconstruct as noise instead of using its latents
+    (the decoder's variance swallows the signal and the posterior collapses); a free one
+    makes the mean carry the fit. Not applicable to the Bernoulli observation."""
+    if observation != "gaussian":
+        return False
+    return True if free_emission_variance is None else free_emission_variance
+
+
 def check_dims(data_dim: int, input_dim: int) -> None:
     """Raise ConfigError unless data_dim D > 0 and input_dim U >= 0."""
     check_positive(data_dim=data_dim)

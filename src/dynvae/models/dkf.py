@@ -38,6 +38,7 @@ from dynvae.models.common import (
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
 from dynvae.nn.encoders import ENCODERS
 from dynvae.nn.mlp import trunk
@@ -52,6 +53,9 @@ class DKFConfig(DictConfig):
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
     "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
     "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
+    free_emission_variance: one learned variance per data dimension (the default, None,
+    for the Gaussian observation) or, False, a variance that is a function of z
+    (``dynvae.models.common.resolved_free_variance``).
     Empty hidden sizes make the corresponding map affine. hide_from_encoder: share of
     the observed entries hidden from the encoder at random while training (still
     scored; see ``dynvae.models.common.encoder_mask``).
@@ -68,7 +72,7 @@ class DKFConfig(DictConfig):
     transition_hidden: tuple[int, ...] = (64,)
     emission_hidden: tuple[int, ...] = (64,)
     free_transition_variance: bool = False
-    free_emission_variance: bool = False
+    free_emission_variance: bool | None = None
     min_var: float = 1e-4
     n_predict_samples: int = 64
     hide_from_encoder: float = 0.0
@@ -83,7 +87,7 @@ class DKFConfig(DictConfig):
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
         check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
                        n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
+        check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
 
 class PosteriorPaths(NamedTuple):
@@ -115,8 +119,8 @@ class DeepKalmanFilter(DVAE):
         self.transition = TRANSITIONS[c.transition](Z, U, c.transition_hidden, c.min_var,
                                                     c.free_transition_variance)
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_emission_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:

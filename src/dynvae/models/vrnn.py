@@ -41,6 +41,7 @@ from dynvae.models.common import (
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
 from dynvae.nn.encoders import reverse_padded
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
@@ -62,7 +63,9 @@ ENCODERS = ("filtering", "bidirectional")
 class VRNNConfig(DictConfig):
     """Configuration of :class:`VRNN`. mlp_hidden: hidden layers of the prior, encoder,
     decoder and feature networks; observation: "gaussian" or "bernoulli";
-    generation_feedback: "mean" or "sample" (see the module docstring). encoder:
+    generation_feedback: "mean" or "sample" (see the module docstring).
+    free_emission_variance: one learned variance per data dimension (the default, None,
+    for the Gaussian observation) or, False, a function of z. encoder:
     "bidirectional" (q(z_t | x_t, h_{t-1}, b_t) with b_t a backward GRU state over
     x_{t:T}, which lets a missing x_t be inferred from the entries after it) or
     "filtering" (q(z_t | x_t, h_{t-1}) of Chung et al. 2015). hide_from_encoder: share
@@ -76,7 +79,7 @@ class VRNNConfig(DictConfig):
     feature_size: int = 64
     mlp_hidden: tuple[int, ...] = (64,)
     observation: str = "gaussian"
-    free_emission_variance: bool = False
+    free_emission_variance: bool | None = None
     min_var: float = 1e-4
     generation_feedback: str = "mean"
     n_predict_samples: int = 64
@@ -91,7 +94,7 @@ class VRNNConfig(DictConfig):
         self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
         check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
                        feature_size=self.feature_size, n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
+        check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
 
 class VRNNSteps(NamedTuple):
@@ -130,7 +133,8 @@ class VRNN(DVAE):
         self.encoder_trunk, w = trunk(H + F + (H if backward else 0), c.mlp_hidden)
         self.encoder_head = GaussianHead(w, Z, c.min_var)
         self.decoder_trunk, w = trunk(H + F + U, c.mlp_hidden)
-        self.observation = OBSERVATIONS[c.observation](w, D, c.min_var, c.free_emission_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = OBSERVATIONS[c.observation](w, D, c.min_var, free)
         self.rnn = nn.GRUCell(2 * F, H)
         self.feedback = FEEDBACKS[c.generation_feedback]
 
