@@ -142,7 +142,8 @@ def iid_log_lik_per_step(train, test, binary: bool) -> float:
     if binary:
         lp = -qb.bernoulli_nll(x_te[seen], mean[feat])
     else:
-        lp = -qb.gaussian_nll(x_te[seen], mean[feat], np.nanstd(x_tr, (0, 1))[feat])
+        std = np.maximum(np.nanstd(x_tr, (0, 1)), qb.STD_FLOOR * np.nanstd(x_tr))
+        lp = -qb.gaussian_nll(x_te[seen], mean[feat], std[feat])
     return float(lp.sum() / valid.sum())
 
 

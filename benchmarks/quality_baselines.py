@@ -12,9 +12,9 @@ with NaN where missing, ``t`` (B, T), ``valid`` (B, T) for padding. Baselines:
 
 A baseline's predictive spread is calibrated on the training data with the same
 protocol as the test (entries hidden at random, final steps held out): a Gaussian
-with each feature's RMSE as its std; for binary data a Bernoulli whose probability
-mixes the prediction with the feature's training mean, the weight chosen by the
-training cross-entropy.
+with each feature's RMSE as its std (at least STD_FLOOR of the data's); for binary
+data a Bernoulli whose probability mixes the prediction with the feature's training
+mean, the weight chosen by the training cross-entropy.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ import math
 import numpy as np
 
 NORMAL_90 = 1.6448536269514722   # the 95% quantile of N(0, 1): a central 90% interval
+# a baseline's std is at least this share of the data's std: a feature that is constant
+# in the training data (e.g. an image's corner pixel) would otherwise get a zero spread
+STD_FLOOR = 1e-3
 _SQRT_PI = math.sqrt(math.pi)
 
 
@@ -154,11 +157,12 @@ def calibrated_spread(y: np.ndarray, pred: np.ndarray, feature: np.ndarray, dim:
         mixed = lambda w: (1 - w) * pred + w * feature_mean[feature]
         losses = [np.mean(bernoulli_nll(y, mixed(w))) for w in grid]
         return np.array([grid[int(np.argmin(losses))]])
+    floor = STD_FLOOR * max(float(np.std(y)), 1e-12)
     rmse = np.ones(dim)
     for d in range(dim):
         on = feature == d
         if on.any():
-            rmse[d] = max(float(np.sqrt(np.mean((pred[on] - y[on]) ** 2))), 1e-6)
+            rmse[d] = max(float(np.sqrt(np.mean((pred[on] - y[on]) ** 2))), floor)
     return rmse
 
 

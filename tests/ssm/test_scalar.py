@@ -8,9 +8,23 @@ import torch
 
 from dynvae.errors import DataError
 from dynvae.ssm import LinearGaussianSSM, kalman_filter, rts_smoother
+from dynvae.ssm import scalar as scalar_module
 from dynvae.ssm.scalar import scalar_ffbs_sample, scalar_kalman_filter, scalar_rts_smoother
+from dynvae.ssm.scalar_native import native_scalar_available
 
 TV = {"transition_matrix", "transition_cov", "emission_matrix", "emission_cov"}
+
+
+@pytest.fixture(autouse=True, params=["native", "torch"])
+def backend(request, monkeypatch):
+    """Every test runs with the C recursions (when they compile) and the torch loops."""
+    if request.param == "native":
+        if not native_scalar_available():
+            pytest.skip("no C compiler: the native recursions are unavailable")
+        monkeypatch.setattr(scalar_module, "_use_native", lambda like: True)
+    else:
+        monkeypatch.setattr(scalar_module, "_use_native", lambda like: False)
+    return request.param
 
 
 def spd(g, *shape, S):
