@@ -143,11 +143,13 @@ class DeepKalmanFilter(DVAE):
         """K = n_samples reparametrised ancestral draws z_t ~ q(z_t | z_{t-1}, context_t)."""
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
         ctx = self.encoder.summarise(observation_features(batch, seen), batch.lengths)
-        K, (B, T) = n_samples, batch.x.shape[:2]
+        K, B = n_samples, batch.batch_size
         z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
         zs, means, variances = [], [], []
-        for t in range(T):
-            mean, var = self.encoder.step(ctx[:, t], z_prev)                   # (K, B, Z)
+        # unbind once: indexing ctx[:, t] in the loop would make autograd allocate a
+        # full-size gradient per step (quadratic in T)
+        for ctx_t in ctx.unbind(1):
+            mean, var = self.encoder.step(ctx_t, z_prev)                       # (K, B, Z)
             eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
             z_prev = mean + var.sqrt() * eps
             zs.append(z_prev)

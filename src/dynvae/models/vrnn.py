@@ -144,11 +144,11 @@ class VRNN(DVAE):
         return batch
 
     def prior(self, h: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
-        """p(z_t | h_{t-1}, u_t): h (N, H) -> mean, var (N, Z)."""
+        """p(z_t | h_{t-1}, u_t): h (…, H) -> mean, var (…, Z)."""
         return self.prior_head(self.prior_trunk(with_input(h, u)))
 
     def decoder(self, h: Tensor, z_features: Tensor, u: Tensor | None) -> tuple[Tensor, ...]:
-        """p(x_t | z_t, h_{t-1}, u_t) parameters, each (N, D)."""
+        """p(x_t | z_t, h_{t-1}, u_t) parameters, each (…, D)."""
         return self.observation(self.decoder_trunk(with_input(torch.cat([h, z_features], -1),
                                                               u)))
 
@@ -165,30 +165,39 @@ class VRNN(DVAE):
             else []                                                          # (N, T, H)
         fx = rep(fx)                                                         # (N, T, F)
         h = x.new_zeros(K * B, self.config.hidden_size)
-        out: dict[str, list[Tensor]] = {k: [] for k in VRNNSteps._fields}
+        # the loop runs only what the recurrence needs (q, the draw, phi_z, the GRU); the
+        # prior p(z_t | h_{t-1}) and the decoder p(x_t | z_t, h_{t-1}) are evaluated for
+        # all steps at once afterwards. Per-step views are made once: indexing [:, t] in
+        # the loop would make autograd allocate a full-size gradient per step.
+        fx_t = fx.unbind(1)
+        q_in_t = torch.cat([fx, *context], -1).unbind(1)                     # (N, F [+ H])
+        hs, zs, fzs, q_means, q_vars = [h], [], [], [], []
         for t in range(T):
-            u_t = None if u is None else u[:, t]
-            pm, pv = self.prior(h, u_t)                                      # (N, Z)
-            q_in = torch.cat([h, fx[:, t], *(c[:, t] for c in context)], -1)
-            qm, qv = self.encoder_head(self.encoder_trunk(q_in))
-            eps = torch.randn((K, B, pm.shape[-1]), dtype=pm.dtype, device=pm.device)
-            z = qm + qv.sqrt() * eps.reshape(K * B, -1)
+            qm, qv = self.encoder_head(self.encoder_trunk(torch.cat([h, q_in_t[t]], -1)))
+            # one draw per step (K, B, Z): padding steps after the end change no draw
+            eps = torch.randn((K, B, qm.shape[-1]), dtype=qm.dtype, device=qm.device)
+            z = qm + qv.sqrt() * eps.reshape(K * B, -1)                      # (N, Z)
             fz = self.phi_z(z)
-            params = self.decoder(h, fz, u_t)
-            mean, var = self.observation.moments(params)
-            out["log_lik"].append(self.observation.log_prob(x[:, t], params, mask[:, t]).sum(-1))
-            out["kl"].append(kl_diag_gaussians(qm, qv, pm, pv))             # (N, Z)
-            out["log_ratio"].append((diag_gaussian_log_prob(z, pm, pv)
-                                     - diag_gaussian_log_prob(z, qm, qv)).sum(-1))
-            out["mean"].append(mean)
-            out["var"].append(var)
-            h = self.rnn(torch.cat([fx[:, t], fz], -1), h)
-            out["h"].append(h)
+            h = self.rnn(torch.cat([fx_t[t], fz], -1), h)
+            hs.append(h)
+            zs.append(z)
+            fzs.append(fz)
+            q_means.append(qm)
+            q_vars.append(qv)
+        h_prev, h_all = torch.stack(hs[:-1], 1), torch.stack(hs[1:], 1)      # (N, T, H)
+        z, qm, qv = (torch.stack(v, 1) for v in (zs, q_means, q_vars))      # (N, T, Z)
+        pm, pv = self.prior(h_prev, u)
+        params = self.decoder(h_prev, torch.stack(fzs, 1), u)               # (N, T, D) each
+        mean, var = self.observation.moments(params)
         valid = batch.valid.to(h.dtype)                                      # (B, T)
-        res = {k: torch.stack(v, 1).reshape(K, B, T, *v[0].shape[1:]) for k, v in out.items()}
-        res["kl"] = res["kl"] * valid[..., None]
-        res["log_ratio"] = res["log_ratio"] * valid
-        return VRNNSteps(**res)
+        shape = lambda v: v.reshape(K, B, T, *v.shape[2:])
+        log_ratio = (diag_gaussian_log_prob(z, pm, pv)
+                     - diag_gaussian_log_prob(z, qm, qv)).sum(-1)            # (N, T)
+        return VRNNSteps(
+            log_lik=shape(self.observation.log_prob(x, params, mask).sum(-1)),
+            kl=shape(kl_diag_gaussians(qm, qv, pm, pv)) * valid[..., None],
+            log_ratio=shape(log_ratio) * valid, mean=shape(mean), var=shape(var),
+            h=shape(h_all))
 
     def backward_summary(self, fx: Tensor, lengths: Tensor) -> Tensor:
         """b_t: a GRU run from each sequence's last valid step back to step t over the
