@@ -44,8 +44,9 @@ def _time_axis(fig, ax, t: np.ndarray) -> None:
 def plot_training_curve(history: list[dict], path: str | os.PathLike,
                         title: str | None = "training curve (on the scale the model is "
                         "fitted on)") -> None:
-    """Every numeric column of ``history`` (rows of metrics.csv) against ``step``."""
-    keys = [k for k in history[0] if k != "step"] if history else []
+    """Every numeric column of ``history`` (rows of metrics.csv) against ``step``, but the
+    per-dimension KL columns (see :func:`plot_kl_per_dimension`)."""
+    keys = [k for k in history[0] if k != "step" and not _is_kl_dim(k)] if history else []
     keys = [k for k in keys if all(isinstance(r.get(k, 0.0), (int, float)) for r in history)]
     fig, axes = _panels(max(len(keys), 1), title)
     steps = [r.get("step", i) for i, r in enumerate(history)]
@@ -178,3 +179,36 @@ def plot_latents(t: np.ndarray, mean: np.ndarray, std: np.ndarray, path: str | o
         ax.set_ylabel(f"z[{z}]")
     axes[-1].set_xlabel("t")
     _save(fig, path)
+
+
+def _is_kl_dim(key: str) -> bool:
+    return key.startswith("kl_dim") and key[len("kl_dim"):].isdigit()
+
+
+def plot_kl_per_dimension(history: list[dict], path: str | os.PathLike, threshold: float,
+                          anneal_steps: int = 0,
+                          title: str | None = "KL per time step of each latent dimension"
+                          ) -> bool:
+    """The collapse diagnostic: the ``kl_dim*`` columns of ``history`` against ``step`` on
+    a log scale, with the activity threshold and the end of the KL warm-up. A dimension
+    that stays under the threshold carries no information. Returns False (and writes
+    nothing) when the history has no such columns."""
+    keys = sorted({k for r in history for k in r if _is_kl_dim(k)}, key=lambda k: int(k[6:]))
+    if not keys:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 4))
+    steps = np.array([r.get("step", i) for i, r in enumerate(history)])
+    for key in keys:
+        values = np.array([r.get(key, np.nan) for r in history], dtype=float)
+        ax.plot(steps, np.maximum(values, 1e-6), lw=1, label=f"z[{key[6:]}]")
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if anneal_steps:
+        ax.axvline(anneal_steps, color="grey", ls=":", lw=1, label="end of warm-up")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats per time step")
+    ax.legend(fontsize=7, ncol=2 + len(keys) // 8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    _save(fig, path)
+    return True

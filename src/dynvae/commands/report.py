@@ -81,10 +81,15 @@ def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,
 
 
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
-                history: list[dict], settings: EvalSettings) -> None:
-    """plots/training_curve.png, plots/imputation.png, plots/forecast.png."""
+                history: list[dict], settings: EvalSettings, train_config=None) -> None:
+    """plots/training_curve.png, plots/imputation.png, plots/forecast.png, and for
+    gradient-trained models with a per-dimension KL plots/kl_per_dim.png."""
     if history:
         plots.plot_training_curve(history, out / "plots" / "training_curve.png")
+    if history and train_config is not None:
+        plots.plot_kl_per_dimension(history, out / "plots" / "kl_per_dim.png",
+                                    train_config.collapse_threshold,
+                                    train_config.kl_anneal_steps)
     first = test[:1]
     batch = first.to_batch(dtype=torch.float64)
     hidden = hide_entries(batch, settings.hide_fraction, settings.seed)

@@ -24,6 +24,7 @@ from dynvae.train import run as rundir
 from dynvae.train.defaults import data_defaults
 from dynvae.train.distributed import launch_rank
 from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
+from dynvae.train.history import collapse_report
 from dynvae.train.metrics import missing_entry_metrics
 from dynvae.utils import seed_everything
 
@@ -187,6 +188,17 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
     return missing_entry_metrics(model, test, complete, standardizer=standardizer)
 
 
+def collapse_metrics(history: list[dict], train_config) -> dict[str, float]:
+    """active_latent_dims and latent_dims after the warm-up (the collapse diagnostic of
+    dynvae.train.history.collapse_report), for models whose history has the columns."""
+    if train_config is None:
+        return {}
+    active, n_dims, _ = collapse_report(history, train_config.kl_anneal_steps,
+                                        train_config.collapse_threshold)
+    return {"active_latent_dims": float(active), "latent_dims": float(n_dims)} if n_dims \
+        else {}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
@@ -219,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
     metrics.update(likelihood_metrics(model, train, standardizer, settings.iwae_samples,
                                       prefix="train_"))
     metrics.update(ground_truth_metrics(model, spec, test, standardizer))
+    metrics.update(collapse_metrics(history, configs.get("train")))
     metrics.update({"fit_seconds": seconds, "n_train_sequences": float(len(train)),
                     "n_test_sequences": float(len(test)),
                     "train_equals_test": float(shared)})
@@ -233,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
     })
     rundir.write_metrics(out, metrics)
     rundir.write_history(out, history)
-    write_plots(out, model, test, standardizer, history, settings)
+    write_plots(out, model, test, standardizer, history, settings, configs.get("train"))
     note = " (train and test are the same single sequence)" if shared else ""
     print(f"log-likelihood: {metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")
