@@ -30,7 +30,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -196,16 +195,15 @@ def model_forecasts(model, setup, binary: bool, horizon: int) -> dict:
 
 
 def run_cell(dataset: str, name: str, budget: float, seed: int, threads: int,
-             extra: tuple[str, ...] = ()) -> dict:
+             extra: tuple[str, ...] = (), fit_extra: tuple[str, ...] = ()) -> dict:
     """Train model ``name`` on ``dataset`` for ``budget`` seconds as the command line
-    does (``extra``: more --set items) and score it (runs in its own process)."""
+    does (``extra``: more --set items; ``fit_extra``: those of a self-fitting model,
+    which has no time budget) and score it (runs in its own process)."""
     torch.set_num_threads(threads)
     load_start = os.getloadavg()[0]
     seed_everything(seed)
-    # the budget and quiet progress are trainer settings; self-fitting models keep their
-    # own stopping rules (their fit time is reported)
     gradient = "train" in fit_sections(model_class(name))
-    sets = ([f"max_seconds={budget}", "progress=false"] if gradient else []) + list(extra)
+    sets = [f"max_seconds={budget}", "progress=false", *extra] if gradient else list(fit_extra)
     setup = setup_run(name, sets, DATASETS[dataset], seed)
     model = setup.build_model()
     start = time.perf_counter()
@@ -260,6 +258,8 @@ def markdown(rows: list[dict], command: str, budget: float) -> str:
                 ok = r.get("imputation_mse", math.inf) < best
                 wins += ok
                 beat = "yes" if ok else "no"
+            if "error" in r:
+                beat = f"{beat} ({r['error']})".strip()
             lines.append(f"| {r['case']} | {r['impl']} | " + " | ".join(
                 cell(r, k, f) for k, _, f in COLUMNS) + f" | {beat} |")
     loads = [v for r in rows for v in r.get("load_average", [])]
@@ -284,6 +284,56 @@ def markdown(rows: list[dict], command: str, budget: float) -> str:
     return "\n".join(head + lines) + "\n"
 
 
+def _cell_process(conn, args: tuple) -> None:
+    try:
+        conn.send(run_cell(*args))
+    except Exception as err:          # reported in the row, the other cells go on
+        conn.send({"error": f"{type(err).__name__}: {err}"})
+    conn.close()
+
+
+def run_cells(cells: list[tuple], jobs: int, cap: float) -> list[dict]:
+    """run_cell(*args) for each args of ``cells``, ``jobs`` processes at a time; a cell
+    still running after ``cap`` seconds is stopped and reported as not finished."""
+    ctx = get_context("spawn")
+    pending, running, rows = list(cells), [], []
+    while pending or running:
+        while pending and len(running) < jobs:
+            args = pending.pop(0)
+            parent, child = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_cell_process, args=(child, args), daemon=True)
+            proc.start()
+            running.append((proc, parent, args, time.monotonic()))
+        time.sleep(1.0)
+        for item in list(running):
+            proc, conn, args, start = item
+            row = None
+            if conn.poll():
+                row = conn.recv()
+            elif time.monotonic() - start > cap:
+                proc.terminate()
+                row = {"error": f"not finished within {cap:.0f} s"}
+            elif not proc.is_alive():
+                row = {"error": f"the process ended with exit code {proc.exitcode}"}
+            if row is None:
+                continue
+            proc.join()
+            running.remove(item)
+            base = {"dataset": args[0], "impl": args[1], "case": args[0],
+                    "budget_seconds": args[2]}
+            rows.append({**base, **row})
+            report(rows[-1])
+    return rows
+
+
+def report(row: dict) -> None:
+    if "error" in row:
+        print(f"{row['dataset']:<16} {row['impl']:<12} {row['error']}", flush=True)
+        return
+    print(f"{row['dataset']:<16} {row['impl']:<12} steps {row['steps']:>6}  imputation MSE "
+          f"{row['imputation_mse']:.4g}", flush=True)
+
+
 def merge(old: list[dict], new: list[dict]) -> list[dict]:
     key = lambda r: (r["dataset"], r["impl"], r.get("budget_seconds"))
     replaced = {key(r) for r in new}
@@ -300,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--fit-set", action="append", default=["max_iter=20"],
+                        metavar="KEY=VALUE", help="fit options of self-fitting models (the "
+                        "LGSSM), which take no time budget (default: max_iter=20)")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks/results/quality.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs/results/quality.md")
     args = parser.parse_args(argv)
@@ -314,16 +367,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dataset in datasets:
         rows += [dict(r, budget_seconds=budget) for r in baseline_rows(dataset, args.seed)]
-    cells = [(d, m) for d in datasets for m in models]
-    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        futures = {pool.submit(run_cell, d, m, budget, args.seed, args.threads): (d, m)
-                   for d, m in cells}
-        for future, (d, m) in futures.items():
-            row = future.result()
-            print(f"{d:<16} {m:<12} steps {row['steps']:>6}  imputation MSE "
-                  f"{row['imputation_mse']:.4g} (best baseline "
-                  f"{best_baseline_mse(rows, d):.4g})", flush=True)
-            rows.append(row)
+    fit_extra = tuple(args.fit_set)
+    cells = [(d, m, budget, args.seed, args.threads, (), fit_extra)
+             for d in datasets for m in models]
+    rows += run_cells(cells, args.jobs, cap=3 * budget + 600)
     old = json.loads(args.json.read_text()) if args.json.is_file() else []
     rows = merge(old, rows)
     atomic_write_json(args.json, rows)
