@@ -292,9 +292,10 @@ def _cell_process(conn, args: tuple) -> None:
     conn.close()
 
 
-def run_cells(cells: list[tuple], jobs: int, cap: float) -> list[dict]:
+def run_cells(cells: list[tuple], jobs: int, cap: float, on_row=None) -> list[dict]:
     """run_cell(*args) for each args of ``cells``, ``jobs`` processes at a time; a cell
-    still running after ``cap`` seconds is stopped and reported as not finished."""
+    still running after ``cap`` seconds is stopped and reported as not finished.
+    ``on_row(rows so far)`` is called after every cell."""
     ctx = get_context("spawn")
     pending, running, rows = list(cells), [], []
     while pending or running:
@@ -323,6 +324,8 @@ def run_cells(cells: list[tuple], jobs: int, cap: float) -> list[dict]:
                     "budget_seconds": args[2]}
             rows.append({**base, **row})
             report(rows[-1])
+            if on_row is not None:
+                on_row(rows)
     return rows
 
 
@@ -370,14 +373,18 @@ def main(argv: list[str] | None = None) -> int:
     fit_extra = tuple(args.fit_set)
     cells = [(d, m, budget, args.seed, args.threads, (), fit_extra)
              for d in datasets for m in models]
-    rows += run_cells(cells, args.jobs, cap=3 * budget + 600)
     old = json.loads(args.json.read_text()) if args.json.is_file() else []
-    rows = merge(old, rows)
-    atomic_write_json(args.json, rows)
     command = "python benchmarks/quality.py " + " ".join(argv if argv is not None
                                                          else sys.argv[1:])
-    atomic_write_text(args.markdown, markdown([r for r in rows if r.get("budget_seconds")
-                                                == budget], command.strip(), budget))
+
+    def save(new_rows: list[dict]) -> None:      # after every cell: nothing measured is lost
+        merged = merge(old, rows + new_rows)
+        atomic_write_json(args.json, merged)
+        atomic_write_text(args.markdown, markdown(
+            [r for r in merged if r.get("budget_seconds") == budget], command.strip(),
+            budget))
+
+    run_cells(cells, args.jobs, cap=3 * budget + 600, on_row=save)
     print(f"wrote {args.json} and {args.markdown}")
     return 0
 
