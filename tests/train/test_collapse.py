@@ -8,7 +8,8 @@ import torch
 
 from dynvae.errors import ConfigError
 from dynvae.models.dkf import DeepKalmanFilter, DKFConfig
-from dynvae.train.history import collapse_report, kl_weight
+from dynvae.train.collapse import collapse_report
+from dynvae.train.history import kl_weight
 from dynvae.train.trainer import TrainConfig, Trainer
 
 from .tiny_model import ListDataset, TinyLinearDVAE, make_data

@@ -21,10 +21,10 @@ from dynvae.errors import ConfigError
 from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
 from dynvae.train import run as rundir
+from dynvae.train.collapse import collapse_report
 from dynvae.train.defaults import data_defaults
 from dynvae.train.distributed import launch_rank
 from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
-from dynvae.train.history import collapse_report
 from dynvae.train.metrics import missing_entry_metrics
 from dynvae.utils import seed_everything
 

@@ -27,7 +27,8 @@ from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
 from dynvae.train.batching import epoch_batches, local_batches
 from dynvae.train.checkpoint import load_checkpoint, save_checkpoint
-from dynvae.train.history import KL_DIM_PREFIX, collapse_report, kl_weight, write_metrics_csv
+from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
+from dynvae.train.history import kl_weight, write_metrics_csv
 from dynvae.train.metrics import evaluate_elbo
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -264,32 +265,14 @@ class Trainer:
         """
         terms = self._wrapped(batch, self.config.n_samples)
         n_steps = batch.lengths.sum().to(terms.kl)
-        kl = self._kl_term(terms, n_steps)
+        kl = free_bits_kl(terms, n_steps, self.config.free_bits, type(self.model).__name__)
         local = -(terms.log_lik.sum() - beta * kl)
         n_obs = terms.n_obs.sum().to(torch.float64)
         neg_sum = local.detach().to(torch.float64)
         totals = dist_utils.all_reduce_sum(torch.stack([n_obs, neg_sum]), self.world)
         n_global = totals[0].clamp_min(1.0)
         loss_local = local * (self.world.size / n_global.to(local.dtype))
-        row = {"kl_per_step": float(terms.kl.detach().sum() / n_steps)}
-        if terms.kl_dims is not None:
-            per_dim = (terms.kl_dims.detach().sum(0) / n_steps).tolist()
-            row.update({f"{KL_DIM_PREFIX}{i}": v for i, v in enumerate(per_dim)})
-        return loss_local, float(totals[1] / n_global), row
-
-    def _kl_term(self, terms, n_steps: torch.Tensor) -> torch.Tensor:
-        """sum_b kl_b, or with free bits (Kingma et al. 2016, eq. 5, per latent dimension
-        over the batch) sum_z max(sum_b kl_bz, free_bits * steps): a dimension whose KL is
-        under the floor gets no gradient pushing it to the prior, which keeps latents from
-        collapsing early in training."""
-        if self.config.free_bits <= 0:
-            return terms.kl.sum()
-        if terms.kl_dims is None:
-            raise ConfigError(f"free_bits needs the KL per latent dimension (ELBOTerms."
-                              f"kl_dims), which {type(self.model).__name__} does not "
-                              "report; set free_bits=0")
-        floor = self.config.free_bits * n_steps
-        return torch.maximum(terms.kl_dims.sum(0), floor).sum()
+        return loss_local, float(totals[1] / n_global), kl_columns(terms, n_steps)
 
     @contextmanager
     def _noise_rng(self):
