@@ -47,6 +47,9 @@ def problems(expected, use_time):
             found.append(f"sequence '{sid}' has duplicate time")
         if all(math.isnan(v) for v in flat):
             found.append(f"sequence '{sid}' has no observed value")
+    for d in range(2):       # a value column with no observed value in the whole table
+        if all(math.isnan(row[d]) for _, x in expected.values() for row in x):
+            found.append(rf"value column\(s\) \[.*'f{d + 1}'.*\] of .* have no observed value")
     return found
 
 

@@ -31,6 +31,9 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
                        "format: one row per sequence id and time; empty cells are missing)")
     parser.add_argument("--id-col", metavar="C", help="column naming the sequence of a row")
     parser.add_argument("--time-col", metavar="C", help="column of times (numbers or dates)")
+    parser.add_argument("--date-format", metavar="FMT", help="format of the dates in the "
+                        "time column, e.g. %%d/%%m/%%Y (needed when dates read two ways, such "
+                        "as 01/03/2021)")
     parser.add_argument("--value-cols", metavar="A,B", help="comma-separated value columns "
                         "(default: every other numeric column)")
     parser.add_argument("--input-cols", metavar="A,B", help="comma-separated input columns u")
@@ -47,9 +50,18 @@ def add_prediction_args(parser: argparse.ArgumentParser, plot_help: str) -> None
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse unwritable --out / --plot files before any work is done."""
+    for flag in ("out", "plot"):
+        if getattr(args, flag, None):
+            rundir.check_writable(getattr(args, flag), f"--{flag}")
+
+
 def load_run_and_data(args: argparse.Namespace):
     """The run of ``args.run_dir`` (a dynvae.train.run.LoadedRun) and the data named by
-    ``args``, read with the run's saved column options where none are given."""
+    ``args``, read with the run's saved column options where none are given; the output
+    files are checked first."""
+    check_outputs(args)
     loaded = rundir.load_run(args.run_dir, args.device)
     return loaded, load_data(data_spec(args, fallback=loaded.config["data"]))
 
@@ -72,7 +84,8 @@ def data_spec(args: argparse.Namespace, fallback: dict | None = None) -> dict:
     spec = {"data": str(args.data)}
     for key, value in (("id_col", args.id_col), ("time_col", args.time_col),
                        ("value_cols", _split_cols(args.value_cols)),
-                       ("input_cols", _split_cols(args.input_cols))):
+                       ("input_cols", _split_cols(args.input_cols)),
+                       ("date_format", args.date_format)):
         spec[key] = value if value is not None else saved.get(key)
     return spec
 
@@ -112,7 +125,8 @@ def load_data(spec: dict, split: str = "all") -> SequenceDataset:
             options["split"] = split
         return load_dataset(spec["dataset"], **options)
     return read_table(spec["data"], id_col=spec.get("id_col"), time_col=spec.get("time_col"),
-                      value_cols=spec.get("value_cols"), input_cols=spec.get("input_cols"))
+                      value_cols=spec.get("value_cols"), input_cols=spec.get("input_cols"),
+                      date_format=spec.get("date_format"))
 
 
 def _parse_value(text: str, kind: Any, key: str) -> Any:

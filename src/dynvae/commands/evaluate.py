@@ -9,7 +9,8 @@ from pathlib import Path
 from dynvae.commands import common
 from dynvae.errors import DataError
 from dynvae.train import run as rundir
-from dynvae.train.evaluation import EvalSettings, evaluate_model
+from dynvae.train.evaluation import evaluate_model
+from dynvae.train.lock import DirectoryLock
 
 
 def add_parser(sub) -> None:
@@ -21,6 +22,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
     common.add_data_args(p, dataset=False)
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--seed", type=int, help="seed of the hidden entries and of the Monte "
+                   "Carlo terms (default: the run's own, so that repeats agree exactly)")
     p.set_defaults(run=run)
 
 
@@ -43,12 +46,16 @@ def run(args: argparse.Namespace) -> int:
     config = loaded.config
     data = evaluation_data(args, config)
     test = loaded.standardizer.transform(data)
-    settings = EvalSettings(**config.get("evaluation", dataclasses.asdict(EvalSettings())))
-    metrics = rundir.read_metrics(args.run_dir)
-    metrics.update(evaluate_model(loaded.model, test, loaded.standardizer, settings))
-    metrics["n_test_sequences"] = float(len(test))
-    rundir.write_metrics(Path(args.run_dir), metrics)
+    settings = rundir.eval_settings(config, str(Path(args.run_dir) / rundir.CONFIG))
+    if args.seed is not None:
+        settings = dataclasses.replace(settings, seed=args.seed)
+    metrics = evaluate_model(loaded.model, test, loaded.standardizer, settings)
+    with DirectoryLock(args.run_dir):      # not while a training run writes RUN
+        saved = rundir.read_metrics(args.run_dir)
+        saved.update(metrics)
+        saved["n_test_sequences"] = float(len(test))
+        rundir.write_metrics(Path(args.run_dir), saved)
     for key in ("log_likelihood", "test_imputation_mse", "forecast_mse"):
-        if key in metrics:
-            print(f"{key}: {metrics[key]:.6g}")
+        if key in saved:
+            print(f"{key}: {saved[key]:.6g}")
     return 0

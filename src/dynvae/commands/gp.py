@@ -20,20 +20,24 @@ import argparse
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from dynvae.data.dataset import column_moments
 from dynvae.errors import ConfigError, DataError
 from dynvae.gp.inference import ENGINES
 from dynvae.gp.kernels import KernelInit, parse_kernel
 from dynvae.gp.mean import MEANS
 from dynvae.gp.plotting import plot_gp_fit
 from dynvae.gp.regression import StateSpaceGP
+from dynvae.train import run as rundir
 from dynvae.utils import atomic_write_json, atomic_write_text
 
+# the files of a gp run: what --force replaces
+ARTEFACTS = ("predictions.csv", "metrics.json", "config.json", "plots/gp.png", ".*.tmp",
+             "plots/.*.tmp")
 # default period by time unit: a year, for dates (days) and decimal years
 DEFAULT_PERIOD = {"days": 365.25, "years": 1.0}
 
@@ -45,6 +49,7 @@ class GPConfig:
     data: str | None
     dataset: str | None
     time_col: str | None
+    date_format: str | None = None
     value_cols: list[str] = field(default_factory=list)
     kernel: str = "matern52"
     out: str = "runs/gp"
@@ -67,6 +72,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--data", help="CSV / Parquet / NumPy table")
     src.add_argument("--dataset", help="built-in dataset name instead of --data (e.g. co2)")
     p.add_argument("--time-col", help="time column (numbers or dates; dates become days)")
+    p.add_argument("--date-format", metavar="FMT", help="format of the dates in the time "
+                   "column, e.g. %%d/%%m/%%Y (needed when dates read two ways)")
     p.add_argument("--value-col", dest="value_cols", action="append", default=[],
                    help="value column (repeat for several independent outputs)")
     p.add_argument("--kernel", default="matern52",
@@ -98,7 +105,8 @@ def load_table(cfg: GPConfig):
     """The single sequence to fit, from --data or --dataset."""
     if cfg.data is not None:
         from dynvae.data import read_table
-        ds = read_table(cfg.data, time_col=cfg.time_col, value_cols=cfg.value_cols or None)
+        ds = read_table(cfg.data, time_col=cfg.time_col, value_cols=cfg.value_cols or None,
+                        date_format=cfg.date_format)
     else:
         from dynvae.data import load_dataset
         ds = load_dataset(cfg.dataset)
@@ -117,9 +125,7 @@ def load_table(cfg: GPConfig):
 
 def run(args: argparse.Namespace) -> int:
     cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)})
-    out = Path(cfg.out)
-    if (out / "metrics.json").exists() and not cfg.force:
-        raise FileExistsError(f"{out} already holds a run; pass --force to replace it")
+    out = rundir.check_run_dir(cfg.out, cfg.force)
     for name, value in (("--max-iter", cfg.max_iter), ("--grid-points", cfg.grid_points)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
@@ -129,8 +135,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.lengthscale = cfg.lengthscale or span / 20
     kernel = parse_kernel(cfg.kernel, KernelInit(lengthscale=cfg.lengthscale, period=cfg.period,
                                                  order=cfg.order))
-    center, scale = np.nanmean(x_np, 0), np.nanstd(x_np, 0)
-    scale = np.where(scale > 0, scale, 1.0)
+    center, scale = column_moments(x_np, names)
     t = torch.as_tensor(t_np, dtype=torch.float64)
     x = torch.as_tensor((x_np - center) / scale, dtype=torch.float64)
     gp = StateSpaceGP(kernel, num_outputs=x.shape[1], noise_variance=cfg.noise,
@@ -144,8 +149,9 @@ def run(args: argparse.Namespace) -> int:
     std = pred.variance.clamp_min(0).sqrt().numpy() * scale
     band = 1.959963984540054 * np.sqrt(pred.variance.clamp_min(0).numpy()
                                        + pred.noise_variance.numpy()) * scale
-    write_outputs(out, cfg, ds, t_np, x_np, names, pred.t.numpy(), mean, std, band, gp, fit,
-                  center, scale)
+    with rundir.open_run_dir(out, cfg.force, artefacts=ARTEFACTS, folders=("plots",)):
+        write_outputs(out, cfg, ds, t_np, x_np, names, pred.t.numpy(), mean, std, band, gp,
+                      fit, center, scale)
     print(f"dynvae gp: log marginal likelihood {fit.log_marginal_likelihood - _jac(x, scale):.3f}"
           f" after {fit.n_evaluations} evaluations; wrote {out}")
     return 0
@@ -169,7 +175,6 @@ def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, 
         frame.update({f"{name}_observed": observed[:, d], f"{name}_mean": mean[:, d],
                       f"{name}_std": std[:, d], f"{name}_lower": mean[:, d] - band[:, d],
                       f"{name}_upper": mean[:, d] + band[:, d]})
-    out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "predictions.csv", pd.DataFrame(frame).to_csv(index=False))
     x = torch.as_tensor(x_np)
     metrics = {"log_marginal_likelihood": fit.log_marginal_likelihood - _jac(x, scale),

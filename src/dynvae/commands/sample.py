@@ -31,6 +31,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 1 or args.steps < 1:
         raise ConfigError(f"-n and --steps must be at least 1, got {args.n} and {args.steps}")
+    rundir.check_writable(args.out, "--out")
     loaded = rundir.load_run(args.run_dir, args.device)
     seed_everything(args.seed)
     with torch.no_grad():

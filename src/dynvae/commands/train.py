@@ -17,14 +17,16 @@ from dynvae.commands import common
 from dynvae.commands.report import write_plots
 from dynvae.data import SequenceDataset, Standardizer
 from dynvae.data.datasets import DATASETS
-from dynvae.errors import ConfigError
+from dynvae.errors import CheckpointError, ConfigError, DataError
 from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
 from dynvae.train import run as rundir
+from dynvae.train import schema
+from dynvae.train.checkpoint import load_checkpoint, require_keys
 from dynvae.train.collapse import collapse_report
 from dynvae.train.defaults import data_defaults
 from dynvae.train.distributed import launch_rank
-from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics
+from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics, seeded
 from dynvae.train.metrics import missing_entry_metrics
 from dynvae.utils import seed_everything
 
@@ -158,7 +160,7 @@ def setup_run(model: str, sets: list[str], spec: dict, seed: int = 0,
 
 
 def fit_model(model, name: str, configs: dict, train, val, out: Path, device: str,
-              resume: bool = False) -> list:
+              resume: bool = False, run_info: dict | None = None) -> list:
     """SelfFitting models fit themselves; the others go to the gradient Trainer."""
     if isinstance(model, SelfFitting):
         if resume:
@@ -167,10 +169,45 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
         batch = lambda d: None if d is None else d.to_batch(dtype=torch.float64, device=device)
         return model.fit(batch(train), batch(val), configs["fit"], out)
     trainer = importlib.import_module("dynvae.train.trainer")
-    result = trainer.Trainer(model, configs["train"], out).fit(train, val, resume=resume)
+    result = trainer.Trainer(model, configs["train"], out, run_info=run_info).fit(
+        train, val, resume=resume)
     if result.stopped == "non_finite":
         raise ConfigError(f"training diverged: {result.message}")
     return result.history
+
+
+def check_resume(out: Path, configs: dict, run_info: dict) -> None:
+    """Refuse to resume from a checkpoint of another configuration: the saved run info
+    (model, its config, data, seed) and training config must equal the requested ones,
+    except the options a resume may change (rundir.RESUMABLE)."""
+    path = out / "checkpoints" / "last.pt"
+    saved = load_checkpoint(path)
+    require_keys(saved, {"config"}, path)
+    keep = lambda c: {k: v for k, v in c.items() if k not in rundir.RESUMABLE}
+    requested = {"train": keep(dataclasses.asdict(configs["train"])), **run_info}
+    stored = {"train": keep(schema.mapping_of(saved["config"], f"{path}: 'config'",
+                                              CheckpointError))}
+    if "run" in saved:          # checkpoints of older versions hold the training config only
+        stored.update(schema.mapping_of(saved["run"], f"{path}: 'run'", CheckpointError))
+    else:
+        requested = {"train": requested["train"]}
+    differ = rundir.config_differences(stored, requested)
+    if differ:
+        raise ConfigError(f"--resume: {path} was written with another configuration; "
+                          f"differing keys: {', '.join(differ)} (give the saved values, or "
+                          "start over with --force)")
+
+
+def check_scored(model, train: SequenceDataset, name: str) -> None:
+    """A fit needs at least one scored entry (an LGSSM with a diffuse start does not
+    score the first observed step of each sequence)."""
+    with torch.no_grad():
+        for batch in train.batches(64, dtype=torch.float64, device=model.device):
+            if bool(model.scored_mask(batch).any()):
+                return
+    raise DataError(f"model {name!r} has no entry to fit: each of the {len(train)} training "
+                    "sequence(s) has its observed values only in steps the model does not "
+                    "score (e.g. the first step under a diffuse start); give more time steps")
 
 
 def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, float]:
@@ -200,9 +237,14 @@ def collapse_metrics(history: list[dict], train_config) -> dict[str, float]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.force and args.resume:
+        raise ConfigError("--force starts RUN over and --resume continues it: give one")
+    configs = common.resolve_configs(args.set, fit_sections(model_class(args.model)))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
-    common.resolve_configs(args.set, fit_sections(model_class(args.model)))  # fail early
+    if "train" not in configs and args.resume:
+        raise ConfigError(f"--resume applies to gradient-trained models; {args.model!r} fits "
+                          "itself")
     # under torchrun only rank 0 checks and writes the run directory (the Trainer's own
     # writes are rank 0's too); it is checked now and created once the data and model
     # are built, so bad input leaves no directory behind
@@ -212,24 +254,40 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     spec = common.data_spec(args)
     setup = setup_run(args.model, args.set, spec, args.seed, args.device)
-    configs, data, train, val, test = (setup.configs, setup.data, setup.train, setup.val,
-                                       setup.test)
+    configs, train, val, test = setup.configs, setup.train, setup.val, setup.test
     shared, standardizer = setup.shared, setup.standardizer
+    run_info = {"model": args.model, "model_config": dataclasses.asdict(configs["model"]),
+                "data": spec, "seed": args.seed}
+    if args.resume and is_main and "train" in configs:
+        check_resume(Path(args.out), configs, run_info)
     model = setup.build_model(args.device)
-    out = rundir.prepare_run_dir(args.out, args.force or args.resume) if is_main \
-        else Path(args.out)
-    start = time.perf_counter()
-    history = fit_model(model, args.model, configs, train, val, out, args.device, args.resume)
-    seconds = time.perf_counter() - start
+    check_scored(model, train, args.model)
     if not is_main:
+        fit_model(model, args.model, configs, train, val, Path(args.out), args.device,
+                  args.resume, run_info)
         return 0
+    with rundir.open_run_dir(args.out, args.force, args.resume) as out:
+        start = time.perf_counter()
+        history = fit_model(model, args.model, configs, train, val, out, args.device,
+                            args.resume, run_info)
+        seconds = time.perf_counter() - start
+        write_run(out, args, model, configs, spec, (train, test, shared), standardizer,
+                  history, seconds)
+    return 0
+
+
+def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
+              standardizer, history: list, seconds: float) -> None:
+    """The model, metrics, config, curve and plots of a fitted run."""
+    train, test, shared = parts
     model.double().eval()     # metrics in float64, like every other model
-    rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]), data.dim,
-                      data.input_dim, standardizer)
+    rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]),
+                      train.dim, train.input_dim, standardizer)
     settings = EvalSettings(seed=args.seed)
     metrics = evaluate_model(model, test, standardizer, settings)
-    metrics.update(likelihood_metrics(model, train, standardizer, settings.iwae_samples,
-                                      prefix="train_"))
+    with seeded(settings.seed, model.device):
+        metrics.update(likelihood_metrics(model, train, standardizer, settings.iwae_samples,
+                                          prefix="train_"))
     metrics.update(ground_truth_metrics(model, spec, test, standardizer))
     metrics.update(collapse_metrics(history, configs.get("train")))
     metrics.update({"fit_seconds": seconds, "n_train_sequences": float(len(train)),
@@ -251,4 +309,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"log-likelihood: {metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")
     print(f"wrote {out}")
-    return 0

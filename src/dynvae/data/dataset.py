@@ -335,14 +335,7 @@ class Standardizer:
     def fit(self, dataset: SequenceDataset) -> Standardizer:
         """Mean and (population) std of every feature over all observed entries."""
         x = np.concatenate([s.x for s in dataset.sequences], axis=0)    # (sum T, D)
-        observed = ~np.isnan(x)
-        count = observed.sum(axis=0)
-        safe = np.maximum(count, 1)
-        mean = np.where(observed, x, 0.0).sum(axis=0) / safe
-        var = np.where(observed, (x - mean) ** 2, 0.0).sum(axis=0) / safe
-        std = np.sqrt(var)
-        self.mean = np.where(count > 0, mean, 0.0)
-        self.std = np.where((count > 0) & (std > 0), std, 1.0)
+        self.mean, self.std = column_moments(x, dataset.feature_names)
         self.feature_names = list(dataset.feature_names)
         return self
 
@@ -364,9 +357,18 @@ class Standardizer:
                             f"another order; give them in the order {self.feature_names}")
 
     def transform(self, dataset: SequenceDataset) -> SequenceDataset:
+        """Standardised values; DataError naming the feature if one overflows float64."""
         mean, std = self._fitted(dataset.dim)
         self._check_order(dataset)
-        return dataset.with_values([(s.x - mean) / std for s in dataset.sequences])
+        with np.errstate(over="ignore"):
+            xs = [(s.x - mean) / std for s in dataset.sequences]
+        for seq, x in zip(dataset.sequences, xs, strict=True):
+            if np.isinf(x).any():
+                k, d = np.argwhere(np.isinf(x))[0]
+                raise DataError(f"feature {dataset.feature_names[d]!r} of sequence "
+                                f"{seq.id!r} overflows float64 when standardised at "
+                                f"t={seq.t[k]:g} (value {seq.x[k, d]:.3g})")
+        return dataset.with_values(xs)
 
     def inverse_transform(self, dataset: SequenceDataset) -> SequenceDataset:
         mean, std = self._fitted(dataset.dim)
@@ -396,6 +398,30 @@ class Standardizer:
             raise ConfigError(f"Standardizer state lacks {sorted(missing)}; got keys "
                               f"{sorted(state)}")
         return cls(state["mean"], state["std"], state.get("feature_names"))
+
+
+def column_moments(x: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(D,) mean and (population) std of the observed (non-NaN) entries of each column of
+    ``x`` (N, D), in float64: a column with one distinct value gets std 1, a column with
+    no observed value mean 0 and std 1. Raises DataError naming the column whose mean,
+    variance or standardised values overflow float64 (e.g. values near +-1e308)."""
+    x = np.asarray(x, dtype=np.float64)
+    observed = ~np.isnan(x)
+    count = np.maximum(observed.sum(axis=0), 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.where(observed, x, 0.0).sum(axis=0) / count
+        var = np.where(observed, (x - mean) ** 2, 0.0).sum(axis=0) / count
+        std = np.where(observed.any(axis=0) & (var > 0), np.sqrt(var), 1.0)
+        mean = np.where(observed.any(axis=0), mean, 0.0)
+        scaled = np.where(observed, (x - mean) / std, 0.0)
+    bad = ~(np.isfinite(mean) & np.isfinite(var) & np.isfinite(scaled).all(axis=0))
+    if bad.any():
+        d = int(np.argmax(bad))
+        largest = float(np.nanmax(np.abs(x[:, d])))
+        raise DataError(f"column {names[d]!r}: its mean or variance overflows float64 "
+                        f"(largest magnitude {largest:.3g}); rescale the column, e.g. "
+                        "divide it by a power of ten")
+    return mean, std
 
 
 def _like(values: np.ndarray, ref):

@@ -9,7 +9,6 @@ Empty cells and NaN mean missing. Every reader validates its input and raises
 from __future__ import annotations
 
 import os
-import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ import pandas as pd
 from pandas.api import types as ptypes
 
 from dynvae.data.dataset import Sequence, SequenceDataset
+from dynvae.data.dates import days_since_first, parse_dates_in_format, parse_text_dates
 from dynvae.errors import DataError
 
 _COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst", ".zip")
@@ -26,8 +26,8 @@ _NPZ_KEYS = ("x", "t", "u", "lengths", "feature_names", "input_names")
 
 
 def read_table(path, id_col: str | None = None, time_col: str | None = None,
-               value_cols: list[str] | None = None,
-               input_cols: list[str] | None = None) -> SequenceDataset:
+               value_cols: list[str] | None = None, input_cols: list[str] | None = None,
+               date_format: str | None = None) -> SequenceDataset:
     """Read ``path`` with the reader chosen by its suffix.
 
     ``.csv`` (also compressed, e.g. ``.csv.gz``), ``.parquet``/``.pq`` and
@@ -36,12 +36,12 @@ def read_table(path, id_col: str | None = None, time_col: str | None = None,
     """
     reader = _reader_for(Path(path))
     return reader(path, id_col=id_col, time_col=time_col, value_cols=value_cols,
-                  input_cols=input_cols)
+                  input_cols=input_cols, date_format=date_format)
 
 
 def read_csv(path, id_col: str | None = None, time_col: str | None = None,
-             value_cols: list[str] | None = None,
-             input_cols: list[str] | None = None) -> SequenceDataset:
+             value_cols: list[str] | None = None, input_cols: list[str] | None = None,
+             date_format: str | None = None) -> SequenceDataset:
     """Read a CSV table (see :func:`from_dataframe` for the keywords)."""
     path = _existing_file(path)
     dtype = {id_col: str} if id_col is not None else None
@@ -52,12 +52,12 @@ def read_csv(path, id_col: str | None = None, time_col: str | None = None,
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"cannot parse CSV file {path}: {err}") from None
     return from_dataframe(frame, id_col, time_col, value_cols, input_cols,
-                          default_id=_stem(path), source=str(path))
+                          default_id=_stem(path), source=str(path), date_format=date_format)
 
 
 def read_parquet(path, id_col: str | None = None, time_col: str | None = None,
-                 value_cols: list[str] | None = None,
-                 input_cols: list[str] | None = None) -> SequenceDataset:
+                 value_cols: list[str] | None = None, input_cols: list[str] | None = None,
+                 date_format: str | None = None) -> SequenceDataset:
     """Read a Parquet table (see :func:`from_dataframe` for the keywords)."""
     path = _existing_file(path)
     try:
@@ -65,17 +65,18 @@ def read_parquet(path, id_col: str | None = None, time_col: str | None = None,
     except (OSError, ValueError) as err:           # pyarrow's ArrowInvalid is a ValueError
         raise DataError(f"cannot read Parquet file {path}: {err}") from None
     return from_dataframe(frame, id_col, time_col, value_cols, input_cols,
-                          default_id=_stem(path), source=str(path))
+                          default_id=_stem(path), source=str(path), date_format=date_format)
 
 
-def read_numpy(path, id_col=None, time_col=None, value_cols=None,
-               input_cols=None) -> SequenceDataset:
+def read_numpy(path, id_col=None, time_col=None, value_cols=None, input_cols=None,
+               date_format=None) -> SequenceDataset:
     """Read ``.npy`` holding x (N, T, D), or ``.npz`` holding ``x`` and optionally
     ``t`` (T,) or (N, T), ``u`` (N, T, U), ``lengths`` (N,), ``feature_names`` (D,) and
     ``input_names`` (U,); see :func:`from_numpy`. Column keywords do not apply."""
     path = _existing_file(path)
     given = {k: v for k, v in dict(id_col=id_col, time_col=time_col, value_cols=value_cols,
-                                   input_cols=input_cols).items() if v is not None}
+                                   input_cols=input_cols, date_format=date_format).items()
+             if v is not None}
     if given:
         raise DataError(f"{sorted(given)} apply to tables only; a NumPy file holds arrays "
                         f"named {list(_NPZ_KEYS)}")
@@ -127,7 +128,7 @@ def _stem(path: Path) -> str:
 def from_dataframe(frame: pd.DataFrame, id_col: str | None = None,
                    time_col: str | None = None, value_cols: list[str] | None = None,
                    input_cols: list[str] | None = None, default_id: str = "0",
-                   source: str = "table") -> SequenceDataset:
+                   source: str = "table", date_format: str | None = None) -> SequenceDataset:
     """Build a dataset from a long-format table.
 
     Args:
@@ -136,13 +137,18 @@ def from_dataframe(frame: pd.DataFrame, id_col: str | None = None,
             called ``default_id``. Sequences keep the order of first appearance.
         time_col: numeric, date-like or duration times. Dates become float days
             since the earliest timestamp of the table (``time_origin``,
-            ``time_unit="days"``); durations become float days.
+            ``time_unit="days"``); durations become float days. Text dates must all
+            be ISO 8601 or all follow one format; mixed formats, and formats that
+            read two ways (``01/03/2021``: 1 March or 3 January), are a DataError
+            naming the rows unless ``date_format`` says which.
             Rows are sorted by time within each sequence. None: times 0..T-1 in
             row order.
         value_cols: feature columns; None: every other column holding numbers (a
             text column with any number in it counts, so a typo is reported).
         input_cols: columns of known inputs u (finite at every row).
         source: name used in error messages.
+        date_format: strftime format of text dates in ``time_col`` (e.g.
+            ``"%d/%m/%Y"``); every value must match it.
     """
     if frame.shape[0] == 0 or frame.shape[1] == 0:
         raise DataError(f"{source} is empty: {frame.shape[0]} rows, {frame.shape[1]} columns")
@@ -158,8 +164,12 @@ def from_dataframe(frame: pd.DataFrame, id_col: str | None = None,
         t = pd.Series(codes).groupby(codes).cumcount().to_numpy(np.float64)
         origin = unit = None
     else:
-        t, origin, unit = _parse_times(frame[time_col], time_col)
+        t, origin, unit = _parse_times(frame[time_col], time_col, date_format)
     x = np.column_stack([_numeric(frame[c], c) for c in value_cols])           # (rows, D)
+    empty = [c for c, column in zip(value_cols, x.T, strict=True) if np.isnan(column).all()]
+    if empty:
+        raise DataError(f"value column(s) {empty} of {source} have no observed value (all "
+                        "empty or NaN); leave them out of the value columns")
     u = (np.column_stack([_numeric(frame[c], c) for c in input_cols])          # (rows, U)
          if input_cols else None)
     _check_finite(x, value_cols, codes, ids, "has an inf value", np.isinf)
@@ -248,16 +258,19 @@ def _numeric(series: pd.Series, name: str) -> np.ndarray:
     return coerced.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def _parse_times(series: pd.Series, name: str) -> tuple[np.ndarray, str | None, str | None]:
+def _parse_times(series: pd.Series, name: str, date_format: str | None = None
+                 ) -> tuple[np.ndarray, str | None, str | None]:
     """(rows,) float64 times, and the origin/unit when they were parsed from dates."""
     missing = series.isna().to_numpy()
     if missing.any():
         raise DataError(f"time column {name!r} has a missing value at row "
                         f"{int(np.argmax(missing))}")
+    if date_format is not None and not ptypes.is_datetime64_any_dtype(series.dtype):
+        return days_since_first(parse_dates_in_format(series.astype(str), name, date_format))
     if _is_number_column(series) and not ptypes.is_bool_dtype(series.dtype):
         values = series.to_numpy(dtype=np.float64)
     elif ptypes.is_datetime64_any_dtype(series.dtype):
-        return _days_since_first(series)
+        return days_since_first(series)
     elif ptypes.is_timedelta64_dtype(series.dtype):          # elapsed time: float days
         return (series / pd.Timedelta(days=1)).to_numpy(dtype=np.float64), None, "days"
     else:
@@ -265,9 +278,9 @@ def _parse_times(series: pd.Series, name: str) -> tuple[np.ndarray, str | None, 
         if numbers.notna().all():
             values = numbers.to_numpy(dtype=np.float64)
         else:
-            stamps = _to_datetime(series)
+            stamps = parse_text_dates(series, name)
             if stamps.notna().all():
-                return _days_since_first(stamps)
+                return days_since_first(stamps)
             neither = (numbers.isna() & stamps.isna()).to_numpy()
             row = int(np.argmax(neither if neither.any() else stamps.isna().to_numpy()))
             problem = ("a value that is neither a number nor a date:" if neither.any()
@@ -278,28 +291,6 @@ def _parse_times(series: pd.Series, name: str) -> tuple[np.ndarray, str | None, 
         row = int(np.argmax(~np.isfinite(values)))
         raise DataError(f"time column {name!r} has a non-finite value {values[row]} at row {row}")
     return values, None, None
-
-
-def _to_datetime(series: pd.Series) -> pd.Series:
-    """Dates parsed from text; NaT where a value is not a date."""
-    attempts = (dict(format=None), dict(format="mixed"), dict(format="mixed", utc=True))
-    stamps = None
-    for kwargs in attempts:        # one inferred format, then per value, then mixed offsets
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                stamps = pd.to_datetime(series, errors="coerce", **kwargs)
-        except (ValueError, TypeError):
-            continue
-        if stamps.notna().all():
-            return stamps
-    return stamps if stamps is not None else pd.Series(pd.NaT, index=series.index)
-
-
-def _days_since_first(stamps: pd.Series) -> tuple[np.ndarray, str, str]:
-    origin = stamps.min()
-    days = ((stamps - origin) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
-    return days, origin.isoformat(), "days"
 
 
 def _check_finite(values, names, codes, ids, problem, is_bad) -> None:

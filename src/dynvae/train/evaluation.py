@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,9 +126,27 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
             "forecast_horizon": float(horizon)}
 
 
+@contextmanager
+def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
+    """Run the body on torch's generators seeded with ``seed`` (the generator of a CUDA
+    ``device`` too) and restore the caller's generator states afterwards: Monte Carlo
+    metrics computed inside are the same on every call."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 def evaluate_model(model: DVAE, test: SequenceDataset, standardizer: Standardizer,
                    settings: EvalSettings = EvalSettings()) -> dict[str, float]:
-    """All held-out metrics of ``model`` on the standardised ``test`` data."""
+    """All held-out metrics of ``model`` on the standardised ``test`` data; Monte Carlo
+    terms are drawn from generators seeded with ``settings.seed`` (repeatable)."""
+    with seeded(settings.seed, model.device):
+        return _evaluate_model(model, test, standardizer, settings)
+
+
+def _evaluate_model(model: DVAE, test: SequenceDataset, standardizer: Standardizer,
+                    settings: EvalSettings) -> dict[str, float]:
     metrics = likelihood_metrics(model, test, standardizer, settings.iwae_samples)
     metrics["test_elbo_per_step"] = metrics.pop("elbo_per_step")
     metrics["test_iwae_per_step"] = metrics.pop("iwae_per_step")

@@ -26,10 +26,11 @@ from dynvae.models.base import DVAE
 from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
 from dynvae.train.batching import epoch_batches, local_batches
-from dynvae.train.checkpoint import load_checkpoint, save_checkpoint
+from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
 from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
 from dynvae.train.history import kl_weight, write_metrics_csv
 from dynvae.train.metrics import evaluate_elbo
+from dynvae.train.schema import dataclass_from
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -134,12 +135,16 @@ class Trainer:
     Files (only when ``out_dir`` is given, written by rank 0): ``metrics.csv`` and
     ``checkpoints/{last,best}.pt``. Seed the model's initialisation yourself before
     building it (:func:`dynvae.utils.seed_everything`); the trainer seeds the rest.
+    ``run_info``: plain values saved with every ``last.pt`` under ``"run"`` (e.g. the
+    model's config and the data source), so that a resume can check it continues the
+    same run.
     """
 
     def __init__(self, model: DVAE, config: TrainConfig | None = None,
-                 out_dir: str | Path | None = None) -> None:
+                 out_dir: str | Path | None = None, run_info: dict | None = None) -> None:
         self.config = config or TrainConfig()
         self.out_dir = None if out_dir is None else Path(out_dir)
+        self.run_info = dict(run_info or {})
         self.device = torch.device(self.config.device)
         self.dtype = _DTYPES[self.config.dtype]
         if self.device.type == "cuda" and not torch.cuda.is_available():
@@ -157,8 +162,11 @@ class Trainer:
         """Continue the run in ``out_dir`` from ``checkpoints/last.pt`` (its saved config
         unless ``config`` is given, e.g. with a larger ``max_steps``)."""
         if config is None:
-            saved = load_checkpoint(Path(out_dir) / "checkpoints" / "last.pt")
-            config = TrainConfig(**saved["config"])
+            path = Path(out_dir) / "checkpoints" / "last.pt"
+            saved = load_checkpoint(path)
+            require_keys(saved, {"config"}, path)
+            config = dataclass_from(TrainConfig, saved["config"], f"{path}: 'config'",
+                                    CheckpointError)
         return cls(model, config, out_dir).fit(train, val, resume=True)
 
     def fit(self, train, val=None, resume: bool = False) -> TrainResult:
@@ -357,7 +365,8 @@ class Trainer:
             "history": state.history, "best_step": state.best_step,
             "best_val": state.best_val, "best_params": state.best_params,
             "bad_evals": state.bad_evals, "noise_states": noise,
-            "world_size": self.world.size, "config": asdict(self.config)})
+            "world_size": self.world.size, "config": asdict(self.config),
+            "run": self.run_info})
         self._write_csv(state)
 
     def _save_best(self, state: _State) -> None:
@@ -375,20 +384,30 @@ class Trainer:
         ckpt_dir = self._checkpoint_dir()
         if ckpt_dir is None:
             raise ConfigError("resume needs the out_dir of the run to continue")
-        ckpt = load_checkpoint(ckpt_dir / "last.pt", map_location=self.device)
+        path = ckpt_dir / "last.pt"
+        ckpt = load_checkpoint(path, map_location=self.device)
+        require_keys(ckpt, set(_LAST_KEYS) | {"model", "optimizer", "noise_states",
+                                               "world_size"}, path)
         if ckpt["world_size"] != self.world.size:
-            raise CheckpointError(f"{ckpt_dir / 'last.pt'} was written by "
-                                  f"{ckpt['world_size']} processes; resume with as many "
-                                  f"(this run has {self.world.size})")
+            raise CheckpointError(f"{path} was written by {ckpt['world_size']} processes; "
+                                  f"resume with as many (this run has {self.world.size})")
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"{ckpt_dir / 'last.pt'} does not match the model: "
-                                  f"{err}") from err
-        noise = ckpt["noise_states"][self.world.rank]
-        self._noise_state = {k: v.cpu() for k, v in noise.items()}
-        return _State(step=ckpt["step"], epoch=ckpt["epoch"],
-                      batch_in_epoch=ckpt["batch_in_epoch"], history=ckpt["history"],
-                      best_step=ckpt["best_step"], best_val=ckpt["best_val"],
-                      best_params=ckpt["best_params"], bad_evals=ckpt["bad_evals"])
+            noise = ckpt["noise_states"][self.world.rank]
+            self._noise_state = {k: v.cpu() for k, v in noise.items()}
+            state = _State(**{key: ckpt[key] for key in _LAST_KEYS})
+        except (RuntimeError, ValueError, KeyError, TypeError, IndexError,
+                AttributeError) as err:
+            raise CheckpointError(f"{path} does not match the model: {err}") from err
+        if not all(isinstance(getattr(state, k), int) and not isinstance(getattr(state, k), bool)
+                   for k in ("step", "epoch", "batch_in_epoch", "bad_evals")) \
+                or not isinstance(state.history, list):
+            raise CheckpointError(f"{path}: step, epoch, batch_in_epoch and bad_evals must be "
+                                  "integers and history a list")
+        return state
+
+
+# the _State fields a last.pt checkpoint holds under the same names
+_LAST_KEYS = ("step", "epoch", "batch_in_epoch", "history", "best_step", "best_val",
+              "best_params", "bad_evals")
