@@ -74,7 +74,7 @@ int dynvae_riccati_forward(int64_t N, int64_t T, int S, const double *A, const d
                 g[i] = acc;
                 sk += hk[i] * acc;
             }
-            if (!(sk > 0.0)) {
+            if (sk <= 0.0) {   /* NaN inputs pass through, as in the torch loops */
                 err[0] = n;
                 err[1] = t;
                 return 1;
