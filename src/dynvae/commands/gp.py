@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 # units a time parsed from dates may take (dynvae.data.dataset.TIME_UNITS; kept here so
 # that `dynvae gp --help` imports no data stack)
 TIME_UNITS = ("days", "hours", "minutes", "seconds")
-ENGINE_NAMES = ("auto", "fisher", "native", "parallel", "sequential")
+ENGINE_NAMES = ("auto", "fisher", "native", "parallel", "scalar", "sequential")
 MEAN_NAMES = ("zero", "constant", "linear")
 
 # the files of a gp run: what --force replaces

@@ -90,12 +90,18 @@ def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,
 
 
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
-                history: list[dict], settings: EvalSettings, spec: dict | None = None) -> None:
-    """plots/training_curve.png, imputation.png, forecast.png, and latents.png and
-    piano_roll.png where they apply."""
+                history: list[dict], settings: EvalSettings, spec: dict | None = None,
+                train_config=None) -> None:
+    """plots/training_curve.png, imputation.png, forecast.png, latents.png and
+    piano_roll.png where they apply, and for gradient-trained models with a
+    per-dimension KL plots/kl_per_dim.png."""
     from dynvae import plots
     if history:
         plots.plot_training_curve(history, out / "plots" / "training_curve.png")
+    if history and train_config is not None:
+        plots.plot_kl_per_dimension(history, out / "plots" / "kl_per_dim.png",
+                                    train_config.collapse_threshold,
+                                    train_config.kl_anneal_steps)
     first = test[:1]
     batch = first.to_batch(dtype=torch.float64)
     hidden = hide_entries(batch, settings.hide_fraction, settings.seed)

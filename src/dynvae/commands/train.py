@@ -92,20 +92,21 @@ def scaling(model_config, train: SequenceDataset) -> Standardizer:
     return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
 
 
-def given_keys(args: argparse.Namespace) -> set[str]:
-    """Field names that --set gave explicitly (without their section prefix)."""
-    return {item.split("=", 1)[0].strip().rpartition(".")[2] for item in args.set}
+def given_keys(sets: list[str]) -> set[str]:
+    """Field names that --set items gave explicitly (without their section prefix)."""
+    return {item.split("=", 1)[0].strip().rpartition(".")[2] for item in sets}
 
 
-def default_observation(args: argparse.Namespace, model_config, train: SequenceDataset):
+def default_observation(given: set[str], model_config, train: SequenceDataset):
     """Data whose observed values all lie in [0, 1] (binary, or intensities such as pixels)
-    gets a Bernoulli observation model (binary cross-entropy) unless --set chose one: a
-    Gaussian's density on such values grows without bound as its variance shrinks, which
-    gives large positive "log-likelihoods" that mean nothing."""
+    gets a Bernoulli observation model (binary cross-entropy) unless --set chose one
+    (``given``: the keys --set gave): a Gaussian's density on such values grows without
+    bound as its variance shrinks, which gives large positive "log-likelihoods" that mean
+    nothing."""
     import numpy as np
 
     from dynvae.progress import say
-    if "observation" in given_keys(args) or \
+    if "observation" in given or \
             getattr(model_config, "observation", None) != "gaussian":
         return model_config
     values = np.concatenate([s.x[~np.isnan(s.x)] for s in train.sequences])
@@ -116,13 +117,54 @@ def default_observation(args: argparse.Namespace, model_config, train: SequenceD
     return dataclasses.replace(model_config, observation="bernoulli")
 
 
-def train_config(args: argparse.Namespace, config):
-    """The TrainConfig with --seed and --device and a progress bar, unless --set gave
-    them."""
-    given = given_keys(args)
-    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device),
-                                   ("progress", True)) if k not in given}
+def train_config(given: set[str], config, seed: int, device: str, progress: bool = False):
+    """The TrainConfig with --seed, --device and ``progress`` (a progress bar), unless
+    --set gave them."""
+    overrides = {k: v for k, v in (("seed", seed), ("device", device),
+                                   ("progress", progress)) if k not in given}
     return dataclasses.replace(config, **overrides)
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """What ``dynvae train`` builds before fitting: the model class, the resolved config
+    sections, the data (its splits standardised) and the standardizer."""
+
+    cls: type
+    configs: dict
+    data: SequenceDataset
+    train: SequenceDataset
+    val: SequenceDataset | None
+    test: SequenceDataset
+    shared: bool
+    standardizer: Standardizer
+    data_choices: dict     # what Config.adapt_config measured and chose (config.json)
+
+    def build_model(self, device: str = "cpu"):
+        return self.cls.from_config(self.configs["model"], self.data.dim,
+                                    self.data.input_dim).to(device)
+
+
+def setup_run(model: str, sets: list[str], spec: dict, seed: int = 0,
+              device: str = "cpu", progress: bool = False) -> RunSetup:
+    """Resolve the configs of ``model`` from ``--set`` items, the defaults and the
+    data-sized rule (``dynvae.train.defaults``), load and split the data of ``spec`` and
+    standardise it: everything but the fit (also used by benchmarks/quality.py, so that
+    it measures what the command line gives)."""
+    from dynvae.train.defaults import data_defaults
+    cls = model_class(model)
+    configs = common.resolve_configs(sets, fit_sections(cls))
+    given = given_keys(sets)
+    if "train" in configs:
+        configs["train"] = train_config(given, configs["train"], seed, device, progress)
+    data, train, val, test, shared = load_splits(spec, seed)
+    configs["model"] = default_observation(given, configs["model"], train)
+    configs = data_defaults(configs, train, given)
+    configs["model"], data_choices = cls.adapt_config(configs["model"], train)
+    standardizer = scaling(configs["model"], train)
+    train, test = standardizer.transform(train), standardizer.transform(test)
+    val = None if val is None else standardizer.transform(val)
+    return RunSetup(cls, configs, data, train, val, test, shared, standardizer, data_choices)
 
 
 def fit_model(model, name: str, configs: dict, train, val, out: Path, device: str,
@@ -229,6 +271,18 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
     return missing_entry_metrics(model, test, complete, standardizer=standardizer)
 
 
+def collapse_metrics(history: list[dict], train_config) -> dict[str, float]:
+    """active_latent_dims and latent_dims after the warm-up (the collapse diagnostic of
+    dynvae.train.history.collapse_report), for models whose history has the columns."""
+    if train_config is None:
+        return {}
+    from dynvae.train.collapse import collapse_report
+    active, n_dims, _ = collapse_report(history, train_config.kl_anneal_steps,
+                                        train_config.collapse_threshold)
+    return {"active_latent_dims": float(active), "latent_dims": float(n_dims)} if n_dims \
+        else {}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.force and args.resume:
         raise ConfigError("--force starts RUN over and --resume continues it: give one")
@@ -249,9 +303,7 @@ def run(args: argparse.Namespace) -> int:
     configs = common.resolve_configs(args.set, fit_sections(cls))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
-    if "train" in configs:
-        configs["train"] = train_config(args, configs["train"])
-    elif args.resume:
+    if "train" not in configs and args.resume:
         raise ConfigError(f"--resume applies to gradient-trained models; {args.model!r} fits "
                           "itself")
     # under torchrun only rank 0 checks and writes the run directory (the Trainer's own
@@ -262,19 +314,16 @@ def run(args: argparse.Namespace) -> int:
         rundir.check_run_dir(args.out, args.force or args.resume)
     seed_everything(args.seed)
     spec = common.data_spec(args)
-    data, train, val, test, shared = load_splits(spec, args.seed)
-    configs["model"] = default_observation(args, configs["model"], train)
-    configs["model"], data_choices = cls.adapt_config(configs["model"], train)
+    setup = setup_run(args.model, args.set, spec, args.seed, args.device, progress=True)
+    configs, train, val, test = setup.configs, setup.train, setup.val, setup.test
+    shared, standardizer, data_choices = setup.shared, setup.standardizer, setup.data_choices
     if "note" in data_choices:
         print(data_choices["note"])
     run_info = {"model": args.model, "model_config": dataclasses.asdict(configs["model"]),
                 "data": spec, "seed": args.seed}
     if args.resume and is_main and "train" in configs:
         check_resume(Path(args.out), configs, run_info)
-    standardizer = scaling(configs["model"], train)
-    train, test = standardizer.transform(train), standardizer.transform(test)
-    val = None if val is None else standardizer.transform(val)
-    model = cls.from_config(configs["model"], data.dim, data.input_dim).to(args.device)
+    model = setup.build_model(args.device)
     check_scored(model, train, args.model)
     if not is_main:
         fit_model(model, args.model, configs, train, val, Path(args.out), args.device,
@@ -309,6 +358,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
                                           prefix="train_", bar=bar))
     bar.set_description("imputation of the missing entries")
     metrics.update(ground_truth_metrics(model, spec, test, standardizer))
+    metrics.update(collapse_metrics(history, configs.get("train")))
     bar.close()
     metrics.update({"fit_seconds": seconds, "n_train_sequences": float(len(train)),
                     "n_test_sequences": float(len(test)),
@@ -325,7 +375,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     })
     rundir.write_metrics(out, metrics)
     rundir.write_history(out, history)
-    write_plots(out, model, test, standardizer, history, settings, spec)
+    write_plots(out, model, test, standardizer, history, settings, spec, configs.get("train"))
     note = " (train and test are the same single sequence)" if shared else ""
     print(f"log-likelihood: {metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")

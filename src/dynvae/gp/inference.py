@@ -13,8 +13,9 @@ from dynvae.ssm.engines import (
     KalmanEngine,
     NativeKalman,
     ParallelKalman,
+    ScalarKalman,
     SequentialKalman,
 )
 
 __all__ = ["ENGINES", "AutoKalman", "FisherKalman", "KalmanEngine", "NativeKalman",
-           "ParallelKalman", "SequentialKalman"]
+           "ParallelKalman", "ScalarKalman", "SequentialKalman"]

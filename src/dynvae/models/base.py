@@ -18,11 +18,15 @@ class ELBOTerms(NamedTuple):
     log_lik: (B,) expected log-likelihood of the observed entries.
     kl: (B,) KL term (0 for models with an exact likelihood).
     n_obs: (B,) number of observed entries, for per-entry normalisation.
+    kl_dims: optional (B, Z) the KL split over latent dimensions (summed over time; the
+        rows add up to ``kl``), for free bits and the collapse diagnostic; None when a
+        model's KL does not split that way.
     """
 
     log_lik: Tensor
     kl: Tensor
     n_obs: Tensor
+    kl_dims: Tensor | None = None
 
     def loss(self, beta: float = 1.0) -> Tensor:
         """-(log_lik - beta kl).sum() / n_obs.sum(): the training loss per observed entry."""

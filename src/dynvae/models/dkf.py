@@ -30,15 +30,18 @@ from dynvae.models.common import (
     at_steps,
     check_choice,
     check_dims,
+    check_hide_rate,
     check_observation,
     check_positive,
     check_sample_times,
+    encoder_mask,
     forecast_steps,
     iwae_bound,
     last_valid,
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
 from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import ENCODERS
@@ -54,7 +57,12 @@ class DKFConfig(DictConfig):
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
     "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
     "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
-    Empty hidden sizes make the corresponding map affine. time_gap_input: add
+    free_emission_variance: one learned variance per data dimension (the default, None,
+    for the Gaussian observation) or, False, a variance that is a function of z
+    (``dynvae.models.common.resolved_free_variance``).
+    Empty hidden sizes make the corresponding map affine. hide_from_encoder: share of
+    the observed entries hidden from the encoder at random while training (still
+    scored; see ``dynvae.models.common.encoder_mask``). time_gap_input: add
     log(dt / median dt) as an input channel (dynvae.models.time_gaps).
     """
 
@@ -69,12 +77,14 @@ class DKFConfig(DictConfig):
     transition_hidden: tuple[int, ...] = (64,)
     emission_hidden: tuple[int, ...] = (64,)
     free_transition_variance: bool = False
-    free_emission_variance: bool = False
+    free_emission_variance: bool | None = None
     min_var: float = 1e-4
     n_predict_samples: int = 64
+    hide_from_encoder: float = 0.0
     time_gap_input: bool = False
 
     def __post_init__(self) -> None:
+        check_hide_rate(self.hide_from_encoder)
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("transition", self.transition, TRANSITIONS)
         check_choice("observation", self.observation, OBSERVATIONS)
@@ -83,7 +93,7 @@ class DKFConfig(DictConfig):
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
         check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
                        n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
+        check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
 
 class PosteriorPaths(NamedTuple):
@@ -116,8 +126,8 @@ class DeepKalmanFilter(DVAE):
         self.transition = TRANSITIONS[c.transition](Z, U, c.transition_hidden, c.min_var,
                                                     c.free_transition_variance)
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_emission_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
@@ -138,12 +148,15 @@ class DeepKalmanFilter(DVAE):
 
     def posterior_paths(self, batch: SequenceBatch, n_samples: int) -> PosteriorPaths:
         """K = n_samples reparametrised ancestral draws z_t ~ q(z_t | z_{t-1}, context_t)."""
-        ctx = self.encoder.summarise(observation_features(batch), batch.lengths)  # (B, T, C)
-        K, (B, T) = n_samples, batch.x.shape[:2]
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        ctx = self.encoder.summarise(observation_features(batch, seen), batch.lengths)
+        K, B = n_samples, batch.batch_size
         z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
         zs, means, variances = [], [], []
-        for t in range(T):
-            mean, var = self.encoder.step(ctx[:, t], z_prev)                   # (K, B, Z)
+        # unbind once: indexing ctx[:, t] in the loop would make autograd allocate a
+        # full-size gradient per step (quadratic in T)
+        for ctx_t in ctx.unbind(1):
+            mean, var = self.encoder.step(ctx_t, z_prev)                       # (K, B, Z)
             eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
             z_prev = mean + var.sqrt() * eps
             zs.append(z_prev)
@@ -155,23 +168,26 @@ class DeepKalmanFilter(DVAE):
                               p_var)
 
     def path_terms(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-sample log-likelihood, closed-form KL and log p(z)/q(z) of each path: (K, B)."""
+        """Per-sample log-likelihood (K, B), closed-form KL per latent dimension (K, B, Z)
+        and log p(z)/q(z) (K, B) of each path."""
         batch = self._prepare(batch)
         paths = self.posterior_paths(batch, n_samples)
         params = self.emission(paths.z, batch.u)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
         valid = batch.valid.to(paths.z.dtype)                                  # (B, T)
-        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var).sum(-1)
+        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var)
         log_p = diag_gaussian_log_prob(paths.z, paths.p_mean, paths.p_var).sum(-1)
         log_q = diag_gaussian_log_prob(paths.z, paths.q_mean, paths.q_var).sum(-1)
-        return log_lik, (kl * valid).sum(-1), ((log_p - log_q) * valid).sum(-1)
+        return log_lik, (kl * valid[..., None]).sum(-2), ((log_p - log_q) * valid).sum(-1)
 
     # ------------------------------------------------------------------ contract
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 20-21, averaged over ``n_samples`` posterior paths."""
         check_positive(n_samples=n_samples)
-        log_lik, kl, _ = self.path_terms(batch, n_samples)
-        return ELBOTerms(log_lik.mean(0), kl.mean(0), batch.n_observed().to(log_lik))
+        log_lik, kl_dims, _ = self.path_terms(batch, n_samples)
+        kl_dims = kl_dims.mean(0)                                              # (B, Z)
+        return ELBOTerms(log_lik.mean(0), kl_dims.sum(-1), batch.n_observed().to(log_lik),
+                         kl_dims)
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:

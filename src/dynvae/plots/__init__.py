@@ -19,7 +19,7 @@ from dynvae.plots.images import (
     plot_piano_roll,
 )
 from dynvae.plots.series import plot_forecast, plot_imputation, plot_latents
-from dynvae.plots.training import plot_training_curve
+from dynvae.plots.training import plot_kl_per_dimension, plot_training_curve
 
 __all__ = [
     "MAX_LINE_PANELS",
@@ -32,6 +32,7 @@ __all__ = [
     "plot_gp_fit",
     "plot_heatmaps",
     "plot_imputation",
+    "plot_kl_per_dimension",
     "plot_latents",
     "plot_piano_roll",
     "plot_training_curve",

@@ -74,16 +74,16 @@ def _cache_dir() -> Path:
     return Path(root) / "native"
 
 
-def _compile(cc: list[str], flags: list[str], target: Path) -> None:
-    """Compile the C source to ``target`` through a temporary file and an atomic rename,
-    so that concurrent processes never load a partial library."""
+def _compile(cc: list[str], flags: list[str], target: Path, source: Path = _SOURCE) -> None:
+    """Compile the C ``source`` to ``target`` through a temporary file and an atomic
+    rename, so that concurrent processes never load a partial library."""
     fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=target.suffix)
     os.close(fd)
     try:
-        proc = subprocess.run([*cc, *flags, str(_SOURCE), "-o", tmp, "-lm"],
+        proc = subprocess.run([*cc, *flags, str(source), "-o", tmp, "-lm"],
                               capture_output=True, text=True, timeout=300)
         if proc.returncode != 0:
-            raise NativeUnavailable(f"compiling {_SOURCE.name} with {cc[0]} failed "
+            raise NativeUnavailable(f"compiling {source.name} with {cc[0]} failed "
                                     f"(exit {proc.returncode}):\n{proc.stderr.strip()}")
         os.replace(tmp, target)
     except (OSError, subprocess.SubprocessError) as err:
@@ -110,9 +110,10 @@ def _simd_flags() -> list[str]:
     return ["-mavx2", "-mfma"] if {"avx2", "fma"} <= words else []
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL:
-    """Compile (once per source/compiler) and load the shared library."""
+def compiled_library(source: Path, headers: tuple[Path, ...] = ()) -> ctypes.CDLL:
+    """Compile the C file ``source`` of ``dynvae/ssm/_native`` (with the ``headers`` it
+    includes; once per source, flags, compiler and platform; cached) and load it. Raises
+    NativeUnavailable."""
     cc = find_c_compiler()
     flags = ["-O3", "-std=c99", "-fPIC", "-shared", *_simd_flags()]
     try:
@@ -121,22 +122,28 @@ def _library() -> ctypes.CDLL:
     except (OSError, subprocess.SubprocessError) as err:
         raise NativeUnavailable(f"C compiler {cc[0]!r} does not run: {err}") from err
     key = hashlib.sha256(b"\0".join(s.encode() for s in (
-        _SOURCE.read_text(), *(h.read_text() for h in _HEADERS), " ".join(cc + flags),
+        source.read_text(), *(h.read_text() for h in headers), " ".join(cc + flags),
         version, platform.machine(),
         platform.system()))).hexdigest()[:24]
     suffix = sysconfig.get_config_var("SHLIB_SUFFIX") or ".so"
-    target = _cache_dir() / f"kalman-{key}{suffix}"
+    target = _cache_dir() / f"{source.stem}-{key}{suffix}"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError:                                       # unwritable cache: a private temp dir
         target = Path(tempfile.mkdtemp(prefix="dynvae-native-")) / target.name
     if not target.exists():
-        _compile(cc, flags, target)
+        _compile(cc, flags, target, source)
     try:
-        lib = ctypes.CDLL(str(target))
+        return ctypes.CDLL(str(target))
     except OSError as err:
-        raise NativeUnavailable(f"loading the compiled native Kalman library failed: {err}"
-                                ) from err
+        raise NativeUnavailable(f"loading the compiled native library {target.name} "
+                                f"failed: {err}") from err
+
+
+@lru_cache(maxsize=1)
+def _library() -> ctypes.CDLL:
+    """Compile (once per source/compiler) and load the Kalman library."""
+    lib = compiled_library(_SOURCE, _HEADERS)
     i64, ptr = ctypes.c_int64, ctypes.c_void_p
     for fn in (lib.dynvae_kalman, lib.dynvae_kalman_shared):
         fn.restype = ctypes.c_int

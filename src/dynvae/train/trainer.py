@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -27,6 +28,7 @@ from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
 from dynvae.train.batching import epoch_batches, local_batches
 from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
+from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
 from dynvae.train.history import kl_weight, write_metrics_csv
 from dynvae.train.metrics import evaluate_elbo
 from dynvae.train.schema import dataclass_from
@@ -46,6 +48,8 @@ class TrainConfig:
     grad_clip: float | None = 10.0  # max global gradient norm; None: no clipping
     kl_anneal_steps: int = 0  # linear beta warm-up 0 -> beta; 0: beta throughout
     beta: float = 1.0  # KL weight of the training loss after the warm-up (1: the ELBO)
+    free_bits: float = 0.0  # KL floor in nats per latent dim per time step (0: none)
+    collapse_threshold: float = 0.01  # KL per step below which a latent dim is inactive
     eval_every: int = 100  # steps between validation bounds
     patience: int | None = 10  # evaluations without improvement before stopping
     checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
@@ -70,6 +74,9 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be > 0 or None, got {value}")
         if self.kl_anneal_steps < 0 or self.num_workers < 0:
             raise ConfigError("TrainConfig.kl_anneal_steps and num_workers must be >= 0")
+        if not (self.free_bits >= 0 and self.collapse_threshold >= 0):
+            raise ConfigError(f"TrainConfig.free_bits and collapse_threshold must be >= 0, "
+                              f"got {self.free_bits}, {self.collapse_threshold}")
         if not 0.0 <= self.missing_rate < 1.0:
             raise ConfigError(f"TrainConfig.missing_rate must lie in [0, 1), "
                               f"got {self.missing_rate}")
@@ -280,7 +287,7 @@ class Trainer:
         self.model.train()
         # anomaly detection slows every op several-fold: always off while training
         with self._noise_rng(), torch.autograd.set_detect_anomaly(False):
-            loss_local, loss = self._loss(batch, beta)
+            loss_local, loss, kl_row = self._loss(batch, beta)
             if math.isfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss_local.backward()
@@ -291,24 +298,29 @@ class Trainer:
             if math.isfinite(grad_norm):
                 self.optimizer.step()
         return {"step": step + 1, "epoch": epoch, "loss": loss, "beta": beta,
-                "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"]}
+                "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"], **kl_row}
 
-    def _loss(self, batch, beta: float) -> tuple[torch.Tensor, float]:
-        """This rank's loss term and the global loss value.
+    def _loss(self, batch, beta: float) -> tuple[torch.Tensor, float, dict]:
+        """This rank's loss term, the global loss value and this rank's KL per time step
+        (total and per latent dimension, for metrics.csv).
 
         The loss of a global batch is -sum_b(log_lik_b - beta kl_b) / N with N the
         observed entries of the *global* batch. DDP averages gradients over the W
         ranks, so each rank back-propagates W * (its own sum) / N: the average of
         those is exactly the gradient of the global loss, whatever the shard sizes.
+        With free bits the KL of each latent dimension enters as max(its KL, floor), the
+        floor being ``free_bits`` nats per time step of this rank's shard.
         """
         terms = self._wrapped(batch, self.config.n_samples)
-        local = -(terms.log_lik - beta * terms.kl).sum()
+        n_steps = batch.lengths.sum().to(terms.kl)
+        kl = free_bits_kl(terms, n_steps, self.config.free_bits, type(self.model).__name__)
+        local = -(terms.log_lik.sum() - beta * kl)
         n_obs = terms.n_obs.sum().to(torch.float64)
         neg_sum = local.detach().to(torch.float64)
         totals = dist_utils.all_reduce_sum(torch.stack([n_obs, neg_sum]), self.world)
         n_global = totals[0].clamp_min(1.0)
         loss_local = local * (self.world.size / n_global.to(local.dtype))
-        return loss_local, float(totals[1] / n_global)
+        return loss_local, float(totals[1] / n_global), kl_columns(terms, n_steps)
 
     @contextmanager
     def _noise_rng(self):
@@ -373,6 +385,10 @@ class Trainer:
         self._write_csv(state)
         if message and self.world.is_main:
             print(f"dynvae: {message}")
+        _, _, warning = collapse_report(state.history, self.config.kl_anneal_steps,
+                                        self.config.collapse_threshold)
+        if warning and self.world.is_main:
+            print(f"dynvae: warning: {warning}", file=sys.stderr)
         return TrainResult(state.history, state.best_step, state.best_val, stopped, message)
 
     # ------------------------------------------------------------ checkpoints
