@@ -1,18 +1,23 @@
-"""Helpers shared by the discrete-time deep models (DKF, VRNN): input checks,
-encoder features, Monte Carlo predictive moments, importance weighting."""
+"""Helpers shared by the discrete-time deep models (DKF, VRNN, STORN, SRNN, RVAE, DSAE):
+input checks, encoder features, forecast steps, Monte Carlo predictive moments,
+importance weighting, and :class:`PathModel`, the shared contract of the models whose
+bounds average over sampled posterior paths."""
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import Tensor
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
+from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
+from dynvae.models.base import DVAE, ELBOTerms, Prediction
 
 
 def check_choice(field: str, value: str, choices: Mapping) -> None:
@@ -154,3 +159,239 @@ def iwae_bound(log_weights: Callable[[int], Tensor], k: int) -> Tensor:
     check_positive(k=k)
     log_w = [log_weights(min(IWAE_CHUNK, k - start)) for start in range(0, k, IWAE_CHUNK)]
     return log_mean_exp(torch.cat(log_w, 0))
+
+
+# ------------------------------------------------------------ autoregressive feedback
+# what generation feeds back into a recurrence that reads x_{t-1}: f(decoder mean, draw)
+FEEDBACKS = {
+    "mean": lambda mean, draw: mean,
+    "sample": lambda mean, draw: draw,
+}
+
+
+def previous_observations(batch: SequenceBatch) -> Tensor:
+    """(B, T, 2D) features of the previous step, [x_{t-1} * mask_{t-1}, mask_{t-1}], zero at
+    the first step (no previous observation): what a recurrence reading x_{t-1} sees.
+    Missing entries enter only through the mask channel, padding only after valid steps."""
+    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
+    current = torch.cat([x, batch.mask.to(x.dtype)], -1)                     # (B, T, 2D)
+    return torch.cat([torch.zeros_like(current[:, :1]), current[:, :-1]], 1)
+
+
+def last_observation(batch: SequenceBatch) -> Tensor:
+    """(B, 2D) [x * mask, mask] at each sequence's last valid step."""
+    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
+    return last_valid(torch.cat([x, batch.mask.to(x.dtype)], -1), batch.lengths)
+
+
+def fed_back(x: Tensor) -> Tensor:
+    """(N, 2D) features of a generated, fully observed step x (N, D): [x, 1]."""
+    return torch.cat([x, torch.ones_like(x)], -1)
+
+
+def stack_steps(params_seq: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """Per-step observation parameters, each (N, D) -> each (N, steps, D)."""
+    return tuple(torch.stack(p, 1) for p in zip(*params_seq, strict=True))
+
+
+# ------------------------------------------------------------------ sampled paths
+def repeat_samples(v: Tensor, K: int) -> Tensor:
+    """(B, …) -> (K*B, …): K copies, sample-major (row k*B + b is copy k of sequence b)."""
+    return v.expand(K, *v.shape).reshape(K * v.shape[0], *v.shape[1:])
+
+
+def stepwise_normal(K: int, B: int, T: int, Z: int, like: Tensor) -> Tensor:
+    """(K, B, T, Z) standard normal draws made one step at a time, so that the draws of
+    step t do not depend on T (padding a batch leaves the draws of its valid steps)."""
+    return torch.stack([torch.randn((K, B, Z), dtype=like.dtype, device=like.device)
+                        for _ in range(T)], 2)
+
+
+def latent_terms(z: Tensor, q_mean: Tensor, q_var: Tensor, p_mean: Tensor, p_var: Tensor,
+                 valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-form KL(q || p) (seed eq. 10) and log p(z) - log q(z) of the drawn latents (the
+    log importance weight's latent part), summed over channels and valid steps:
+    z, moments (K, B, T, Z), valid (B, T) -> (K, B) each."""
+    valid = valid.to(z.dtype)
+    kl = kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1)
+    log_ratio = (diag_gaussian_log_prob(z, p_mean, p_var)
+                 - diag_gaussian_log_prob(z, q_mean, q_var)).sum(-1)
+    return (kl * valid).sum(-1), (log_ratio * valid).sum(-1)
+
+
+# ----------------------------------------------------------------------- forecasts
+STEP_TOLERANCE = 0.25  # t_future may be off the grid by at most a quarter step
+
+
+def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
+    """(B, H) integer steps k >= 1 after each sequence's last valid time.
+
+    Discrete-time models step once per grid point: t_future must be t_last + k dt with
+    integer k (within STEP_TOLERANCE), dt the median step of the sequence (1 for a
+    one-step sequence); k = round((t_future - t_last) / dt).
+    """
+    B = batch.batch_size
+    if t_future.ndim != 2 or t_future.shape[0] != B or t_future.shape[1] < 1:
+        raise DataError(f"t_future must have shape (B={B}, H) with H >= 1, got "
+                        f"{tuple(t_future.shape)}")
+    if not torch.isfinite(t_future).all():
+        raise DataError("t_future contains NaN or inf")
+    t = batch.t.to(torch.float64).cpu()
+    tf = t_future.to(torch.float64).cpu()
+    steps = torch.empty(tf.shape, dtype=torch.long)
+    for b in range(B):
+        n = int(batch.lengths[b])
+        dt = float(t[b, 1:n].diff().median()) if n > 2 else (
+            float(t[b, 1] - t[b, 0]) if n == 2 else 1.0)
+        ratio = (tf[b] - t[b, n - 1]) / dt
+        k = ratio.round()
+        if (k < 1).any():
+            raise DataError(f"t_future of sequence {b} must lie after its last time "
+                            f"{float(t[b, n - 1])}")
+        if ((ratio - k).abs() > STEP_TOLERANCE).any():
+            raise DataError(f"the model is discrete-time: t_future of sequence {b} must be "
+                            f"t_last + k * dt with integer k, dt = {dt} (its median step)")
+        steps[b] = k.long()
+    return steps.to(batch.x.device)
+
+
+def forecast_steps(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None,
+                   input_dim: int) -> Tensor:
+    """(B, H) steps ahead of ``t_future`` (see :func:`steps_ahead`), with the inputs checked:
+    a model with inputs needs ``u_future`` (B, H, U) at the next H consecutive steps."""
+    steps = steps_ahead(batch, t_future)
+    B, H = steps.shape
+    if input_dim == 0:
+        if u_future is not None:
+            raise DataError("the model takes no inputs: u_future must be None")
+        return steps
+    if u_future is None or tuple(u_future.shape) != (B, H, input_dim):
+        got = None if u_future is None else tuple(u_future.shape)
+        raise DataError(f"the model takes inputs: u_future of shape {(B, H, input_dim)} is "
+                        f"needed, got {got}")
+    if not bool((steps == torch.arange(1, H + 1, device=steps.device)).all()):
+        raise DataError("with inputs, t_future must be the next H consecutive steps")
+    return steps
+
+
+def gather_steps(values: Tensor, steps: Tensor) -> Tensor:
+    """values (K, B, S, D) at steps 1..S, steps (B, H) in 1..S -> (K, B, H, D)."""
+    idx = (steps - 1)[None, :, :, None].expand(values.shape[0], -1, -1, values.shape[-1])
+    return values.gather(2, idx)
+
+
+# ---------------------------------------------------------------- the path models
+class PathTerms(NamedTuple):
+    """K posterior paths of a model and the terms of its bounds along them.
+
+    z: (K, B, T, Z) latents drawn from q.  log_lik: (K, B) log-density of the observed
+    entries given each path.  kl: (K, B) the closed-form KL terms (seed eq. 10).
+    log_ratio: (K, B) log p(z) - log q(z | x) of the drawn latents.  params: the
+    observation parameters, each (K, B, T, D).  state: what the model needs to continue
+    its generative recursion (model-specific tensors with leading (K, B, T) or (B, T)).
+    """
+
+    z: Tensor
+    log_lik: Tensor
+    kl: Tensor
+    log_ratio: Tensor
+    params: tuple[Tensor, ...]
+    state: tuple[Tensor, ...]
+
+
+class PathModel(DVAE):
+    """Base of the models whose bounds average over K reparametrised posterior paths and
+    whose generative model runs step by step (STORN, SRNN, RVAE, DSAE).
+
+    A subclass sets ``data_dim`` D, ``input_dim`` U, ``observation`` (an
+    ``ObservationModel``) and ``config.n_predict_samples``, and implements
+    ``path_terms`` (the paths and bound terms), ``start_after`` and ``initial_state``
+    (the generative state after each sequence's last valid step, or before any step),
+    and ``generate`` (run the generative model on from a state). The ELBO (seed eq. 13),
+    the importance-weighted bound, imputation, forecasts and samples follow from these.
+    """
+
+    @abc.abstractmethod
+    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
+        """K = ``n_samples`` reparametrised paths z ~ q(z | x) and the bound terms."""
+
+    @abc.abstractmethod
+    def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:
+        """Generative state of every path after its sequence's last valid step; rows are
+        sample-major (K*B, …), as :func:`repeat_samples` orders them."""
+
+    @abc.abstractmethod
+    def initial_state(self, n: int) -> tuple[Tensor, ...]:
+        """Generative state of ``n`` fresh sequences before their first step."""
+
+    @abc.abstractmethod
+    def generate(self, state: tuple[Tensor, ...], steps: int, u: Tensor | None
+                 ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Run the generative model ``steps`` steps on from ``state`` (N rows) with inputs
+        u (N, steps, U): the observation parameters, each (N, steps, D), and draws
+        (N, steps, D)."""
+
+    @property
+    def like(self) -> Tensor:
+        """A parameter, whose dtype and device every computation follows."""
+        return next(self.parameters())
+
+    def prepare(self, batch: SequenceBatch) -> SequenceBatch:
+        """Check the batch against the model and move it to the parameters' dtype/device."""
+        batch = prepare_batch(batch, self.data_dim, self.input_dim, self.like)
+        self.observation.check_data(batch.x, batch.mask)
+        return batch
+
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Seed eq. 13 with the model's factors, averaged over ``n_samples`` paths."""
+        check_positive(n_samples=n_samples)
+        batch = self.prepare(batch)
+        paths = self.path_terms(batch, n_samples)
+        return ELBOTerms(paths.log_lik.mean(0), paths.kl.mean(0),
+                         batch.n_observed().to(paths.log_lik))
+
+    @torch.no_grad()
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
+        """IWAE bound log (1/k) sum_k p(x, z^k) / q(z^k | x) over k paths, (B,)."""
+        batch = self.prepare(batch)
+
+        def log_weights(n: int) -> Tensor:
+            paths = self.path_terms(batch, n)
+            return paths.log_lik + paths.log_ratio
+        return iwae_bound(log_weights, k)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Posterior predictive mean and std of every entry, Monte Carlo over q."""
+        batch = self.prepare(batch)
+        paths = self.path_terms(batch, self.config.n_predict_samples)
+        mean, var = self.observation.moments(paths.params)                     # (K, B, T, D)
+        return Prediction(batch.t, *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
+        """Predictive mean/std at ``t_future`` (B, H), k steps after each sequence's last
+        valid step (t_last + k dt, see :func:`steps_ahead`): posterior paths of the past,
+        continued by the generative model. ``u_future`` (B, H, U) is needed when the
+        model takes inputs."""
+        batch = self.prepare(batch)
+        steps = forecast_steps(batch, t_future, u_future, self.input_dim)    # (B, H)
+        K, B = self.config.n_predict_samples, batch.batch_size
+        paths = self.path_terms(batch, K)
+        u = None if u_future is None else repeat_samples(u_future.to(self.like), K)
+        params, _ = self.generate(self.start_after(paths, batch), int(steps.max()), u)
+        mean, var = (gather_steps(v.reshape(K, B, *v.shape[1:]), steps)
+                     for v in self.observation.moments(params))               # (K, B, H, D)
+        return Prediction(t_future.to(mean), *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
+        if not (isinstance(n, int) and n >= 1):
+            raise DataError(f"sample needs n >= 1 sequences, got {n}")
+        if self.input_dim == 0 and u is not None:
+            raise DataError("the model takes no inputs: u must be None")
+        T = check_sample_times(t, u, self.input_dim)
+        u = None if u is None else u.to(self.like).expand(n, T, self.input_dim)
+        return self.generate(self.initial_state(n), T, u)[1]

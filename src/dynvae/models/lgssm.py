@@ -26,6 +26,7 @@ from dynvae.errors import ConfigError, DataError
 from dynvae.gaussian import condition_on_observation
 from dynvae.models import lgssm_ops as ops
 from dynvae.models.base import DVAE, ELBOTerms, Prediction, SelfFitting
+from dynvae.models.common import steps_ahead
 from dynvae.models.lgssm_em import e_step
 from dynvae.models.lgssm_fit import FitConfig, Optimizer, fit_method
 from dynvae.models.lgssm_params import (
@@ -269,7 +270,7 @@ class LGSSM(DVAE, SelfFitting):
         must be exactly those steps).
         """
         x, mask, u = self._inputs(batch)
-        k = ops.steps_ahead(batch, t_future)                        # (B, H) int
+        k = steps_ahead(batch, t_future)                        # (B, H) int
         model = self.ssm()
         f = self.inference.filter(model, x, mask, u)
         last = (batch.lengths - 1).to(x.device)

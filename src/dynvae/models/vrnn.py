@@ -26,6 +26,7 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
+    FEEDBACKS,
     DictConfig,
     as_sizes,
     check_choice,
@@ -43,12 +44,6 @@ from dynvae.models.common import (
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import with_input
-
-# what generation feeds back into the recurrence: f(decoder mean, drawn x) -> x_t
-FEEDBACKS = {
-    "mean": lambda mean, draw: mean,
-    "sample": lambda mean, draw: draw,
-}
 
 
 @dataclass
