@@ -280,6 +280,12 @@ def gather_steps(values: Tensor, steps: Tensor) -> Tensor:
     return values.gather(2, idx)
 
 
+def first_steps(batch: SequenceBatch, T: int) -> SequenceBatch:
+    """The batch cut to its first T steps (T >= every length)."""
+    u = None if batch.u is None else batch.u[:, :T]
+    return SequenceBatch(batch.x[:, :T], batch.mask[:, :T], batch.t[:, :T], batch.lengths, u)
+
+
 # ---------------------------------------------------------------- the path models
 class PathTerms(NamedTuple):
     """K posterior paths of a model and the terms of its bounds along them.
@@ -288,7 +294,8 @@ class PathTerms(NamedTuple):
     entries given each path.  kl: (K, B) the closed-form KL terms (seed eq. 10).
     log_ratio: (K, B) log p(z) - log q(z | x) of the drawn latents.  params: the
     observation parameters, each (K, B, T, D).  state: what the model needs to continue
-    its generative recursion (model-specific tensors with leading (K, B, T) or (B, T)).
+    its generative recursion (model-specific tensors with leading (K, B) or (B,), over
+    the steps up to the longest sequence).
     """
 
     z: Tensor
@@ -305,15 +312,16 @@ class PathModel(DVAE):
 
     A subclass sets ``data_dim`` D, ``input_dim`` U, ``observation`` (an
     ``ObservationModel``) and ``config.n_predict_samples``, and implements
-    ``path_terms`` (the paths and bound terms), ``start_after`` and ``initial_state``
+    ``draw_paths`` (the paths and bound terms), ``start_after`` and ``initial_state``
     (the generative state after each sequence's last valid step, or before any step),
     and ``generate`` (run the generative model on from a state). The ELBO (seed eq. 13),
     the importance-weighted bound, imputation, forecasts and samples follow from these.
     """
 
     @abc.abstractmethod
-    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
-        """K = ``n_samples`` reparametrised paths z ~ q(z | x) and the bound terms."""
+    def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
+        """K = ``n_samples`` reparametrised paths z ~ q(z | x) of a prepared batch and the
+        bound terms (see :meth:`path_terms`)."""
 
     @abc.abstractmethod
     def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:
@@ -341,6 +349,19 @@ class PathModel(DVAE):
         batch = prepare_batch(batch, self.data_dim, self.input_dim, self.like)
         self.observation.check_data(batch.x, batch.mask)
         return batch
+
+    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
+        """K = ``n_samples`` reparametrised paths z ~ q(z | x) and the bound terms. Steps
+        after the longest sequence draw no noise (so padding leaves every draw, bound
+        and prediction unchanged) and repeat its last values in z and params; they
+        enter no term."""
+        batch = self.prepare(batch)
+        T, T_valid = batch.n_steps, int(batch.lengths.max())
+        if T_valid == T:
+            return self.draw_paths(batch, n_samples)
+        paths = self.draw_paths(first_steps(batch, T_valid), n_samples)
+        extend = lambda v: torch.cat([v, v[:, :, -1:].expand(-1, -1, T - T_valid, -1)], 2)
+        return paths._replace(z=extend(paths.z), params=tuple(map(extend, paths.params)))
 
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 13 with the model's factors, averaged over ``n_samples`` paths."""

@@ -114,8 +114,7 @@ class DSAE(PathModel):
         """Parameters of p(x_t | z_t, v, u_t): z (…, Z), v (…, V), u (…, U) -> each (…, D)."""
         return self.observation(self.emission_trunk(with_input(torch.cat([z, v], -1), u)))
 
-    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
-        batch = self.prepare(batch)
+    def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
         v_mean, v_var = self.static_posterior(batch)                           # (B, V)
         v = v_mean + v_var.sqrt() * torch.randn((K, *v_mean.shape), dtype=v_mean.dtype,

@@ -103,8 +103,7 @@ class RVAE(PathModel):
         self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
                                                        c.free_emission_variance)
 
-    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
-        batch = self.prepare(batch)
+    def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
         g = self.observation_summary(observation_features(batch), batch.lengths)  # (B, T, C)
         s = g.new_zeros(K * B, self.config.encoder_hidden)       # summary of z_{1:t-1}

@@ -113,8 +113,7 @@ class SRNN(PathModel):
         """Parameters of p(x_t | z_t, h_t): z (…, Z), h (…, H) -> each (…, D)."""
         return self.observation(self.emission_trunk(torch.cat([z, h], -1)))
 
-    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
-        batch = self.prepare(batch)
+    def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
         h = self.deterministic_states(batch)                                   # (B, T, H)
         a = self.backward_summary(torch.cat([observation_features(batch), h], -1),

@@ -106,8 +106,7 @@ class STORN(PathModel):
         """q(z_t | x_{1:t}, u_{1:t}): mean, var (B, T, Z) of a prepared batch."""
         return self.encoder_head(run_gru(self.encoder_rnn, observation_features(batch)))
 
-    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
-        batch = self.prepare(batch)
+    def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T) = n_samples, batch.x.shape[:2]
         q_mean, q_var = self.posterior(batch)                                  # (B, T, Z)
         z = q_mean + q_var.sqrt() * stepwise_normal(K, B, T, q_mean.shape[-1], q_mean)
