@@ -32,10 +32,9 @@ from torch import Tensor, nn
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
+from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     DictConfig,
-    PathModel,
-    PathTerms,
     as_sizes,
     check_choice,
     check_dims,

@@ -28,10 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from dynvae.data.batch import SequenceBatch
+from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     DictConfig,
-    PathModel,
-    PathTerms,
     as_sizes,
     check_choice,
     check_dims,

@@ -28,11 +28,10 @@ import torch
 from torch import Tensor, nn
 
 from dynvae.data.batch import SequenceBatch
+from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
     DictConfig,
-    PathModel,
-    PathTerms,
     as_sizes,
     check_choice,
     check_dims,

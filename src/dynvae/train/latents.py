@@ -41,7 +41,7 @@ def _path_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, 
 
 
 def _readers() -> dict[type, Callable]:
-    from dynvae.models.common import PathModel
+    from dynvae.models.base import PathModel
     from dynvae.models.dkf import DeepKalmanFilter
     from dynvae.models.gpvae import GPVAE
     from dynvae.models.latent_sde import LatentSDE
