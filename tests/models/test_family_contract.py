@@ -76,6 +76,8 @@ def test_forecast_times_are_steps_of_each_sequence_grid(variant):
         m.forecast(batch, t_last + dt * torch.tensor([0.0, 1.0]))
     with pytest.raises(DataError, match=r"shape \(B=3, H\)"):
         m.forecast(batch, t_last[:2] + dt)
+    with pytest.raises(DataError, match="strictly increasing"):
+        m.forecast(batch, t_last + dt * torch.tensor([2.0, 1.0]))
 
 
 @pytest.mark.parametrize("variant", ALL)
@@ -88,7 +90,7 @@ def test_forecast_with_inputs_needs_them_at_consecutive_steps(variant):
         m.forecast(batch, t_future)
     with pytest.raises(DataError, match="consecutive"):
         m.forecast(batch, t_future + torch.tensor([0.0, 0.0, 1.0], dtype=F64), u_future)
-    with pytest.raises(DataError, match="no inputs"):
+    with pytest.raises(DataError, match="without control inputs"):
         build(variant).forecast(make_batch(), t_future, u_future)
 
 
@@ -96,15 +98,18 @@ def test_forecast_with_inputs_needs_them_at_consecutive_steps(variant):
 def test_sample_with_and_without_inputs(variant):
     t = torch.arange(5.0)
     assert build(variant).sample(4, t).shape == (4, 5, 2)
-    with pytest.raises(DataError, match="no inputs"):
+    with pytest.raises(DataError, match="without control inputs"):
         build(variant).sample(4, t, torch.randn(5, 1))
     m = build(variant, U=1)
     assert m.sample(4, t, torch.randn(5, 1)).shape == (4, 5, 2)
     assert m.sample(4, t, torch.randn(4, 5, 1)).shape == (4, 5, 2)
-    with pytest.raises(DataError, match="inputs"):
-        m.sample(4, t)
+    for bad in (None, torch.randn(4, 1), torch.randn(3, 5, 1)):
+        with pytest.raises(DataError, match="control inputs"):
+            m.sample(4, t, bad)
     with pytest.raises(DataError, match="n >= 1"):
         m.sample(0, t, torch.randn(5, 1))
+    with pytest.raises(DataError, match="strictly increasing"):
+        m.sample(4, torch.tensor([0.0, 2.0, 1.0, 3.0, 4.0]), torch.randn(5, 1))
 
 
 @pytest.mark.parametrize("variant", ALL)

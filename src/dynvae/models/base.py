@@ -14,11 +14,11 @@ from torch import Tensor, nn
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import DataError
 from dynvae.models.common import (
+    at_steps,
     check_positive,
     check_sample_times,
     first_steps,
     forecast_steps,
-    gather_steps,
     iwae_bound,
     mixture_moments,
     prepare_batch,
@@ -243,17 +243,15 @@ class PathModel(DVAE):
         paths = self.path_terms(batch, K)
         u = None if u_future is None else repeat_samples(u_future.to(self.like), K)
         params, _ = self.generate(self.start_after(paths, batch), int(steps.max()), u)
-        mean, var = (gather_steps(v.reshape(K, B, *v.shape[1:]), steps)
+        mean, var = (at_steps(v.reshape(K, B, *v.shape[1:]), steps)
                      for v in self.observation.moments(params))               # (K, B, H, D)
         return Prediction(t_future.to(mean), *mixture_moments(mean, var))
 
     @torch.no_grad()
     def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
         """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
-        if not (isinstance(n, int) and n >= 1):
-            raise DataError(f"sample needs n >= 1 sequences, got {n}")
-        if self.input_dim == 0 and u is not None:
-            raise DataError("the model takes no inputs: u must be None")
-        T = check_sample_times(t, u, self.input_dim)
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DataError(f"sample needs n >= 1 sequences, got {n!r}")
+        T = check_sample_times(t, u, self.input_dim, n)
         u = None if u is None else u.to(self.like).expand(n, T, self.input_dim)
         return self.generate(self.initial_state(n), T, u)[1]

@@ -117,13 +117,25 @@ def check_future(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None
                         f"needed, got {got}")
 
 
-def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int) -> int:
-    """Validate sample times (T,) and optional inputs (T, U); return T."""
+def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int,
+                       n: int | None = None) -> int:
+    """Validate sample times (T,), finite and strictly increasing, and the inputs: u (T, U)
+    (or (n, T, U) when ``n`` is given) exactly when the model takes inputs; return T."""
     if t.ndim != 1 or t.shape[0] < 1:
         raise DataError(f"t must have shape (T,) with T >= 1, got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()) or bool((t.diff() <= 0).any()):
+        raise DataError("sample times t must be finite and strictly increasing")
     T = t.shape[0]
-    if input_dim > 0 and (u is None or tuple(u.shape[-2:]) != (T, input_dim)):
-        raise DataError(f"the model takes inputs: u of shape (T={T}, U={input_dim}) is needed")
+    if input_dim == 0:
+        if u is not None:
+            raise DataError("the model was built without control inputs (input_dim=0) but u "
+                            "was given")
+        return T
+    shapes = [(T, input_dim)] + ([] if n is None else [(n, T, input_dim)])
+    if u is None or tuple(u.shape) not in shapes:
+        got = None if u is None else tuple(u.shape)
+        raise DataError(f"the model takes {input_dim} control inputs: u of shape "
+                        f"{' or '.join(map(str, shapes))} is needed, got {got}")
     return T
 
 
@@ -209,11 +221,11 @@ def latent_terms(z: Tensor, q_mean: Tensor, q_var: Tensor, p_mean: Tensor, p_var
     """Closed-form KL(q || p) (seed eq. 10) and log p(z) - log q(z) of the drawn latents (the
     log importance weight's latent part), summed over channels and valid steps:
     z, moments (K, B, T, Z), valid (B, T) -> (K, B) each."""
-    valid = valid.to(z.dtype)
     kl = kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1)
     log_ratio = (diag_gaussian_log_prob(z, p_mean, p_var)
                  - diag_gaussian_log_prob(z, q_mean, q_var)).sum(-1)
-    return (kl * valid).sum(-1), (log_ratio * valid).sum(-1)
+    zero = torch.zeros_like(kl)      # padded steps hold anything, even inf: select, not scale
+    return torch.where(valid, kl, zero).sum(-1), torch.where(valid, log_ratio, zero).sum(-1)
 
 
 # ----------------------------------------------------------------------- forecasts
@@ -235,6 +247,8 @@ def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
         raise DataError("t_future contains NaN or inf")
     t = batch.t.to(torch.float64).cpu()
     tf = t_future.to(torch.float64).cpu()
+    if bool((tf[:, 1:] <= tf[:, :-1]).any()):
+        raise DataError("t_future must be strictly increasing along each sequence")
     steps = torch.empty(tf.shape, dtype=torch.long)
     for b in range(B):
         n = int(batch.lengths[b])
@@ -260,21 +274,22 @@ def forecast_steps(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | No
     B, H = steps.shape
     if input_dim == 0:
         if u_future is not None:
-            raise DataError("the model takes no inputs: u_future must be None")
+            raise DataError("the model was built without control inputs (input_dim=0) but "
+                            "u_future was given")
         return steps
     if u_future is None or tuple(u_future.shape) != (B, H, input_dim):
         got = None if u_future is None else tuple(u_future.shape)
-        raise DataError(f"the model takes inputs: u_future of shape {(B, H, input_dim)} is "
-                        f"needed, got {got}")
+        raise DataError(f"the model takes {input_dim} control inputs: u_future of shape "
+                        f"{(B, H, input_dim)} is needed, got {got}")
     if not bool((steps == torch.arange(1, H + 1, device=steps.device)).all()):
         raise DataError("with inputs, t_future must be the next H consecutive steps")
     return steps
 
 
-def gather_steps(values: Tensor, steps: Tensor) -> Tensor:
-    """values (K, B, S, D) at steps 1..S, steps (B, H) in 1..S -> (K, B, H, D)."""
-    idx = (steps - 1)[None, :, :, None].expand(values.shape[0], -1, -1, values.shape[-1])
-    return values.gather(2, idx)
+def at_steps(x: Tensor, steps: Tensor) -> Tensor:
+    """Entries of x (…, B, S, F) at steps (B, H), 1-based (<= S) -> (…, B, H, F)."""
+    idx = (steps - 1).to(x.device)[..., None].expand(*steps.shape, x.shape[-1])  # (B, H, F)
+    return x.gather(-2, idx.expand(*x.shape[:-3], *idx.shape))
 
 
 def first_steps(batch: SequenceBatch, T: int) -> SequenceBatch:
