@@ -99,7 +99,8 @@ def plot_forecast(t_past: np.ndarray, x_past: np.ndarray, t_future: np.ndarray,
         ax.plot(t_past, x_past[:, d], ".-", color="k", ms=3, lw=0.6, label="history")
         ax.fill_between(t_future, mean[:, d] - 2 * std[:, d], mean[:, d] + 2 * std[:, d],
                         color="C1", alpha=0.25, label="forecast +- 2 std")
-        ax.plot(t_future, mean[:, d], color="C1", lw=1.2, label="forecast mean")
+        # markers: a one-step forecast is a single point, which a line alone would hide
+        ax.plot(t_future, mean[:, d], ".-", color="C1", ms=4, lw=1.2, label="forecast mean")
         if x_future is not None:
             ax.plot(t_future, x_future[:, d], "x", color="C3", ms=5, label="held out")
         ax.set_ylabel(feature_names[d])
