@@ -96,6 +96,27 @@ def observation_features(batch: SequenceBatch) -> Tensor:
     return torch.cat(parts, -1)
 
 
+STEP_TOLERANCE = 0.25  # a discrete-time t_future may be off the grid by a quarter step
+
+
+def check_inputs(name: str, u: Tensor | None, shapes: Sequence[tuple[int, ...]],
+                 input_dim: int) -> None:
+    """Raise DataError unless inputs ``u`` are given exactly when the model takes them
+    (input_dim > 0), with one of the ``shapes`` (each ending in input_dim) and finite."""
+    if input_dim == 0:
+        if u is not None:
+            raise DataError(f"the model was built without control inputs (input_dim=0) but "
+                            f"{name} was given")
+        return
+    if u is None or tuple(u.shape) not in [tuple(s) for s in shapes]:
+        got = None if u is None else tuple(u.shape)
+        wanted = " or ".join(str(tuple(s)) for s in shapes)
+        raise DataError(f"the model takes {input_dim} control inputs: {name} of shape "
+                        f"{wanted} is needed, got {got}")
+    if not bool(torch.isfinite(u).all()):
+        raise DataError(f"{name} contains NaN or inf")
+
+
 def check_future(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None,
                  input_dim: int) -> None:
     """Validate forecast times (B, H) after each sequence's last valid time, and inputs."""
@@ -109,19 +130,68 @@ def check_future(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None
     if not bool(torch.isfinite(t_future).all()) or bool((times[:, 1:] <= times[:, :-1]).any()):
         raise DataError("t_future must be finite, strictly increasing and after each "
                         "sequence's last time")
-    if input_dim > 0 and (u_future is None or tuple(u_future.shape) != (B, H, input_dim)):
-        got = None if u_future is None else tuple(u_future.shape)
-        raise DataError(f"the model takes inputs: u_future of shape {(B, H, input_dim)} is "
-                        f"needed, got {got}")
+    check_inputs("u_future", u_future, [(B, H, input_dim)], input_dim)
 
 
-def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int) -> int:
-    """Validate sample times (T,) and optional inputs (T, U); return T."""
+def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
+    """(B, H) integer steps k >= 1 after each sequence's last valid time, for
+    discrete-time models: t_future = t_last + k dt, k = round((t_future - t_last) / dt),
+    with dt the median step of the sequence (the mean of the two middle steps for an
+    even count, as numpy's median, which ``dynvae forecast`` uses; 1 for a one-step
+    sequence); times more than a quarter step off that grid raise DataError."""
+    check_future(batch, t_future, None, 0)
+    t = batch.t.to(torch.float64).cpu()
+    tf = t_future.to(torch.float64).cpu()
+    steps = torch.empty(tf.shape, dtype=torch.long)
+    for b in range(batch.batch_size):
+        n = int(batch.lengths[b])
+        dt = float(t[b, :n].diff().quantile(0.5)) if n > 1 else 1.0   # = numpy's median
+        ratio = (tf[b] - t[b, n - 1]) / dt
+        k = ratio.round()
+        off = ((ratio - k).abs() > STEP_TOLERANCE) | (k < 1)
+        if bool(off.any()):
+            h = int(off.nonzero()[0, 0])
+            raise DataError(f"the model is discrete-time: t_future of sequence {b} must be "
+                            f"t_last + k * dt with integer k >= 1, t_last = "
+                            f"{float(t[b, n - 1]):g} and dt = {dt:g} (its median step); "
+                            f"t_future[{b}, {h}] = {float(tf[b, h]):g} is off that grid")
+        steps[b] = k.long()
+    return steps.to(batch.x.device)
+
+
+def forecast_steps(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None,
+                   input_dim: int) -> Tensor:
+    """Validated steps ahead (B, H) of a discrete-time forecast (:func:`steps_ahead`).
+    With inputs, ``u_future`` (B, H, U) gives u at steps 1..H, so t_future must be
+    exactly the next H steps."""
+    k = steps_ahead(batch, t_future)
+    check_inputs("u_future", u_future, [(*k.shape, input_dim)], input_dim)
+    if input_dim > 0 and not bool((k == torch.arange(1, k.shape[1] + 1,
+                                                     device=k.device)).all()):
+        raise DataError("with control inputs, t_future must be the next H consecutive steps "
+                        "of each sequence (u_future gives u at each of them)")
+    return k
+
+
+def at_steps(x: Tensor, k: Tensor) -> Tensor:
+    """Entries of x (…, B, S, F) at steps k (B, H) (1-based, k <= S) -> (…, B, H, F)."""
+    idx = (k - 1).to(x.device)[..., None].expand(*k.shape, x.shape[-1])      # (B, H, F)
+    return x.gather(-2, idx.expand(*x.shape[:-3], *idx.shape))
+
+
+def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int,
+                       n: int | None = None) -> int:
+    """Validate sample times (T,) (finite, strictly increasing) and inputs u, (T, U) or
+    (n, T, U), given exactly when the model takes inputs; return T."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise DataError(f"the number of samples n must be a positive integer, got {n!r}")
     if t.ndim != 1 or t.shape[0] < 1:
         raise DataError(f"t must have shape (T,) with T >= 1, got {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()) or bool((t.diff() <= 0).any()):
+        raise DataError("sample times t must be finite and strictly increasing")
     T = t.shape[0]
-    if input_dim > 0 and (u is None or tuple(u.shape[-2:]) != (T, input_dim)):
-        raise DataError(f"the model takes inputs: u of shape (T={T}, U={input_dim}) is needed")
+    shapes = [(T, input_dim)] + ([] if n is None else [(n, T, input_dim)])
+    check_inputs("u", u, shapes, input_dim)
     return T
 
 

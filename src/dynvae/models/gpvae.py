@@ -237,7 +237,7 @@ class GPVAE(DVAE):
     def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
         """(n, T, D) draws at times ``t`` (T,): GP prior paths (FFBS with no sites), decoded;
         ``u`` (T, U) or (n, T, U) if the model takes inputs."""
-        T = check_sample_times(t, u, self.input_dim)
+        T = check_sample_times(t, u, self.input_dim, n)
         like = next(self.observation.parameters())
         t = t.to(like)
         check_times(t)

@@ -16,6 +16,8 @@ MODELS: dict[str, str] = {
     "lgssm": "dynvae.models.lgssm:LGSSM",
     "gpvae": "dynvae.models.gpvae:GPVAE",
     "latent-sde": "dynvae.models.latent_sde:LatentSDE",
+    "latent-ode": "dynvae.models.latent_ode:LatentODE",
+    "kvae": "dynvae.models.kvae:KVAE",
 }
 
 

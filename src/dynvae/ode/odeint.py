@@ -1,0 +1,273 @@
+"""Solve dz/dt = f(t, z) on shared or per-sequence time grids.
+
+Fixed-step solvers take the steps of :func:`dynvae.sde.step_schedule`: every observation
+interval [t_k, t_{k+1}] of a row is cut into ceil((t_{k+1} - t_k) / dt) equal steps, and
+a row that needs fewer steps than the longest one ends with zero-length steps, which
+leave it unchanged. Adaptive solvers give every row its own step size, error test and
+observation to reach next; a row that has reached its last time takes zero-length steps
+until every row has. Either way each row follows exactly the steps it would take if
+solved alone, and a batch costs the steps of its most demanding row.
+
+Gradients flow by backpropagation through the accepted steps (the step-size controller
+is not differentiated, as is usual for adaptive solvers). With ``checkpoint_every = n``
+the steps run in segments of n under :func:`torch.utils.checkpoint.checkpoint`: only the
+state at segment boundaries (and at observation times) is kept, and each segment's
+stages are recomputed during the backward pass, which gives the same gradient with
+memory that no longer grows with the number of stages.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.utils.checkpoint import checkpoint
+
+from dynvae.errors import ConfigError, DataError, NumericalError
+from dynvae.ode.solvers import Adaptive, DormandPrince, ODESolver
+from dynvae.ode.tableau import VectorField, error_estimate, rk_step
+from dynvae.sde.sdeint import step_schedule
+
+
+def odeint(f: VectorField, z0: Tensor, t: Tensor, solver: ODESolver | None = None,
+           dt: float | None = None, checkpoint_every: int | None = None) -> Tensor:
+    """Solution of dz/dt = f(t, z), z(t_0) = z0, at the times t: (*batch, T, Z).
+
+    f: vector field; called as f(t, z) with z (R, Z) (R rows: the flattened batch) and t a
+        0-dim tensor when all rows share the step (shared grid, fixed steps) or (R, 1).
+    z0: (*batch, Z) initial states at t[..., 0].
+    t: (T,) shared grid or (*batch, T) per-row grids, strictly increasing.
+    solver: an ODESolver (default DormandPrince(): rtol 1e-3, atol 1e-4).
+    dt: largest step of a fixed-step solver (None: one step per interval); adaptive
+        solvers choose their own steps and take no dt.
+    checkpoint_every: None, or a number of steps per checkpointed segment (see the
+        module docstring).
+    """
+    solver = DormandPrince() if solver is None else solver
+    if not isinstance(solver, ODESolver):
+        raise ConfigError(f"solver must be a dynvae.ode.ODESolver, got {solver!r}")
+    if solver.adaptive and dt is not None:
+        raise ConfigError(f"{solver!r} chooses its own steps: dt must be None, got {dt!r}")
+    if checkpoint_every is not None and (isinstance(checkpoint_every, bool) or not isinstance(
+            checkpoint_every, int) or checkpoint_every < 1):
+        raise ConfigError(f"checkpoint_every must be a positive integer or None, got "
+                          f"{checkpoint_every!r}")
+    z, tt, batch_shape = _validate(z0, t, dt)
+    _check_field(f, z, tt)
+    if isinstance(solver, Adaptive):
+        out = _solve_adaptive(solver, f, z, tt.expand(z.shape[0], -1), checkpoint_every)
+    else:
+        out = _solve_fixed(solver, f, z, tt, dt, checkpoint_every)
+    return out.reshape(*batch_shape, tt.shape[-1], z.shape[-1])
+
+
+def _segments(run: Callable, state: tuple, checkpoint_every: int | None, more: Callable
+              ) -> tuple[tuple, list[Tensor]]:
+    """Drive ``run(state, n) -> (state, recorded states)`` until ``more(state, start)`` is
+    False, in segments of ``checkpoint_every`` steps under checkpointing (or all at once)."""
+    recorded, start = [], 0
+    while more(state, start):
+        if checkpoint_every is None:
+            state, part = run(state, start, math.inf)
+        else:   # the segment is rerun in the backward pass: bind its start now
+            segment = lambda *s, start=start: _flat(run(s, start, checkpoint_every))
+            out = checkpoint(segment, *state, use_reentrant=False)
+            state, part = tuple(out[:len(state)]), list(out[len(state):])
+        recorded.extend(part)
+        start += len(part)
+    return state, recorded
+
+
+def _flat(result: tuple[tuple, list[Tensor]]) -> tuple[Tensor, ...]:
+    state, part = result
+    return (*state, *part)
+
+
+# ---------------------------------------------------------------------- fixed steps
+def _solve_fixed(solver: ODESolver, f: VectorField, z: Tensor, tt: Tensor, dt: float | None,
+                 checkpoint_every: int | None) -> Tensor:
+    """Fixed steps of ``step_schedule`` on tt (1, T) shared or (R, T) per row -> (R, T, Z)."""
+    times, obs_steps = step_schedule(tt, dt)                       # (R', N + 1), (R', T)
+    shared = times.shape[0] == 1
+    N = times.shape[1] - 1
+    ts = list(times[0].unbind(0)) if shared else list(times.t().unsqueeze(-1).unbind(0))
+    hs = torch.diff(times, dim=-1)
+    h_steps = hs[0].tolist() if shared else list(hs.t().unsqueeze(-1).unbind(0))
+    recorded = torch.unique(obs_steps)                               # step indices to keep
+    keep = set(recorded.tolist())
+
+    def run(state: tuple, start: int, n: float) -> tuple[tuple, list[Tensor]]:
+        (z,), out = state, []
+        for i in range(start, int(min(N, start + n))):
+            z = rk_step(solver.tableau, f, ts[i], h_steps[i], z)[0]
+            out.append(z)
+        return (z,), out
+
+    (_,), states = _segments(run, (z,), checkpoint_every,
+                             lambda state, start: start < N)
+    kept = [z] + [s for i, s in enumerate(states, start=1) if i in keep]
+    index = torch.searchsorted(recorded, obs_steps)                  # (R', T)
+    return _gather(torch.stack(kept), index)
+
+
+def _gather(zs: Tensor, index: Tensor) -> Tensor:
+    """zs (S, R, Z) states, index (R' in {1, R}, T) which state holds observation k of row
+    r -> (R, T, Z)."""
+    rows = torch.arange(zs.shape[1], device=zs.device)[:, None]
+    return zs[index.expand(zs.shape[1], -1), rows]
+
+
+def advance(f: VectorField, z: Tensor, t0: Tensor, span: Tensor, solver: ODESolver,
+            dt: float | None = None) -> Tensor:
+    """z (R, Z) at t0 (R, 1) carried over span (R, 1) >= 0 of time with fixed steps: each
+    row takes ceil(span / dt) equal steps (one when dt is None), none when its span is 0.
+    For recurrences that jump between integrations (the ODE-RNN), with any row's span
+    allowed to be 0 (padding); an adaptive ``solver`` is rejected."""
+    if solver.adaptive:
+        raise ConfigError(f"advance takes a fixed-step solver, got {solver!r}")
+    if dt is None:
+        n = (span > 0).long()                                        # (R, 1)
+    else:
+        n = torch.ceil(span / dt * (1 - 1e3 * torch.finfo(span.dtype).eps)).clamp_min(0)
+        n = torch.where(span > 0, n.clamp_min(1), torch.zeros_like(n)).long()
+    h = torch.where(n > 0, span / n.clamp_min(1), torch.zeros_like(span))
+    for i in range(int(n.max()) if n.numel() else 0):
+        h_i = torch.where(n > i, h, torch.zeros_like(h))
+        z = rk_step(solver.tableau, f, t0 + i * h, h_i, z)[0]
+    return z
+
+
+# ------------------------------------------------------------------- adaptive steps
+def _solve_adaptive(solver: Adaptive, f: VectorField, z: Tensor, tt: Tensor,
+                    checkpoint_every: int | None) -> Tensor:
+    """Per-row adaptive steps on tt (R, T) -> (R, T, Z)."""
+    R, T = tt.shape
+    t0 = tt[:, :1]                                                   # (R, 1)
+    h0 = _initial_step(solver, f, t0, z, tt[:, -1:] - t0)
+    nxt = torch.ones(R, dtype=torch.long, device=z.device)           # next observation
+    at = torch.zeros(R, T, dtype=torch.long, device=z.device)        # state index per obs
+    state = (z, f(t0, z), t0, h0, nxt, at)
+
+    def run(state: tuple, start: int, n: float) -> tuple[tuple, list[Tensor]]:
+        out, i = [], start
+        while i < start + n and bool((state[4] < T).any()):
+            if i >= solver.max_steps:
+                _raise_max_steps(solver, tt, state[2], state[4])
+            state = _attempt(solver, f, tt, state, i)
+            out.append(state[0])
+            i += 1
+        return state, out
+
+    state, states = _segments(run, state, checkpoint_every,
+                              lambda state, start: bool((state[4] < T).any()))
+    return _gather(torch.stack([z, *states]), state[5])
+
+
+def _attempt(solver: Adaptive, f: VectorField, tt: Tensor, state: tuple, i: int) -> tuple:
+    """One attempted step of every row; ``i`` counts attempts before this one."""
+    z, k1, t, h, nxt, at = state
+    T = tt.shape[1]
+    done = nxt >= T                                                  # (R,)
+    target = tt.gather(1, nxt.clamp_max(T - 1)[:, None])             # (R, 1)
+    remaining = target - t
+    # a step within 1% of the target goes all the way (no sliver step after it)
+    h_try = torch.where(remaining <= 1.01 * h, remaining, h)
+    h_try = torch.where(done[:, None], torch.zeros_like(h_try), h_try)
+    z_new, ks = rk_step(solver.tableau, f, t, h_try, z, k1)
+    with torch.no_grad():
+        err = _error_norm(solver, error_estimate(solver.tableau, h_try, ks), z, z_new)
+        err = torch.where(torch.isfinite(err) & torch.isfinite(z_new).all(-1), err,
+                          torch.full_like(err, math.inf))
+        accept = (err <= 1) | done
+        reached = accept & ~done & (h_try[:, 0] >= remaining[:, 0])
+        factor = (solver.safety * err.clamp_min(1e-10) ** -solver.exponent).clamp(
+            solver.min_factor, solver.max_factor)[:, None]
+        h_next = torch.where(reached[:, None], torch.maximum(h_try * factor, h), h_try * factor)
+        h_next = torch.where(done[:, None], h, h_next)
+        _check_underflow(solver, accept, h_next, t)
+        t_new = torch.where(reached[:, None], target, torch.where(accept[:, None], t + h_try, t))
+        index = nxt.clamp_max(T - 1)[:, None]
+        at = at.scatter(1, index, torch.where(reached[:, None], i + 1, at.gather(1, index)))
+        nxt = nxt + reached.long()
+    z = torch.where(accept[:, None], z_new, z)
+    k1 = torch.where(accept[:, None], ks[-1], k1) if solver.tableau.fsal else f(t_new, z)
+    return z, k1, t_new, h_next, nxt, at
+
+
+def _error_norm(solver: Adaptive, error: Tensor, z: Tensor, z_new: Tensor) -> Tensor:
+    """(R,) scaled RMS error (solvers module docstring)."""
+    scale = solver.atol + solver.rtol * torch.maximum(z.abs(), z_new.abs())
+    return (error / scale).pow(2).mean(-1).sqrt()
+
+
+@torch.no_grad()
+def _initial_step(solver: Adaptive, f: VectorField, t0: Tensor, z0: Tensor, span: Tensor
+                  ) -> Tensor:
+    """(R, 1) first step of each row, Hairer, Norsett & Wanner (sec. II.4, "Starting step
+    size"), at most the row's time span."""
+    scale = solver.atol + solver.rtol * z0.abs()
+    f0 = f(t0, z0)
+    rms = lambda v: (v / scale).pow(2).mean(-1, keepdim=True).sqrt()           # (R, 1)
+    d0, d1 = rms(z0), rms(f0)
+    h0 = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6),
+                     0.01 * d0 / d1.clamp_min(1e-30))
+    h0 = torch.minimum(h0, span)
+    d2 = rms(f(t0 + h0, z0 + h0 * f0) - f0) / h0
+    dmax = torch.maximum(d1, d2)
+    h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3),
+                     (0.01 / dmax.clamp_min(1e-30)) ** (1.0 / (solver.order + 1)))
+    h = torch.minimum(torch.minimum(100 * h0, h1), span)
+    if not bool(torch.isfinite(h).all() & (h > 0).all()):
+        raise NumericalError(f"{solver!r}: the vector field is not finite at the initial "
+                             "state, no first step can be chosen")
+    return h
+
+
+def _check_underflow(solver: Adaptive, accept: Tensor, h: Tensor, t: Tensor) -> None:
+    small = ~accept & (h[:, 0] <= 1e-12 * t[:, 0].abs().clamp_min(1.0))
+    if bool(small.any()):
+        r = int(small.nonzero()[0, 0])
+        raise NumericalError(f"{solver!r}: step size underflow at t = {float(t[r, 0]):g} "
+                             f"(row {r}); the vector field is non-finite or too stiff there")
+
+
+def _raise_max_steps(solver: Adaptive, tt: Tensor, t: Tensor, nxt: Tensor) -> None:
+    r = int((nxt < tt.shape[1]).nonzero()[0, 0])
+    raise NumericalError(f"{solver!r}: {solver.max_steps} steps did not reach the last time "
+                         f"{float(tt[r, -1]):g} of row {r} (at t = {float(t[r, 0]):g}); the "
+                         "ODE is stiff or exploding, or max_steps is too small")
+
+
+# ------------------------------------------------------------------------- checks
+def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, tuple]:
+    """z (R, Z), t (1, T) or (R, T), the batch shape of z0."""
+    if not isinstance(z0, Tensor) or not torch.is_floating_point(z0) or z0.dim() < 2:
+        got = f"{tuple(z0.shape)} {z0.dtype}" if isinstance(z0, Tensor) else type(z0).__name__
+        raise DataError(f"z0 must be a floating tensor of shape (*batch, Z), got {got}")
+    if not bool(torch.isfinite(z0).all()):
+        raise DataError("z0 contains NaN or inf")
+    batch_shape = tuple(z0.shape[:-1])
+    t = torch.as_tensor(t, device=z0.device).to(z0.dtype)
+    if t.dim() != 1 and tuple(t.shape[:-1]) != batch_shape:
+        raise DataError(f"t must be (T,) or (*batch, T) with batch {batch_shape}, got "
+                        f"{tuple(t.shape)}")
+    if t.shape[-1] < 1 or not bool(torch.isfinite(t).all()):
+        raise DataError("t must hold at least one time, all finite")
+    if bool((torch.diff(t, dim=-1) <= 0).any()):
+        raise DataError("t must be strictly increasing along its last axis")
+    if dt is not None and not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+        raise ConfigError(f"dt must be a positive finite number or None, got {dt!r}")
+    z = z0.reshape(-1, z0.shape[-1])
+    return z, (t.reshape(1, -1) if t.dim() == 1 else t.reshape(z.shape[0], -1)), batch_shape
+
+
+def _check_field(f: VectorField, z: Tensor, tt: Tensor) -> None:
+    """Call f once at the initial state and name a wrong shape or dtype."""
+    with torch.no_grad():
+        dz = f(tt[0, 0] if tt.shape[0] == 1 else tt[:, :1], z)
+    if not isinstance(dz, Tensor) or dz.shape != z.shape or dz.dtype != z.dtype:
+        got = f"{tuple(dz.shape)} {dz.dtype}" if isinstance(dz, Tensor) else type(dz).__name__
+        raise DataError(f"the vector field must return a tensor like z, {tuple(z.shape)} "
+                        f"{z.dtype}, got {got}")
