@@ -235,15 +235,32 @@ class KVAE(DVAE):
         observed entry, a_t ~ N(C_t z_t, R) with z_t from the Kalman smoother elsewhere."""
         batch = self._prepare(batch)
         n, B = self.config.n_predict_samples, batch.batch_size
-        a, _, observed, u = self.draw_pseudo(batch, n)
-        model, mask = self.pseudo_model(a, observed, u)
-        smoothed = self.engine.smoother(model, torch.where(mask, a, torch.zeros_like(a)), mask)
+        a, observed, model, smoothed = self.smoothed_states(batch, n)
         C = model.emission_matrix                                             # (N, T, P, S)
         mean = batched_mv(C, smoothed.smoothed_mean)
         cov = C @ smoothed.smoothed_cov @ C.transpose(-1, -2) + model.emission_cov
         imputed = mean + batched_mv(safe_cholesky(cov), torch.randn_like(mean))
         a = torch.where(observed[..., None], a, imputed).reshape(n, B, *a.shape[1:])
         return Prediction(batch.t, *mixture_moments(*self.observation.moments(self.emission(a))))
+
+    def smoothed_states(self, batch: SequenceBatch, n: int):
+        """n draws a ~ q(a | x) of a prepared batch, their frame mask (n * B, T), the LGSSM
+        over them and its smoother result (moments (n * B, T, S, …))."""
+        a, _, observed, u = self.draw_pseudo(batch, n)
+        model, mask = self.pseudo_model(a, observed, u)
+        a = torch.where(mask, a, torch.zeros_like(a))
+        return a, observed, model, self.engine.smoother(model, a, mask)
+
+    @torch.no_grad()
+    def latent_moments(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+        """(B, T, S) mean and std of the LGSSM state z_t given x: the smoothed moments
+        p(z_t | a_O) mixed over ``n_samples`` draws of a (for plots)."""
+        batch = self._prepare(batch)
+        *_, smoothed = self.smoothed_states(batch, n_samples)
+        B, S = batch.batch_size, self.config.state_dim
+        mean = smoothed.smoothed_mean.reshape(n_samples, B, -1, S)
+        var = torch.diagonal(smoothed.smoothed_cov, dim1=-2, dim2=-1).reshape(mean.shape)
+        return mixture_moments(mean, var)
 
     def rollout(self, z: Tensor, state: LSTMState | None, feed: Tensor, steps: int,
                 u: Tensor | None) -> tuple[Tensor, tuple[Tensor, ...]]:

@@ -173,13 +173,15 @@ class LatentODE(DVAE):
         h0 = self.encoder(observation_features(batch), batch.t, batch.lengths)
         return self.initial_posterior(h0)
 
-    def posterior_draws(self, batch: SequenceBatch, n_samples: int
-                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def posterior_draws(self, batch: SequenceBatch, n_samples: int,
+                        z0_noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """K = n_samples draws z_0 ~ q(z_0 | x) of a prepared batch and their latent paths:
-        z0 (K, B, Z), z (K, B, T, Z) at the observation times, q mean and variance (B, Z)."""
+        z0 (K, B, Z), z (K, B, T, Z) at the observation times, q mean and variance (B, Z).
+        ``z0_noise`` (K, B, Z) fixes the standard normal draws."""
         q_mean, q_var = self.initial_posterior_of(batch)
         K, (B, Z) = n_samples, q_mean.shape
-        eps = torch.randn((K, B, Z), dtype=q_mean.dtype, device=q_mean.device)
+        eps = torch.randn((K, B, Z), dtype=q_mean.dtype, device=q_mean.device) \
+            if z0_noise is None else z0_noise.to(q_mean)
         z0 = q_mean + q_var.sqrt() * eps                                      # (K, B, Z)
         grid = solver_grid(batch, 1e-3)                 # padding: short steps after t_last
         grid = grid if grid.dim() == 1 else grid.repeat(K, 1)                 # (K * B, T)
@@ -191,11 +193,13 @@ class LatentODE(DVAE):
         return self.observation.log_prob(batch.x, self.emission(z), batch.mask).sum((-1, -2))
 
     # ------------------------------------------------------------------ contract
-    def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
-        """E_q log p(x | z) - KL(q(z_0 | x) || N(0, I)), over ``n_samples`` draws of z_0."""
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1, *,
+             z0_noise: Tensor | None = None) -> ELBOTerms:
+        """E_q log p(x | z) - KL(q(z_0 | x) || N(0, I)), over ``n_samples`` draws of z_0
+        (``z0_noise`` (K, B, Z): fixed standard normal draws)."""
         check_positive(n_samples=n_samples)
         batch = self._prepare(batch)
-        _, z, q_mean, q_var = self.posterior_draws(batch, n_samples)
+        _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, z0_noise)
         log_lik = self.emission_log_prob(batch, z).mean(0)
         kl = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
                                torch.ones_like(q_var)).sum(-1)
@@ -252,7 +256,8 @@ class LatentODE(DVAE):
                          device=self.like.device)
         return self.solve(z0, t.to(z0))
 
-    def latent_paths(self, batch: SequenceBatch, n_samples: int) -> Tensor:
-        """(K, B, T, Z) posterior latent paths at the observation times (for plots)."""
-        return self.posterior_draws(self._prepare(batch), n_samples)[1]
-
+    @torch.no_grad()
+    def latent_moments(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+        """(B, T, Z) mean and std of z(t_k) over ``n_samples`` posterior draws (for plots)."""
+        z = self.posterior_draws(self._prepare(batch), n_samples)[1]          # (K, B, T, Z)
+        return z.mean(0), z.std(0)
