@@ -137,3 +137,22 @@ def test_a_blowing_up_solution_is_a_numerical_error_naming_the_solver():
     with pytest.raises(NumericalError, match="100 steps"):
         odeint(lambda s, z: -50.0 * z, torch.ones(1, 1, dtype=F64),
                torch.tensor([0.0, 100.0], dtype=F64), DormandPrince(max_steps=100))
+
+
+@pytest.mark.parametrize("solver, dt", SOLVERS)
+def test_padding_after_each_rows_length_takes_no_part(solver, dt):
+    """Rows of a padded per-row grid (garbage after ``lengths``) equal each row cut to its
+    length and solved alone; padded outputs repeat the last valid value."""
+    f, t = Field(), irregular_grids()
+    lengths = torch.tensor([7, 3, 5, 1])
+    garbage = torch.where(torch.arange(7)[None] < lengths[:, None], t,
+                          1e3 * torch.randn(t.shape, dtype=F64))
+    z0 = torch.randn(4, Z, dtype=F64, generator=torch.Generator().manual_seed(11))
+    with torch.no_grad():
+        together = odeint(f, z0, garbage, solver, dt, lengths=lengths)
+        for r, n in enumerate(lengths.tolist()):
+            alone = odeint(f, z0[r:r + 1], t[r, :n], solver, dt)[0]
+            torch.testing.assert_close(together[r, :n], alone, rtol=1e-12, atol=1e-12)
+            assert torch.equal(together[r, n:], together[r, n - 1].expand(7 - n, Z))
+    with pytest.raises(DataError, match="lengths"):
+        odeint(f, z0, t, solver, dt, lengths=torch.tensor([7, 3, 0, 1]))

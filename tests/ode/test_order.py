@@ -12,6 +12,8 @@ from dynvae.ode.tableau import (
     EULER,
     MIDPOINT,
     RK4_CLASSIC,
+    dense_output,
+    rk_step,
 )
 from tests.reference.sde_oracles import fitted_slope
 
@@ -149,3 +151,22 @@ def test_adaptive_error_follows_the_tolerance(solver_cls):
                      - torch.cos(t)).abs().max()) for tol in tols]
     assert all(e < 50 * tol for e, tol in zip(errors, tols, strict=True)), errors
     assert 0.6 < fitted_slope(tols, errors) < 1.3, errors
+
+
+@pytest.mark.parametrize("tableau, order", [(DORMAND_PRINCE, 4), (BOGACKI_SHAMPINE, 3)])
+def test_dense_output_order_inside_a_step(tableau, order):
+    """One step from the exact state, read at fractions 0.2, 0.5, 0.85 of it: the local
+    interpolation error of an order-p interpolant is O(h^(p+1)); at the step's end it is
+    the step's own solution."""
+    hs = [0.4, 0.2, 0.1, 0.05]
+    t0 = torch.tensor(0.3, dtype=F64)
+    z0 = growth_exact(Z0, t0)
+    theta = torch.tensor([[0.2, 0.5, 0.85, 1.0]], dtype=F64).expand(2, -1)
+    errors = []
+    for h in hs:
+        z1, ks = rk_step(tableau, growth, t0, h, z0)
+        inside = dense_output(tableau, torch.full((2, 1), h, dtype=F64), z0, z1, ks, theta)
+        torch.testing.assert_close(inside[:, -1], z1, rtol=1e-13, atol=1e-13)
+        exact = growth_exact(Z0[:, None], t0 + theta[..., None] * h)
+        errors.append(float((inside[:, :3] - exact[:, :3]).abs().max()))
+    assert abs(fitted_slope(hs, errors) - (order + 1)) < 0.35, errors

@@ -43,7 +43,6 @@ from dynvae.models.common import (
     observation_features,
     prepare_batch,
 )
-from dynvae.models.latent_sde import solver_grid
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.ode_rnn import ODERNNEncoder
@@ -163,10 +162,11 @@ class LatentODE(DVAE):
         """Parameters of p(x | z): z (…, Z) -> each (…, D)."""
         return self.observation(self.emission_trunk(z))
 
-    def solve(self, z0: Tensor, t: Tensor) -> Tensor:
-        """z(t) from z0 (R, Z) at t[..., 0]: t (T,) or (R, T) -> (R, T, Z)."""
+    def solve(self, z0: Tensor, t: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """z(t) from z0 (R, Z) at t[..., 0]: t (T,) or (R, T), with each row's number of
+        valid times ``lengths`` (R,) (None: all) -> (R, T, Z)."""
         return odeint(lambda s, z: self.field(z), z0, t, self.solver, self.config.dt,
-                      self.config.checkpoint_every)
+                      self.config.checkpoint_every, lengths)
 
     def initial_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(z_0 | x) of a prepared batch, (B, Z) each."""
@@ -183,9 +183,8 @@ class LatentODE(DVAE):
         eps = torch.randn((K, B, Z), dtype=q_mean.dtype, device=q_mean.device) \
             if z0_noise is None else z0_noise.to(q_mean)
         z0 = q_mean + q_var.sqrt() * eps                                      # (K, B, Z)
-        grid = solver_grid(batch, 1e-3)                 # padding: short steps after t_last
-        grid = grid if grid.dim() == 1 else grid.repeat(K, 1)                 # (K * B, T)
-        z = self.solve(z0.reshape(K * B, Z), grid).reshape(K, B, batch.n_steps, Z)
+        z = self.solve(z0.reshape(K * B, Z), batch.t.repeat(K, 1),          # (K * B, T)
+                       batch.lengths.repeat(K)).reshape(K, B, batch.n_steps, Z)
         return z0, z, q_mean, q_var
 
     def emission_log_prob(self, batch: SequenceBatch, z: Tensor) -> Tensor:

@@ -3,9 +3,10 @@
 Fixed-step solvers take the steps of :func:`dynvae.sde.step_schedule`: every observation
 interval [t_k, t_{k+1}] of a row is cut into ceil((t_{k+1} - t_k) / dt) equal steps, and
 a row that needs fewer steps than the longest one ends with zero-length steps, which
-leave it unchanged. Adaptive solvers give every row its own step size, error test and
-observation to reach next; a row that has reached its last time takes zero-length steps
-until every row has. Either way each row follows exactly the steps it would take if
+leave it unchanged. Adaptive solvers give every row its own step size and error test;
+the steps cross observation times, which are read from the solver's dense output, and
+stop at the row's last time; a row that has reached it takes zero-length steps until
+every row has. Either way each row follows exactly the steps it would take if
 solved alone, and a batch costs the steps of its most demanding row.
 
 Gradients flow by backpropagation through the accepted steps (the step-size controller
@@ -27,12 +28,13 @@ from torch.utils.checkpoint import checkpoint
 
 from dynvae.errors import ConfigError, DataError, NumericalError
 from dynvae.ode.solvers import Adaptive, DormandPrince, ODESolver
-from dynvae.ode.tableau import VectorField, error_estimate, rk_step
+from dynvae.ode.tableau import VectorField, dense_output, error_estimate, rk_step
 from dynvae.sde.sdeint import step_schedule
 
 
 def odeint(f: VectorField, z0: Tensor, t: Tensor, solver: ODESolver | None = None,
-           dt: float | None = None, checkpoint_every: int | None = None) -> Tensor:
+           dt: float | None = None, checkpoint_every: int | None = None,
+           lengths: Tensor | None = None) -> Tensor:
     """Solution of dz/dt = f(t, z), z(t_0) = z0, at the times t: (*batch, T, Z).
 
     f: vector field; called as f(t, z) with z (R, Z) (R rows: the flattened batch) and t a
@@ -44,6 +46,9 @@ def odeint(f: VectorField, z0: Tensor, t: Tensor, solver: ODESolver | None = Non
         solvers choose their own steps and take no dt.
     checkpoint_every: None, or a number of steps per checkpointed segment (see the
         module docstring).
+    lengths: optional (*batch,) number of valid times of each row of a per-row grid; the
+        times after them are padding, may hold anything and take no part (the solution
+        there repeats the value at the row's last valid time).
     """
     solver = DormandPrince() if solver is None else solver
     if not isinstance(solver, ODESolver):
@@ -54,12 +59,16 @@ def odeint(f: VectorField, z0: Tensor, t: Tensor, solver: ODESolver | None = Non
             checkpoint_every, int) or checkpoint_every < 1):
         raise ConfigError(f"checkpoint_every must be a positive integer or None, got "
                           f"{checkpoint_every!r}")
-    z, tt, batch_shape = _validate(z0, t, dt)
+    z, tt, batch_shape, last = _validate(z0, t, dt, lengths)
     _check_field(f, z, tt)
     if isinstance(solver, Adaptive):
-        out = _solve_adaptive(solver, f, z, tt.expand(z.shape[0], -1), checkpoint_every)
+        out = _solve_adaptive(solver, f, z, tt.expand(z.shape[0], -1), checkpoint_every, last)
     else:
         out = _solve_fixed(solver, f, z, tt, dt, checkpoint_every)
+    if last is not None:                     # padding repeats the last valid value
+        padding = torch.arange(tt.shape[-1], device=z.device)[None, :, None] > last[..., None]
+        out = torch.where(padding, out.gather(1, last[..., None].expand(-1, 1, out.shape[-1])),
+                          out)
     return out.reshape(*batch_shape, tt.shape[-1], z.shape[-1])
 
 
@@ -141,59 +150,65 @@ def advance(f: VectorField, z: Tensor, t0: Tensor, span: Tensor, solver: ODESolv
 
 # ------------------------------------------------------------------- adaptive steps
 def _solve_adaptive(solver: Adaptive, f: VectorField, z: Tensor, tt: Tensor,
-                    checkpoint_every: int | None) -> Tensor:
-    """Per-row adaptive steps on tt (R, T) -> (R, T, Z)."""
+                    checkpoint_every: int | None, last_index: Tensor | None) -> Tensor:
+    """Per-row adaptive steps on tt (R, T) up to each row's last valid time (index
+    ``last_index`` (R, 1), or T - 1) -> (R, T, Z). Steps end where the error control puts
+    them and at that time; the observation times inside a step are read from the
+    tableau's dense output."""
     R, T = tt.shape
     t0 = tt[:, :1]                                                   # (R, 1)
-    h0 = _initial_step(solver, f, t0, z, tt[:, -1:] - t0)
-    nxt = torch.ones(R, dtype=torch.long, device=z.device)           # next observation
-    at = torch.zeros(R, T, dtype=torch.long, device=z.device)        # state index per obs
-    state = (z, f(t0, z), t0, h0, nxt, at)
+    last = tt[:, -1:] if last_index is None else tt.gather(1, last_index)
+    h0 = _initial_step(solver, f, t0, z, last - t0)
+    out = torch.where(torch.arange(T, device=z.device)[None, :, None] == 0, z[:, None],
+                      torch.zeros_like(z[:, None]))                  # (R, T, Z): z(t_0) set
+    state = (z, f(t0, z), t0, h0, out)
 
     def run(state: tuple, start: int, n: float) -> tuple[tuple, list[Tensor]]:
-        out, i = [], start
-        while i < start + n and bool((state[4] < T).any()):
+        done, i = [], start
+        while i < start + n and bool((state[2] < last).any()):
             if i >= solver.max_steps:
-                _raise_max_steps(solver, tt, state[2], state[4])
-            state = _attempt(solver, f, tt, state, i)
-            out.append(state[0])
+                _raise_max_steps(solver, last, state[2])
+            state = _attempt(solver, f, tt, last, state)
+            done.append(state[0])
             i += 1
-        return state, out
+        return state, done
 
-    state, states = _segments(run, state, checkpoint_every,
-                              lambda state, start: bool((state[4] < T).any()))
-    return _gather(torch.stack([z, *states]), state[5])
+    state, _ = _segments(run, state, checkpoint_every,
+                         lambda state, start: bool((state[2] < last).any()))
+    return state[4]
 
 
-def _attempt(solver: Adaptive, f: VectorField, tt: Tensor, state: tuple, i: int) -> tuple:
-    """One attempted step of every row; ``i`` counts attempts before this one."""
-    z, k1, t, h, nxt, at = state
-    T = tt.shape[1]
-    done = nxt >= T                                                  # (R,)
-    target = tt.gather(1, nxt.clamp_max(T - 1)[:, None])             # (R, 1)
-    remaining = target - t
-    # a step within 1% of the target goes all the way (no sliver step after it)
+def _attempt(solver: Adaptive, f: VectorField, tt: Tensor, t_end: Tensor, state: tuple
+             ) -> tuple:
+    """One attempted step of every row that has not reached its last time t_end (R, 1)."""
+    z, k1, t, h, out = state
+    done = t >= t_end                                                # (R, 1)
+    remaining = t_end - t
+    # a step within 1% of the end goes all the way (no sliver step after it)
     h_try = torch.where(remaining <= 1.01 * h, remaining, h)
-    h_try = torch.where(done[:, None], torch.zeros_like(h_try), h_try)
+    h_try = torch.where(done, torch.zeros_like(h_try), h_try)
     z_new, ks = rk_step(solver.tableau, f, t, h_try, z, k1)
     with torch.no_grad():
         err = _error_norm(solver, error_estimate(solver.tableau, h_try, ks), z, z_new)
         err = torch.where(torch.isfinite(err) & torch.isfinite(z_new).all(-1), err,
-                          torch.full_like(err, math.inf))
+                          torch.full_like(err, math.inf))[:, None]
         accept = (err <= 1) | done
-        reached = accept & ~done & (h_try[:, 0] >= remaining[:, 0])
+        end = accept & ~done & (h_try >= remaining)
         factor = (solver.safety * err.clamp_min(1e-10) ** -solver.exponent).clamp(
-            solver.min_factor, solver.max_factor)[:, None]
-        h_next = torch.where(reached[:, None], torch.maximum(h_try * factor, h), h_try * factor)
-        h_next = torch.where(done[:, None], h, h_next)
-        _check_underflow(solver, accept, h_next, t)
-        t_new = torch.where(reached[:, None], target, torch.where(accept[:, None], t + h_try, t))
-        index = nxt.clamp_max(T - 1)[:, None]
-        at = at.scatter(1, index, torch.where(reached[:, None], i + 1, at.gather(1, index)))
-        nxt = nxt + reached.long()
-    z = torch.where(accept[:, None], z_new, z)
-    k1 = torch.where(accept[:, None], ks[-1], k1) if solver.tableau.fsal else f(t_new, z)
-    return z, k1, t_new, h_next, nxt, at
+            solver.min_factor, solver.max_factor)
+        h_next = torch.where(end, torch.maximum(h_try * factor, h), h_try * factor)
+        h_next = torch.where(done, h, h_next)
+        _check_underflow(solver, accept[:, 0], h_next, t)
+        t_new = torch.where(end, t_end, torch.where(accept, t + h_try, t))
+        inside = accept & ~done & (tt > t) & (tt <= t_new)           # (R, T) read this step
+    if bool(inside.any()):
+        theta = torch.where(inside, (tt - t) / torch.where(done, 1.0, h_try), 0.0)
+        values = dense_output(solver.tableau, h_try, z, z_new, ks, theta)   # (R, T, Z)
+        values = torch.where((tt == t_new)[..., None], z_new[:, None], values)
+        out = torch.where(inside[..., None], values, out)
+    z = torch.where(accept, z_new, z)
+    k1 = torch.where(accept, ks[-1], k1) if solver.tableau.fsal else f(t_new, z)
+    return z, k1, t_new, h_next, out
 
 
 def _error_norm(solver: Adaptive, error: Tensor, z: Tensor, z_new: Tensor) -> Tensor:
@@ -206,7 +221,8 @@ def _error_norm(solver: Adaptive, error: Tensor, z: Tensor, z_new: Tensor) -> Te
 def _initial_step(solver: Adaptive, f: VectorField, t0: Tensor, z0: Tensor, span: Tensor
                   ) -> Tensor:
     """(R, 1) first step of each row, Hairer, Norsett & Wanner (sec. II.4, "Starting step
-    size"), at most the row's time span."""
+    size"), at most the row's time span (rows of one time, with nothing to solve, get 1)."""
+    span = torch.where(span > 0, span, torch.ones_like(span))
     scale = solver.atol + solver.rtol * z0.abs()
     f0 = f(t0, z0)
     rms = lambda v: (v / scale).pow(2).mean(-1, keepdim=True).sqrt()           # (R, 1)
@@ -233,16 +249,18 @@ def _check_underflow(solver: Adaptive, accept: Tensor, h: Tensor, t: Tensor) -> 
                              f"(row {r}); the vector field is non-finite or too stiff there")
 
 
-def _raise_max_steps(solver: Adaptive, tt: Tensor, t: Tensor, nxt: Tensor) -> None:
-    r = int((nxt < tt.shape[1]).nonzero()[0, 0])
+def _raise_max_steps(solver: Adaptive, last: Tensor, t: Tensor) -> None:
+    r = int((t[:, 0] < last[:, 0]).nonzero()[0, 0])
     raise NumericalError(f"{solver!r}: {solver.max_steps} steps did not reach the last time "
-                         f"{float(tt[r, -1]):g} of row {r} (at t = {float(t[r, 0]):g}); the "
+                         f"{float(last[r, 0]):g} of row {r} (at t = {float(t[r, 0]):g}); the "
                          "ODE is stiff or exploding, or max_steps is too small")
 
 
 # ------------------------------------------------------------------------- checks
-def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, tuple]:
-    """z (R, Z), t (1, T) or (R, T), the batch shape of z0."""
+def _validate(z0: Tensor, t: Tensor, dt: float | None, lengths: Tensor | None
+              ) -> tuple[Tensor, Tensor, tuple, Tensor | None]:
+    """z (R, Z); t (1, T) or (R, T), padding replaced by times just after each row's last
+    valid one; the batch shape of z0; each row's last valid index (R, 1) or None."""
     if not isinstance(z0, Tensor) or not torch.is_floating_point(z0) or z0.dim() < 2:
         got = f"{tuple(z0.shape)} {z0.dtype}" if isinstance(z0, Tensor) else type(z0).__name__
         raise DataError(f"z0 must be a floating tensor of shape (*batch, Z), got {got}")
@@ -253,14 +271,33 @@ def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, 
     if t.dim() != 1 and tuple(t.shape[:-1]) != batch_shape:
         raise DataError(f"t must be (T,) or (*batch, T) with batch {batch_shape}, got "
                         f"{tuple(t.shape)}")
-    if t.shape[-1] < 1 or not bool(torch.isfinite(t).all()):
-        raise DataError("t must hold at least one time, all finite")
-    if bool((torch.diff(t, dim=-1) <= 0).any()):
-        raise DataError("t must be strictly increasing along its last axis")
     if dt is not None and not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
         raise ConfigError(f"dt must be a positive finite number or None, got {dt!r}")
     z = z0.reshape(-1, z0.shape[-1])
-    return z, (t.reshape(1, -1) if t.dim() == 1 else t.reshape(z.shape[0], -1)), batch_shape
+    T = t.shape[-1]
+    tt = t.reshape(1, -1) if t.dim() == 1 else t.reshape(z.shape[0], -1)
+    last = None
+    if lengths is not None:
+        lengths = torch.as_tensor(lengths, device=z.device)
+        if tuple(lengths.shape) != batch_shape or torch.is_floating_point(lengths) or bool(
+                ((lengths < 1) | (lengths > T)).any()):
+            raise DataError(f"lengths must be integers in [1, T={T}] of shape {batch_shape}")
+        last = lengths.reshape(-1, 1).long() - 1                                  # (R, 1)
+        tt = _pad_after(tt.expand(z.shape[0], -1), last)
+    if T < 1 or not bool(torch.isfinite(tt).all()):
+        raise DataError("t must hold at least one time, all finite")
+    if bool((torch.diff(tt, dim=-1) <= 0).any()):
+        raise DataError("t must be strictly increasing along its last axis")
+    return z, tt, batch_shape, last
+
+
+def _pad_after(tt: Tensor, last: Tensor) -> Tensor:
+    """tt (R, T) with the times after index last (R, 1) replaced by t_last + j * 1e-6 *
+    max(1, |t_last|), j = 1, 2, ...: increasing, and only as far as padding needs."""
+    steps = torch.arange(tt.shape[1], device=tt.device)[None] - last           # (R, T)
+    t_last = tt.gather(1, last)
+    pad = t_last + steps.clamp_min(0).to(tt) * 1e-6 * t_last.abs().clamp_min(1.0)
+    return torch.where(steps > 0, pad, tt)
 
 
 def _check_field(f: VectorField, z: Tensor, tt: Tensor) -> None:
