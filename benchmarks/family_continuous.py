@@ -8,7 +8,8 @@ Data (standardised with the training split's moments; split 70/15/15 by sequence
   made irregular the same way: 30% of the frames dropped (times = frame indices), 20% of
   the remaining entries hidden.
 
-Part 1: every model trains under the same CPU-time budget on the same split (best
+Part 1: every model trains under the same CPU-time budget (``TrainConfig.max_cpu_seconds``,
+fair on a shared machine) on the same split (best
 validation parameters kept) and is scored on the test split:
 * ``entries``: MSE of the imputed hidden entries (truth: the same data before hiding);
 * ``frames``: 30% of the observed test frames (never the first) hidden whole, MSE of
@@ -167,7 +168,7 @@ def build(name: str, dim: int, seed: int):
 def train_and_score(name: str, data: dict, args) -> dict:
     model = build(name, data["train"].dim, args.seed)
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, max_epochs=100_000,
-                      max_seconds=args.budget_seconds, kl_anneal_steps=args.anneal_steps,
+                      max_cpu_seconds=args.budget_seconds, kl_anneal_steps=args.anneal_steps,
                       eval_every=args.eval_every, patience=None, seed=args.seed,
                       eval_batch_size=32, progress=False)
     cpu, wall = time.process_time(), time.perf_counter()
@@ -230,7 +231,7 @@ def print_tables(rows: list[dict], speed: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-seconds", type=float, default=240.0,
-                        help="training seconds per model and dataset")
+                        help="CPU seconds of training per model and dataset")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true", help="small data, 3 s per model")
     parser.add_argument("--models", default=",".join(MODELS))

@@ -124,6 +124,20 @@ def test_each_tableau_meets_exactly_its_order_conditions(tableau):
         assert satisfied_order(a, b - np.array(tableau.error)) == tableau.error_order
 
 
+def test_a_coefficient_off_by_one_part_in_ten_thousand_is_caught():
+    """Each nonzero a_ij perturbed: the solution or (for the last stage of a pair, which
+    only the error estimate uses) the embedded solution loses its order."""
+    for tableau in (RK4_CLASSIC, BOGACKI_SHAMPINE, DORMAND_PRINCE):
+        a, b = as_arrays(tableau)
+        b_hat = None if tableau.error is None else b - np.array(tableau.error)
+        for i, j in zip(*np.nonzero(a), strict=True):
+            wrong = a.copy()
+            wrong[i, j] *= 1.0001
+            caught = satisfied_order(wrong, b) < tableau.order or (
+                b_hat is not None and satisfied_order(wrong, b_hat) < tableau.error_order)
+            assert caught, (tableau.name, i, j)
+
+
 @pytest.mark.parametrize("tableau", [BOGACKI_SHAMPINE, DORMAND_PRINCE])
 def test_embedded_pairs_have_their_global_order_as_fixed_step_methods(tableau):
     """The adaptive pairs' solution formulas, run with fixed steps: error slope = order."""
