@@ -81,7 +81,7 @@ def torchsde_terms(torchsde, model: LatentSDE, batch, dt: float, bm=None):
                                        levy_area_approximation="none")
     zs, log_ratio = torchsde.sdeint(TorchsdePosterior(model, ts, ctx, dt), z0, ts, bm=bm,
                                     dt=dt, method="euler", logqp=True)
-    log_lik = model.log_likelihood(batch, zs.transpose(0, 1)[None])[0]
+    log_lik = model.emission_log_prob(batch, zs.transpose(0, 1)[None])[0]
     kl = kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1) + log_ratio.sum(0)
     return log_lik, kl
 

@@ -19,24 +19,9 @@ def symmetrize(P: Tensor) -> Tensor:
     return 0.5 * (P + P.transpose(-1, -2))
 
 
-def add_jitter(P: Tensor, jitter: float) -> Tensor:
-    """P + jitter * I, for documented, explicit regularisation only."""
-    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
-    return P + jitter * eye
-
-
 def batched_mv(M: Tensor, v: Tensor) -> Tensor:
     """(…, m, n) @ (…, n) -> (…, m)."""
     return (M @ v.unsqueeze(-1)).squeeze(-1)
-
-
-def mvn_log_prob(x: Tensor, mean: Tensor, cov: Tensor) -> Tensor:
-    """log N(x | mean, cov) for (…, D) points and (…, D, D) covariances -> (…)."""
-    L = torch.linalg.cholesky(cov)
-    diff = (x - mean).unsqueeze(-1)
-    sol = torch.linalg.solve_triangular(L, diff, upper=False).squeeze(-1)
-    half_logdet = torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1)
-    return -0.5 * (sol.pow(2).sum(-1) + x.shape[-1] * LOG_2PI) - half_logdet
 
 
 def diag_gaussian_log_prob(x: Tensor, mean: Tensor, var: Tensor, mask: Tensor | None = None
@@ -55,18 +40,6 @@ def kl_diag_gaussians(mean_q: Tensor, var_q: Tensor, mean_p: Tensor, var_p: Tens
     """
     return 0.5 * (torch.log(var_p) - torch.log(var_q)
                   + (var_q + (mean_q - mean_p).pow(2)) / var_p - 1.0)
-
-
-def kl_mvn(mean_q: Tensor, cov_q: Tensor, mean_p: Tensor, cov_p: Tensor) -> Tensor:
-    """KL( N(mean_q, cov_q) || N(mean_p, cov_p) ) for full covariances (…, S, S) -> (…)."""
-    S = mean_q.shape[-1]
-    Lp = torch.linalg.cholesky(cov_p)
-    Lq = torch.linalg.cholesky(cov_q)
-    M = torch.linalg.solve_triangular(Lp, Lq, upper=False)
-    diff = torch.linalg.solve_triangular(Lp, (mean_p - mean_q).unsqueeze(-1), upper=False)
-    logdet_p = 2 * torch.log(torch.diagonal(Lp, dim1=-2, dim2=-1)).sum(-1)
-    logdet_q = 2 * torch.log(torch.diagonal(Lq, dim1=-2, dim2=-1)).sum(-1)
-    return 0.5 * (M.pow(2).sum((-1, -2)) + diff.pow(2).sum((-1, -2)) - S + logdet_p - logdet_q)
 
 
 def mask_observation(y: Tensor, H: Tensor, R: Tensor, mask: Tensor | None
@@ -150,15 +123,31 @@ def condition_on_observation(
     return new_mean, joseph_cov(cov, K, H, R), innovation_log_lik(L, resid, n_obs)
 
 
-def psd_sqrt(P: Tensor) -> Tensor:
-    """A factor L with L L^T = P for symmetric PSD (…, S, S) matrices.
+def psd_sqrt(P: Tensor, max_jitter: float = 1e-4) -> Tensor:
+    """Lower-triangular L with L L^T = P for symmetric PSD (…, S, S) matrices.
 
-    The Cholesky factor when every P is positive definite; otherwise the symmetric
-    eigen-root V diag(sqrt(max(lambda, 0))) V^T, which also covers singular P
-    (e.g. a noise-free state component).
+    The Cholesky factor of every positive definite P. A singular P (a noise-free state
+    component, a periodic kernel's transition noise, a deterministic backward
+    conditional in FFBS) gets the Cholesky factor of P + j d I instead, d its mean
+    diagonal and j growing from 10 machine epsilons by factors of 10 up to
+    ``max_jitter``; the other matrices of the batch are left exact. Differentiable.
+    Raises LinAlgError when even the largest jitter fails (P is not PSD).
     """
-    L, info = torch.linalg.cholesky_ex(symmetrize(P))
-    if not bool((info != 0).any()):
+    P = symmetrize(P)
+    L, info = torch.linalg.cholesky_ex(P)
+    failed = info > 0                                                      # (…)
+    if not bool(failed.any()):
         return L
-    evals, evecs = torch.linalg.eigh(symmetrize(P))
-    return evecs @ torch.diag_embed(evals.clamp_min(0).sqrt()) @ evecs.transpose(-1, -2)
+    scale = torch.diagonal(P, dim1=-2, dim2=-1).abs().mean(-1).clamp_min(
+        torch.finfo(P.dtype).tiny)                                         # (…)
+    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
+    jitter = 10 * torch.finfo(P.dtype).eps
+    while jitter <= max_jitter:
+        add = torch.where(failed, jitter * scale, torch.zeros_like(scale))
+        L, info = torch.linalg.cholesky_ex(P + add[..., None, None] * eye)
+        if not bool((info > 0).any()):
+            return L
+        jitter *= 10
+    raise torch.linalg.LinAlgError(
+        f"a covariance is not positive semi-definite: its Cholesky factorisation fails even "
+        f"with {max_jitter:g} x its mean diagonal added")

@@ -6,7 +6,6 @@ import torch
 
 from dynvae.data import random_stable_lgssm, sample_lgssm, synthetic_lgssm, synthetic_lgssm_dataset
 from dynvae.errors import ConfigError, DataError
-from dynvae.gaussian import psd_sqrt
 from dynvae.ssm import LinearGaussianSSM
 from tests.reference.dense_lgssm import joint_moments
 
@@ -74,14 +73,6 @@ def test_sampler_is_reproducible_and_validates():
         sample_lgssm(with_input, 3, 4, u=torch.zeros(4, 2))
     with pytest.raises(DataError, match=r"u must have shape \(n, T, U\) or \(T, U\)"):
         sample_lgssm(with_input, 3, 6, u=torch.zeros(2, 6, 2))
-
-
-def test_psd_sqrt_factors_definite_and_singular_matrices():
-    g = torch.Generator().manual_seed(0)
-    M = torch.randn(4, 4, generator=g, dtype=torch.float64)
-    for P in (M @ M.T + 0.1 * torch.eye(4, dtype=torch.float64), torch.outer(M[0], M[0])):
-        L = psd_sqrt(P)
-        torch.testing.assert_close(L @ L.T, P, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("seed", range(5))

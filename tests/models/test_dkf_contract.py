@@ -199,12 +199,6 @@ def test_batch_that_does_not_fit_the_model_raises_data_error():
         model().elbo(make_batch(U=1))
 
 
-def test_forward_is_the_elbo_for_ddp_wrappers():
-    m, batch = model(), make_batch()
-    for u, v in zip(seeded(m, batch, 2), seeded(m.elbo, batch, 2), strict=True):
-        torch.testing.assert_close(u, v, rtol=0, atol=0)
-
-
 def test_single_step_sequences():
     m = model()
     batch = SequenceBatch.from_tensor(torch.randn(2, 1, 2, dtype=torch.float64))

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from torch import nn
 from torch.func import functional_call
 
 from dynvae.data.batch import SequenceBatch
@@ -187,8 +188,17 @@ def test_elbo_and_log_weight_gradients_match_finite_differences():
         x = torch.cat([batch.x[:1], x1[None], batch.x[2:]])
         return SequenceBatch(x, batch.mask, batch.t, batch.lengths)
 
+    class ELBOCall(nn.Module):              # functional_call needs a forward
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, batch, **kwargs):
+            return self.model.elbo(batch, **kwargs)
+
     def elbo(x1, w2):
-        return functional_call(model, {"diffusion.w2": w2}, (with_row(x1),), noise).elbo()
+        return functional_call(ELBOCall(), {"model.diffusion.w2": w2}, (with_row(x1),),
+                               noise).elbo()
 
     def log_weight(x1):
         return model.log_weights(with_row(x1), 1, **noise)[0]

@@ -8,8 +8,7 @@ No Kalman recursion is used, so agreement with dynvae.ssm is a real check.
 from __future__ import annotations
 
 import torch
-
-from dynvae.gaussian import mvn_log_prob
+from torch.distributions import MultivariateNormal
 
 
 def joint_moments(m0, P0, A, Q, H, R, T, trans_off=None, emis_off=None):
@@ -55,7 +54,7 @@ def condition(mz, Czz, mx, Cxx, Cxz, x, mask, S, T=None):
     o = mask.reshape(-1)
     xo = x.reshape(-1)[o]
     Coo = Cxx[o][:, o]
-    ll = mvn_log_prob(xo, mx[o], Coo)
+    ll = MultivariateNormal(mx[o], Coo).log_prob(xo)
     gain = torch.linalg.solve(Coo, Cxz[o]).T            # (T*S, n_obs)
     mean = mz + gain @ (xo - mx[o])
     cov = Czz - gain @ Cxz[o]

@@ -123,6 +123,9 @@ def load_data(spec: dict, split: str = "all") -> SequenceDataset:
         options = dict(spec.get("options", {}))
         if has_named_splits(spec):
             options["split"] = split
+        loader = DATASETS[spec["dataset"]].loader if spec["dataset"] in DATASETS else None
+        if loader is not None and "progress" in inspect.signature(loader).parameters:
+            options.setdefault("progress", True)     # bars in the CLI, off in the API
         return load_dataset(spec["dataset"], **options)
     return read_table(spec["data"], id_col=spec.get("id_col"), time_col=spec.get("time_col"),
                       value_cols=spec.get("value_cols"), input_cols=spec.get("input_cols"),

@@ -112,10 +112,11 @@ def default_observation(args: argparse.Namespace, model_config, train: SequenceD
 
 
 def train_config(args: argparse.Namespace, config):
-    """The TrainConfig with --seed and --device, unless --set gave them."""
+    """The TrainConfig with --seed and --device and a progress bar, unless --set gave
+    them."""
     given = given_keys(args)
-    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device))
-                 if k not in given}
+    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device),
+                                   ("progress", True)) if k not in given}
     return dataclasses.replace(config, **overrides)
 
 
@@ -127,7 +128,7 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
             raise ConfigError(f"--resume applies to gradient-trained models; {name!r} fits "
                               "itself")
         batch = lambda d: None if d is None else d.to_batch(dtype=torch.float64, device=device)
-        return model.fit(batch(train), batch(val), configs["fit"], out)
+        return model.fit(batch(train), batch(val), configs["fit"], out, progress=True)
     trainer = importlib.import_module("dynvae.train.trainer")
     result = trainer.Trainer(model, configs["train"], out, run_info=run_info).fit(
         train, val, resume=resume)

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from dynvae.errors import DataError
+from dynvae.timegrid import check_time_grid
 
 
 @dataclass(frozen=True)
@@ -131,17 +132,7 @@ def validate_batch(batch: SequenceBatch) -> None:
     valid = torch.arange(T, device=x.device)[None, :] < lengths[:, None]
     if (mask & ~valid[..., None]).any():
         raise DataError("mask is True beyond a sequence's length")
-    if not torch.isfinite(t[valid]).all():
-        raise DataError("t contains NaN or inf within a sequence's length")
-    if T > 1:
-        step_valid = valid[:, 1:]
-        bad = (t[:, 1:] <= t[:, :-1]) & step_valid
-        if bad.any():
-            b, k = (int(i) for i in bad.nonzero()[0])
-            raise DataError(
-                f"times must be strictly increasing: sequence {b} has t[{k + 1}]="
-                f"{float(t[b, k + 1])} <= t[{k}]={float(t[b, k])}"
-            )
+    check_time_grid(t, name="t", lengths=lengths)
     empty = ~mask.any(dim=(1, 2))
     if empty.any():
         raise DataError(f"sequence(s) {empty.nonzero().flatten().tolist()} have no observed value")

@@ -96,7 +96,7 @@ def _load(path: Path) -> tuple[list[str], list[np.ndarray]]:
 
 
 def chorale_rolls(max_pieces: int | None = None, cache: str | os.PathLike | None = None,
-                  progress: bool = True) -> tuple[list[str], list[np.ndarray]]:
+                  progress: bool = False) -> tuple[list[str], list[np.ndarray]]:
     """Piece ids and (T, 88) uint8 rolls, parsed once and then read from the cache."""
     if max_pieces is not None and max_pieces < 3:
         raise ConfigError(f"max_pieces must be >= 3 (one piece per split), got {max_pieces}")
@@ -110,7 +110,7 @@ def chorale_rolls(max_pieces: int | None = None, cache: str | os.PathLike | None
 
 def load_chorales(split: str = "train", max_pieces: int | None = None,
                   cache: str | os.PathLike | None = None,
-                  progress: bool = True) -> SequenceDataset:
+                  progress: bool = False) -> SequenceDataset:
     """Bach chorales as binary piano rolls: sequences (T, 88), t = beat index 0..T-1.
 
     split: "train", "valid", "test" (a fixed 60/20/20 split by piece) or "all".

@@ -15,6 +15,7 @@ import torch
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
+from dynvae.timegrid import check_time_grid
 
 
 @dataclass
@@ -45,7 +46,7 @@ class Sequence:
                             f"T={self.t.shape[0]}, got {self.x.shape}")
         if self.t.shape[0] == 0:
             raise DataError(f"sequence {self.id!r} has no time steps")
-        _check_times(self.t, self.id)
+        check_time_grid(self.t, name=f"sequence {self.id!r}")
         inf = np.isinf(self.x)
         if inf.any():
             k, d = np.argwhere(inf)[0]
@@ -79,18 +80,6 @@ def _float_array(value, what: str) -> np.ndarray:
     if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
         raise DataError(f"{what} must be numeric, got dtype {arr.dtype}")
     return arr.astype(np.float64)
-
-
-def _check_times(t: np.ndarray, seq_id: str) -> None:
-    if not np.isfinite(t).all():
-        bad = t[~np.isfinite(t)][0]
-        raise DataError(f"sequence {seq_id!r} has a non-finite time {bad}")
-    step = np.diff(t)
-    if (step <= 0).any():
-        k = int(np.argmax(step <= 0))
-        kind = "duplicate" if step[k] == 0 else "non-increasing"
-        raise DataError(f"sequence {seq_id!r} has {kind} time {t[k + 1]:g} (after {t[k]:g}); "
-                        "times must be strictly increasing")
 
 
 @dataclass

@@ -12,8 +12,8 @@ from torch import Tensor
 
 from dynvae.gaussian import symmetrize
 from dynvae.gp.kernels.base import Kernel
-from dynvae.sde.linear import check_times
 from dynvae.ssm.model import LinearGaussianSSM
+from dynvae.timegrid import check_time_grid
 
 
 def discretize(kernel: Kernel, dt: Tensor) -> tuple[Tensor, Tensor]:
@@ -38,7 +38,7 @@ def gp_state_space_model(kernels: list[Kernel], t: Tensor, noise_variance: Tenso
     Args: kernels: D kernels.  t: (T,) strictly increasing times.  noise_variance: (D,).
     Returns: LinearGaussianSSM with initial (D, S), transition (D, T, S, S), emission (D, 1, S).
     """
-    check_times(t)
+    check_time_grid(t, name="times", ndim=1)
     dt = torch.diff(t, prepend=t[:1])                                   # (T,), dt[0] = 0
     parts = [(discretize(k, dt), k.state_space()) for k in kernels]
     A = torch.stack([a for (a, _), _ in parts])                         # (D, T, S, S)

@@ -24,8 +24,8 @@ from dynvae.gp.discretize import gp_state_space_model
 from dynvae.gp.inference import KalmanEngine, SequentialKalman
 from dynvae.gp.kernels.base import Kernel
 from dynvae.gp.mean import MeanFunction, ZeroMean
-from dynvae.sde.linear import check_times
 from dynvae.ssm import LinearGaussianSSM, ffbs_sample
+from dynvae.timegrid import check_time_grid
 
 
 class GPPrediction(NamedTuple):
@@ -46,7 +46,7 @@ class FitResult(NamedTuple):
 def check_data(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Validate (T,) times and (T,) or (T, D) values; return t, x (T, D) with 0 at missing
     entries, and the mask (T, D) True where observed."""
-    check_times(t)
+    check_time_grid(t, name="times", ndim=1)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] != t.shape[0]:

@@ -80,8 +80,9 @@ def step_lengths(t: Tensor, steps: Tensor) -> Tensor:
 
     Args: t (B, T) times, strictly increasing where ``steps`` (B, T) bool is True (a prefix
     of each row). Entry 0 is unused (the start is stationary). Beyond a row's grid, where
-    t may hold anything, dt is the batch's largest step, a harmless pure prediction
-    that keeps every transition noise covariance non-singular.
+    t may hold anything, dt is the batch's largest step: a finite positive step whose
+    pure prediction touches no site. (Its transition noise Q = Pinf - A Pinf A^T may
+    still be singular, e.g. exactly 0 for a periodic kernel, whose state rotates.)
     """
     dt = torch.diff(t, dim=-1, prepend=t[:, :1])                        # (B, T)
     inside = steps & torch.roll(steps, 1, -1)

@@ -49,9 +49,21 @@ class DVAE(nn.Module, abc.ABC):
 
     Config: the model's configuration dataclass (with ``from_dict``), taken by
     ``from_config`` together with the data and input dimensions.
+
+    continuous_time: False for a discrete-time model, whose step t is the t-th valid row of
+    a sequence whatever its time stamp: ``forecast`` maps each time of ``t_future`` to a
+    number of steps k >= 1 after the sequence's last time, t_last + k dt with dt the
+    sequence's median step (:func:`dynvae.models.common.steps_ahead`), and rejects times
+    off that grid. True for a continuous-time model, which uses the times themselves.
+    takes_inputs: whether the model can be built with control inputs (input_dim > 0).
+
+    Results of ``reconstruct``, ``forecast``, ``sample`` and ``log_likelihood_bound``
+    carry no autograd graph.
     """
 
     Config: ClassVar[type]
+    continuous_time: ClassVar[bool] = False
+    takes_inputs: ClassVar[bool] = True
 
     @abc.abstractmethod
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
@@ -62,12 +74,18 @@ class DVAE(nn.Module, abc.ABC):
         """Posterior predictive of every entry given the observed ones (imputation)."""
 
     @abc.abstractmethod
-    def forecast(self, batch: SequenceBatch, t_future: Tensor) -> Prediction:
-        """Predictive distribution at ``t_future`` (B, H) after each sequence's last step."""
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
+        """Predictive distribution at ``t_future`` (B, H), strictly increasing and after each
+        sequence's last valid time (see ``continuous_time`` for how times become steps).
+        ``u_future`` (B, H, U): the inputs at those times, required exactly when the model
+        takes inputs."""
 
     @abc.abstractmethod
-    def sample(self, n: int, t: Tensor) -> Tensor:
-        """(n, T, D) draws from the generative model at times ``t`` (T,)."""
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws from the generative model at strictly increasing times ``t``
+        (T,); ``u`` (T, U) or (n, T, U): the inputs, required exactly when the model takes
+        inputs."""
 
     @abc.abstractmethod
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
@@ -83,6 +101,13 @@ class DVAE(nn.Module, abc.ABC):
 
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)
+
+    @property
+    def observation_family(self) -> str:
+        """The family of p(x_t | z_t): the config's ``observation`` field ("gaussian" or
+        "bernoulli"), "gaussian" for a model without one. Evaluation scores predictive
+        densities in this family (dynvae.train.evaluation)."""
+        return getattr(self.config, "observation", "gaussian")
 
     def scored_mask(self, batch: SequenceBatch) -> Tensor:
         """(B, T, D) bool: the entries whose density enters ``elbo`` and
@@ -106,9 +131,9 @@ class SelfFitting(abc.ABC):
 
     @abc.abstractmethod
     def fit(self, train: SequenceBatch, val: SequenceBatch | None, config: Any,
-            out_dir: str | os.PathLike | None = None) -> list[dict]:
+            out_dir: str | os.PathLike | None = None, progress: bool = False) -> list[dict]:
         """Fit to ``train``; return the history, one dict of numbers per iteration.
 
         ``val`` (optional) is scored after fitting; ``out_dir`` is where a model may
-        write intermediate files.
+        write intermediate files; ``progress`` shows a progress bar (the CLI's choice).
         """

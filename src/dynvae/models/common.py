@@ -13,6 +13,7 @@ from torch import Tensor
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
+from dynvae.timegrid import check_time_grid
 
 
 def check_choice(field: str, value: str, choices: Mapping) -> None:
@@ -119,18 +120,21 @@ def check_inputs(name: str, u: Tensor | None, shapes: Sequence[tuple[int, ...]],
 
 def check_future(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None,
                  input_dim: int) -> None:
-    """Validate forecast times (B, H) after each sequence's last valid time, and inputs."""
+    """Validate forecast times (B, H): finite, strictly increasing, after each sequence's
+    last valid time; and the inputs u_future (B, H, U) (see :func:`check_inputs`)."""
     B = batch.batch_size
     if t_future.ndim != 2 or t_future.shape[0] != B or t_future.shape[1] < 1:
         raise DataError(f"t_future must have shape (B={B}, H) with H >= 1, got "
                         f"{tuple(t_future.shape)}")
-    H = t_future.shape[1]
     t_last = last_valid(batch.t[..., None], batch.lengths)[:, 0]             # (B,)
-    times = torch.cat([t_last[:, None], t_future.to(t_last)], 1)
-    if not bool(torch.isfinite(t_future).all()) or bool((times[:, 1:] <= times[:, :-1]).any()):
-        raise DataError("t_future must be finite, strictly increasing and after each "
-                        "sequence's last time")
-    check_inputs("u_future", u_future, [(B, H, input_dim)], input_dim)
+    early = t_future.to(t_last) <= t_last[:, None]                           # (B, H)
+    if bool(early.any()):
+        b, h = (int(i) for i in early.nonzero()[0])
+        raise DataError(f"t_future must lie after each sequence's last time (sequence {b}: "
+                        f"t_future {float(t_future[b, h]):g} is not after its last time "
+                        f"{float(t_last[b]):g})")
+    check_time_grid(t_future, name="t_future")
+    check_inputs("u_future", u_future, [(B, t_future.shape[1], input_dim)], input_dim)
 
 
 def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
@@ -185,10 +189,7 @@ def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int,
     (n, T, U), given exactly when the model takes inputs; return T."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise DataError(f"the number of samples n must be a positive integer, got {n!r}")
-    if t.ndim != 1 or t.shape[0] < 1:
-        raise DataError(f"t must have shape (T,) with T >= 1, got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()) or bool((t.diff() <= 0).any()):
-        raise DataError("sample times t must be finite and strictly increasing")
+    check_time_grid(t, name="t", ndim=1)
     T = t.shape[0]
     shapes = [(T, input_dim)] + ([] if n is None else [(n, T, input_dim)])
     check_inputs("u", u, shapes, input_dim)

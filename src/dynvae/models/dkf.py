@@ -8,7 +8,8 @@ Inference: q(z_{0:T-1} | x) = prod_t q(z_t | z_{t-1}, context_t(x)) (eq. 16/19; 
 encoder strategy decides which part of x step t sees). The ELBO (eq. 20-21) uses
 reparametrised ancestral samples from q and the closed-form KL between q(z_t | ·) and
 p(z_t | z_{t-1}) at the sampled z_{t-1}. Time stamps are not used: one transition per
-step (a discrete-time model); padding beyond ``lengths`` is excluded from every term.
+step (a discrete-time model; ``forecast`` maps t_future to steps on each sequence's
+grid); padding beyond ``lengths`` is excluded from every term.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
     DictConfig,
     as_sizes,
+    at_steps,
     check_choice,
     check_dims,
-    check_future,
     check_observation,
     check_positive,
     check_sample_times,
+    forecast_steps,
     iwae_bound,
     last_valid,
     mixture_moments,
@@ -160,10 +162,6 @@ class DeepKalmanFilter(DVAE):
         return log_lik, (kl * valid).sum(-1), ((log_p - log_q) * valid).sum(-1)
 
     # ------------------------------------------------------------------ contract
-    def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
-        """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
-        return self.elbo(batch, n_samples)
-
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 20-21, averaged over ``n_samples`` posterior paths."""
         check_positive(n_samples=n_samples)
@@ -199,15 +197,17 @@ class DeepKalmanFilter(DVAE):
     @torch.no_grad()
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
                  u_future: Tensor | None = None) -> Prediction:
-        """Predictive mean/std at the H steps ``t_future`` (B, H) after each sequence's last
-        valid step: posterior draws of the last state, rolled forward by the prior.
-        ``u_future`` (B, H, U) is required when the model takes inputs."""
+        """Predictive mean/std at ``t_future`` (B, H) after each sequence's last valid step:
+        posterior draws of the last state, rolled forward by the prior k steps for
+        t_future = t_last + k dt (discrete time: see :func:`common.steps_ahead`).
+        ``u_future`` (B, H, U) is required when the model takes inputs (then t_future
+        must be the next H steps)."""
         batch = self._prepare(batch)
-        check_future(batch, t_future, u_future, self.input_dim)
+        k = forecast_steps(batch, t_future, u_future, self.input_dim)          # (B, H)
         paths = self.posterior_paths(batch, self.config.n_predict_samples)
         z_last = last_valid(paths.z, batch.lengths)                            # (K, B, Z)
         u = None if u_future is None else u_future.to(z_last)
-        z = self.rollout(z_last, t_future.shape[1], u)                         # (K, B, H, Z)
+        z = at_steps(self.rollout(z_last, int(k.max()), u), k)                 # (K, B, H, Z)
         mean, var = self.observation.moments(self.emission(z, u))
         return Prediction(t_future, *mixture_moments(mean, var))
 

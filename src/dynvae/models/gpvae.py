@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError
 from dynvae.gp import sites as gp_sites
-from dynvae.gp.inference import ParallelKalman, SequentialKalman
+from dynvae.gp.inference import ENGINES
 from dynvae.gp.kernels import Kernel, KernelInit, parse_kernel
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
@@ -45,10 +45,10 @@ from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.site_encoder import MLPSiteEncoder, SiteEncoder
 from dynvae.nn.transition import with_input
-from dynvae.sde.linear import check_times
 
-# Kalman engines whose means and covariances carry exact gradients (the KL needs them)
-ENGINES = {"sequential": SequentialKalman, "parallel": ParallelKalman}
+# the Kalman engines of dynvae.gp whose means and covariances carry exact gradients
+# (the KL needs them); "fisher" gives exact gradients of the log-likelihood only
+GRADIENT_ENGINES = {name: ENGINES[name] for name in ("sequential", "parallel")}
 
 
 @dataclass
@@ -84,7 +84,7 @@ class GPVAEConfig(DictConfig):
     n_predict_samples: int = 64
 
     def __post_init__(self) -> None:
-        check_choice("engine", self.engine, ENGINES)
+        check_choice("engine", self.engine, GRADIENT_ENGINES)
         check_choice("observation", self.observation, OBSERVATIONS)
         self.encoder_hidden = as_sizes("encoder_hidden", self.encoder_hidden)
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
@@ -129,6 +129,7 @@ class GPVAE(DVAE):
     """
 
     Config = GPVAEConfig
+    continuous_time = True
 
     def __init__(self, config: GPVAEConfig, data_dim: int, input_dim: int = 0,
                  kernel: Kernel | None = None, encoder: SiteEncoder | None = None) -> None:
@@ -139,7 +140,7 @@ class GPVAE(DVAE):
         self.data_dim, self.input_dim = D, U
         self.kernels = channel_kernels(c, kernel)
         gp_sites.check_kernels(list(self.kernels))
-        self.engine = ENGINES[c.engine]()
+        self.engine = GRADIENT_ENGINES[c.engine]()
         self.encoder = encoder if encoder is not None else MLPSiteEncoder(
             2 * D + U, Z, c.encoder_hidden, c.min_var)
         if not isinstance(self.encoder, SiteEncoder) or self.encoder.latent_dim != Z:
@@ -183,10 +184,6 @@ class GPVAE(DVAE):
         return log_lik.sum((-1, -2)), gp_sites.kl_to_prior(post, s), log_ratio
 
     # ------------------------------------------------------------------ contract
-    def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
-        """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
-        return self.elbo(batch, n_samples)
-
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """E_q[log p(x | z)] (mean over ``n_samples`` FFBS draws) and the exact KL."""
         check_positive(n_samples=n_samples)
@@ -240,7 +237,6 @@ class GPVAE(DVAE):
         T = check_sample_times(t, u, self.input_dim, n)
         like = next(self.observation.parameters())
         t = t.to(like)
-        check_times(t)
         Z = self.config.latent_dim
         grid = t.expand(n, T)
         none = gp_sites.Sites(like.new_zeros(n, T, Z), like.new_ones(n, T, Z),

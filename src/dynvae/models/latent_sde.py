@@ -112,7 +112,7 @@ class LatentSDEConfig(DictConfig):
                               f"{self.min_diffusion}")
 
 
-class PosteriorPaths(NamedTuple):
+class GirsanovPaths(NamedTuple):
     """K posterior paths: z (K, B, T, Z) at the observation times; path (K, B) the
     Girsanov KL integrand (or log dP/dQ) from t_0 to each sequence's last time;
     log_ratio0 (K, B) log p(z_0) - log q(z_0); kl0 (B,) KL(q(z_0) || p(z_0))."""
@@ -181,6 +181,8 @@ class LatentSDE(DVAE):
     """
 
     Config = LatentSDEConfig
+    continuous_time = True
+    takes_inputs = False
 
     def __init__(self, config: LatentSDEConfig, data_dim: int, input_dim: int = 0) -> None:
         super().__init__()
@@ -242,7 +244,7 @@ class LatentSDE(DVAE):
 
     def posterior_paths(self, batch: SequenceBatch, n_samples: int, *,
                         bm: BrownianPath | None = None, z0_noise: Tensor | None = None
-                        ) -> PosteriorPaths:
+                        ) -> GirsanovPaths:
         """K = n_samples posterior paths of a prepared batch, solved with the configured
         solver; ``path`` is the Girsanov KL integrand. ``bm`` (K * B, Z) and ``z0_noise``
         (K, B, Z) fix the noise (path index k * B + b)."""
@@ -252,7 +254,7 @@ class LatentSDE(DVAE):
 
     def log_ratio_paths(self, batch: SequenceBatch, n_samples: int, *,
                         bm: BrownianPath | None = None, z0_noise: Tensor | None = None
-                        ) -> PosteriorPaths:
+                        ) -> GirsanovPaths:
         """As :meth:`posterior_paths`, with ``path`` = log dP/dQ: the state [z, l] of
         ``GirsanovLogRatio`` solved with Euler-Maruyama from l = 0."""
         start = self.posterior_start(batch, n_samples, z0_noise)
@@ -262,26 +264,21 @@ class LatentSDE(DVAE):
         return self._at_last_times(batch, start, s[..., :-1], s[..., -1])
 
     def _at_last_times(self, batch: SequenceBatch, start: PosteriorStart, z: Tensor,
-                       path: Tensor) -> PosteriorPaths:
+                       path: Tensor) -> GirsanovPaths:
         """Reshape z (K * B, T, Z) and read path (K * B, T) at each last valid time."""
         K = start.log_ratio0.shape[0]
         B, T = batch.x.shape[:2]
         z = z.reshape(K, B, T, -1)
         last = (batch.lengths - 1).to(z.device).expand(K, B)[..., None]       # (K, B, 1)
         path = path.reshape(K, B, T).gather(-1, last).squeeze(-1)             # (K, B)
-        return PosteriorPaths(z, path, start.log_ratio0, start.kl0)
+        return GirsanovPaths(z, path, start.log_ratio0, start.kl0)
 
-    def log_likelihood(self, batch: SequenceBatch, z: Tensor) -> Tensor:
+    def emission_log_prob(self, batch: SequenceBatch, z: Tensor) -> Tensor:
         """(K, B) log p(x | z) of the scored entries along paths z (K, B, T, Z)."""
         lp = self.observation.log_prob(batch.x, self.emission(z), self.scored_mask(batch))
         return lp.sum((-1, -2))
 
     # ------------------------------------------------------------------ contract
-    def forward(self, batch: SequenceBatch, n_samples: int = 1, *,
-                bm: BrownianPath | None = None, z0_noise: Tensor | None = None) -> ELBOTerms:
-        """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
-        return self.elbo(batch, n_samples, bm=bm, z0_noise=z0_noise)
-
     def elbo(self, batch: SequenceBatch, n_samples: int = 1, *,
              bm: BrownianPath | None = None, z0_noise: Tensor | None = None) -> ELBOTerms:
         """E_q log p(x | z) - KL(q(z_0) || p(z_0)) - E_q int 1/2 |u|^2 dt, averaged over
@@ -289,7 +286,7 @@ class LatentSDE(DVAE):
         check_positive(n_samples=n_samples)
         batch = self._prepare(batch)
         paths = self.posterior_paths(batch, n_samples, bm=bm, z0_noise=z0_noise)
-        log_lik = self.log_likelihood(batch, paths.z)
+        log_lik = self.emission_log_prob(batch, paths.z)
         return ELBOTerms(log_lik.mean(0), paths.kl0 + paths.path.mean(0),
                          batch.n_observed().to(log_lik))
 
@@ -298,7 +295,7 @@ class LatentSDE(DVAE):
         """(k, B) log p(x, z) / q(z | x) of k posterior paths (Euler-Maruyama)."""
         batch = self._prepare(batch)
         paths = self.log_ratio_paths(batch, k, bm=bm, z0_noise=z0_noise)
-        return self.log_likelihood(batch, paths.z) + paths.log_ratio0 + paths.path
+        return self.emission_log_prob(batch, paths.z) + paths.log_ratio0 + paths.path
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
@@ -314,11 +311,13 @@ class LatentSDE(DVAE):
         return Prediction(batch.t, *mixture_moments(mean, var))
 
     @torch.no_grad()
-    def forecast(self, batch: SequenceBatch, t_future: Tensor) -> Prediction:
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
         """Predictive mean/std at ``t_future`` (B, H): posterior draws of z at each
-        sequence's last time, continued with the prior SDE on that sequence's grid."""
+        sequence's last time, continued with the prior SDE on that sequence's grid.
+        The model takes no inputs: ``u_future`` must be None."""
         batch = self._prepare(batch)
-        check_future(batch, t_future, None, 0)
+        check_future(batch, t_future, u_future, 0)
         K, (B, H) = self.config.n_predict_samples, t_future.shape
         paths = self.posterior_paths(batch, K)
         z_last = last_valid(paths.z, batch.lengths).reshape(K * B, -1)       # (K * B, Z)
@@ -329,9 +328,10 @@ class LatentSDE(DVAE):
         return Prediction(t_future, *mixture_moments(mean, var))
 
     @torch.no_grad()
-    def sample(self, n: int, t: Tensor) -> Tensor:
-        """(n, T, D) draws of x at the times ``t`` (T,): z_0 ~ p(z_0), then the prior SDE."""
-        check_sample_times(t, None, 0)
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws of x at the times ``t`` (T,): z_0 ~ p(z_0), then the prior SDE.
+        The model takes no inputs: ``u`` must be None."""
+        check_sample_times(t, u, 0, n)
         z = self.sample_latents(n, t)
         return self.observation.sample(self.emission(z))
 

@@ -26,6 +26,13 @@ from dynvae.errors import ConfigError, DataError
 from dynvae.gaussian import condition_on_observation
 from dynvae.models import lgssm_ops as ops
 from dynvae.models.base import DVAE, ELBOTerms, Prediction, SelfFitting
+from dynvae.models.common import (
+    DictConfig,
+    check_inputs,
+    check_positive,
+    check_sample_times,
+    steps_ahead,
+)
 from dynvae.models.lgssm_em import e_step
 from dynvae.models.lgssm_fit import FitConfig, Optimizer, fit_method
 from dynvae.models.lgssm_params import (
@@ -69,7 +76,7 @@ INFERENCE = {"sequential": Inference(kalman_filter, rts_smoother),
 
 
 @dataclass
-class Config:
+class Config(DictConfig):
     """LGSSM structure.
 
     state_dim: S; None means the data dimension D.
@@ -90,6 +97,8 @@ class Config:
     The default (random walk, identity emission, diffuse start) is the local level
     model, one level per channel.
     """
+
+    model_name = "LGSSM"
 
     state_dim: int | None = None
     transition: str = "random_walk"
@@ -112,11 +121,11 @@ def _identity(rows: int, cols: int, dtype) -> MatrixBlock:
     return FixedMatrix(torch.eye(rows, dtype=dtype))
 
 
-TRANSITIONS = {
+TRANSITION_MATRICES = {
     "random_walk": lambda S, dtype: FixedMatrix(torch.eye(S, dtype=dtype)),
     "linear": lambda S, dtype: LearnedMatrix(0.9 * torch.eye(S, dtype=dtype)),
 }
-EMISSIONS = {
+EMISSION_MATRICES = {
     "identity": _identity,
     "linear": lambda D, S, dtype: LearnedMatrix(torch.randn(D, S, dtype=dtype) / math.sqrt(S)),
 }
@@ -148,8 +157,8 @@ class LGSSM(DVAE, SelfFitting):
         dtype = _choose(DTYPES, config.dtype, "dtype")
         self.inference = _choose(INFERENCE, config.inference, "inference")
         self.config, self.data_dim, self.input_dim, self.state_dim = config, data_dim, input_dim, S
-        self.transition = _choose(TRANSITIONS, config.transition, "transition")(S, dtype)
-        self.emission = _choose(EMISSIONS, config.emission, "emission")(data_dim, S, dtype)
+        self.transition = _choose(TRANSITION_MATRICES, config.transition, "transition")(S, dtype)
+        self.emission = _choose(EMISSION_MATRICES, config.emission, "emission")(data_dim, S, dtype)
         self.initial = _choose(INITIALS, config.initial, "initial state")(S, config, dtype)
         if isinstance(self.initial, DiffuseInitial) and self.emission.learned:
             raise ConfigError("initial='diffuse' needs a fixed emission (emission='identity'): "
@@ -164,10 +173,6 @@ class LGSSM(DVAE, SelfFitting):
         self.emission_input = zeros(data_dim, U) if U else None
         self.transition_bias = zeros(S, 1) if config.transition_bias else None
         self.emission_bias = zeros(data_dim, 1) if config.emission_bias else None
-
-    @classmethod
-    def from_config(cls, config: Config, data_dim: int, input_dim: int = 0) -> LGSSM:
-        return cls(config, data_dim, input_dim)
 
     @classmethod
     def local_level(cls, data_dim: int = 1, **overrides) -> LGSSM:
@@ -236,15 +241,20 @@ class LGSSM(DVAE, SelfFitting):
         return f.log_likelihood - step_ll.sum(-1)
 
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """The exact log-likelihood with kl = 0 (``n_samples`` is not needed)."""
+        check_positive(n_samples=n_samples)
         ll = self.log_likelihood(batch)
         n_obs = self.scored_mask(batch).sum((1, 2)).to(ll.dtype)
         return ELBOTerms(ll, torch.zeros_like(ll), n_obs)
 
+    @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int = 1) -> Tensor:
         """(B,) the exact log-likelihood (no sampling is needed)."""
+        check_positive(k=k)
         return self.log_likelihood(batch)
 
     # ------------------------------------------------------------- prediction
+    @torch.no_grad()
     def reconstruct(self, batch: SequenceBatch) -> Prediction:
         """Posterior predictive of every entry given all observed ones.
 
@@ -258,6 +268,7 @@ class LGSSM(DVAE, SelfFitting):
         sm = self.inference.smoother(model, x, mask, u)
         return ops.impute(model, x, mask, sm.smoothed_mean, sm.smoothed_cov, u, batch.t.to(x))
 
+    @torch.no_grad()
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
                  u_future: Tensor | None = None) -> Prediction:
         """Predictive of x at ``t_future`` (B, H) after each sequence's last valid step.
@@ -269,7 +280,9 @@ class LGSSM(DVAE, SelfFitting):
         must be exactly those steps).
         """
         x, mask, u = self._inputs(batch)
-        k = ops.steps_ahead(batch, t_future)                        # (B, H) int
+        k = steps_ahead(batch, t_future)                            # (B, H) int
+        if self.transition_input is None:
+            check_inputs("u_future", u_future, [], 0)
         model = self.ssm()
         f = self.inference.filter(model, x, mask, u)
         last = (batch.lengths - 1).to(x.device)
@@ -280,16 +293,15 @@ class LGSSM(DVAE, SelfFitting):
 
     @torch.no_grad()
     def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
-        """(n, T, D) draws of x at the T = len(t) steps ``t`` (inputs u: (n, T, U))."""
-        if n < 1 or t.ndim != 1 or t.shape[0] < 1:
-            raise DataError(f"sample needs n >= 1 and t of shape (T,), got n={n}, "
-                            f"t {tuple(t.shape)}")
-        if (self.transition_input is not None) and (u is None or u.shape[:2] != (n, len(t))):
-            raise DataError(f"the model has inputs: pass u of shape (n, T, {self.input_dim})")
+        """(n, T, D) draws of x at the T = len(t) steps ``t`` (inputs u: (T, U) or
+        (n, T, U))."""
+        U = 0 if self.transition_input is None else self.input_dim
+        T = check_sample_times(t, u, U, n)
         model = self.ssm()
         m0, P0 = self.initial.sampling_moments()
-        return ops.sample_paths(model, m0, P0, n, t.shape[0],
-                                None if u is None else u.to(self.dtype))
+        if u is not None:
+            u = u.to(device=self.device, dtype=self.dtype).expand(n, T, U)
+        return ops.sample_paths(model, m0, P0, n, T, u)
 
     # ----------------------------------------------------------------- fitting
     @torch.no_grad()
@@ -310,7 +322,7 @@ class LGSSM(DVAE, SelfFitting):
             self.emission_bias.assign(mean.unsqueeze(-1))
 
     def fit_em(self, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
-               progress: bool = True) -> list[dict]:
+               progress: bool = False) -> list[dict]:
         """Expectation-maximisation over all sequences of ``batch``; missing entries by
         their conditional moments (see dynvae.models.lgssm_em). Stops when the full
         log-likelihood per observed entry changes by less than ``tol``.
@@ -342,7 +354,7 @@ class LGSSM(DVAE, SelfFitting):
         return history
 
     def fit_gradient(self, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,
-                     tol: float = 1e-9, progress: bool = True) -> list[dict]:
+                     tol: float = 1e-9, progress: bool = False) -> list[dict]:
         """Maximise :meth:`log_likelihood` per scored entry with ``optimizer``
         (``LBFGS()`` or ``Adam(lr)`` from dynvae.models.lgssm_fit).
 
@@ -393,12 +405,12 @@ class LGSSM(DVAE, SelfFitting):
             self.initial.assign(stats.initial_mean, stats.initial_cov)
 
     def fit(self, train: SequenceBatch, val: SequenceBatch | None, config: FitConfig,
-            out_dir=None) -> list[dict]:
+            out_dir=None, progress: bool = False) -> list[dict]:
         """SelfFitting entry point used by ``dynvae train``."""
         method = fit_method(config.method)
         if config.init_from_data:
             self.initialize_from_data(train)
-        history = method(self, train, config, True)
+        history = method(self, train, config, progress)
         if val is not None:
             with torch.no_grad():
                 val_ll = float(self.log_likelihood(val).sum())

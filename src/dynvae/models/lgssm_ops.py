@@ -6,14 +6,11 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dynvae.data.batch import SequenceBatch
 from dynvae.errors import DataError
-from dynvae.gaussian import batched_mv, symmetrize
+from dynvae.gaussian import batched_mv, psd_sqrt, symmetrize
 from dynvae.models.base import Prediction
 from dynvae.models.lgssm_em import EMStatistics, missing_entry_moments, regression_m_step
 from dynvae.ssm import LinearGaussianSSM
-
-STEP_TOLERANCE = 0.25  # t_future may be off the grid by at most a quarter step
 
 
 def progress_range(n: int, progress: bool, desc: str):
@@ -47,32 +44,6 @@ def impute(model: LinearGaussianSSM, x: Tensor, mask: Tensor, mean: Tensor, cov:
     m_var = torch.diagonal(L @ cov @ L.transpose(-1, -2) + E, dim1=-2, dim2=-1)
     return Prediction(t, torch.where(mask, pred.mean, m_mean),
                       torch.where(mask, pred.std, m_var.clamp_min(0).sqrt()))
-
-
-def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
-    """(B, H) integer steps k >= 1 after each sequence's last valid time (see forecast)."""
-    B = batch.batch_size
-    if t_future.ndim != 2 or t_future.shape[0] != B or t_future.shape[1] < 1:
-        raise DataError(f"t_future must have shape (B={B}, H), got {tuple(t_future.shape)}")
-    if not torch.isfinite(t_future).all():
-        raise DataError("t_future contains NaN or inf")
-    t = batch.t.to(torch.float64).cpu()
-    tf = t_future.to(torch.float64).cpu()
-    steps = torch.empty(tf.shape, dtype=torch.long)
-    for b in range(B):
-        n = int(batch.lengths[b])
-        dt = float(t[b, 1:n].diff().median()) if n > 2 else (
-            float(t[b, 1] - t[b, 0]) if n == 2 else 1.0)
-        ratio = (tf[b] - t[b, n - 1]) / dt
-        k = ratio.round()
-        if (k < 1).any():
-            raise DataError(f"t_future of sequence {b} must lie after its last time "
-                            f"{float(t[b, n - 1])}")
-        if ((ratio - k).abs() > STEP_TOLERANCE).any():
-            raise DataError(f"the LGSSM is discrete-time: t_future of sequence {b} must be "
-                            f"t_last + k * dt with integer k, dt = {dt} (its median step)")
-        steps[b] = k.long()
-    return steps.to(batch.x.device)
 
 
 def future_inputs(has_inputs: bool, k: Tensor, u_future: Tensor | None, x: Tensor
@@ -111,19 +82,18 @@ def predict_ahead(model: LinearGaussianSSM, mean: Tensor, cov: Tensor, k: Tensor
 def sample_paths(model: LinearGaussianSSM, m0: Tensor, P0: Tensor, n: int, T: int,
                  u: Tensor | None) -> Tensor:
     """(n, T, D) ancestral draws: z_0 ~ N(m0, P0), then the transition and emission."""
-    dt = m0.dtype
+    noise = lambda k: torch.randn(n, k, dtype=m0.dtype, device=m0.device)  # noqa: E731
     trans_off, emis_off = model.offsets(T, u)
-    Lq = torch.linalg.cholesky(model.transition_cov)
-    Lr = torch.linalg.cholesky(model.emission_cov)
+    Lq, Lr = psd_sqrt(model.transition_cov), psd_sqrt(model.emission_cov)
     S, D = m0.shape[-1], Lr.shape[-1]
-    z = m0 + batched_mv(torch.linalg.cholesky(P0), torch.randn(n, S, dtype=dt))
+    z = m0 + batched_mv(psd_sqrt(P0), noise(S))
     xs = []
     for t in range(T):
         if t > 0:
-            z = batched_mv(model.transition_matrix, z) + batched_mv(Lq, torch.randn(n, S, dtype=dt))
+            z = batched_mv(model.transition_matrix, z) + batched_mv(Lq, noise(S))
             if trans_off is not None:
                 z = z + trans_off[..., t, :]
-        x = batched_mv(model.emission_matrix, z) + batched_mv(Lr, torch.randn(n, D, dtype=dt))
+        x = batched_mv(model.emission_matrix, z) + batched_mv(Lr, noise(D))
         if emis_off is not None:
             x = x + emis_off[..., t, :]
         xs.append(x)

@@ -11,7 +11,8 @@ both carried by h_{t-1}. Missing entries reach phi_x as [x * mask, mask, u]; pad
 ``lengths`` is excluded from every term. Generation (``sample``, ``forecast``) must feed
 some x_t back into the recurrence: ``generation_feedback="mean"`` feeds the decoder's mean
 (deterministic feedback, the usual choice), ``"sample"`` feeds the drawn x_t (exact
-ancestral sampling from the model). Time stamps are not used: one step per entry.
+ancestral sampling from the model). Time stamps are not used: one step per entry
+(a discrete-time model; ``forecast`` maps t_future to steps on each sequence's grid).
 """
 
 from __future__ import annotations
@@ -28,12 +29,13 @@ from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
     DictConfig,
     as_sizes,
+    at_steps,
     check_choice,
     check_dims,
-    check_future,
     check_observation,
     check_positive,
     check_sample_times,
+    forecast_steps,
     iwae_bound,
     last_valid,
     mixture_moments,
@@ -163,10 +165,6 @@ class VRNN(DVAE):
         return VRNNSteps(**res)
 
     # ------------------------------------------------------------------ contract
-    def forward(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
-        """Same as :meth:`elbo`, so that a DistributedDataParallel wrapper can call it."""
-        return self.elbo(batch, n_samples)
-
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 13 with the VRNN factors, averaged over ``n_samples`` samples."""
         check_positive(n_samples=n_samples)
@@ -212,19 +210,21 @@ class VRNN(DVAE):
     @torch.no_grad()
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
                  u_future: Tensor | None = None) -> Prediction:
-        """Predictive mean/std at the H steps ``t_future`` (B, H) after each sequence's
-        last valid step; ``u_future`` (B, H, U) is required when the model takes inputs."""
+        """Predictive mean/std at ``t_future`` (B, H) after each sequence's last valid
+        step: the generative model run k steps for t_future = t_last + k dt (discrete
+        time: see :func:`common.steps_ahead`). ``u_future`` (B, H, U) is required when
+        the model takes inputs (then t_future must be the next H steps)."""
         batch = self._prepare(batch)
-        check_future(batch, t_future, u_future, self.input_dim)
-        K, B, H = self.config.n_predict_samples, batch.batch_size, t_future.shape[1]
+        k = forecast_steps(batch, t_future, u_future, self.input_dim)          # (B, H)
+        K, B, S = self.config.n_predict_samples, batch.batch_size, int(k.max())
         s = self.steps(batch, K)
         h = last_valid(s.h, batch.lengths).reshape(K * B, -1)                  # (N, H)
         u = None
         if u_future is not None:
-            u = u_future.to(h).expand(K, *u_future.shape).reshape(K * B, H, -1)
-        mean, var, _ = self.generate(h, H, u)
-        return Prediction(t_future, *mixture_moments(mean.reshape(K, B, H, -1),
-                                                     var.reshape(K, B, H, -1)))
+            u = u_future.to(h).expand(K, *u_future.shape).reshape(K * B, S, -1)
+        mean, var, _ = self.generate(h, S, u)                                  # (N, S, D)
+        at = lambda v: at_steps(v.reshape(K, B, S, -1), k)                     # (K, B, H, D)
+        return Prediction(t_future, *mixture_moments(at(mean), at(var)))
 
     @torch.no_grad()
     def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:

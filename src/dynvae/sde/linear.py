@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from dynvae.errors import DataError
-from dynvae.gaussian import batched_mv, symmetrize
+from dynvae.gaussian import batched_mv, psd_sqrt, symmetrize
+from dynvae.timegrid import check_time_grid
 
 
 def solve_lyapunov(F: Tensor, C: Tensor) -> Tensor:
@@ -134,20 +135,10 @@ class LinearSDE:
             z0: (*b, S) initial states (draw them from N(0, Pinf) for a stationary path).
         Returns: (n_samples, *b, T, S) paths, z_k = A_k z_{k-1} + chol(Q_k) eps_k.
         """
-        check_times(t)
+        check_time_grid(t, name="times", ndim=1)
         dt = torch.diff(t, prepend=t[:1])                            # (T,), dt[0] = 0 unused
         A, Q = self.transition(dt)                                   # (*b, T, S, S)
         return sample_linear_gaussian(A, Q, z0, n_samples, generator)
-
-
-def check_times(t: Tensor) -> None:
-    """Raise DataError unless t is (T,) finite and strictly increasing."""
-    if t.ndim != 1:
-        raise DataError(f"times must have shape (T,), got {tuple(t.shape)}")
-    if not bool(torch.isfinite(t).all()):
-        raise DataError("times contain NaN or inf")
-    if t.shape[0] > 1 and not bool((torch.diff(t) > 0).all()):
-        raise DataError("times must be strictly increasing")
 
 
 def sample_linear_gaussian(A: Tensor, Q: Tensor, z0: Tensor, n_samples: int = 1,
@@ -158,7 +149,7 @@ def sample_linear_gaussian(A: Tensor, Q: Tensor, z0: Tensor, n_samples: int = 1,
     Returns: (n_samples, *b, T, S).
     """
     T, S = A.shape[-3], A.shape[-1]
-    chol = torch.linalg.cholesky(Q[..., 1:, :, :] + _psd_jitter(Q[..., 1:, :, :]))
+    chol = psd_sqrt(Q[..., 1:, :, :])                                # (*b, T-1, S, S)
     z = z0.expand(n_samples, *z0.shape)                              # (K, *b, S)
     eps = torch.randn((*z.shape[:-1], T - 1, S), dtype=A.dtype, device=A.device,
                       generator=generator)
@@ -168,12 +159,3 @@ def sample_linear_gaussian(A: Tensor, Q: Tensor, z0: Tensor, n_samples: int = 1,
         z = batched_mv(A[..., k, :, :], z) + noise[..., k - 1, :]
         path.append(z)
     return torch.stack(path, dim=-2)
-
-
-def _psd_jitter(Q: Tensor) -> Tensor:
-    """Tiny diagonal regulariser (1e-12 of the largest variance, float64 round-off level)
-    so that the Cholesky factor exists for the exactly singular Q of noise-free blocks
-    (e.g. a periodic kernel's rotation); it changes samples by ~1e-6 relative at most."""
-    scale = torch.diagonal(Q, dim1=-2, dim2=-1).amax(-1).clamp_min(1e-300)
-    eps = 1e-12 if Q.dtype == torch.float64 else 1e-6
-    return eps * scale[..., None, None] * torch.eye(Q.shape[-1], dtype=Q.dtype, device=Q.device)

@@ -22,6 +22,7 @@ from dynvae.errors import ConfigError, DataError
 from dynvae.sde.brownian import BrownianPath
 from dynvae.sde.sde import SDE, SDEWithRunningCost, check_sde
 from dynvae.sde.solvers import EulerMaruyama, Solver
+from dynvae.timegrid import check_time_grid
 
 _CHUNK_ELEMENTS = 1 << 22  # noise is drawn for this many numbers at a time
 
@@ -173,12 +174,7 @@ def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, 
     if t.dim() != 1 and tuple(t.shape[:-1]) != batch_shape:
         raise DataError(f"t must be (T,) or (*batch, T) with batch {batch_shape}, got "
                         f"{tuple(t.shape)}")
-    if t.shape[-1] < 1:
-        raise DataError("t must hold at least one time")
-    if not torch.isfinite(t).all():
-        raise DataError("t contains NaN or inf")
-    if (torch.diff(t, dim=-1) <= 0).any():
-        raise DataError("t must be strictly increasing along its last axis")
+    check_time_grid(t, name="t")
     if dt is not None and not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
         raise ConfigError(f"dt must be a positive finite number or None, got {dt!r}")
     z = z0.reshape(-1, z0.shape[-1])

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from dynvae.errors import DataError
-from dynvae.gaussian import batched_mv, condition_on_observation, symmetrize
+from dynvae.gaussian import batched_mv, condition_on_observation, psd_sqrt, symmetrize
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 
 
@@ -142,22 +142,6 @@ def rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None
                           torch.stack(covs[::-1], -3), torch.stack(cross, -3), f)
 
 
-def safe_cholesky(P: Tensor, jitter: float = 1e-10, tries: int = 6) -> Tensor:
-    """Cholesky factor of a PSD matrix; adds growing diagonal jitter (relative to the
-    mean diagonal) only when the plain factorisation fails, e.g. for a singular
-    conditional covariance in backward sampling."""
-    L, info = torch.linalg.cholesky_ex(P)
-    if not bool((info > 0).any()):
-        return L
-    scale = torch.diagonal(P, dim1=-2, dim2=-1).mean(-1).abs().clamp_min(1e-30)
-    eye = torch.eye(P.shape[-1], dtype=P.dtype, device=P.device)
-    for k in range(tries):
-        L, info = torch.linalg.cholesky_ex(P + (jitter * 10**k) * scale[..., None, None] * eye)
-        if not bool((info > 0).any()):
-            return L
-    raise torch.linalg.LinAlgError("covariance is not positive semi-definite")
-
-
 def ffbs_sample(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
                 u: Tensor | None = None, n_samples: int = 1,
                 generator: torch.Generator | None = None,
@@ -173,7 +157,7 @@ def ffbs_sample(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
 
     def draw(mean: Tensor, cov: Tensor) -> Tensor:
         eps = torch.randn(shape, dtype=mean.dtype, device=mean.device, generator=generator)
-        return mean + batched_mv(safe_cholesky(cov), eps)
+        return mean + batched_mv(psd_sqrt(cov), eps)
 
     z = draw(f.filtered_mean[..., T - 1, :], f.filtered_cov[..., T - 1, :, :])
     path = [z]

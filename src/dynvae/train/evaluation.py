@@ -46,6 +46,27 @@ def gaussian_nll(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return 0.5 * math.log(2 * math.pi) + np.log(std) + 0.5 * ((x - mean) / std) ** 2
 
 
+BERNOULLI_CLIP = 1e-7  # float32 resolution of a sigmoid near 0 and 1
+
+
+def bernoulli_nll(x: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """-log Bernoulli(x | p), x in [0, 1]; p clipped to [1e-7, 1 - 1e-7]. The predictive
+    of a Bernoulli observation averaged over the posterior is Bernoulli(E[p]), so this is
+    the exact predictive NLL given the predictive mean."""
+    p = np.clip(p, BERNOULLI_CLIP, 1 - BERNOULLI_CLIP)
+    return -(x * np.log(p) + (1 - x) * np.log1p(-p))
+
+
+def predictive_nll(model: DVAE, x: np.ndarray, mean: np.ndarray, std: np.ndarray
+                   ) -> tuple[str, np.ndarray]:
+    """The per-entry negative log predictive density in the model's observation family,
+    and the infix that names it in metric keys: "nll" (Gaussian with the predictive
+    mean and std) or "bernoulli_nll" (Bernoulli with the predictive mean)."""
+    if model.observation_family == "bernoulli":
+        return "bernoulli_nll", bernoulli_nll(x, mean)
+    return "nll", gaussian_nll(x, mean, std)
+
+
 @torch.no_grad()
 def likelihood_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
                        k: int, prefix: str = "") -> dict[str, float]:
@@ -85,8 +106,9 @@ def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     mean, std = _to_original(standardizer, pred)
     x = standardizer.inverse_mean(batch.x.double()).numpy()
     h = hidden.numpy()
+    name, nll = predictive_nll(model, x, mean, std)
     return {"test_imputation_mse": float(((mean - x) ** 2)[h].mean()),
-            "test_imputation_nll": float(gaussian_nll(x, mean, std)[h].mean()),
+            f"test_imputation_{name}": float(nll[h].mean()),
             "test_imputation_entries": float(h.sum())}
 
 
@@ -121,8 +143,9 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
     seen = ~np.isnan(x)
     if not seen.any():
         return {}
+    name, nll = predictive_nll(model, np.where(seen, x, 0.0), mean, std)
     return {"forecast_mse": float(((mean - x) ** 2)[seen].mean()),
-            "forecast_nll": float(gaussian_nll(x, mean, std)[seen].mean()),
+            f"forecast_{name}": float(nll[seen].mean()),
             "forecast_horizon": float(horizon)}
 
 

@@ -57,7 +57,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     missing_rate: float = 0.0  # extra observed entries hidden at random while training
     num_workers: int = 0  # DataLoader worker processes assembling batches
-    progress: bool = True
+    progress: bool = False  # a tqdm bar (the CLI turns it on)
 
     def __post_init__(self) -> None:
         positive = ("lr", "batch_size", "max_epochs", "eval_every", "checkpoint_every",

@@ -1,5 +1,8 @@
 """q(z_t | z_{t-1}, x_{1:T}): forward and backward LSTMs + combiner (seed, alternatives
-after eq. 19; Krishnan et al. 2017 "ST-LR")."""
+after eq. 19). Step t sees the whole sequence, as in the left-right inference networks
+of Krishnan et al. (2017), but this is not their ST-LR: the two LSTM states are
+concatenated into one context for the combiner 0.5 (tanh(W z_{t-1} + b) + context)
+(dynvae.nn.combiner), where ST-LR averages tanh(W z_{t-1} + b) with both states."""
 
 from __future__ import annotations
 

@@ -1,0 +1,93 @@
+"""Held-out predictive scores are computed in the model's observation family: the
+Bernoulli negative log-likelihood for Bernoulli observations (named ..._bernoulli_nll),
+the Gaussian one otherwise, each against torch.distributions on identical predictions."""
+
+import numpy as np
+import torch
+from torch.distributions import Bernoulli, Normal
+
+from dynvae.data import Sequence, SequenceDataset, Standardizer
+from dynvae.models.dkf import DeepKalmanFilter, DKFConfig
+from dynvae.train.evaluation import (
+    EvalSettings,
+    evaluate_model,
+    forecast_metrics,
+    hide_entries,
+    imputation_metrics,
+    split_history,
+)
+
+SMALL = dict(latent_dim=2, encoder_hidden=5, transition_hidden=(5,), emission_hidden=(5,),
+             n_predict_samples=8)
+
+
+def dataset(binary: bool, n: int = 4, T: int = 8, D: int = 3) -> SequenceDataset:
+    rng = np.random.default_rng(0)
+    seqs = []
+    for i in range(n):
+        x = rng.normal(size=(T, D))
+        x = (x > 0).astype(float) if binary else x
+        x[rng.random((T, D)) < 0.1] = np.nan
+        x[0] = 1.0
+        seqs.append(Sequence(np.arange(T, dtype=float), x, None, f"s{i}"))
+    return SequenceDataset(seqs, [f"c{d}" for d in range(D)])
+
+
+def model(observation: str) -> DeepKalmanFilter:
+    torch.manual_seed(0)
+    return DeepKalmanFilter(DKFConfig(observation=observation, **SMALL), 3).double()
+
+
+def identity(data: SequenceDataset) -> Standardizer:
+    return Standardizer(np.zeros(data.dim), np.ones(data.dim), data.feature_names)
+
+
+def imputation_reference(m, data, family):
+    batch = data.to_batch(dtype=torch.float64)
+    hidden = hide_entries(batch, 0.3, 1)
+    torch.manual_seed(5)
+    pred = m.reconstruct(batch.with_mask(batch.mask & ~hidden))
+    if family == "bernoulli":
+        lp = Bernoulli(probs=pred.mean.clamp(1e-7, 1 - 1e-7)).log_prob(batch.x)
+    else:
+        lp = Normal(pred.mean, pred.std).log_prob(batch.x)
+    return float(-lp[hidden].mean())
+
+
+def test_bernoulli_models_report_the_bernoulli_nll_of_hidden_entries():
+    m, data = model("bernoulli"), dataset(binary=True)
+    torch.manual_seed(5)
+    out = imputation_metrics(m, data, identity(data), 0.3, 1)
+    assert "test_imputation_nll" not in out
+    want = imputation_reference(m, data, "bernoulli")
+    assert abs(out["test_imputation_bernoulli_nll"] - want) < 1e-12
+
+
+def test_gaussian_models_keep_the_gaussian_nll():
+    m, data = model("gaussian"), dataset(binary=False)
+    torch.manual_seed(5)
+    out = imputation_metrics(m, data, identity(data), 0.3, 1)
+    assert "test_imputation_bernoulli_nll" not in out
+    assert abs(out["test_imputation_nll"] - imputation_reference(m, data, "gaussian")) < 1e-12
+
+
+def test_bernoulli_forecast_scores_observed_future_entries():
+    m, data = model("bernoulli"), dataset(binary=True)
+    torch.manual_seed(2)
+    out = forecast_metrics(m, data, identity(data), 2)
+    assert set(out) == {"forecast_mse", "forecast_bernoulli_nll", "forecast_horizon"}
+    past, fut = split_history(data, 2)
+    torch.manual_seed(2)
+    t_future = torch.tensor(np.stack([f[0] for f in fut]), dtype=torch.float64)
+    p = m.forecast(past.to_batch(dtype=torch.float64), t_future).mean
+    x = torch.tensor(np.stack([f[1] for f in fut]))
+    seen = ~torch.isnan(x)
+    lp = Bernoulli(probs=p.clamp(1e-7, 1 - 1e-7)).log_prob(torch.nan_to_num(x))
+    assert abs(out["forecast_bernoulli_nll"] - float(-lp[seen].mean())) < 1e-12
+
+
+def test_evaluate_model_names_every_predictive_score_by_family():
+    data = dataset(binary=True)
+    keys = set(evaluate_model(model("bernoulli"), data, identity(data), EvalSettings()))
+    assert {"test_imputation_bernoulli_nll", "forecast_bernoulli_nll"} <= keys
+    assert not {"test_imputation_nll", "forecast_nll"} & keys

@@ -1,0 +1,35 @@
+"""Progress bars: off by default in library calls, on in the CLI."""
+
+import numpy as np
+import pandas as pd
+import torch
+
+from dynvae.cli import main
+from dynvae.data.batch import SequenceBatch
+from dynvae.models.lgssm import LGSSM
+from dynvae.train.trainer import TrainConfig, Trainer
+
+from .tiny_model import ListDataset, TinyLinearDVAE, make_data
+
+
+def test_library_training_and_fitting_print_nothing(capsys):
+    torch.manual_seed(0)
+    model = TinyLinearDVAE(3, 2).double()
+    Trainer(model, TrainConfig(max_steps=3, batch_size=4, dtype="float64")).fit(
+        ListDataset(make_data(8)))
+    lgssm = LGSSM.local_level(1)
+    batch = SequenceBatch.from_tensor(torch.randn(1, 20, 1, dtype=torch.float64).cumsum(1))
+    lgssm.fit_em(batch, n_iter=3)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_the_cli_shows_a_training_bar(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"id": np.repeat(["a", "b", "c", "d"], 10),
+                          "t": np.tile(np.arange(10.0), 4), "v": rng.normal(size=40)})
+    frame.to_csv(tmp_path / "d.csv", index=False)
+    assert main(["train", "--model", "dkf", "--data", str(tmp_path / "d.csv"), "--id-col", "id",
+                 "--time-col", "t", "--set", "max_steps=3", "--set", "latent_dim=2",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert "train:" in capsys.readouterr().err
