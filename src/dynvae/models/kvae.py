@@ -107,13 +107,13 @@ class KVAEConfig(DictConfig):
                        n_predict_samples=self.n_predict_samples)
         check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
-
     @property
     def free_variance(self) -> bool:
         """Whether the Gaussian observation's variance is one free parameter per channel."""
         if self.observation != "gaussian":
             return False
         return True if self.free_emission_variance is None else self.free_emission_variance
+
 
 class KVAE(DVAE):
     """The Kalman VAE. Args: config: :class:`KVAEConfig`; data_dim: D; input_dim: U."""

@@ -106,12 +106,13 @@ class LatentODEConfig(DictConfig):
             check_positive(checkpoint_every=self.checkpoint_every)
 
     def adaptive_solver(self):
+        """The adaptive solver named by ``solver`` with the tolerances (ConfigError if bad)."""
         return ADAPTIVE_SOLVERS[self.solver](rtol=self.rtol, atol=self.atol)
 
     def ode_solver(self):
+        """The solver object of the generative ODE."""
         return self.adaptive_solver() if self.solver in ADAPTIVE_SOLVERS \
             else FIXED_SOLVERS[self.solver]()
-
 
     @property
     def free_variance(self) -> bool:
@@ -119,6 +120,7 @@ class LatentODEConfig(DictConfig):
         if self.observation != "gaussian":
             return False
         return True if self.free_emission_variance is None else self.free_emission_variance
+
 
 class LatentODE(DVAE):
     """The latent ODE with an ODE-RNN encoder, on irregular times with missing values.
