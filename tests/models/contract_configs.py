@@ -26,4 +26,9 @@ SMALL_CONFIGS: dict[str, dict] = {
     "latent-sde": dict(latent_dim=2, context_dim=3, encoder_hidden=4, drift_hidden=(5,),
                        diffusion_hidden=3, emission_hidden=(4,), dt=0.25,
                        n_predict_samples=4),
+    "kvae": dict(state_dim=2, pseudo_dim=2, n_matrices=2, dynamics_hidden=3,
+                 encoder_hidden=(5,), emission_hidden=(5,), n_predict_samples=4),
+    "latent-ode": dict(latent_dim=2, encoder_hidden=4, encoder_field_hidden=(4,),
+                       field_hidden=(5,), emission_hidden=(4,), solver="rk4", dt=0.3,
+                       n_predict_samples=4),
 }

@@ -20,6 +20,8 @@ MODELS: dict[str, str] = {
     "srnn": "dynvae.models.srnn:SRNN",
     "rvae": "dynvae.models.rvae:RVAE",
     "dsae": "dynvae.models.dsae:DSAE",
+    "latent-ode": "dynvae.models.latent_ode:LatentODE",
+    "kvae": "dynvae.models.kvae:KVAE",
 }
 
 

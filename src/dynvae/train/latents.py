@@ -40,13 +40,22 @@ def _path_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, 
     return z.mean(0), z.std(0)
 
 
+def _moment_latents(model, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+    """The model's own posterior latent moments (KVAE: smoothed LGSSM states; latent ODE:
+    z(t_k) over draws of z_0): (B, T, Z)."""
+    return model.latent_moments(batch, n_samples)
+
+
 def _readers() -> dict[type, Callable]:
     from dynvae.models.base import PathModel
     from dynvae.models.dkf import DeepKalmanFilter
     from dynvae.models.gpvae import GPVAE
+    from dynvae.models.kvae import KVAE
+    from dynvae.models.latent_ode import LatentODE
     from dynvae.models.latent_sde import LatentSDE
     return {DeepKalmanFilter: _dkf_latents, GPVAE: _gpvae_latents,
-            LatentSDE: _latent_sde_latents, PathModel: _path_latents}
+            LatentSDE: _latent_sde_latents, PathModel: _path_latents,
+            KVAE: _moment_latents, LatentODE: _moment_latents}
 
 
 @torch.no_grad()
