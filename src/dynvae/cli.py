@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "sample",
     "datasets",
     "gp",
+    "data",
 ]
 
 

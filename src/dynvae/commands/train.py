@@ -17,6 +17,7 @@ from dynvae.commands import common
 from dynvae.commands.report import write_plots
 from dynvae.data import SequenceDataset, Standardizer
 from dynvae.data.datasets import DATASETS
+from dynvae.data.sharded import ShardedDataset, is_shard_dir
 from dynvae.errors import CheckpointError, ConfigError, DataError
 from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
@@ -29,6 +30,9 @@ from dynvae.train.metrics import missing_entry_metrics
 from dynvae.utils import seed_everything
 
 SPLIT = (0.8, 0.1, 0.1)
+# sharded data: the validation and test parts read into memory, and the training
+# sequences used for data checks and train_* metrics, are at most this many sequences
+EVAL_SEQUENCES = 1000
 
 
 def add_parser(sub) -> None:
@@ -81,14 +85,41 @@ def load_splits(spec: dict, seed: int):
     if common.has_named_splits(spec):
         train, val, test = (common.load_data(spec, s) for s in ("train", "valid", "test"))
         return train, train, val, test, False
-    data = common.load_data(spec)
+    if "data" in spec and is_shard_dir(spec["data"]):
+        data = ShardedDataset(spec["data"])
+        if len(data) >= len(SPLIT):      # streamed training part; bounded evaluation parts
+            train, val, test = data.split(SPLIT, seed=seed)
+            return data, train, _head(val), _head(test), False
+        data = data.to_memory()
+    else:
+        data = common.load_data(spec)
     return (data, *split_dataset(data, seed))
+
+
+def _head(part: ShardedDataset) -> SequenceDataset:
+    """At most EVAL_SEQUENCES sequences of a (randomly drawn) part, in memory."""
+    return part.subset(range(min(len(part), EVAL_SEQUENCES))).to_memory()
+
+
+def in_memory(train) -> SequenceDataset:
+    """``train``, or for a streamed ShardedDataset its first EVAL_SEQUENCES sequences
+    (standardised as it is), for the checks and metrics that need them in memory."""
+    return _head(train) if isinstance(train, ShardedDataset) else train
+
+
+def standardise(standardizer: Standardizer, part):
+    """Standardised data: a ShardedDataset standardises on read."""
+    if isinstance(part, ShardedDataset):
+        return part.with_standardizer(standardizer)
+    return standardizer.transform(part)
 
 
 def scaling(model_config, train: SequenceDataset) -> Standardizer:
     """Standardise for Gaussian observations; data of a Bernoulli observation (binary
     or in [0, 1]) keeps its scale (an identity Standardizer)."""
     if getattr(model_config, "observation", "gaussian") == "gaussian":
+        if isinstance(train, ShardedDataset):       # from the saved moments, no data pass
+            return train.fit_standardizer()
         return Standardizer().fit(train)
     return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
 
@@ -207,16 +238,16 @@ def run(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     spec = common.data_spec(args)
     data, train, val, test, shared = load_splits(spec, args.seed)
-    configs["model"] = default_observation(args, configs["model"], train)
+    configs["model"] = default_observation(args, configs["model"], in_memory(train))
     run_info = {"model": args.model, "model_config": dataclasses.asdict(configs["model"]),
                 "data": spec, "seed": args.seed}
     if args.resume and is_main and "train" in configs:
         check_resume(Path(args.out), configs, run_info)
     standardizer = scaling(configs["model"], train)
-    train, test = standardizer.transform(train), standardizer.transform(test)
+    train, test = standardise(standardizer, train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)
     model = cls.from_config(configs["model"], data.dim, data.input_dim).to(args.device)
-    check_scored(model, train, args.model)
+    check_scored(model, in_memory(train), args.model)
     if not is_main:
         fit_model(model, args.model, configs, train, val, Path(args.out), args.device,
                   args.resume, run_info)
@@ -241,8 +272,8 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     settings = EvalSettings(seed=args.seed)
     metrics = evaluate_model(model, test, standardizer, settings)
     with seeded(settings.seed, model.device):
-        metrics.update(likelihood_metrics(model, train, standardizer, settings.iwae_samples,
-                                          prefix="train_"))
+        metrics.update(likelihood_metrics(model, in_memory(train), standardizer,
+                                          settings.iwae_samples, prefix="train_"))
     metrics.update(ground_truth_metrics(model, spec, test, standardizer))
     metrics.update({"fit_seconds": seconds, "n_train_sequences": float(len(train)),
                     "n_test_sequences": float(len(test)),
