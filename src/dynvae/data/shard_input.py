@@ -129,7 +129,13 @@ def open_table(source: Path, id_col, time_col, value_cols, input_cols,
     if len(set(requested)) != len(requested):
         raise DataError("the id, time, value and input columns must be distinct")
     if value_cols is None:
-        value_cols = [c for c in columns if c not in requested and _numeric(schema.field(c).type)]
+        rest = [c for c in columns if c not in requested]
+        text = [c for c in rest if not _numeric(schema.field(c).type)]
+        if text:        # the in-memory reader reports a typo; never drop a column silently
+            raise DataError(f"column(s) {text} of {source} do not hold numbers (labels, or "
+                            "a typo in a numeric column); name the value columns "
+                            "(--value-cols)")
+        value_cols = rest
         if not value_cols:
             raise DataError(f"{source} has no numeric value column besides the id, time and "
                             f"input columns; columns: {columns}")
@@ -176,7 +182,7 @@ def _csv_reader(source: Path, types: dict, block_bytes: int, columns=None):
     return pacsv.open_csv(stream, read_options=pacsv.ReadOptions(block_size=block_bytes),
                           convert_options=pacsv.ConvertOptions(
                               column_types=types, include_columns=columns,
-                              strings_can_be_null=False))
+                              strings_can_be_null=True))
 
 
 def _raw_batches(source: Path, columns: list[str], types: dict, batch_rows: int
@@ -211,7 +217,8 @@ def _no_nulls(col: pa.Array, what: str, first: int) -> None:
 
 
 def _numeric(kind: pa.DataType) -> bool:
-    return pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+    """Numbers, booleans, or a column with no value at all (null type)."""
+    return pa.types.is_null(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
 
 
 def _first_line(err: Exception) -> str:
