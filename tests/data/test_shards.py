@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dynvae.data import Standardizer, read_table
 from dynvae.data.dataset import collate
@@ -43,8 +44,8 @@ def test_round_trip_equals_the_in_memory_reader(table_file, tmp_path):
         np.testing.assert_array_equal(seq.x, ref.x)          # NaN where missing, both
         np.testing.assert_array_equal(seq.u, ref.u)
     order = [memory.ids.index(i) for i in streamed.ids]
-    got, want = sharded.to_batch(dtype=None or __import__("torch").float64), \
-        collate([memory[k] for k in order], dtype=__import__("torch").float64)
+    got = sharded.to_batch(dtype=torch.float64)
+    want = collate([memory[k] for k in order], dtype=torch.float64)
     for name in ("x", "mask", "t", "lengths", "u"):
         assert (getattr(got, name) == getattr(want, name)).all(), name
 

@@ -12,7 +12,7 @@ import torch
 
 from dynvae.train.batching import StreamedData
 from dynvae.train.checkpoint import load_checkpoint
-from dynvae.train.trainer import Trainer, TrainConfig
+from dynvae.train.trainer import TrainConfig, Trainer
 
 from .multinode_worker import CONFIG
 from .sharded_data import shard_tensor

@@ -218,7 +218,8 @@ def _no_nulls(col: pa.Array, what: str, first: int) -> None:
 
 def _numeric(kind: pa.DataType) -> bool:
     """Numbers, booleans, or a column with no value at all (null type)."""
-    return pa.types.is_null(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_boolean(kind)
+    return (pa.types.is_null(kind) or pa.types.is_integer(kind) or pa.types.is_floating(kind)
+            or pa.types.is_boolean(kind))
 
 
 def _first_line(err: Exception) -> str:

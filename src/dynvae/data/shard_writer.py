@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from dynvae.data import shard_input
 from dynvae.data.moments import Moments, segment_moments
-from dynvae.data.sharded import ID, INDEX, MOMENTS, STATS, TIME, FORMAT
+from dynvae.data.sharded import FORMAT, ID, INDEX, MOMENTS, STATS, TIME
 from dynvae.errors import DataError
 from dynvae.utils import atomic_write_json
 
