@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from dynvae.errors import DataError
-from dynvae.gaussian import batched_mv, condition_on_observation, psd_sqrt, symmetrize
+from dynvae.gaussian import batched_mv, condition_on_observation_ex, psd_sqrt, symmetrize
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 
 
@@ -88,6 +88,7 @@ def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = Non
     mean, cov = model.initial_mean, model.initial_cov
     log_lik = torch.zeros((), dtype=x.dtype, device=x.device)
     pm, pc, fm, fc = [], [], [], []
+    failed = _FirstFailure(x.device)      # checked once after the loop: no per-step sync
     for t in range(T):
         if t > 0:
             A = model.param_at("transition_matrix", t)
@@ -97,12 +98,14 @@ def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = Non
             cov = symmetrize(A @ cov @ A.transpose(-1, -2) + model.param_at("transition_cov", t))
         pm.append(mean)
         pc.append(cov)
-        mean, cov, ll = condition_on_observation(
+        mean, cov, ll, ok = condition_on_observation_ex(
             mean, cov, y[..., t, :], model.param_at("emission_matrix", t),
             model.param_at("emission_cov", t), mask[..., t, :])
+        failed.record(ok, t)
         log_lik = log_lik + ll
         fm.append(mean)
         fc.append(cov)
+    failed.raise_if_any("kalman_filter", "the innovation covariance is not positive definite")
     # a parameter with batch dims (e.g. only the transition) can widen the batch mid-way
     batch_shape = torch.broadcast_shapes(x.shape[:-2], log_lik.shape, fm[-1].shape[:-1],
                                          fc[-1].shape[:-2])
@@ -112,9 +115,38 @@ def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = Non
                         stack(fc, 2))
 
 
+class _FirstFailure:
+    """The first step at which a per-step check failed, kept on the device so that a
+    loop over steps never waits for the device; one host sync in :meth:`raise_if_any`."""
+
+    def __init__(self, device) -> None:
+        self.step = torch.full((), -1, dtype=torch.long, device=device)
+
+    def record(self, ok: Tensor, t: int) -> None:
+        bad = ~ok.all()
+        self.step = torch.where(bad & (self.step < 0), torch.full_like(self.step, t),
+                                self.step)
+
+    def raise_if_any(self, where: str, problem: str) -> None:
+        step = int(self.step)
+        if step >= 0:
+            raise torch.linalg.LinAlgError(f"{where}: {problem} at step {step}")
+
+
 def smoother_gain(filtered_cov: Tensor, predicted_cov_next: Tensor, A_next: Tensor) -> Tensor:
-    """G_t = P_{t|t} A_{t+1}^T P_{t+1|t}^{-1}, (…, S, S)."""
-    return torch.linalg.solve(predicted_cov_next, A_next @ filtered_cov).transpose(-1, -2)
+    """G_t = P_{t|t} A_{t+1}^T P_{t+1|t}^{-1}, (…, S, S); LinAlgError when a P_{t+1|t} is
+    singular."""
+    G, ok = smoother_gain_ex(filtered_cov, predicted_cov_next, A_next)
+    if not bool(ok.all()):
+        raise torch.linalg.LinAlgError("smoother_gain: a predicted covariance is singular")
+    return G
+
+
+def smoother_gain_ex(filtered_cov: Tensor, predicted_cov_next: Tensor, A_next: Tensor
+                     ) -> tuple[Tensor, Tensor]:
+    """:func:`smoother_gain` and ``ok`` (…) bool (False: P_{t+1|t} singular), no sync."""
+    G, info = torch.linalg.solve_ex(predicted_cov_next, A_next @ filtered_cov)
+    return G.transpose(-1, -2), info == 0
 
 
 def rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
@@ -127,15 +159,18 @@ def rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None
     T = f.filtered_mean.shape[-2]
     sm, sc = f.filtered_mean[..., T - 1, :], f.filtered_cov[..., T - 1, :, :]
     means, covs, cross = [sm], [sc], [torch.zeros_like(sc)]
+    failed = _FirstFailure(sm.device)
     for t in range(T - 2, -1, -1):
-        G = smoother_gain(f.filtered_cov[..., t, :, :], f.predicted_cov[..., t + 1, :, :],
-                           model.param_at("transition_matrix", t + 1))
+        G, ok = smoother_gain_ex(f.filtered_cov[..., t, :, :], f.predicted_cov[..., t + 1, :, :],
+                                 model.param_at("transition_matrix", t + 1))
+        failed.record(ok, t)
         cross.append(sc @ G.transpose(-1, -2))                    # Cov(z_{t+1}, z_t | x)
         sm = f.filtered_mean[..., t, :] + batched_mv(G, sm - f.predicted_mean[..., t + 1, :])
         sc = symmetrize(f.filtered_cov[..., t, :, :]
                         + G @ (sc - f.predicted_cov[..., t + 1, :, :]) @ G.transpose(-1, -2))
         means.append(sm)
         covs.append(sc)
+    failed.raise_if_any("rts_smoother", "the predicted covariance is singular")
     cross = cross[1:][::-1]                                       # entries t = 1..T-1
     cross = [torch.zeros_like(covs[0])] + cross
     return SmootherResult(f.log_likelihood, torch.stack(means[::-1], -2),
