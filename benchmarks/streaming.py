@@ -8,6 +8,9 @@ Python process so that its peak RSS (``ru_maxrss``) is its own:
 * ``dynvae_shard``: ``write_shards`` (two passes, bounded memory);
 * ``dynvae_stream``: one epoch of ``ShardedDataset.stream`` (batches of 64 sequences
   collated to float32 tensors, one process);
+* ``dynvae_train``: ``dynvae train --model dkf --data SHARDS`` for 20 steps of 64
+  sequences, evaluation included (the training memory is that of the streamed batches,
+  the model and at most 1000 validation/test sequences, whatever the table's size);
 * ``read_table``: the in-memory reader (the baseline: the whole table in memory).
 
     PYTHONPATH=src python benchmarks/streaming.py [--quick] [--json PATH]
@@ -78,6 +81,14 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
         for _, batch in data.stream(0, 0, 64, World(), 0, torch.float32, torch.device("cpu")):
             seen += int(batch.lengths.sum())
         assert seen == rows, (seen, rows)
+    elif case == "dynvae_train":
+        from dynvae.cli import main
+        out = shards.parent / f"run_{rows}"
+        code = main(["train", "--model", "dkf", "--data", str(shards), "--set", "max_steps=20",
+                     "--set", "batch_size=64", "--set", "eval_every=20", "--set",
+                     "progress=false", "--out", str(out), "--force"])
+        assert code == 0
+        shutil.rmtree(out)
     elif case == "read_table":
         from dynvae.data import read_table
         read_table(table, id_col="id", time_col="time")
@@ -89,6 +100,7 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
 
 def _child(case: str, table: Path, shards: Path, rows: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    env.setdefault("MPLBACKEND", "Agg")
     proc = subprocess.run([sys.executable, __file__, "--measure", case, str(table),
                            str(shards), str(rows)], env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -103,6 +115,8 @@ def main() -> None:
     parser.add_argument("--sizes", help="comma-separated row counts (default 1e5,1e6,1e7)")
     parser.add_argument("--in-memory-up-to", type=float, default=1e7,
                         help="largest size also read by read_table (default 1e7)")
+    parser.add_argument("--cases", default="dynvae_shard,dynvae_stream,dynvae_train,read_table",
+                        help="comma-separated cases (sharding always runs first)")
     parser.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it")
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,10 +140,14 @@ def main() -> None:
             generate(table, rows)
             print(f"rows={rows:.0e}: generated {table.stat().st_size / 2**20:.0f} MB Parquet "
                   f"in {time.perf_counter() - start:.1f} s")
-            cases = ["dynvae_shard", "dynvae_stream"]
-            cases += ["read_table"] if rows <= args.in_memory_up_to else []
+            wanted = args.cases.split(",")
+            cases = ["dynvae_shard"] + [c for c in wanted if c != "dynvae_shard"]
+            if rows > args.in_memory_up_to and "read_table" in cases:
+                cases.remove("read_table")
             for case in cases:
                 row = _child(case, table, shards, rows)
+                if case not in wanted:
+                    continue
                 rows_out.append(row)
                 print(f"  {case:14s} {row['seconds']:8.2f} s  {row['rows_per_s']:12,.0f} "
                       f"rows/s  peak RSS {row['peak_rss_mb']:7.0f} MB")

@@ -3,7 +3,7 @@
 Two passes over the input, batch by batch (pyarrow), never the whole table:
 
 1. every row goes to the bucket of its sequence id (a stable hash), appended to one
-   temporary Parquet file per bucket; the per-feature moments of the whole table are
+   temporary Arrow IPC file per bucket (uncompressed: written at memory speed); the per-feature moments of the whole table are
    accumulated meanwhile (:mod:`dynvae.data.moments`, float64);
 2. each bucket is read alone, sorted by (id, time), checked like the in-memory reader
    checks a table, and written as one shard holding whole sequences.
@@ -105,7 +105,7 @@ def write_shards(source, out_dir, id_col: str | None = None, time_col: str | Non
 def _partition(table: shard_input.InputTable, folder: Path, n_buckets: int):
     """Pass 1: rows to their id's bucket file; moments, row count, earliest timestamp."""
     folder.mkdir()
-    writers: dict[int, pq.ParquetWriter] = {}
+    writers: dict[int, pa.ipc.RecordBatchFileWriter] = {}
     moments = Moments.empty(len(table.value_cols))
     rows, t_min = 0, None
     try:
@@ -120,8 +120,8 @@ def _partition(table: shard_input.InputTable, folder: Path, n_buckets: int):
             for b in np.flatnonzero(np.diff(bounds)):
                 piece = frame.take(pa.array(order[bounds[b]:bounds[b + 1]]))
                 if b not in writers:
-                    writers[b] = pq.ParquetWriter(folder / f"bucket-{b:05d}.parquet",
-                                                  piece.schema)
+                    writers[b] = pa.ipc.new_file(folder / f"bucket-{b:05d}.arrow",
+                                                 piece.schema)
                 writers[b].write_table(piece)
             rows += len(part.ids)
     finally:
@@ -146,10 +146,13 @@ def _write_shard_files(work: Path, n_buckets: int, table, origin) -> dict:
              "offset": []}
     counts, means, m2s = [], [], []
     for b in range(n_buckets):
-        path = work / "buckets" / f"bucket-{b:05d}.parquet"
+        path = work / "buckets" / f"bucket-{b:05d}.arrow"
         if not path.is_file():
             continue
-        shard, starts = _sorted_shard(pq.read_table(path), table, origin)
+        with pa.memory_map(str(path)) as source:
+            bucket = pa.ipc.open_file(source).read_all()
+        shard, starts = _sorted_shard(bucket, table, origin)
+        del bucket
         k = len(index["shards"])
         name = f"shard-{k:05d}.parquet"
         pq.write_table(shard, work / name)
