@@ -32,7 +32,7 @@ from dynvae.utils import seed_everything
 SPLIT = (0.8, 0.1, 0.1)
 # sharded data: the validation and test parts read into memory, and the training
 # sequences used for data checks and train_* metrics, are at most this many sequences
-EVAL_SEQUENCES = 1000
+EVAL_SEQUENCES = 200
 
 
 def add_parser(sub) -> None:
