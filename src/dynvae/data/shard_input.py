@@ -189,8 +189,10 @@ def _raw_batches(source: Path, columns: list[str], types: dict, batch_rows: int
                  ) -> Iterator[pa.RecordBatch]:
     try:
         if _kind(source) == "parquet":
-            for batch in pq.ParquetFile(source).iter_batches(batch_size=batch_rows,
-                                                             columns=columns):
+            # pre_buffer (the default) keeps every row group read so far: memory grows
+            # with the file; unbuffered reads keep one row group at a time
+            parquet = pq.ParquetFile(source, pre_buffer=False, buffer_size=1 << 20)
+            for batch in parquet.iter_batches(batch_size=batch_rows, columns=columns):
                 yield pa.RecordBatch.from_arrays(
                     [pc.cast(batch.column(c), types[c]) for c in columns], names=columns)
             return
