@@ -50,6 +50,13 @@ def test_train_streams_a_shard_directory_and_resumes(shards, tmp_path):
                  str(tmp_path / "imputed.csv")]) == 0
 
 
+def test_column_options_on_a_shard_directory_are_an_error(shards, tmp_path, capsys):
+    code = main(["train", "--model", "dkf", "--data", str(shards), "--id-col", "pid",
+                 "--out", str(tmp_path / "r")])
+    assert code == 2 and "is a shard directory" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 @pytest.mark.parametrize("args, message", [
     (["--id-col", "nope"], "unknown column(s) ['nope']"),
     (["--id-col", "pid", "--shards", "0"], "--shards must be >= 1"),

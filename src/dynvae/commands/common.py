@@ -130,10 +130,20 @@ def load_data(spec: dict, split: str = "all") -> SequenceDataset:
             options.setdefault("progress", True)     # bars in the CLI, off in the API
         return load_dataset(spec["dataset"], **options)
     if is_shard_dir(spec["data"]):          # written by `dynvae data shard`
-        return ShardedDataset(spec["data"]).to_memory()
+        return open_shards(spec).to_memory()
     return read_table(spec["data"], id_col=spec.get("id_col"), time_col=spec.get("time_col"),
                       value_cols=spec.get("value_cols"), input_cols=spec.get("input_cols"),
                       date_format=spec.get("date_format"))
+
+
+def open_shards(spec: dict) -> ShardedDataset:
+    """The shard directory of ``spec``; its columns were fixed when it was written."""
+    given = [k for k in ("id_col", "time_col", "value_cols", "input_cols", "date_format")
+             if spec.get(k) is not None]
+    if given:
+        raise ConfigError(f"{spec['data']} is a shard directory: its columns were chosen by "
+                          f"`dynvae data shard`; leave out {given}")
+    return ShardedDataset(spec["data"])
 
 
 def _parse_value(text: str, kind: Any, key: str) -> Any:

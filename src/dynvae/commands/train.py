@@ -86,7 +86,7 @@ def load_splits(spec: dict, seed: int):
         train, val, test = (common.load_data(spec, s) for s in ("train", "valid", "test"))
         return train, train, val, test, False
     if "data" in spec and is_shard_dir(spec["data"]):
-        data = ShardedDataset(spec["data"])
+        data = common.open_shards(spec)
         if len(data) >= len(SPLIT):      # streamed training part; bounded evaluation parts
             train, val, test = data.split(SPLIT, seed=seed)
             return data, train, _head(val), _head(test), False
