@@ -3,8 +3,9 @@
 Two passes over the input, batch by batch (pyarrow), never the whole table:
 
 1. every row goes to the bucket of its sequence id (a stable hash), appended to one
-   temporary Arrow IPC file per bucket (uncompressed: written at memory speed); the per-feature moments of the whole table are
-   accumulated meanwhile (:mod:`dynvae.data.moments`, float64);
+   temporary Arrow IPC file per bucket (uncompressed: written at memory speed); the
+   per-feature moments of the whole table are accumulated meanwhile
+   (:mod:`dynvae.data.moments`, float64);
 2. each bucket is read alone, sorted by (id, time), checked like the in-memory reader
    checks a table, and written as one shard holding whole sequences.
 
