@@ -11,6 +11,8 @@ Python process so that its peak RSS (``ru_maxrss``) is its own:
 * ``dynvae_train``: ``dynvae train --model dkf --data SHARDS`` for 20 steps of 64
   sequences, evaluation included (the training memory is that of the streamed batches,
   the model and at most 200 validation/test sequences, whatever the table's size);
+* ``dynvae_fit``: the same 20 training steps through the Trainer alone (no
+  evaluation, no run directory);
 * ``read_table``: the in-memory reader (the baseline: the whole table in memory).
 
     PYTHONPATH=src python benchmarks/streaming.py [--quick] [--json PATH]
@@ -74,6 +76,8 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
         from dynvae.data.shard_writer import write_shards
         write_shards(table, shards, id_col="id", time_col="time",
                      shards=max(1, rows // 200_000), force=True)
+        extra["input_mb"] = table.stat().st_size / 2 ** 20
+        extra["shards_mb"] = sum(f.stat().st_size for f in shards.iterdir()) / 2 ** 20
     elif case == "dynvae_stream":
         from dynvae.data.sharded import ShardedDataset
         from dynvae.train.distributed import World
@@ -96,6 +100,9 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
         extra["train_rows_per_s"] = 20 * 64 * STEPS / float(last["seconds"])
         extra["note"] = "rows_per_s: table rows / whole command; see train_rows_per_s"
         shutil.rmtree(out)
+    elif case == "dynvae_fit":
+        fit_only(shards)
+        extra["train_rows_per_s"] = 20 * 64 * STEPS / (time.perf_counter() - start)
     elif case == "read_table":
         from dynvae.data import read_table
         read_table(table, id_col="id", time_col="time")
@@ -103,6 +110,22 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
     return {"case": f"rows={rows:.0e}", "impl": case, "seconds": seconds, "rows": rows,
             "rows_per_s": rows / seconds, "peak_rss_mb": peak_mb, **extra}
+
+
+def fit_only(shards: Path) -> None:
+    """The training loop alone (no evaluation): a DKF of the CLI's default sizes,
+    20 steps of 64 streamed sequences."""
+    import torch
+
+    from dynvae.data.sharded import ShardedDataset
+    from dynvae.models.registry import model_class
+    from dynvae.train.trainer import TrainConfig, Trainer
+    data = ShardedDataset(shards)
+    train = data.with_standardizer(data.fit_standardizer())
+    torch.manual_seed(0)
+    cls = model_class("dkf")
+    model = cls.from_config(cls.Config(), data.dim, data.input_dim)
+    Trainer(model, TrainConfig(batch_size=64, max_steps=20, progress=False)).fit(train)
 
 
 def _child(case: str, table: Path, shards: Path, rows: int) -> dict:
@@ -122,7 +145,8 @@ def main() -> None:
     parser.add_argument("--sizes", help="comma-separated row counts (default 1e5,1e6,1e7)")
     parser.add_argument("--in-memory-up-to", type=float, default=1e7,
                         help="largest size also read by read_table (default 1e7)")
-    parser.add_argument("--cases", default="dynvae_shard,dynvae_stream,dynvae_train,read_table",
+    parser.add_argument("--cases", default="dynvae_shard,dynvae_stream,dynvae_fit,dynvae_train,"
+                        "read_table",
                         help="comma-separated cases (sharding always runs first)")
     parser.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it")
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
