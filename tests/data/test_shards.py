@@ -143,3 +143,20 @@ def test_existing_output_needs_force_and_force_spares_other_folders(tmp_path):
     with pytest.raises(FileExistsError, match="no shard index"):
         write_shards(tmp_path / "bad.csv", tmp_path / "other", id_col="pid", force=True)
     assert (tmp_path / "other" / "notes.txt").read_text() == "mine"
+
+
+def test_a_damaged_directory_is_one_clear_error(tmp_path):
+    _write(tmp_path, long_table(6, inputs=False))
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="not a shard directory"):
+        ShardedDataset(tmp_path)
+    (out / "shard-00000.parquet").write_bytes(b"PAR1 truncated")
+    data = ShardedDataset(out)
+    with pytest.raises(DataError, match="cannot read shard .*shard-00000"):
+        data.to_memory()
+    (out / "moments.npz").write_bytes(b"\x00")
+    with pytest.raises(DataError, match="cannot read .*moments.npz"):
+        data.fit_standardizer()
+    (out / "index.json").write_text('{"format": "dynvae-shards-1", "ids": ["a"]}')
+    with pytest.raises(DataError, match="incomplete or damaged"):
+        ShardedDataset(out)

@@ -68,19 +68,22 @@ def _config(**kw):
     return TrainConfig(**{**base, **kw})
 
 
-def test_resume_mid_epoch_equals_an_uninterrupted_run(shards, tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resume_mid_epoch_equals_an_uninterrupted_run(shards, tmp_path, workers):
     train = shards.subset(range(24))
     val = shards.subset(range(24, 29)).to_memory()
-    assert shards.steps_per_epoch(5, 1) == 6                 # step 8 is mid-epoch 2
-    Trainer(_model(), _config(max_steps=15), tmp_path / "a").fit(train, val)
-    first = Trainer(_model(), _config(max_steps=8), tmp_path / "b").fit(train, val)
+    assert train.steps_per_epoch(5, 1) == 5            # steps 8 and 14: mid-epoch 1 and 2
+    Trainer(_model(), _config(max_steps=14), tmp_path / "a").fit(train, val)
+    first = Trainer(_model(), _config(max_steps=8, num_workers=workers),
+                    tmp_path / "b").fit(train, val)
     assert first.stopped == "max_steps"
     resumed = Trainer.resume(tmp_path / "b", _model(seed=5), train, val,
-                             config=_config(max_steps=15))
+                             config=_config(max_steps=14, num_workers=workers))
     a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
-    assert a["step"] == b["step"] == 15 and a["epoch"] == b["epoch"] == 2
+    assert a["step"] == b["step"] == 14 and a["epoch"] == b["epoch"] == 2
+    assert a["batch_in_epoch"] == b["batch_in_epoch"] == 4
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
-    assert len(resumed.history) == 15
+    assert len(resumed.history) == 14

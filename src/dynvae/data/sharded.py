@@ -72,13 +72,21 @@ class _Index:
                 or (self.lengths < 1).any() or self.shard.min() < 0 \
                 or self.shard.max() >= len(self.files):
             raise DataError(f"{where}: ids, lengths, shard and offset disagree")
+        self.moments_path = root / MOMENTS
+
+    def moments(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """count/mean/m2 (len(positions), D) of the sequences at ``positions``, read only
+        when needed (for 1e7 sequences the file is ~1 GB)."""
+        where = self.moments_path
         try:
-            with np.load(root / MOMENTS, allow_pickle=False) as saved:
-                self.moments = {k: saved[k] for k in ("count", "mean", "m2")}
+            with np.load(where, allow_pickle=False) as saved:
+                arrays = {k: saved[k] for k in ("count", "mean", "m2")}
         except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"cannot read {root / MOMENTS}: {err}") from None
-        if any(m.shape != (n, len(self.feature_names)) for m in self.moments.values()):
-            raise DataError(f"{root / MOMENTS} does not match {where}")
+            raise DataError(f"cannot read {where}: {err}") from None
+        shape = (len(self.ids), len(self.feature_names))
+        if any(m.shape != shape for m in arrays.values()):
+            raise DataError(f"{where} does not match {where.parent / INDEX}")
+        return {k: v[positions] for k, v in arrays.items()}
 
 
 class ShardedDataset(StreamedData):
@@ -154,7 +162,7 @@ class ShardedDataset(StreamedData):
     def fit_standardizer(self) -> Standardizer:
         """The Standardizer that :meth:`Standardizer.fit` gives on these sequences, from
         their saved moments (no pass over the data)."""
-        moments = {k: v[self.positions] for k, v in self._index.moments.items()}
+        moments = self._index.moments(self.positions)
         mean, std = combine(**moments).mean_std(self.feature_names)
         return Standardizer(mean, std, self.feature_names)
 
