@@ -63,28 +63,19 @@ def mask_observation(y: Tensor, H: Tensor, R: Tensor, mask: Tensor | None
 
 
 def kalman_gain(cov: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
-    """Gain K = P H^T S^{-1} (…, S, D) and Cholesky factor L (…, D, D) of S = H P H^T + R.
-
-    Raises LinAlgError when S is not positive definite (one host sync: per-step loops
-    use :func:`kalman_gain_ex` and check once at the end)."""
-    K, L, ok = kalman_gain_ex(cov, H, R)
-    if not bool(ok.all()):
-        raise torch.linalg.LinAlgError("innovation covariance is not positive definite")
-    return K, L
-
-
-def kalman_gain_ex(cov: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """:func:`kalman_gain` without a check: K, L and ``ok`` (…) bool, False where S is
-    not positive definite (K and L are then meaningless). No host synchronisation."""
+    """Gain K = P H^T S^{-1} (…, S, D) and Cholesky factor L (…, D, D) of S = H P H^T + R."""
     PHt = cov @ H.transpose(-1, -2)                         # (…, S, D)
     if H.shape[-2] == 1:
         # scalar observations: plain division avoids batched LAPACK calls on (…, 1, 1)
         # matrices, which dominate the cost of long sequences
+        # (a non-positive S gives a NaN factor, which the callers' moment checks report:
+        # no host synchronisation here, as this runs once per step of a loop)
         S = H @ PHt + R                                     # (…, 1, 1)
-        return PHt / S, S.clamp_min(0).sqrt(), (S > 0)[..., 0, 0]
+        return PHt / S, S.sqrt()
     L, info = torch.linalg.cholesky_ex(symmetrize(H @ PHt + R))
+    L = torch.where((info == 0)[..., None, None], L, torch.full_like(L, math.nan))
     K = torch.cholesky_solve(PHt.transpose(-1, -2), L).transpose(-1, -2)
-    return K, L, info == 0
+    return K, L
 
 
 def joseph_cov(cov: Tensor, K: Tensor, H: Tensor, R: Tensor) -> Tensor:
@@ -126,22 +117,11 @@ def condition_on_observation(
         posterior mean (…, S), posterior covariance (…, S, S) in Joseph form,
         log-likelihood of the observed entries (…).
     """
-    new_mean, new_cov, log_lik, ok = condition_on_observation_ex(mean, cov, y, H, R, mask)
-    if not bool(ok.all()):
-        raise torch.linalg.LinAlgError("innovation covariance is not positive definite")
-    return new_mean, new_cov, log_lik
-
-
-def condition_on_observation_ex(
-    mean: Tensor, cov: Tensor, y: Tensor, H: Tensor, R: Tensor, mask: Tensor | None = None
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """:func:`condition_on_observation` without a host sync: also returns ``ok`` (…)
-    bool, False where the innovation covariance is not positive definite."""
     y, H, R, n_obs = mask_observation(y, H, R, mask)
     resid = y - batched_mv(H, mean)
-    K, L, ok = kalman_gain_ex(cov, H, R)
+    K, L = kalman_gain(cov, H, R)
     new_mean = mean + batched_mv(K, resid)
-    return new_mean, joseph_cov(cov, K, H, R), innovation_log_lik(L, resid, n_obs), ok
+    return new_mean, joseph_cov(cov, K, H, R), innovation_log_lik(L, resid, n_obs)
 
 
 def psd_sqrt(P: Tensor, max_jitter: float = 1e-4) -> Tensor:
