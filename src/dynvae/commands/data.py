@@ -12,7 +12,8 @@ from dynvae.errors import ConfigError
 def add_parser(sub) -> None:
     p = sub.add_parser("data", help="prepare data files (shard a large table)",
                        description="Prepare data files for training.")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION",
+                               help="what to do (shard: write sharded Parquet)")
     s = actions.add_parser(
         "shard", help="write a table as sharded Parquet in bounded memory",
         description="Read INPUT (CSV, also compressed, or Parquet; long format) batch by "
