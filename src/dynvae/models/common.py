@@ -123,13 +123,14 @@ def encoder_mask(batch: SequenceBatch, rate: float, training: bool) -> Tensor:
 
 def observation_features(batch: SequenceBatch, mask: Tensor | None = None) -> Tensor:
     """(B, T, 2D + U) encoder input: [x * mask, mask, u]; missing entries are visible
-    to the encoder only through the mask channel. ``mask`` (B, T, D) replaces the
-    batch's (e.g. :func:`encoder_mask`)."""
+    to the encoder only through the mask channel, and u is 0 on padding steps (an
+    encoder that reads neighbouring steps must not see what lies beyond a sequence's
+    end). ``mask`` (B, T, D) replaces the batch's (e.g. :func:`encoder_mask`)."""
     mask = batch.mask if mask is None else mask
     x = torch.where(mask, batch.x, torch.zeros_like(batch.x))
     parts = [x, mask.to(x.dtype)]
     if batch.u is not None:
-        parts.append(batch.u)
+        parts.append(torch.where(batch.valid[..., None], batch.u, torch.zeros_like(batch.u)))
     return torch.cat(parts, -1)
 
 

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -227,11 +228,14 @@ def _batch_major_params(model: LinearGaussianSSM, trans_off: Tensor | None,
 
 
 def _raise_on_error(rc: int, err: ctypes.Array, smooth: bool, batch_shape: torch.Size) -> None:
+    if rc == 0:
+        return
     if rc == 3:
         raise MemoryError("native Kalman back end: out of memory for its workspace")
     engine = f"native {'RTS smoother' if smooth else 'Kalman filter'}"
-    seq = ",".join(str(int(i)) for i in torch.unravel_index(torch.tensor(err[0]),
-                                                            batch_shape)) or "0"
+    # numpy's unravel_index: torch's imports sympy on first use (seconds)
+    seq = ",".join(str(int(i)) for i in np.unravel_index(int(err[0]), tuple(batch_shape))) \
+        or "0"
     if rc == 4:
         raise NumericalError(f"{engine}: {_EXPLODED[err[2]]} exploded or became non-finite "
                              f"at step {err[1]} (sequence {seq}): it leaves the bound that "

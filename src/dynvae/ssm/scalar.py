@@ -36,6 +36,7 @@ from dynvae.gaussian import psd_sqrt, symmetrize
 from dynvae.ssm import scalar_native as native
 from dynvae.ssm.kalman import FilterResult, SmootherResult
 from dynvae.ssm.model import LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 _LOG_2PI = math.log(2 * math.pi)
 
@@ -157,7 +158,7 @@ def scalar_kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor) -> F
     """
     _check(model, x, mask)
     T = x.shape[-2]
-    batch = torch.broadcast_shapes(x.shape[:-2], model.initial_mean.shape[:-1])
+    batch = broadcast_shapes(x.shape[:-2], model.initial_mean.shape[:-1])
     A, Q, h, r, P0, m0 = _over_time(model, T, batch)
     obs = mask[..., 0].expand(*batch, T)
     y = torch.where(obs, x[..., 0], torch.zeros_like(x[..., 0])).expand(*batch, T)

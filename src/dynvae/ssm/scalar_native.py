@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from dynvae.errors import DataError
+from dynvae.utils import broadcast_shapes
 
 _SOURCE = Path(__file__).with_name("_native") / "scalar.c"
 S_MAX_NATIVE = 16   # MAXS of scalar.c
@@ -173,7 +174,7 @@ class _QuadraticRecursion(torch.autograd.Function):
 def native_linear_recursion(F: Tensor, c: Tensor, first: Tensor, reverse: bool) -> Tensor:
     """:func:`dynvae.ssm.scalar._linear_recursion` in C: F (*b, T, S, S), c (*b, T, S),
     first (*b, S) -> (*b, T, S)."""
-    batch = torch.broadcast_shapes(F.shape[:-3], c.shape[:-2], first.shape[:-1])
+    batch = broadcast_shapes(F.shape[:-3], c.shape[:-2], first.shape[:-1])
     T, S = c.shape[-2:]
     v = _LinearRecursion.apply(_flat(F, batch, (T, S, S)), _flat(c, batch, (T, S)),
                                _flat(first, batch, (S,)), reverse)
@@ -183,7 +184,7 @@ def native_linear_recursion(F: Tensor, c: Tensor, first: Tensor, reverse: bool) 
 def native_quadratic_recursion(G: Tensor, D: Tensor, last: Tensor) -> Tensor:
     """P_{T-1} = last, P_t = G_t P_{t+1} G_t^T + D_t in C: G, D (*b, T, S, S) (entry T-1
     unused), last (*b, S, S) -> (*b, T, S, S)."""
-    batch = torch.broadcast_shapes(G.shape[:-3], D.shape[:-3], last.shape[:-2])
+    batch = broadcast_shapes(G.shape[:-3], D.shape[:-3], last.shape[:-2])
     T, S = G.shape[-3], G.shape[-1]
     P = _QuadraticRecursion.apply(_flat(G, batch, (T, S, S)), _flat(D, batch, (T, S, S)),
                                   _flat(last, batch, (S, S)))
