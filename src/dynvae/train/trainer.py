@@ -26,7 +26,7 @@ from dynvae.models.base import DVAE
 from dynvae.progress import shown
 from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
-from dynvae.train.batching import epoch_batches, local_batches
+from dynvae.train.batching import StreamedData, epoch_batches, local_batches
 from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
 from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
 from dynvae.train.history import kl_weight, write_metrics_csv
@@ -223,7 +223,7 @@ class Trainer:
                               f"{self.world.size} processes")
         state = self._load_last() if resume else _State()
         cfg = self.config
-        total = cfg.max_steps or cfg.max_epochs * math.ceil(len(train) / cfg.batch_size)
+        total = cfg.max_steps or cfg.max_epochs * self._steps_per_epoch(train)
         bar = _BudgetBar(total, cfg.max_seconds, state.step,
                          enabled=cfg.progress and self.world.is_main)
         stopped, message, running = "max_epochs", "", None
@@ -231,8 +231,7 @@ class Trainer:
             stopped = "max_steps"
         start, cpu_start = time.perf_counter(), time.process_time()
         while state.epoch < cfg.max_epochs and stopped == "max_epochs":
-            batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, state.epoch)
-            loader = self._loader(train, batches[state.batch_in_epoch:])
+            loader = self._epoch_loader(train, state)
             for indices, batch in loader:
                 row = self._train_step(batch, indices, state.step, state.epoch)
                 row["seconds"] = time.perf_counter() - start
@@ -362,9 +361,22 @@ class Trainer:
         ids = [self.device] if self.device.type == "cuda" else None
         return DistributedDataParallel(wrapper, device_ids=ids)
 
-    def _loader(self, dataset, batches: list[list[int]]):
-        return local_batches(dataset, batches, self.world, self.dtype, self.device,
-                             self.config.num_workers)
+    def _epoch_loader(self, train, state: _State):
+        """(indices, local batch) pairs of the rest of the current epoch: planned by the
+        data itself when it streams (StreamedData), else a seeded permutation."""
+        cfg = self.config
+        if isinstance(train, StreamedData):
+            return train.stream(cfg.seed, state.epoch, cfg.batch_size, self.world,
+                                state.batch_in_epoch, self.dtype, self.device,
+                                cfg.num_workers)
+        batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, state.epoch)
+        return local_batches(train, batches[state.batch_in_epoch:], self.world, self.dtype,
+                             self.device, cfg.num_workers)
+
+    def _steps_per_epoch(self, train) -> int:
+        if isinstance(train, StreamedData):
+            return train.steps_per_epoch(self.config.batch_size, self.world.size)
+        return math.ceil(len(train) / self.config.batch_size)
 
     def _validate(self, val, state: _State) -> bool:
         """Evaluate, keep a deep copy of the best parameters; True when patience ran out."""
