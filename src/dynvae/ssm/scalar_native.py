@@ -55,6 +55,11 @@ def native_scalar_available() -> bool:
 
 
 def _f64(v: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """A contiguous float64 copy of ``v`` (or ``v`` itself when it already is one). Bind
+    it to a name before passing its ``data_ptr()`` to C: a temporary copy is freed as
+    soon as ``data_ptr()`` returns, before the C call reads it, and the allocator then
+    writes its own bookkeeping into the first bytes (wrong, sometimes non-finite,
+    gradients that depend on the process's heap history)."""
     return v.detach().to(torch.float64).expand(shape).contiguous()
 
 
@@ -139,8 +144,9 @@ class _LinearRecursion(torch.autograd.Function):
         N, T, S = v.shape
         gF, gc, gfirst = torch.empty_like(F), torch.empty_like(v), torch.empty(N, S,
                                                                             dtype=v.dtype)
+        gv64 = _f64(gv, v.shape)          # held while C reads it (see _f64)
         _library().dynvae_linrec_backward(N, T, S, int(ctx.reverse), F.data_ptr(),
-                                          v.data_ptr(), _f64(gv, v.shape).data_ptr(),
+                                          v.data_ptr(), gv64.data_ptr(),
                                           gF.data_ptr(), gc.data_ptr(), gfirst.data_ptr())
         return gF.to(ctx.dtype), gc.to(ctx.dtype), gfirst.to(ctx.dtype), None
 
@@ -165,8 +171,9 @@ class _QuadraticRecursion(torch.autograd.Function):
         N, T, S = G.shape[0], G.shape[1], G.shape[-1]
         gG, gD, glast = torch.empty_like(G), torch.empty_like(G), torch.empty(N, S, S,
                                                                           dtype=G.dtype)
+        gP64 = _f64(gP, P.shape)          # held while C reads it (see _f64)
         _library().dynvae_quadrec_backward(N, T, S, G.data_ptr(), P.data_ptr(),
-                                           _f64(gP, P.shape).data_ptr(), gG.data_ptr(),
+                                           gP64.data_ptr(), gG.data_ptr(),
                                            gD.data_ptr(), glast.data_ptr())
         return gG.to(ctx.dtype), gD.to(ctx.dtype), glast.to(ctx.dtype)
 
