@@ -126,43 +126,48 @@ def test_rejects_vector_observations_and_inputs():
         scalar_kalman_filter(biased, x, mask)
 
 
+
+def recursions_value(F, c, first, G, D, last, w, W, reverse, loops=False):
+    """sum(w * linear recursion) + sum(W * quadratic recursion): the engine's, or plain
+    python loops (``loops``)."""
+    T = c.shape[1]
+    if loops:
+        order = range(T - 2, -1, -1) if reverse else range(1, T)
+        v, out = first, {T - 1 if reverse else 0: first}
+        for t in order:
+            v = (F[:, t] @ v[..., None])[..., 0] + c[:, t]
+            out[t] = v
+        lin = torch.stack([out[t] for t in range(T)], 1)
+        P, covs = last, {T - 1: last}
+        for t in range(T - 2, -1, -1):
+            P = G[:, t] @ P @ G[:, t].transpose(-1, -2) + D[:, t]
+            covs[t] = P
+        quad = torch.stack([covs[t] for t in range(T)], 1)
+    else:
+        lin = scalar_module._linear_recursion(F, c, first, reverse)
+        quad = scalar_module._quadratic_recursion(G, D, last)
+    return (lin * w.to(lin)).sum() + (quad * W.to(quad)).sum()
+
+
 @pytest.mark.parametrize("reverse", [False, True])
 def test_float32_recursion_gradients_equal_float64_autograd(reverse):
     # The C backward passes once read float64 copies of float32 gradients after those
-    # copies were freed: the allocator's bookkeeping overwrote the first two entries
-    # (wrong gfirst / glast of sequence 0 on every call, sometimes inf). Repeated calls
-    # with float32 inputs against float64 autograd through plain loops catch it.
+    # copies were freed: the allocator's bookkeeping overwrote their first two entries
+    # (wrong gradients of sequence 0 on every call, sometimes inf). Repeated calls with
+    # float32 inputs against float64 autograd through plain loops catch it.
     g = torch.Generator().manual_seed(7)
     N, T, S = 12, 4, 2
     for _ in range(20):
         F = 0.5 * torch.randn(N, T, S, S, generator=g)
         c, first = torch.randn(N, T, S, generator=g), torch.randn(N, S, generator=g)
-        w = torch.randn(N, T, S, generator=g)
         G = 0.5 * torch.randn(N, T - 1, S, S, generator=g)
         D, last = spd(g, N, T - 1, S=S).float(), spd(g, N, S=S).float()
-        W = torch.randn(N, T, S, S, generator=g)
+        w, W = torch.randn(N, T, S, generator=g), torch.randn(N, T, S, S, generator=g)
         leaves32 = [v.clone().requires_grad_() for v in (F, c, first, G, D, last)]
         leaves64 = [v.double().requires_grad_() for v in (F, c, first, G, D, last)]
-
-        def value(F, c, first, G, D, last, loops=False):
-            lin = scalar_module._linear_recursion(F, c, first, reverse)
-            quad = scalar_module._quadratic_recursion(G, D, last)
-            if loops:                                    # float64, plain python loops
-                order = range(T - 2, -1, -1) if reverse else range(1, T)
-                v, out = first, {T - 1 if reverse else 0: first}
-                for t in order:
-                    v = (F[:, t] @ v[..., None])[..., 0] + c[:, t]
-                    out[t] = v
-                lin = torch.stack([out[t] for t in range(T)], 1)
-                P, covs = last, {T - 1: last}
-                for t in range(T - 2, -1, -1):
-                    P = G[:, t] @ P @ G[:, t].transpose(-1, -2) + D[:, t]
-                    covs[t] = P
-                quad = torch.stack([covs[t] for t in range(T)], 1)
-            return (lin * w.to(lin)).sum() + (quad * W.to(quad)).sum()
-
-        got = torch.autograd.grad(value(*leaves32), leaves32)
-        want = torch.autograd.grad(value(*leaves64, loops=True), leaves64)
+        got = torch.autograd.grad(recursions_value(*leaves32, w, W, reverse), leaves32)
+        want = torch.autograd.grad(recursions_value(*leaves64, w, W, reverse, loops=True),
+                                   leaves64)
         for a, b in zip(got, want, strict=True):
             assert torch.isfinite(a).all()
             torch.testing.assert_close(a.double(), b, rtol=1e-4, atol=1e-4)
