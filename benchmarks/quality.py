@@ -275,11 +275,13 @@ def markdown(rows: list[dict], command: str, budget: float) -> str:
              " | imputation beats every baseline |",
              "|---|---|" + "---:|" * len(COLUMNS) + ":---:|"]
     wins = total = 0
+    per_dataset = []
     for dataset in DATASETS:
         mine = [r for r in rows if r["dataset"] == dataset]
         if not mine:
             continue
         best = best_baseline_mse(rows, dataset)
+        wins_before, total_before = wins, total
         for r in sorted(mine, key=lambda r: (not r["impl"].startswith("baseline"),
                                              r["impl"])):
             beat = ""
@@ -292,6 +294,8 @@ def markdown(rows: list[dict], command: str, budget: float) -> str:
                 beat = f"{beat} ({r['error']})".strip()
             lines.append(f"| {r['case']} | {r['impl']} | " + " | ".join(
                 cell(r, k, f) for k, _, f in COLUMNS) + f" | {beat} |")
+        per_dataset.append(f"| {dataset} | {best:.4g} | {wins - wins_before} of "
+                           f"{total - total_before} |")
     loads = [v for r in rows for v in r.get("load_average", [])]
     head = [
         "# Model quality on real data", "",
@@ -310,7 +314,8 @@ def markdown(rows: list[dict], command: str, budget: float) -> str:
         "Baselines' spreads are calibrated on the training data "
         "(benchmarks/quality_baselines.py).", "",
         f"Deep models whose imputation MSE beats every baseline's: **{wins} of {total}**.",
-        ""]
+        "", "| dataset | best baseline imp. MSE | deep models below it |", "|---|---:|---:|",
+        *per_dataset, ""]
     return "\n".join(head + lines) + "\n"
 
 
