@@ -27,6 +27,7 @@ from dynvae.sde import (
 from tests.reference.sde_oracles import torchsde_brownian
 
 F64 = torch.float64
+DT_OU = 4e-3
 
 
 class NetSDE(SDE, nn.Module):
@@ -155,7 +156,8 @@ def test_gbm_pathwise_gradient_within_the_discretisation_error():
     assert errors["adjoint", 0.005] < 0.25 * errors["adjoint", 0.02]        # order 1
     assert errors["adjoint", 0.005] < 5e-3
     for dt in (0.02, 0.005):
-        assert abs(errors["adjoint", dt] - errors["backprop", dt]) < 1e-6 * errors["adjoint", dt] + 1e-12
+        gap = abs(errors["adjoint", dt] - errors["backprop", dt])
+        assert gap < 1e-6 * errors["adjoint", dt] + 1e-12
 
 
 def test_ou_pathwise_gradient_within_the_discretisation_error():
@@ -167,24 +169,24 @@ def test_ou_pathwise_gradient_within_the_discretisation_error():
     t = torch.tensor([0.0, T], dtype=F64)
     bm = BrownianTree(0.0, T, (B, 2), seed=3)
     z0r = z0.clone().requires_grad_(True)
-    z = sdeint(sde, z0r, t, EulerMaruyama(), 1e-3, bm=bm, gradients=Adjoint()).z[:, -1]
+    z = sdeint(sde, z0r, t, EulerMaruyama(), DT_OU, bm=bm, gradients=Adjoint()).z[:, -1]
     g_z0, _, g_sigma = torch.autograd.grad(z.sum(), [z0r, *sde.parameters()])
     decay = math.exp(-theta * T)
     # Euler's decay factor (1 - theta dt)^N differs from e^{-theta T} by O(dt)
-    assert abs(float(g_z0.mean()) - decay) < 2 * theta ** 2 * T * 1e-3 * decay
+    assert abs(float(g_z0.mean()) - decay) < theta ** 2 * T * DT_OU * decay
     exact_sigma = float(((z.detach() - z0 * decay) / sigma).sum())
     assert abs(float(g_sigma) - exact_sigma) < 0.05 * abs(exact_sigma) + 0.05
 
 
 def test_adjoint_agrees_with_torchsde_adjoint_on_the_same_path():
+    """torchsde's adjoint solves the continuous adjoint SDE; ours differentiates the
+    discrete solve: they differ by the discretisation error, O(dt) for Milstein."""
     torchsde = pytest.importorskip("torchsde")
     torch.manual_seed(2)
     sde = NetSDE(z_dim=2).double()
-    B, T, dt = 8, 1.0, 2e-3
+    B, T = 8, 1.0
     z0 = torch.randn(B, 2, dtype=F64)
     t = torch.tensor([0.0, 0.5, T], dtype=F64)
-    bm = BrownianTree(0.0, T, (B, 2), seed=4)
-    z, ours = _grads(sde, z0, t, Milstein(), dt, Adjoint(), bm)
 
     class Wrapped(nn.Module):
         noise_type, sde_type = "diagonal", "ito"
@@ -199,14 +201,20 @@ def test_adjoint_agrees_with_torchsde_adjoint_on_the_same_path():
         def g(self, t, y):
             return sde.diffusion(t, y)
 
-    wrapped = Wrapped()
-    y0 = z0.clone().requires_grad_(True)
-    ys = torchsde.sdeint_adjoint(wrapped, y0, t, bm=torchsde_brownian(bm), dt=dt,
-                                 method="milstein", adjoint_method="milstein",
-                                 adjoint_params=tuple(sde.parameters()))
-    theirs = torch.autograd.grad((ys ** 2).sum(), [y0, *sde.parameters()])
-    assert float((ys.transpose(0, 1).detach() - z).abs().max()) < 5e-3
-    assert _max_rel(ours, theirs) < 2e-2, _max_rel(ours, theirs)
+    gaps = []
+    for dt in (2e-2, 5e-3):
+        bm = BrownianTree(0.0, T, (B, 2), seed=4)
+        z, ours = _grads(sde, z0, t, Milstein(), dt, Adjoint(), bm)
+        y0 = z0.clone().requires_grad_(True)
+        ys = torchsde.sdeint_adjoint(Wrapped(), y0, t, bm=torchsde_brownian(bm), dt=dt,
+                                     method="milstein", adjoint_method="milstein",
+                                     adjoint_params=tuple(sde.parameters()))
+        theirs = torch.autograd.grad((ys ** 2).sum(), [y0, *sde.parameters()])
+        # the same forward solution (step times rounded differently: ~1e-6)
+        assert float((ys.transpose(0, 1).detach() - z).abs().max()) < 1e-4
+        gaps.append(_max_rel(ours, theirs))
+    # measured: 7.8e-3 at dt = 0.02, 1.9e-3 at dt = 0.005
+    assert gaps[1] < 0.35 * gaps[0] and gaps[1] < 4e-3, gaps
 
 
 def test_adjoint_memory_does_not_grow_with_the_number_of_steps():
