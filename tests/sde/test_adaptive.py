@@ -6,10 +6,20 @@ import pytest
 import torch
 
 from dynvae.errors import ConfigError, DataError
-from dynvae.sde import SRK, BrownianTree, EulerHeun, Milstein, sdeint
+from dynvae.sde import (
+    SDE,
+    SRK,
+    BrownianPath,
+    BrownianTree,
+    EulerHeun,
+    Milstein,
+    NoiseType,
+    SDEType,
+    sdeint,
+)
 from dynvae.sde.adaptive import sdeint_adaptive
 from dynvae.sde.processes import OrnsteinUhlenbeck
-from tests.sde.test_adjoint import GBM, NetSDE
+from tests.sde.test_adjoint import GBM
 
 F64 = torch.float64
 
@@ -23,7 +33,7 @@ def _gbm_case(B):
 
 @torch.no_grad()
 def test_error_follows_the_tolerance_and_beats_fixed_steps():
-    sde, z0, t, bm, exact = _gbm_case(128)
+    sde, z0, t, bm, exact = _gbm_case(64)
     errors, steps = [], []
     for rtol in (1e-2, 1e-4):
         sol, stats = sdeint_adaptive(sde, z0, t, Milstein(), rtol=rtol, atol=rtol, bm=bm)
@@ -35,23 +45,34 @@ def test_error_follows_the_tolerance_and_beats_fixed_steps():
     assert errors[1] < 0.75 * float((fixed - exact).abs()[:, 1:].mean())
 
 
+class Elementwise(SDE):
+    """A nonlinear diagonal Stratonovich SDE with no matmul, so that a row computes the
+    same bits in any batch."""
+
+    noise, sde_type = NoiseType.DIAGONAL, SDEType.STRATONOVICH
+
+    def drift(self, t, z):
+        return -z + torch.sin(3 * t) * torch.tanh(z)
+
+    def diffusion(self, t, z):
+        return 0.2 + 0.5 * torch.sigmoid(z)
+
+
 @torch.no_grad()
 def test_rows_land_on_their_own_times_and_equal_each_row_alone():
-    torch.manual_seed(0)
-    sde = NetSDE(z_dim=2, sde_type=EulerHeun.sde_type).double()
+    sde = Elementwise()
     t = torch.tensor([[0.0, 0.3, 0.35, 1.0], [0.2, 0.9, 1.4, 1.5], [0.1, 0.2, 0.3, 0.4]],
                      dtype=F64)
-    z0 = torch.randn(3, 2, dtype=F64)
+    z0 = torch.randn(3, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     bm = BrownianTree(0.0, 1.5, (3, 2), seed=2)
     sol, stats = sdeint_adaptive(sde, z0, t, EulerHeun(), rtol=1e-3, atol=1e-3, bm=bm)
     assert sol.z.shape == (3, 4, 2) and torch.equal(sol.z[:, 0], z0)
     for b in range(3):
         alone, _ = sdeint_adaptive(sde, z0[b:b + 1], t[b], EulerHeun(), rtol=1e-3, atol=1e-3,
                                    bm=bm.rows([b]))
-        # the same steps up to a borderline accept flipped by batched-matmul rounding
-        torch.testing.assert_close(alone.z[0], sol.z[b], rtol=0, atol=1e-4)
+        torch.testing.assert_close(alone.z[0], sol.z[b], rtol=0, atol=1e-13)
     # against a fine fixed-step solve on the same path
-    fine = sdeint(sde, z0, t, EulerHeun(), 1e-3, bm=bm).z
+    fine = sdeint(sde, z0, t, EulerHeun(), 4e-3, bm=bm).z
     assert float((fine - sol.z).abs().max()) < 0.05
     assert int(stats.steps.min()) >= 3
 
@@ -59,14 +80,15 @@ def test_rows_land_on_their_own_times_and_equal_each_row_alone():
 @torch.no_grad()
 def test_additive_srk_with_levy_areas():
     sde = OrnsteinUhlenbeck(theta=2.0, mu=0.5, sigma=0.6)
-    z0 = torch.full((64, 1), 2.0, dtype=F64)
+    z0 = torch.full((16, 1), 2.0, dtype=F64)
     t = torch.tensor([0.0, 0.7, 2.0], dtype=F64)
-    bm = BrownianTree(0.0, 2.0, (64, 1), seed=5)
-    fine = sdeint(sde, z0, t, SRK(), 1e-3, bm=bm).z
+    bm = BrownianPath(0.0, 2.0, (16, 1), seed=5)  # any BrownianMotion: here stored knots
     errs = []
     for tol in (1e-2, 1e-4):
         sol, _ = sdeint_adaptive(sde, z0, t, SRK(), rtol=tol, atol=tol, bm=bm)
+        fine = sdeint(sde, z0, t, SRK(), 1e-3, bm=bm).z  # the path refined by the trials
         errs.append(float((sol.z - fine).abs().max()))
+    # measured: 1.1e-2 and 3.4e-4 (17 and 81 trials)
     assert errs[1] < errs[0] / 10 and errs[1] < 1e-3, errs
 
 
