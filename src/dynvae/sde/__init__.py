@@ -1,5 +1,6 @@
 """dynvae.sde: stochastic calculus toolkit (Brownian motion, SDE solvers, processes)."""
 
+from dynvae.sde.adaptive import AdaptiveStats, sdeint_adaptive
 from dynvae.sde.adjoint import Adjoint
 from dynvae.sde.brownian import BrownianMotion, BrownianPath, brownian_increments
 from dynvae.sde.brownian_tree import BrownianTree
@@ -21,7 +22,7 @@ from dynvae.sde.solvers import (
 )
 
 __all__ = [
-    "Adjoint", "Backprop", "CheckpointedBlocks", "Gradients",
+    "AdaptiveStats", "sdeint_adaptive", "Adjoint", "Backprop", "CheckpointedBlocks", "Gradients",
     "BrownianMotion", "BrownianPath", "BrownianTree", "brownian_increments", "SDE",
     "SDEWithRunningCost", "NoiseType", "SDEType",
     "check_sde", "sdeint", "SDESolution", "step_schedule", "Solver", "Compiled", "EulerMaruyama",

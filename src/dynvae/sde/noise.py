@@ -28,7 +28,7 @@ from dynvae.errors import DataError
 from dynvae.sde.brownian import BrownianMotion
 from dynvae.sde.brownian_tree import _mix_int
 
-CHUNK_ELEMENTS = 1 << 22  # numbers drawn at a time
+CHUNK_ELEMENTS = 1 << 20  # numbers drawn at a time (4 MiB in float32)
 
 
 class StepNoise(abc.ABC):
