@@ -75,21 +75,25 @@ class Adjoint(Gradients):
         wants = z0.requires_grad or any(p.requires_grad for p in params)
         if not torch.is_grad_enabled() or not wants:
             return Backprop().solve(run, z0, cost0)
-        if cost0 is None:
-            zs = _AdjointSolve.apply(run, self, params, z0, None, *params)[0]
-            return zs, None
-        return _AdjointSolve.apply(run, self, params, z0, cost0, *params)
-
-
-class _AdjointSolve(torch.autograd.Function):
-    """Forward: the solve without a graph. Backward: the reverse walk."""
-
-    @staticmethod
-    def forward(ctx, run: StepRun, opts: Adjoint, params: tuple, z0: Tensor,
-                cost0: Tensor | None, *param_inputs: Tensor):
+        # The solve runs here, not in Function.forward, where forward-mode AD (which
+        # solvers may use for derivatives of the diffusion) is switched off.
         with torch.no_grad():
             zs, costs = Backprop().solve(run, z0.detach(),
                                          None if cost0 is None else cost0.detach())
+        solved = (zs, costs)
+        if cost0 is None:
+            return _AdjointSolve.apply(run, self, params, solved, z0, None, *params)[0], None
+        return _AdjointSolve.apply(run, self, params, solved, z0, cost0, *params)
+
+
+class _AdjointSolve(torch.autograd.Function):
+    """Forward: hands out the states (S, B, Z) and costs (S, B, C) or None of the solve
+    done without a graph. Backward: the reverse walk."""
+
+    @staticmethod
+    def forward(ctx, run: StepRun, opts: Adjoint, params: tuple, solved: tuple, z0: Tensor,
+                cost0: Tensor | None, *param_inputs: Tensor):
+        zs, costs = solved
         ctx.run, ctx.opts, ctx.params, ctx.has_cost = run, opts, params, cost0 is not None
         ctx.save_for_backward(zs)
         return zs, (costs if costs is not None else zs.new_zeros(0))
@@ -99,7 +103,7 @@ class _AdjointSolve(torch.autograd.Function):
         (zs,) = ctx.saved_tensors
         a_z, a_c, grads = _reverse_walk(ctx.run, ctx.opts, ctx.params, zs, grad_zs,
                                         grad_costs if ctx.has_cost else None)
-        return (None, None, None, a_z, a_c, *grads)
+        return (None, None, None, None, a_z, a_c, *grads)
 
 
 def _reverse_walk(run: StepRun, opts: Adjoint, params: tuple, zs: Tensor, grad_zs: Tensor,
