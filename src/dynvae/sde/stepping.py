@@ -39,21 +39,27 @@ class StepRun:
     cost_width: int | None
 
     def __post_init__(self) -> None:
-        shared = self.times.shape[0] == 1
+        self.shared = self.times.shape[0] == 1
         self.n_steps = int(self.times.shape[-1]) - 1
-        # per step: times 0-dim or (B, 1), sizes float or (B, 1), as solvers take them
-        self.t_steps = (list(self.times[0].unbind(0)) if shared
-                        else list(self.times.t().unsqueeze(-1).unbind(0)))
-        hs = self.times.diff(dim=-1)
-        self.h_steps = hs[0].tolist() if shared else list(hs.t().unsqueeze(-1).unbind(0))
+        self.hs = self.times.diff(dim=-1)                                    # (R, N)
+        # shared grid: step sizes as Python floats, as solvers take them
+        self.h_floats = self.hs[0].tolist() if self.shared else None
         self.record_set = set(self.recorded)
+
+    def time(self, i: int) -> Tensor:
+        """Time of step index i: 0-dim (shared grid) or (B, 1)."""
+        return self.times[0, i] if self.shared else self.times[:, i:i + 1]
+
+    def size(self, i: int) -> float | Tensor:
+        """Size of step i: a float (shared grid) or (B, 1)."""
+        return self.h_floats[i] if self.shared else self.hs[:, i:i + 1]
 
     def step(self, i: int, z: Tensor, dW: Tensor, H: Tensor | None,
              solver: Solver | None = None) -> tuple[Tensor, Tensor | None]:
         """Step i from z (B, Z) with its noise dW, H (B, W): (z1, cost increment or None)."""
         solver = self.solver if solver is None else solver
-        return solver.step(self.sde, self.drift_cost, self.t_steps[i], self.t_steps[i + 1],
-                           self.h_steps[i], z, dW, H)
+        return solver.step(self.sde, self.drift_cost, self.time(i), self.time(i + 1),
+                           self.size(i), z, dW, H)
 
 
 def integrate(run: StepRun, z: Tensor, cost: Tensor | None, start: int, stop: int,
