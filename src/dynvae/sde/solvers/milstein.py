@@ -4,9 +4,7 @@
     z1 = z + f h + g dW + 1/2 (g . grad g) (dW^2 - h)      (Ito)
     z1 = z + f h + g dW + 1/2 (g . grad g) dW^2            (Stratonovich)
 
-The correction g . grad g comes from automatic differentiation (exact; for diagonal
-noise one forward-mode pass of the diffusion gives g and its derivative together), or
-with ``derivative_free``
+The correction g . grad g comes from autograd (exact), or with ``derivative_free``
 from the finite difference (g(z + g sqrt h) - g(z)) / sqrt h (Kloeden & Platen eq.
 11.1.5), which costs one diffusion call and no backward pass. The autograd version
 keeps a graph whenever grad mode is on (so parameters of g get exact gradients): run
@@ -19,7 +17,6 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-import torch.autograd.forward_ad as fwAD
 from torch import Tensor
 
 from dynvae.sde.sde import SDE, NoiseType, SDEType
@@ -29,7 +26,7 @@ from dynvae.sde.solvers.base import Solver, safe_sqrt, scale_cost
 def diffusion_directional_derivative(sde: SDE, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
     """g and (grad g) g for diagonal or scalar noise.
 
-    Diagonal: entry i is g_i dg_i/dz_i (forward mode along the ones vector, exact
+    Diagonal: entry i is g_i dg_i/dz_i (a vector-Jacobian product with v = g, exact
     when g_i depends on z only through z_i). Scalar: J g with J = dg/dz (B, Z, Z).
     Returns (g, gdg) with g as the diffusion returns it and gdg (B, Z).
     """
@@ -48,8 +45,6 @@ def diffusion_directional_derivative(sde: SDE, t: Tensor, z: Tensor) -> tuple[Te
         tangent = g_flat.clone(memory_format=torch.contiguous_format)
         _, gdg = torch.func.jvp(flat, (primal,), (tangent,))
         return g, gdg
-    if sde.noise is NoiseType.DIAGONAL:
-        return _diagonal_forward_mode(sde, t, z)
     create = torch.is_grad_enabled()
     with torch.enable_grad():
         zz = z if z.requires_grad else z.detach().requires_grad_(True)
@@ -69,22 +64,6 @@ def diffusion_directional_derivative(sde: SDE, t: Tensor, z: Tensor) -> tuple[Te
     if not create:
         g, gdg = g.detach(), gdg.detach()
     return g, gdg
-
-
-def _diagonal_forward_mode(sde: SDE, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
-    """g and g dg/dz for diagonal noise in one forward-mode pass of the diffusion.
-
-    g_i depends on z_i only, so the Jacobian is diagonal and its diagonal is the
-    directional derivative along the ones vector: one dual-number evaluation gives
-    (g, diag J), with no backward pass and no second network call. Parameters of g
-    get exact gradients through it when grad mode is on.
-    """
-    with fwAD.dual_level():
-        out = sde.diffusion(t, fwAD.make_dual(z, torch.ones_like(z)))
-        g, dg = fwAD.unpack_dual(out)
-    if dg is None:  # g does not depend on z
-        dg = torch.zeros_like(z)
-    return g, g * dg
 
 
 @dataclass(frozen=True)
