@@ -1,9 +1,12 @@
-"""Training throughput (optimizer steps per second): dynvae's DKF vs a Pyro DMM.
+"""Training throughput (optimizer steps per second): dynvae's DKF vs a Pyro DMM, and
+dynvae's GP-VAE vs its DKF.
 
-Both models have the published DMM architecture at the same sizes (gated transition,
-MLP Bernoulli emitter, combiner over a backward RNN), the same batch of binary
-sequences, Adam-type updates with gradient clipping. One step = ELBO forward,
-backward and parameter update. Prints a table with the ratio dynvae / Pyro.
+Case ``dmm``: both models have the published DMM architecture at the same sizes (gated
+transition, MLP Bernoulli emitter, combiner over a backward RNN), the same batch of
+binary sequences, Adam-type updates with gradient clipping. Case ``gpvae``: the GP-VAE
+(Matern-3/2 channels) and the DKF at equal batch, latent and hidden sizes on one batch of
+Gaussian sequences. One step = ELBO forward, backward and parameter update. Prints the
+ratios dynvae / Pyro and GP-VAE / DKF (seconds per step).
 
     python benchmarks/train_throughput.py --quick --json throughput.json
 """
@@ -68,6 +71,49 @@ def dynvae_step(sizes: dict, batch: SequenceBatch):
     return step, sum(p.numel() for p in model.parameters())
 
 
+def model_step(name: str, config: dict, batch: SequenceBatch):
+    """One Adam step of registered model ``name`` built from ``config`` on ``batch``."""
+    cls = model_class(name)
+    torch.manual_seed(0)
+    model = cls.from_config(config, batch.dim, 0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        model.elbo(batch).loss().backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimizer.step()
+
+    return step, sum(p.numel() for p in model.parameters())
+
+
+def gpvae_case(batch_size: int, steps: int, n_steps: int, repeats: int) -> list[dict]:
+    """GP-VAE vs DKF at B, T, D = batch_size, steps, 6; Z = 8 latents, hidden width 64."""
+    gen = torch.Generator().manual_seed(0)
+    batch = SequenceBatch.from_tensor(torch.randn(batch_size, steps, 6, generator=gen))
+    case = f"gpvae B={batch_size} T={steps} D=6 Z=8 H=64"
+    configs = {
+        "dynvae-dkf": ("dkf", dict(latent_dim=8, encoder_hidden=64, transition_hidden=(64,),
+                                   emission_hidden=(64,))),
+        "dynvae-gpvae": ("gpvae", dict(latent_dim=8, encoder_hidden=(64,),
+                                       emission_hidden=(64,))),
+    }
+    built = {impl: model_step(name, cfg, batch) for impl, (name, cfg) in configs.items()}
+    rates = time_interleaved({k: v[0] for k, v in built.items()}, n_steps, repeats)
+    rows = [{"case": case, "impl": impl, "steps_per_s": statistics.median(rates[impl]),
+             "seconds": 1.0 / statistics.median(rates[impl]), "n_params": built[impl][1]}
+            for impl in built]
+    ratios = [d / g for d, g in zip(rates["dynvae-dkf"], rates["dynvae-gpvae"], strict=True)]
+    rows[1]["cost_vs_dkf"] = statistics.median(ratios)
+    print(f"\n{case}\n{'impl':<14}{'steps/s':>10}{'s/step':>10}{'params':>10}")
+    for r in rows:
+        print(f"{r['impl']:<14}{r['steps_per_s']:>10.2f}{r['seconds']:>10.3f}"
+              f"{r['n_params']:>10}")
+    print(f"GP-VAE / DKF seconds per step, median over {repeats} interleaved repeats: "
+          f"{rows[1]['cost_vs_dkf']:.2f}x (per repeat: {', '.join(f'{r:.2f}' for r in ratios)})")
+    return rows
+
+
 def pyro_step(sizes: dict, batch: SequenceBatch):
     import pyro
     import pyro_dmm
@@ -86,9 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--batch-size", type=int, default=20)
     parser.add_argument("--steps", type=int, default=None, help="sequence length T")
+    parser.add_argument("--case", choices=["all", "dmm", "gpvae"], default="all")
     args = parser.parse_args(argv)
     T = args.steps or (32 if args.quick else 64)
     n_steps, repeats = (2, 5) if args.quick else (5, 7)
+    rows = [] if args.case == "gpvae" else dmm_case(args, T, n_steps, repeats)
+    if args.case != "dmm":
+        rows += gpvae_case(args.batch_size, args.steps or (50 if args.quick else 100),
+                           n_steps, repeats)
+    if args.json is not None:
+        atomic_write_json(args.json, rows)
+    return 0
+
+
+def dmm_case(args: argparse.Namespace, T: int, n_steps: int, repeats: int) -> list[dict]:
+    """dynvae's DKF vs the Pyro DMM at the published DMM sizes."""
     sizes = dict(z_dim=32, emission_dim=64, transition_dim=64, rnn_dim=128)
     batch = binary_sequences(args.batch_size, T, 88)
     case = f"dmm B={args.batch_size} T={T} D=88 Z={sizes['z_dim']} H={sizes['rnn_dim']}"
@@ -113,9 +171,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dynvae / pyro steps per second, median over {repeats} interleaved repeats: "
               f"{rows[0]['speedup_vs_pyro']:.2f}x (per repeat: "
               f"{', '.join(f'{r:.2f}' for r in ratios)})")
-    if args.json is not None:
-        atomic_write_json(args.json, rows)
-    return 0
+    return rows
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ def gp_argv(run: Path, mean: str, smoke: bool) -> list[str]:
         seq = load_dataset("co2").sequences[0]
         csv = run.parent / "co2_every16.csv"
         pd.DataFrame({"year": seq.t[::16], "co2": seq.x[::16, 0]}).to_csv(csv, index=False)
-        data = ["--data", str(csv), "--time-col", "year", "--value-col", "co2", "--period", "1",
+        data = ["--data", str(csv), "--time-col", "year", "--value-cols", "co2", "--period", "1",
                 "--max-iter", "2", "--grid-points", "200"]
     # a 5-year trend length-scale to start from: from the CLI's default (a twentieth of the
     # span, 2.2 years) and the linear mean, L-BFGS ended (125 evaluations) in a mode where

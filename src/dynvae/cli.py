@@ -1,44 +1,73 @@
 """The ``dynvae`` command line. Each sub-command lives in ``dynvae.commands.<name>``
 and provides ``add_parser(subparsers)`` and ``run(args) -> int``; registering one
-is one line in ``COMMANDS``."""
+is one line in ``COMMANDS``.
+
+Only the module of the command being run is imported, and command modules import
+torch, pandas and matplotlib inside the functions that use them: ``dynvae --help``,
+``dynvae datasets`` and usage errors answer without loading any of them.
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
-from dynvae.errors import CheckpointError, ConfigError, DataError
+from dynvae import errors
+from dynvae.errors import CheckpointError, ConfigError, DataError, MissingDependencyError
 
-COMMANDS: list[str] = [
-    "train",
-    "evaluate",
-    "impute",
-    "forecast",
-    "sample",
-    "datasets",
-    "gp",
-]
+# name -> the one-line summary shown by `dynvae --help` (the same as the module's own)
+COMMANDS: dict[str, str] = {
+    "train": "fit a model and write a run directory",
+    "evaluate": "recompute a run's metrics.json",
+    "impute": "impute missing entries with a fitted model",
+    "forecast": "forecast the steps after each sequence",
+    "sample": "draw new sequences from a fitted model",
+    "datasets": "list the built-in datasets, or export one to a CSV/Parquet file",
+    "gp": "state-space GP regression on irregular times (O(T))",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: the sub-command named in it gets its full parser, the
+    others a summary line (all of them get full parsers when ``argv`` is None)."""
     parser = argparse.ArgumentParser(
         prog="dynvae", description="Dynamical variational autoencoders: train, evaluate, impute, "
-        "forecast and sample sequence models with missing values and irregular times.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(f"dynvae.commands.{name}").add_parser(sub)
+        "forecast and sample sequence models with missing values and irregular times.",
+        epilog="`dynvae COMMAND --help` describes a command's options.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="one of the commands below")
+    chosen = None if argv is None else next((a for a in argv if not a.startswith("-")), None)
+    for name, summary in COMMANDS.items():
+        if argv is None or name == chosen:
+            importlib.import_module(f"dynvae.commands.{name}").add_parser(sub)
+        else:
+            sub.add_parser(name, help=summary)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args.run(args) or 0)
-    except (DataError, ConfigError, CheckpointError, FileNotFoundError, FileExistsError) as err:
+    except (DataError, ConfigError, CheckpointError, MissingDependencyError,
+            FileNotFoundError, FileExistsError) as err:
         print(f"dynvae {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        # a NumericalError can only come from code that imported torch
+        if "torch" in sys.modules and isinstance(err, errors.NumericalError):
+            print(f"dynvae {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        print(f"dynvae {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:          # e.g. `dynvae train --list-keys | head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -68,11 +68,12 @@ def kalman_gain(cov: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor]:
     if H.shape[-2] == 1:
         # scalar observations: plain division avoids batched LAPACK calls on (…, 1, 1)
         # matrices, which dominate the cost of long sequences
+        # (a non-positive S gives a NaN factor, which the callers' moment checks report:
+        # no host synchronisation here, as this runs once per step of a loop)
         S = H @ PHt + R                                     # (…, 1, 1)
-        if not bool((S > 0).all()):
-            raise torch.linalg.LinAlgError("innovation variance is not positive")
         return PHt / S, S.sqrt()
-    L = torch.linalg.cholesky(symmetrize(H @ PHt + R))
+    L, info = torch.linalg.cholesky_ex(symmetrize(H @ PHt + R))
+    L = torch.where((info == 0)[..., None, None], L, torch.full_like(L, math.nan))
     K = torch.cholesky_solve(PHt.transpose(-1, -2), L).transpose(-1, -2)
     return K, L
 

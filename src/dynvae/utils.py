@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from dynvae.errors import MissingDependencyError
 
@@ -59,6 +58,8 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save through a temporary file and an atomic rename."""
     import io
+
+    import torch
     buf = io.BytesIO()
     torch.save(obj, buf)
     atomic_write_bytes(path, buf.getvalue())
@@ -66,9 +67,24 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 def seed_everything(seed: int) -> None:
     """Seed Python, NumPy and torch generators."""
+    import torch
     random.seed(seed)
     np.random.seed(seed)  # noqa: NPY002 - seeds the legacy global generator third-party code uses
     torch.manual_seed(seed)
+
+
+def broadcast_shapes(*shapes):
+    """``torch.broadcast_shapes`` without its cost on first use: torch's version imports
+    sympy then (1-2 s of a command's start-up). NumPy applies the same rules to plain
+    integer sizes; symbolic sizes (under torch.compile) and errors go to torch's."""
+    import torch
+    sizes = [tuple(s) for s in shapes]
+    if all(type(d) is int for s in sizes for d in s):
+        try:
+            return torch.Size(np.broadcast_shapes(*sizes))
+        except ValueError:
+            pass                                 # torch raises its own error below
+    return torch.broadcast_shapes(*shapes)
 
 
 def import_optional(module: str, extra: str, purpose: str):

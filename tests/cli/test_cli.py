@@ -174,42 +174,10 @@ def test_train_on_bad_data_leaves_no_run_directory(nile_csv, tmp_path, capsys):
     assert not run.exists()
 
 
-def test_forecast_plot_of_many_features_draws_the_most_observed_few(monkeypatch, tmp_path):
-    from dynvae import plots
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(12, 64))
-    x[rng.random((12, 64)) < 0.5] = np.nan
-    x[:, [5, 40]] = 1.0                                   # fully observed features
-    names = [f"f{d}" for d in range(64)]
-    plots.plot_forecast(np.arange(12.0), x, np.arange(12.0, 15.0), np.zeros((3, 64)),
-                        np.ones((3, 64)), names, tmp_path / "f.png", title="forecast")
-    axes = figures[0].axes
-    assert len(axes) == plots.MAX_LINE_PANELS
-    labels = [ax.get_ylabel() for ax in axes]
-    order = np.argsort(-np.isfinite(x).sum(0), kind="stable")[:plots.MAX_LINE_PANELS]
-    assert labels == [names[d] for d in sorted(order)] and {"f5", "f40"} <= set(labels)
-    assert "8 of 64 features" in figures[0]._suptitle.get_text()
-
-
 def test_dataset_option_of_a_dataset_without_options(tmp_path, capsys):
     assert main(["train", "--model", "lgssm", "--dataset", "nile", "--dataset-option",
                  "foo=1", "--out", str(tmp_path / "r")]) == 2
     assert "dataset 'nile' takes no options" in capsys.readouterr().err
-
-
-def test_training_curve_has_integer_steps_and_names_its_scale(monkeypatch, tmp_path):
-    from dynvae import plots
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
-    plots.plot_training_curve([{"step": s, "log_likelihood": -10.0 + s} for s in range(3)],
-                              tmp_path / "c.png")
-    ax = figures[0].axes[-1]
-    figures[0].canvas.draw()
-    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
-    assert ticks and all(float(t).is_integer() for t in ticks)
-    assert "scale" in figures[0]._suptitle.get_text()
 
 
 def test_impute_with_the_run_features_in_another_order_is_an_error(tmp_path, capsys):
@@ -226,35 +194,3 @@ def test_impute_with_the_run_features_in_another_order_is_an_error(tmp_path, cap
     assert main(["impute", str(run), "--data", str(path), "--value-cols", "b,a",
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "give them in the order ['a', 'b']" in capsys.readouterr().err
-
-
-def test_heatmaps_share_one_colour_scale_for_data_and_mean(monkeypatch, tmp_path):
-    from dynvae import plots
-    figures = []
-    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
-    rng = np.random.default_rng(0)
-    x = rng.random((6, 20))
-    mask = rng.random((6, 20)) < 0.5
-    mean = 0.4 * rng.random((6, 20))                # narrower range than the data
-    plots.plot_heatmaps(np.arange(6.0), x, mask, mean, np.full((6, 20), 0.1),
-                        tmp_path / "h.png")
-    images = [ax.images[0] for ax in figures[0].axes if ax.images]
-    assert len(images) == 3
-    assert images[0].get_clim() == images[1].get_clim()
-    both = np.concatenate([x[mask], mean.ravel()])
-    assert images[0].get_clim() == (both.min(), both.max())
-
-
-def test_impute_plot_of_many_features_draws_heatmaps(monkeypatch, tmp_path):
-    from dynvae.commands import report
-    calls = []
-    monkeypatch.setattr(report.plots, "plot_heatmaps", lambda *a, **k: calls.append("heat"))
-    monkeypatch.setattr(report.plots, "plot_imputation", lambda *a, **k: calls.append("line"))
-    from dynvae.data import from_numpy
-    data = from_numpy(np.random.default_rng(0).random((1, 5, 20)))
-    x = np.stack([s.x for s in data])
-    report.plot_first_imputation(tmp_path / "i.png", data, x, np.isfinite(x), x, x)
-    few = x[..., :3]
-    report.plot_first_imputation(tmp_path / "j.png", from_numpy(few), few, np.isfinite(few),
-                                 few, few)
-    assert calls == ["heat", "line"]

@@ -24,10 +24,11 @@ def _train(out, *extra):
 
 def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
     run = tmp_path / "run"
-    assert _train(run, "--set", "max_steps=2") == 0
+    assert _train(run, "--set", "max_steps=2", "--set", "kl_anneal_steps=1") == 0
     for name in ("config.json", "metrics.json", "metrics.csv", "checkpoints/model.pt",
                  "checkpoints/last.pt", "checkpoints/best.pt", "plots/training_curve.png",
-                 "plots/imputation.png", "plots/forecast.png", "plots/latents.png"):
+                 "plots/imputation.png", "plots/forecast.png", "plots/latents.png",
+                 "plots/kl_per_dim.png"):
         assert (run / name).is_file(), name
     config = json.loads((run / "config.json").read_text())
     sections = config["config"]
@@ -37,9 +38,13 @@ def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
     for key in ("test_elbo_per_step", "test_iwae_per_step", "test_imputation_mse",
                 "forecast_mse", "test_missing_mse", "test_missing_bce"):
         assert np.isfinite(metrics[key]), key
-    assert len(pd.read_csv(run / "metrics.csv")) == 2
+    assert metrics["latent_dims"] == 2 and 0 <= metrics["active_latent_dims"] <= 2
+    curve = pd.read_csv(run / "metrics.csv")
+    assert len(curve) == 2 and {"kl_per_step", "kl_dim0", "kl_dim1"} <= set(curve.columns)
+    # the data-sized rule filled what --set did not give
+    assert sections["train"]["lr"] == 3e-3 and sections["model"]["hide_from_encoder"] == 0.3
     # resume through the CLI: 2 more steps continue from checkpoints/last.pt
-    assert _train(run, "--set", "max_steps=4", "--resume") == 0
+    assert _train(run, "--set", "max_steps=4", "--set", "kl_anneal_steps=1", "--resume") == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
     assert len(pd.read_csv(run / "metrics.csv")) == 4
     (run / "metrics.json").unlink()

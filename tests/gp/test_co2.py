@@ -91,7 +91,7 @@ def test_cli_gp_on_csv_with_dates_and_gaps(tmp_path, capsys):
     csv = tmp_path / "co2.csv"
     frame.to_csv(csv, index=False)
     out = tmp_path / "run"
-    argv = ["gp", "--data", str(csv), "--time-col", "date", "--value-col", "co2", "--kernel",
+    argv = ["gp", "--data", str(csv), "--time-col", "date", "--value-cols", "co2", "--kernel",
             "matern32+periodic", "--order", "2", "--max-iter", "5", "--out", str(out),
             "--extrapolate", "100", "--grid-points", "50", "--mean", "linear"]
     assert main(argv) == 0

@@ -95,7 +95,7 @@ def test_matern_matches_scikit_learn_kernels():
 
 def test_scaled_bessel_matches_scipy():
     special = pytest.importorskip("scipy.special")
-    for z in (1e-3, 0.4, 2.0, 11.0, 150.0):
+    for z in (1e-3, 0.4, 2.0, 11.0, 150.0, 999.0, 1001.0, 1e5):   # series, then asymptotic
         got = scaled_bessel_i(8, torch.tensor(z, dtype=DT))
         ref = torch.tensor([special.ive(j, z) for j in range(9)], dtype=DT)
         torch.testing.assert_close(got, ref, rtol=1e-11, atol=1e-300)
@@ -117,7 +117,7 @@ def test_composition_operators_and_hyperparameters():
     k = Matern32() + Matern12() + Periodic()
     assert isinstance(k, Sum) and len(k.kernels) == 3
     p = Matern32() * Periodic(order=2)
-    assert isinstance(p, Product) and p.state_dim == 2 * 6
+    assert isinstance(p, Product) and p.state_dim == 2 * 5
     qp = QuasiPeriodic(period=2.0, lengthscale=0.5, decay_lengthscale=7.0, variance=3.0)
     hp = qp.hyperparameters()
     assert hp["left.lengthscale"] == pytest.approx(7.0)
@@ -140,3 +140,66 @@ def test_parser_registry_and_errors():
     with pytest.raises(ConfigError, match="order"):
         Periodic(order=0)
     assert math.isclose(Matern52(2.0).hyperparameters()["lengthscale"], 2.0)
+
+
+def test_spec_arguments_several_periods_and_round_trip():
+    from dynvae.gp.kernels.registry import count_periodic, kernel_spec
+    k = parse_kernel("matern52(30) + periodic(24) + periodic(168, lengthscale=0.5, order=2)")
+    hp = k.hyperparameters()
+    assert hp["kernels.0.lengthscale"] == pytest.approx(30.0)
+    assert hp["kernels.1.period"] == pytest.approx(24.0)
+    assert hp["kernels.2.period"] == pytest.approx(168.0)
+    assert hp["kernels.2.lengthscale"] == pytest.approx(0.5)       # the cycle's, not Matern's
+    assert k.kernels[2].order == 2 and k.state_dim == 3 + 13 + 5     # orders 6 (default), 2
+    # periodic parts without a period take KernelInit.periods in order, then .period
+    k = parse_kernel("periodic + matern32 * periodic + quasiperiodic(decay=9) + periodic(5)",
+                     KernelInit(periods=(1.0, 7.0), period=30.0, order=3))
+    assert count_periodic("periodic + matern32 * periodic + quasiperiodic + periodic(5)") == 3
+    periods = [v for name, v in k.hyperparameters().items() if name.endswith("period")]
+    assert periods == pytest.approx([1.0, 7.0, 30.0, 5.0])
+    assert k.kernels[2].hyperparameters()["left.lengthscale"] == pytest.approx(9.0)
+    # a fitted kernel's spec rebuilds the same kernel
+    spec = kernel_spec(k)
+    assert kernel_spec(parse_kernel(spec)) == spec
+    torch.testing.assert_close(parse_kernel(spec).covariance(torch.arange(5.0, dtype=DT),
+                                                             torch.arange(5.0, dtype=DT)),
+                               k.covariance(torch.arange(5.0, dtype=DT),
+                                            torch.arange(5.0, dtype=DT)).detach(),
+                               rtol=1e-5, atol=1e-8)            # 6 significant digits
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("", "empty"), ("matern52(", "unbalanced"), ("matern52)", "unbalanced"),
+    ("periodic(x)", "not a number"), ("periodic(-1)", "positive"), ("periodic(1, 2)", "positional"),
+    ("matern32(decay=2)", "no hyperparameter 'decay'"), ("matern52+", "cannot read"),
+    ("periodic(order=1.5)", "integer"), ("rbf(2)", "unknown kernel"),
+])
+def test_spec_errors_are_one_clear_message(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_kernel(spec)
+
+
+@pytest.mark.parametrize("name", list(all_kernels()))
+def test_structured_discretisation_equals_dense_formula(name):
+    """Sums (blocks) and products (Kronecker) against A = expm(F dt), Q = Pinf - A Pinf A^T
+    on the whole state; the periodic kernel's Q is exactly zero."""
+    k = all_kernels()[name]
+    F, _, _, _, Pinf = k.state_space()
+    dt = torch.tensor([0.0, 1e-3, 0.3, 2.0, 40.0], dtype=DT)
+    A_ref = torch.linalg.matrix_exp(F * dt[:, None, None])
+    Q_ref = Pinf - A_ref @ Pinf @ A_ref.transpose(-1, -2)
+    A, Q = k.discretize(dt)
+    torch.testing.assert_close(A, A_ref, rtol=1e-10, atol=1e-11)
+    torch.testing.assert_close(Q, Q_ref, rtol=1e-9, atol=1e-10 * float(Pinf.abs().max()))
+    assert torch.equal(Q, Q.transpose(-1, -2))
+    if name == "periodic":
+        assert bool((Q == 0).all())
+
+
+def test_periodic_state_has_one_constant_coordinate():
+    k = Periodic(1.3, 0.8, 1.2, order=4)
+    assert k.state_dim == 9
+    F, _, _, H, Pinf = k.state_space()
+    assert H[0].tolist() == [1.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 0.0]
+    assert bool((F[0] == 0).all()) and float(Pinf[0, 0]) == pytest.approx(
+        float(k.coefficients()[0]))

@@ -36,7 +36,8 @@ def conditionally_linear_vrnn(D: int, Z: int, U: int = 0, hidden: int = 5,
     torch.manual_seed(seed)
     F = 2 * D + U
     cfg = VRNNConfig(latent_dim=Z, hidden_size=hidden, feature_size=F, mlp_hidden=(),
-                     free_emission_variance=True, min_var=0.0, **config)
+                     free_emission_variance=True, min_var=0.0,
+                     **{"encoder": "filtering", **config})   # the exact posterior below is causal
     model = VRNN(cfg, D, U)
     model.phi_x = nn.Identity()
     model.phi_z = nn.Linear(Z, F)

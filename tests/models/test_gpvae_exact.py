@@ -7,7 +7,7 @@ import torch
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.gp import sites as gp_sites
-from dynvae.gp.inference import ParallelKalman, SequentialKalman
+from dynvae.gp.inference import ParallelKalman, ScalarKalman, SequentialKalman
 from dynvae.gp.kernels import Matern12, Matern32, Matern52
 from dynvae.models.gpvae import GPVAE, GPVAEConfig
 from dynvae.nn.mlp import inverse_softplus
@@ -40,8 +40,8 @@ def random_sites(B, T, Z, lengths, seed=1):
 
 
 @pytest.mark.parametrize("name", sorted(KERNELS))
-@pytest.mark.parametrize("engine", [SequentialKalman(), ParallelKalman()],
-                         ids=["sequential", "parallel"])
+@pytest.mark.parametrize("engine", [SequentialKalman(), ParallelKalman(), ScalarKalman()],
+                         ids=["sequential", "parallel", "scalar"])
 @torch.no_grad()
 def test_kl_marginals_and_evidence_equal_dense_algebra(name, engine):
     kernels = KERNELS[name]()
@@ -66,6 +66,8 @@ def test_kl_marginals_and_evidence_equal_dense_algebra(name, engine):
             np.testing.assert_allclose(post.var[b, :n, c].numpy(), np.diag(cov), rtol=0,
                                        atol=1e-9)
         assert abs(float(kl[b]) - want_kl) < 1e-9 * max(1.0, abs(want_kl))
+        per_channel = gp_sites.kl_to_prior_per_channel(post, s)[b]
+        assert abs(float(per_channel.sum()) - want_kl) < 1e-9 * max(1.0, abs(want_kl))
         assert abs(float(post.log_marginal[b]) - want_lml) < 1e-9 * max(1.0, abs(want_lml))
 
 

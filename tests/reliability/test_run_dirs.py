@@ -86,7 +86,8 @@ def test_gp_keeps_the_train_rule_for_existing_directories(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()
     (out / "config.json").write_text('{"mine": 1}')
-    gp = ["gp", "--data", str(data), "--time-col", "t", "--max-iter", "3", "--out", str(out)]
+    gp = ["gp", "--data", str(data), "--time-col", "t", "--kernel", "matern52", "--max-iter", "3",
+          "--out", str(out)]
     assert main(gp) == 2
     assert "--force" in one_line_error(capsys)
     assert (out / "config.json").read_text() == '{"mine": 1}'

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dynvae.errors import DataError
+from dynvae.errors import DataError, NumericalError
 from dynvae.ssm import (
     LinearGaussianSSM,
     kalman_filter,
@@ -132,7 +132,7 @@ def test_bad_inputs_are_clear_errors():
                             mask=torch.ones(9, 2, dtype=torch.bool))
     bad = LinearGaussianSSM(**{**model.__dict__, "emission_cov": -torch.eye(2,
                                                                             dtype=torch.float64)})
-    with pytest.raises(DataError, match="not positive definite.*step 0"):
+    with pytest.raises(NumericalError, match="not positive definite.*step 0"):
         native_kalman_filter(bad, torch.randn(10, 2, dtype=torch.float64))
 
 
@@ -197,3 +197,54 @@ def test_missing_or_failing_compiler_is_a_clear_error(fresh_library, monkeypatch
     monkeypatch.setenv("PATH", str(fresh_library))               # nothing to find on PATH
     with pytest.raises(NativeUnavailable, match="no C compiler found"):
         find_c_compiler()
+
+
+def test_simd_blocks_of_eight_with_per_sequence_parameters_and_masks():
+    """12 sequences with their own time-varying parameters: one block of 8 SIMD lanes plus
+    4 single sequences, each against the sequential torch smoother."""
+    T, batch = 30, (3, 4)
+    model = rich_model(T, S=3, D=2, U=2, batch=batch, seed=11)
+    g = torch.Generator().manual_seed(12)
+    x = torch.randn(*batch, T, 2, generator=g, dtype=torch.float64)
+    u = torch.randn(*batch, T, 2, generator=g, dtype=torch.float64)
+    mask = random_mask(x.shape, seed=13)
+    mask[2, 3, 10:] = False                                    # padding of the last sequence
+    assert_smoothers_equal(native_rts_smoother(model, x, mask, u),
+                           rts_smoother(model, x, mask, u))
+
+
+def test_shared_covariances_with_per_sequence_means_offsets_and_one_mask():
+    """Shared P0, A, Q, H, R and one missingness pattern: covariances are computed once
+    (returned broadcast over the batch); initial means and input offsets stay per sequence."""
+    S, D, U, T, B = 3, 2, 2, 40, 11
+    base = constant_model(S, D, seed=6)
+    g = torch.Generator().manual_seed(7)
+    r = lambda *s: torch.randn(*s, generator=g, dtype=torch.float64)
+    model = LinearGaussianSSM(**{**base.__dict__, "initial_mean": r(B, S),
+                                 "transition_input": r(S, U), "emission_input": r(D, U)})
+    x, u = r(B, T, D), r(B, T, U)
+    mask = random_mask((T, D), seed=8).expand(B, T, D)
+    out = native_rts_smoother(model, x, mask, u)
+    assert out.smoothed_cov.stride(0) == 0                     # one covariance for all
+    assert_smoothers_equal(out, rts_smoother(model, x, mask, u))
+
+
+@pytest.mark.parametrize("B", [1, 11])
+def test_guard_names_the_sequence_and_step_in_both_batched_paths(B):
+    model = constant_model(S=3, D=1, seed=2)
+    T = 30
+    Q = model.transition_cov.expand(T, 3, 3).clone()
+    Q[21] = -10.0 * torch.eye(3, dtype=torch.float64)          # predicted variances < 0
+    bad = LinearGaussianSSM(**{**model.__dict__, "transition_cov": Q,
+                               "time_varying": {"transition_cov"}})
+    x = torch.randn(B, T, 1, dtype=torch.float64)
+    with pytest.raises(NumericalError, match=r"native (Kalman filter|RTS smoother): .*step 21"):
+        native_rts_smoother(bad, x)
+    # per-sequence parameters (the SIMD path): only sequence 9 breaks
+    if B == 11:
+        Qb = model.transition_cov.expand(B, T, 3, 3).clone()
+        Qb[9, 17] = float("nan")
+        bad = LinearGaussianSSM(**{**model.__dict__, "transition_cov": Qb,
+                                   "time_varying": {"transition_cov"}})
+        with pytest.raises(NumericalError, match=r"step 17 \(sequence 9\)"):
+            native_kalman_filter(bad, x)

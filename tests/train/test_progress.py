@@ -24,7 +24,10 @@ def test_library_training_and_fitting_print_nothing(capsys):
     assert captured.err == "" and captured.out == ""
 
 
-def test_the_cli_shows_a_training_bar(tmp_path, capsys):
+def test_the_cli_shows_a_training_bar(tmp_path, capsys, monkeypatch):
+    # bars are drawn on a terminal only; here standard error is captured, so draw them
+    for where in ("dynvae.progress.shown", "dynvae.train.trainer.shown"):
+        monkeypatch.setattr(where, lambda enabled=True: not enabled)
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"id": np.repeat(["a", "b", "c", "d"], 10),
                           "t": np.tile(np.arange(10.0), 4), "v": rng.normal(size=40)})

@@ -5,13 +5,33 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import sys
 import typing
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dynvae.data import SequenceDataset, load_dataset, read_table
 from dynvae.data.datasets import DATASETS
 from dynvae.errors import ConfigError
-from dynvae.train import run as rundir
+
+if TYPE_CHECKING:
+    from dynvae.data import SequenceDataset
+
+
+class ColumnList(argparse.Action):
+    """``--value-cols A,B``: a comma-separated list of column names (given twice, the
+    lists are joined)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        columns = [c.strip() for c in values.split(",") if c.strip()]
+        setattr(namespace, self.dest, [*(getattr(namespace, self.dest) or []), *columns])
+
+
+class DeprecatedColumn(ColumnList):
+    """The older ``--value-col A`` (one column, repeated): still read, with a notice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"{parser.prog}: {option_string} is deprecated; write --value-cols A,B",
+              file=sys.stderr)
+        super().__call__(parser, namespace, values, option_string)
 
 
 def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
@@ -47,11 +67,18 @@ def add_prediction_args(parser: argparse.ArgumentParser, plot_help: str) -> None
     add_data_args(parser, dataset=False, required=True)
     parser.add_argument("--out", required=True, metavar="CSV", help="CSV file to write")
     parser.add_argument("--plot", metavar="PNG", help=plot_help)
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    add_device_arg(parser)
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """--device cpu|cuda."""
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                        help="where the model runs: cpu (default) or cuda (a GPU)")
 
 
 def check_outputs(args: argparse.Namespace) -> None:
     """Refuse unwritable --out / --plot files before any work is done."""
+    from dynvae.train import run as rundir
     for flag in ("out", "plot"):
         if getattr(args, flag, None):
             rundir.check_writable(getattr(args, flag), f"--{flag}")
@@ -61,6 +88,7 @@ def load_run_and_data(args: argparse.Namespace):
     """The run of ``args.run_dir`` (a dynvae.train.run.LoadedRun) and the data named by
     ``args``, read with the run's saved column options where none are given; the output
     files are checked first."""
+    from dynvae.train import run as rundir
     check_outputs(args)
     loaded = rundir.load_run(args.run_dir, args.device)
     return loaded, load_data(data_spec(args, fallback=loaded.config["data"]))
@@ -119,6 +147,7 @@ def has_named_splits(spec: dict) -> bool:
 
 def load_data(spec: dict, split: str = "all") -> SequenceDataset:
     """The data of ``spec``; for a dataset with named splits, the ``split`` part."""
+    from dynvae.data import load_dataset, read_table
     if "dataset" in spec:
         options = dict(spec.get("options", {}))
         if has_named_splits(spec):

@@ -8,9 +8,6 @@ from pathlib import Path
 
 from dynvae.commands import common
 from dynvae.errors import DataError
-from dynvae.train import run as rundir
-from dynvae.train.evaluation import evaluate_model
-from dynvae.train.lock import DirectoryLock
 
 
 def add_parser(sub) -> None:
@@ -21,7 +18,7 @@ def add_parser(sub) -> None:
                        "run's own test sequences are used.")
     p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
     common.add_data_args(p, dataset=False)
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    common.add_device_arg(p)
     p.add_argument("--seed", type=int, help="seed of the hidden entries and of the Monte "
                    "Carlo terms (default: the run's own, so that repeats agree exactly)")
     p.set_defaults(run=run)
@@ -42,6 +39,10 @@ def evaluation_data(args: argparse.Namespace, config: dict):
 
 
 def run(args: argparse.Namespace) -> int:
+    from dynvae.progress import progress_bar
+    from dynvae.train import run as rundir
+    from dynvae.train.evaluation import evaluate_model
+    from dynvae.train.lock import DirectoryLock
     loaded = rundir.load_run(args.run_dir, args.device)
     config = loaded.config
     data = evaluation_data(args, config)
@@ -49,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     settings = rundir.eval_settings(config, str(Path(args.run_dir) / rundir.CONFIG))
     if args.seed is not None:
         settings = dataclasses.replace(settings, seed=args.seed)
-    metrics = evaluate_model(loaded.model, test, loaded.standardizer, settings)
+    bar = progress_bar(3 * len(test), "evaluate", unit="seq")
+    metrics = evaluate_model(loaded.model, test, loaded.standardizer, settings, bar=bar)
+    bar.close()
     with DirectoryLock(args.run_dir):      # not while a training run writes RUN
         saved = rundir.read_metrics(args.run_dir)
         saved.update(metrics)

@@ -1,18 +1,16 @@
-"""``dynvae forecast RUN --data FILE --horizon H --out CSV``: predict the next H steps."""
+"""``dynvae forecast RUN --data FILE --horizon H --out CSV``: predict the next H steps
+(or at the times ``--at``)."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-
-from dynvae import plots
 from dynvae.commands import common
-from dynvae.commands.report import display_times, time_columns
 from dynvae.errors import ConfigError
-from dynvae.utils import atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_parser(sub) -> None:
@@ -20,15 +18,21 @@ def add_parser(sub) -> None:
                        description="Forecast H steps after the last time of every sequence, "
                        "at t_last + k dt (k = 1..H, dt = the sequence's median step). Writes "
                        "a CSV with id, step, t, feature, mean, std on the original scale (plus a "
-                       "timestamp column after t when the times are dates).")
+                       "timestamp column after t when the times are dates). --at forecasts "
+                       "at given times instead (any times after the end for a "
+                       "continuous-time model).")
     common.add_prediction_args(p, plot_help="also plot the first sequence's forecast")
-    p.add_argument("--horizon", type=int, required=True, metavar="H",
-                   help="number of steps to forecast (>= 1)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--horizon", type=int, metavar="H",
+                      help="number of steps to forecast (>= 1)")
+    what.add_argument("--at", metavar="T1,T2", help="forecast at these times (numbers in "
+                      "the data's time unit, or dates), after every sequence's last time")
     p.set_defaults(run=run)
 
 
 def future_times(data, horizon: int) -> np.ndarray:
     """(B, H) times t_last + k dt, dt the median step of each sequence (1 if one step)."""
+    import numpy as np
     rows = []
     for seq in data:
         dt = float(np.median(np.diff(seq.t))) if len(seq) > 1 else 1.0
@@ -36,18 +40,36 @@ def future_times(data, horizon: int) -> np.ndarray:
     return np.stack(rows)
 
 
-@torch.no_grad()
 def run(args: argparse.Namespace) -> int:
-    if args.horizon < 1:
+    import torch
+    with torch.no_grad():
+        return _forecast(args)
+
+
+def _forecast(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from dynvae import plots
+    from dynvae.commands.report import bernoulli_model, display_times, time_columns, time_label
+    from dynvae.commands.times import parse_times
+    from dynvae.utils import atomic_write_text
+    if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {args.horizon}")
     loaded, data = common.load_run_and_data(args)
     std = loaded.standardizer
-    t_future = future_times(data, args.horizon)
+    if args.at is None:
+        t_future = future_times(data, args.horizon)
+    else:
+        at = parse_times(args.at, data)
+        t_future = np.broadcast_to(at, (len(data), at.size)).copy()
+    horizon = t_future.shape[1]
     pred = loaded.model.forecast(std.transform(data).to_batch(dtype=torch.float64),
                                  torch.as_tensor(t_future, dtype=torch.float64))
     mean = std.inverse_mean(pred.mean.detach().cpu().double()).numpy()
     sd = std.inverse_std(pred.std.detach().cpu().double()).numpy()
-    steps = np.arange(1, args.horizon + 1)
+    steps = np.arange(1, horizon + 1)
     frames = [pd.DataFrame({"id": seq.id, "step": steps, **time_columns(data, t_future[b]),
                             "feature": name, "mean": mean[b, :, d], "std": sd[b, :, d]})
               for b, seq in enumerate(data) for d, name in enumerate(data.feature_names)]
@@ -56,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         plots.plot_forecast(display_times(data, data[0].t), data[0].x,
                             display_times(data, t_future[0]), mean[0], sd[0],
                             data.feature_names, args.plot,
-                            title=f"forecast of sequence {data[0].id!r}")
-    print(f"wrote {args.out} ({len(data)} sequence(s), {args.horizon} steps)")
+                            title=f"forecast of sequence {data[0].id!r}",
+                            time_label=time_label(data, common.data_spec(
+                                args, fallback=loaded.config["data"])),
+                            binary=bernoulli_model(loaded.model))
+    print(f"wrote {args.out} ({len(data)} sequence(s), {horizon} steps)")
     return 0

@@ -8,10 +8,19 @@ data), ``RUN/metrics.json``, ``RUN/config.json`` and ``RUN/plots/gp.png``. Value
 standardised per column before fitting; the reported log marginal likelihood and the
 mean's parameters are on the original scale.
 
+Kernels: '--kernel auto' (the default) searches sums of Matern, periodic and quasi-periodic
+kernels by BIC and reports the one chosen; a spec such as 'matern52+quasiperiodic' or
+'matern52 + periodic(24) + periodic(168)' fixes the structure. What the spec leaves open
+starts from the data: Matern length-scales from the series' decorrelation time, periods
+from --period (e.g. '1,7': one per periodic part, in order) then the periodogram's peaks,
+the noise from second differences. Dates become --time-unit (default days) since the
+first timestamp.
+
 Far from the data a stationary kernel reverts to the prior mean, so --mean decides what
-extrapolation tends to: 'constant' (default) the learned level of the data, 'linear' a
-learned straight-line trend (for series that keep rising, e.g. CO2), 'zero' the column
-mean used for standardising.
+extrapolation tends to: 'constant' the learned level of the data, 'linear' a learned
+straight-line trend (for series that keep rising, e.g. CO2), 'zero' the column mean used
+for standardising. With --kernel auto the search picks constant or linear by BIC unless
+--mean is given; with a kernel spec the default is constant.
 """
 
 from __future__ import annotations
@@ -19,27 +28,26 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
-import torch
-
-from dynvae.data.dataset import column_moments
+from dynvae.commands import common
 from dynvae.errors import ConfigError, DataError
-from dynvae.gp.inference import ENGINES
-from dynvae.gp.kernels import KernelInit, parse_kernel
-from dynvae.gp.mean import MEANS
-from dynvae.gp.plotting import plot_gp_fit
-from dynvae.gp.regression import StateSpaceGP
-from dynvae.train import run as rundir
-from dynvae.utils import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
+# units a time parsed from dates may take (dynvae.data.dataset.TIME_UNITS; kept here so
+# that `dynvae gp --help` imports no data stack)
+TIME_UNITS = ("days", "hours", "minutes", "seconds")
+ENGINE_NAMES = ("auto", "fisher", "native", "parallel", "scalar", "sequential")
+MEAN_NAMES = ("zero", "constant", "linear")
 
 # the files of a gp run: what --force replaces
 ARTEFACTS = ("predictions.csv", "metrics.json", "config.json", "plots/gp.png", ".*.tmp",
              "plots/.*.tmp")
-# default period by time unit: a year, for dates (days) and decimal years
-DEFAULT_PERIOD = {"days": 365.25, "years": 1.0}
 
 
 @dataclass
@@ -51,51 +59,80 @@ class GPConfig:
     time_col: str | None
     date_format: str | None = None
     value_cols: list[str] = field(default_factory=list)
-    kernel: str = "matern52"
+    kernel: str = "auto"
     out: str = "runs/gp"
-    period: float | None = None
+    period: list[float] = field(default_factory=list)
     lengthscale: float | None = None
-    order: int = 6
-    noise: float = 0.1
+    order: int = 3
+    noise: float | None = None
     max_iter: int = 100
-    engine: str = "parallel"
+    engine: str = "auto"
     extrapolate: float = 0.0
     grid_points: int = 1000
-    mean: str = "constant"
+    mean: str | None = None
+    time_unit: str | None = None
     force: bool = False
+    # resolved by the run
+    kernel_fitted: str | None = None
+    periods_used: list[list] = field(default_factory=list)
+
+
+def period_list(text: str) -> list[float]:
+    """'1,7' -> [1.0, 7.0]: positive, finite periods."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"periods must be numbers separated by commas, got "
+                                         f"{text!r}") from None
+    if not all(v > 0 and math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(f"periods must be positive and finite, got {text!r}")
+    return values
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("gp", help="state-space GP regression on irregular times (O(T))",
-                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=__doc__.replace("``", ""),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--data", help="CSV / Parquet / NumPy table")
-    src.add_argument("--dataset", help="built-in dataset name instead of --data (e.g. co2)")
-    p.add_argument("--time-col", help="time column (numbers or dates; dates become days)")
+    src.add_argument("--data", metavar="FILE", help="CSV / Parquet / NumPy table")
+    src.add_argument("--dataset", metavar="NAME", help="built-in dataset name instead of "
+                     "--data (e.g. co2)")
+    p.add_argument("--time-col", metavar="C", help="time column (numbers, or dates: see "
+                   "--time-unit)")
     p.add_argument("--date-format", metavar="FMT", help="format of the dates in the time "
                    "column, e.g. %%d/%%m/%%Y (needed when dates read two ways)")
-    p.add_argument("--value-col", dest="value_cols", action="append", default=[],
-                   help="value column (repeat for several independent outputs)")
-    p.add_argument("--kernel", default="matern52",
-                   help="sum of products of kernel names, e.g. 'matern52+quasiperiodic'")
-    p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--period", type=float, help="initial period (default: one year for dates "
-                   "and decimal years, else a tenth of the time span)")
+    p.add_argument("--time-unit", choices=TIME_UNITS,
+                   help="unit of times parsed from dates or durations (default days); "
+                   "periods, length-scales and --extrapolate are in this unit")
+    p.add_argument("--value-cols", action=common.ColumnList, default=[], metavar="A,B",
+                   help="comma-separated value columns, each fitted as an independent GP "
+                   "(default: every numeric column but the time)")
+    p.add_argument("--value-col", dest="value_cols", action=common.DeprecatedColumn,
+                   help=argparse.SUPPRESS)
+    p.add_argument("--kernel", default="auto", metavar="SPEC",
+                   help="'auto' (search by BIC, default) or a sum of products of kernels, "
+                   "e.g. 'matern52+quasiperiodic', 'matern52 + periodic(1) + periodic(7)'")
+    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
+    p.add_argument("--period", type=period_list, default=[], metavar="P1,P2",
+                   help="initial period(s), comma-separated, one per periodic part in order "
+                   "(default: the periodogram's peaks)")
     p.add_argument("--lengthscale", type=float, help="initial Matern length-scale "
-                   "(default: a twentieth of the time span)")
-    p.add_argument("--order", type=int, default=6, help="periodic series order")
-    p.add_argument("--noise", type=float, default=0.1,
-                   help="initial noise variance (standardised units)")
+                   "(default: the decorrelation time of the de-seasonalised data)")
+    p.add_argument("--order", type=int, default=3, help="periodic series order (harmonics)")
+    p.add_argument("--noise", type=float, help="initial noise variance (standardised units; "
+                   "default: from second differences of the data)")
     p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations")
-    p.add_argument("--engine", choices=sorted(ENGINES), default="parallel",
-                   help="Kalman engine")
+    p.add_argument("--engine", default="auto", metavar="NAME",
+                   help=f"Kalman engine: {', '.join(ENGINE_NAMES)} (default auto: the "
+                   "fastest valid one, see docs/engines.md)")
     p.add_argument("--extrapolate", type=float, default=0.0,
                    help="predict this far (time units) beyond the last time")
     p.add_argument("--grid-points", type=int, default=1000, help="regular prediction points")
-    p.add_argument("--mean", choices=list(MEANS), default="constant",
-                   help="prior mean learned with the kernel: 'constant' (default) makes "
-                   "extrapolation revert to a learned level, 'linear' continue a learned "
-                   "straight-line trend, 'zero' revert to the data's average")
+    p.add_argument("--mean", metavar="NAME",
+                   help="prior mean learned with the kernel: 'constant' makes extrapolation "
+                   "revert to a learned level, 'linear' continue a learned straight-line "
+                   "trend, 'zero' revert to the data's average (default: constant or linear "
+                   "by BIC with --kernel auto, else constant)")
     p.add_argument("--force", action="store_true", help="replace an existing run")
     p.add_argument("--overwrite", dest="force", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(run=run)
@@ -116,6 +153,8 @@ def load_table(cfg: GPConfig):
                 raise DataError(f"unknown value column(s) {missing}; have {ds.feature_names}")
     if len(ds.sequences) != 1:
         raise DataError(f"dynvae gp fits one sequence; the table holds {len(ds.sequences)}")
+    if cfg.time_unit is not None:
+        ds = ds.with_time_unit(cfg.time_unit)
     seq = ds.sequences[0]
     cols = [ds.feature_names.index(c) for c in cfg.value_cols] if cfg.value_cols else \
         list(range(len(ds.feature_names)))
@@ -124,23 +163,49 @@ def load_table(cfg: GPConfig):
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)})
+    import numpy as np
+    import torch
+
+    from dynvae.data.dataset import column_moments
+    from dynvae.gp.auto import FitOptions, fit_to_data
+    from dynvae.gp.inference import ENGINES
+    from dynvae.gp.mean import MEANS
+    from dynvae.train import run as rundir
+    cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)
+                      if hasattr(args, f.name)})
     out = rundir.check_run_dir(cfg.out, cfg.force)
-    for name, value in (("--max-iter", cfg.max_iter), ("--grid-points", cfg.grid_points)):
+    for name, value in (("--max-iter", cfg.max_iter), ("--grid-points", cfg.grid_points),
+                        ("--order", cfg.order)):
         if value < 1:
             raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name, value, known in (("--engine", cfg.engine, ENGINES), ("--mean", cfg.mean, MEANS)):
+        if value is not None and value not in known:
+            raise ConfigError(f"unknown {name} {value!r}; choose one of {sorted(known)}")
+    for name, value in (("--lengthscale", cfg.lengthscale), ("--noise", cfg.noise)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ConfigError(f"{name} must be positive and finite, got {value}")
     ds, t_np, x_np, names = load_table(cfg)
-    span = float(t_np[-1] - t_np[0]) or 1.0
-    cfg.period = cfg.period or DEFAULT_PERIOD.get(ds.time_unit, span / 10)
-    cfg.lengthscale = cfg.lengthscale or span / 20
-    kernel = parse_kernel(cfg.kernel, KernelInit(lengthscale=cfg.lengthscale, period=cfg.period,
-                                                 order=cfg.order))
+    cfg.time_unit = ds.time_unit
     center, scale = column_moments(x_np, names)
     t = torch.as_tensor(t_np, dtype=torch.float64)
     x = torch.as_tensor((x_np - center) / scale, dtype=torch.float64)
-    gp = StateSpaceGP(kernel, num_outputs=x.shape[1], noise_variance=cfg.noise,
-                      engine=ENGINES[cfg.engine](), mean=MEANS[cfg.mean]())
-    fit = gp.fit(t, x, max_iter=cfg.max_iter)
+    jacobian = _jac(x, scale)
+    options = FitOptions(kernel=cfg.kernel, periods=tuple(cfg.period),
+                         lengthscale=cfg.lengthscale, noise=cfg.noise, order=cfg.order,
+                         mean=cfg.mean, max_iter=cfg.max_iter)
+    print(f"dynvae gp: {len(t_np)} times over {float(t_np[-1] - t_np[0]):.6g} "
+          f"{ds.time_unit or 'time units'}, {len(names)} output(s); kernel {cfg.kernel}",
+          flush=True)
+    start = time.perf_counter()
+    fitted = fit_to_data(t, x, options, ENGINES[cfg.engine](),
+                         report=lambda line: print(f"{line}  [{time.perf_counter() - start:.1f} s]",
+                                                   flush=True),
+                         lml_offset=-jacobian)
+    gp, fit = fitted.gp, fitted.fit
+    report_convergence(fit, cfg.max_iter)
+    cfg.kernel_fitted = fitted.spec
+    cfg.mean = next(name for name, cls in MEANS.items() if type(gp.means[0]) is cls)
+    cfg.periods_used = [[p, source] for p, source in fitted.period_sources]
     grid = np.linspace(t_np[0], t_np[-1] + cfg.extrapolate, cfg.grid_points)
     t_pred = torch.as_tensor(np.union1d(t_np, grid), dtype=torch.float64)
     with torch.no_grad():
@@ -152,19 +217,40 @@ def run(args: argparse.Namespace) -> int:
     with rundir.open_run_dir(out, cfg.force, artefacts=ARTEFACTS, folders=("plots",)):
         write_outputs(out, cfg, ds, t_np, x_np, names, pred.t.numpy(), mean, std, band, gp,
                       fit, center, scale)
-    print(f"dynvae gp: log marginal likelihood {fit.log_marginal_likelihood - _jac(x, scale):.3f}"
+    periods = ", ".join(f"{p:.6g} ({source})" for p, source in fitted.period_sources)
+    print(f"dynvae gp: kernel {fitted.spec}" + (f"; periods started at {periods}" if periods
+                                                  else ""))
+    print(f"dynvae gp: log marginal likelihood {fit.log_marginal_likelihood - jacobian:.3f}"
           f" after {fit.n_evaluations} evaluations; wrote {out}")
     return 0
 
 
+def report_convergence(fit, max_iter: int) -> None:
+    """One line saying whether L-BFGS stopped on its tolerances or at --max-iter."""
+    if fit.converged is False:
+        print(f"dynvae gp: L-BFGS stopped at --max-iter {max_iter} iterations before "
+              "converging; a larger --max-iter may raise the likelihood")
+    elif fit.converged:
+        print(f"dynvae gp: L-BFGS converged ({fit.n_evaluations} evaluations)")
+
+
 def _jac(x: torch.Tensor, scale: np.ndarray) -> float:
     """log|d x_std / d x| correction: sum over observed entries of log(scale)."""
+    import numpy as np
+    import torch
     n_obs = (~torch.isnan(x)).sum(0).numpy()
     return float((n_obs * np.log(scale)).sum())
 
 
 def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, fit, center,
                   scale):
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from dynvae.data.export import time_column_name
+    from dynvae.plots import plot_gp_fit
+    from dynvae.utils import atomic_write_json, atomic_write_text
     observed = np.full((len(t_pred), len(names)), np.nan)
     rows = np.searchsorted(t_pred, t_np)
     observed[rows] = x_np
@@ -189,9 +275,21 @@ def write_outputs(out, cfg, ds, t_np, x_np, names, t_pred, mean, std, band, gp, 
     metrics = {k: (v if math.isfinite(v) else None) for k, v in metrics.items()}
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_json(out / "config.json", dataclasses.asdict(cfg))
-    unit = ds.time_unit or "time"
-    if ds.time_origin is not None:
-        unit = f"{unit} since {ds.time_origin}"
-    plot_gp_fit(out / "plots" / "gp.png", t_np, x_np, t_pred, mean, mean - band, mean + band,
-                names, time_label=unit, title=f"state-space GP, kernel {cfg.kernel}",
-                train_range=(float(t_np[0]), float(t_np[-1])))
+    shown = ds.to_timestamps if ds.time_origin is not None else np.asarray
+    label = cfg.time_col or time_column_name(ds)
+    if ds.time_unit is not None and ds.time_origin is None:
+        label = f"{label} ({ds.time_unit})"
+    plot_gp_fit(out / "plots" / "gp.png", shown(t_np), x_np, shown(t_pred), mean, mean - band,
+                mean + band, names, time_label=label, title=f"state-space GP, kernel "
+                f"{_short(cfg)}", train_end=shown(t_np[-1:])[0])
+
+
+def _short(cfg: GPConfig) -> str:
+    """The kernel for a plot title: the spec given, or for 'auto' the chosen structure."""
+    if cfg.kernel.strip().lower() != "auto" or not cfg.kernel_fitted:
+        return cfg.kernel
+    from dynvae.gp.kernels.registry import split_spec
+    terms = split_spec(cfg.kernel_fitted)
+    return "auto: " + " + ".join("*".join(f.name + (f"({dict(f.values)['period']:.4g})"
+                                                     if "period" in dict(f.values) else "")
+                                          for f in term) for term in terms)

@@ -1,34 +1,99 @@
-"""``dynvae impute RUN --data FILE --out CSV``: posterior mean and std of every entry."""
+"""``dynvae impute RUN --data FILE --out CSV``: posterior mean and std of every entry,
+also at times without a row (``--at``, ``--grid``) for continuous-time models."""
 
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from dynvae.commands import common
-from dynvae.commands.report import imputation_frame, plot_first_imputation, predictions
-from dynvae.utils import atomic_write_text
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("impute", help="impute missing entries with a fitted model",
                        description="Write a CSV with one row per sequence, time and feature: "
-                       "id, t, feature, observed (empty if missing), mean, std, on the "
-                       "original scale (plus a timestamp column after t when the times are "
-                       "dates).")
+                       "id, t, feature, observed (empty if missing), mean, std (and added: 1 "
+                       "for a time added by --at/--grid), on the original scale (plus a "
+                       "timestamp column after t when the times are dates). With a "
+                       "continuous-time model and irregular times, rows are added on the "
+                       "grid of the median step inside the gaps unless --grid none.")
     common.add_prediction_args(p, plot_help="also plot the first sequence with +-2 std "
                                "bands")
+    p.add_argument("--at", metavar="T1,T2", help="also impute at these times (numbers in "
+                   "the data's time unit, or dates), in every sequence's span")
+    p.add_argument("--grid", metavar="STEP", help="also impute on the grid t_0 + k STEP "
+                   "inside the gaps (a number, a duration such as 5min for dated data, "
+                   "'auto' for the median step, or 'none')")
     p.set_defaults(run=run)
 
 
+def requested_times(args: argparse.Namespace, data, model) -> list[np.ndarray] | None:
+    """Per sequence, the times to add, or None when no row is added."""
+    import numpy as np
+
+    from dynvae.commands import times as query
+    from dynvae.data.timing import time_irregularity
+    from dynvae.errors import ConfigError
+    grid = args.grid
+    irregular = time_irregularity(data)
+    if grid is None and args.at is None and model.continuous_time and \
+            irregular.absent_share > 0:
+        grid = "auto"
+        print(f"times have gaps ({irregular.describe()}): imputing on the grid of the "
+              f"median step inside them (--grid none turns this off)")
+    if grid == "none":
+        grid = None
+    if grid is None and args.at is None:
+        if irregular.irregular and not model.continuous_time:
+            print(f"note: times are irregular ({irregular.describe()}); this model is "
+                  "discrete-time and imputes only at the rows given")
+        return None
+    if not model.continuous_time:
+        raise ConfigError("--at/--grid need a continuous-time model (e.g. lgssm with "
+                          "time=continuous): a discrete-time model would treat the added "
+                          "rows as steps")
+    at = None if args.at is None else query.parse_times(args.at, data)
+    step = None if grid is None else query.parse_step(grid, data)
+    out = []
+    for seq in data:
+        new = [] if step is None else [query.grid_times(seq.t, step)]
+        if at is not None:
+            new.append(at[(at > seq.t[0]) & (at < seq.t[-1])])
+        out.append(np.concatenate(new) if new else np.empty(0))
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dynvae.commands import times as query
+    from dynvae.commands.report import (
+        bernoulli_model,
+        imputation_frame,
+        plot_first_imputation,
+        predictions,
+    )
+    from dynvae.utils import atomic_write_text
     loaded, data = common.load_run_and_data(args)
+    new = requested_times(args, data, loaded.model)
+    added = [np.zeros(len(s), dtype=bool) for s in data]
+    if new is not None:
+        data, added = query.with_rows_at(data, new)
     std = loaded.standardizer
-    scaled = std.transform(data)
-    batch, x, seen, mean, sd = predictions(loaded.model, scaled, std)
+    batch, x, seen, mean, sd = predictions(loaded.model, std.transform(data), std)
     frame = imputation_frame(data, batch, x, mean, sd)
+    if new is not None:
+        frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
     atomic_write_text(args.out, frame.to_csv(index=False))
     if args.plot:
-        plot_first_imputation(args.plot, data, x, seen, mean, sd)
-    print(f"wrote {args.out} ({int((~seen[batch.valid.numpy()]).sum())} missing entries "
-          f"imputed)")
+        plot_first_imputation(args.plot, data, x, seen, mean, sd,
+                              spec=common.data_spec(args, fallback=loaded.config["data"]),
+                              binary=bernoulli_model(loaded.model))
+    n_added = sum(int(a.sum()) for a in added)
+    missing = int((~seen[batch.valid.numpy()]).sum())
+    extra = f", {n_added * data.dim} of them at {n_added} added times" if n_added else ""
+    print(f"wrote {args.out} ({missing} missing entries imputed{extra})")
     return 0

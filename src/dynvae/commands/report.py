@@ -1,4 +1,5 @@
-"""Run-directory figures and the per-entry predictions written by the sub-commands."""
+"""Run-directory figures (drawn by dynvae.plots) and the per-entry predictions written
+by the sub-commands."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dynvae import plots
 from dynvae.data import SequenceDataset, Standardizer
 from dynvae.errors import DataError
 from dynvae.models.base import DVAE
@@ -62,55 +62,77 @@ def display_times(data: SequenceDataset, t: np.ndarray) -> np.ndarray:
     return t if data.time_origin is None else data.to_timestamps(t)
 
 
+def time_label(data: SequenceDataset, spec: dict | None) -> str:
+    """The name of the time axis: the --time-col of the data's spec, else the name
+    ``dynvae datasets export`` gives the dataset's times (year, beat, date, ...)."""
+    from dynvae.data.export import time_column_name
+    return (spec or {}).get("time_col") or time_column_name(data)
+
+
+def bernoulli_model(model: DVAE) -> bool:
+    """True when the model's observation is Bernoulli (its mean is a probability)."""
+    return model.observation_family == "bernoulli"
+
+
 def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,
-                          hidden: bool = False) -> bool:
-    """The imputation of ``data``'s first sequence (arrays (B, T, D), original scale):
-    line panels, or heatmaps above MAX_LINE_PANELS features. Returns True when the data
-    are binary heatmaps. ``hidden``: the title says crosses mark hidden entries."""
+                          hidden: bool = False, spec: dict | None = None,
+                          binary: bool | None = None) -> None:
+    """The imputation of ``data``'s first sequence (arrays (B, T, D), original scale).
+    ``hidden``: the title says crosses mark entries hidden for evaluation."""
+    from dynvae import plots
     n, seq = len(data[0]), data[0]
     title = f"imputation of sequence {seq.id!r}"
-    if data.dim > plots.MAX_LINE_PANELS:
-        binary = bool(np.isin(x[0, :n][np.isfinite(x[0, :n])], (0.0, 1.0)).all())
-        plots.plot_heatmaps(seq.t, x[0, :n], seen[0, :n], mean[0, :n], std[0, :n], path,
-                            title=title, binary=binary)
-        return binary
     plots.plot_imputation(display_times(data, seq.t), x[0, :n], seen[0, :n], mean[0, :n],
                           std[0, :n], data.feature_names, path,
-                          title=f"{title} (crosses hidden)" if hidden else title)
-    return False
+                          title=f"{title}, some observed entries hidden for evaluation"
+                          if hidden else title, time_label=time_label(data, spec),
+                          binary=binary)
 
 
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
-                history: list[dict], settings: EvalSettings) -> None:
-    """plots/training_curve.png, plots/imputation.png, plots/forecast.png."""
+                history: list[dict], settings: EvalSettings, spec: dict | None = None,
+                train_config=None) -> None:
+    """plots/training_curve.png, imputation.png, forecast.png, latents.png and
+    piano_roll.png where they apply, and for gradient-trained models with a
+    per-dimension KL plots/kl_per_dim.png."""
+    from dynvae import plots
     if history:
         plots.plot_training_curve(history, out / "plots" / "training_curve.png")
+    if history and train_config is not None:
+        plots.plot_kl_per_dimension(history, out / "plots" / "kl_per_dim.png",
+                                    train_config.collapse_threshold,
+                                    train_config.kl_anneal_steps)
     first = test[:1]
     batch = first.to_batch(dtype=torch.float64)
     hidden = hide_entries(batch, settings.hide_fraction, settings.seed)
     _, x, seen, mean, std = predictions(model, first, standardizer, hidden)
     n, seq = len(first[0]), first[0]
-    binary = plot_first_imputation(out / "plots" / "imputation.png", first, x, seen, mean,
-                                   std, hidden=True)
-    if binary:
+    binary = bernoulli_model(model)
+    plot_first_imputation(out / "plots" / "imputation.png", first, x, seen, mean, std,
+                          hidden=True, spec=spec, binary=binary)
+    if binary and plots.is_binary(x[0, :n]) and first.dim > plots.MAX_LINE_PANELS:
         plots.plot_piano_roll(np.nan_to_num(x[0, :n]), mean[0, :n],
-                              out / "plots" / "piano_roll.png", title=f"{seq.id}")
+                              out / "plots" / "piano_roll.png", title=f"{seq.id}",
+                              time_label=time_label(first, spec))
     latents = latent_trajectories(model, batch.with_mask(batch.mask & ~hidden).to(
         dtype=next(model.parameters()).dtype))
     if latents is not None:
-        plots.plot_latents(seq.t, latents[0][0, :n].cpu().numpy(),
+        plots.plot_latents(display_times(first, seq.t), latents[0][0, :n].cpu().numpy(),
                            latents[1][0, :n].cpu().numpy(), out / "plots" / "latents.png",
-                           title=f"posterior latents of sequence {seq.id!r}")
+                           title=f"posterior latents of sequence {seq.id!r}",
+                           time_label=time_label(first, spec))
     try:
         write_forecast_plot(out / "plots" / "forecast.png", model, first, standardizer,
-                            settings.horizon or default_horizon(test))
+                            settings.horizon or default_horizon(test), spec)
     except DataError as err:
         print(f"forecast plot skipped: {err}", file=sys.stderr)
 
 
 @torch.no_grad()
 def write_forecast_plot(path: Path, model: DVAE, data: SequenceDataset,
-                        standardizer: Standardizer, horizon: int) -> None:
+                        standardizer: Standardizer, horizon: int,
+                        spec: dict | None = None) -> None:
+    from dynvae import plots
     past, future = split_history(data, horizon)
     t_future = torch.tensor(future[0][0], dtype=torch.float64)[None]
     pred = model.forecast(past.to_batch(dtype=torch.float64), t_future)
@@ -120,4 +142,5 @@ def write_forecast_plot(path: Path, model: DVAE, data: SequenceDataset,
     truth = standardizer.inverse_mean(future[0][1])
     plots.plot_forecast(display_times(data, history.t), history.x,
                         display_times(data, future[0][0]), mean, std, data.feature_names, path,
-                        x_future=truth, title=f"forecast of sequence {data[0].id!r}")
+                        x_future=truth, title=f"forecast of sequence {data[0].id!r}",
+                        time_label=time_label(data, spec), binary=bernoulli_model(model))

@@ -5,13 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-
+from dynvae.commands import common
 from dynvae.errors import ConfigError
-from dynvae.train import run as rundir
-from dynvae.utils import atomic_write_bytes, atomic_write_text, seed_everything
 
 
 def add_parser(sub) -> None:
@@ -24,18 +19,27 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=int, required=True, metavar="T", help="steps per sequence")
     p.add_argument("--out", required=True, metavar="FILE", help=".npy or .csv file to write")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    common.add_device_arg(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.n < 1 or args.steps < 1:
         raise ConfigError(f"-n and --steps must be at least 1, got {args.n} and {args.steps}")
+    import numpy as np
+    import torch
+
+    from dynvae.train import run as rundir
+    from dynvae.utils import atomic_write_bytes, atomic_write_text, seed_everything
     rundir.check_writable(args.out, "--out")
     loaded = rundir.load_run(args.run_dir, args.device)
     seed_everything(args.seed)
+    # a continuous-time model draws on the grid of the training data's median step
+    step = loaded.config.get("data_choices", {}).get("time_irregularity", {}).get(
+        "median_step", 1.0) if loaded.model.continuous_time else 1.0
     with torch.no_grad():
-        draws = loaded.model.sample(args.n, torch.arange(args.steps, dtype=torch.float64))
+        draws = loaded.model.sample(args.n, step * torch.arange(args.steps,
+                                                                dtype=torch.float64))
     x = loaded.standardizer.inverse_mean(draws.detach().cpu().double()).numpy()   # (N, T, D)
     if Path(args.out).suffix == ".npy":
         import io
@@ -43,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         np.save(buf, x)
         atomic_write_bytes(args.out, buf.getvalue())
     else:
+        import pandas as pd
         names = loaded.standardizer.feature_names or [f"x{d}" for d in range(x.shape[-1])]
         frame = pd.DataFrame(x.reshape(-1, x.shape[-1]), columns=names)
         frame.insert(0, "step", np.tile(np.arange(args.steps), args.n))

@@ -8,25 +8,16 @@ import importlib
 import inspect
 import time
 from pathlib import Path
-
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
 from dynvae import __version__
 from dynvae.commands import common
-from dynvae.commands.report import write_plots
-from dynvae.data import SequenceDataset, Standardizer
 from dynvae.data.datasets import DATASETS
 from dynvae.errors import CheckpointError, ConfigError, DataError
-from dynvae.models.base import SelfFitting
 from dynvae.models.registry import MODELS, model_class
-from dynvae.train import run as rundir
-from dynvae.train import schema
-from dynvae.train.checkpoint import load_checkpoint, require_keys
-from dynvae.train.distributed import launch_rank
-from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics, seeded
-from dynvae.train.metrics import missing_entry_metrics
-from dynvae.utils import seed_everything
+
+if TYPE_CHECKING:
+    from dynvae.data import SequenceDataset, Standardizer
 
 SPLIT = (0.8, 0.1, 0.1)
 
@@ -37,12 +28,16 @@ def add_parser(sub) -> None:
                        "metrics.json, metrics.csv, checkpoints/model.pt and plots/*.png.")
     p.add_argument("--model", required=True, metavar="NAME",
                    help=f"model name, one of {sorted(MODELS)}")
-    common.add_data_args(p, dataset=True, required=True)
+    common.add_data_args(p, dataset=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="set a model or fit/train config field (repeatable)")
-    p.add_argument("--out", required=True, metavar="RUN", help="run directory to write")
-    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    p.add_argument("--seed", type=int, default=0)
+                   help="set a model or fit/train config field (repeatable; --list-keys "
+                   "shows them)")
+    p.add_argument("--list-keys", action="store_true", help="print the --set keys of "
+                   "--model with their types, defaults and meaning, and exit")
+    p.add_argument("--out", metavar="RUN", help="run directory to write (required)")
+    common.add_device_arg(p)
+    p.add_argument("--seed", type=int, default=0, help="seed of the split, the model's "
+                   "initialisation and the training noise (default 0)")
     p.add_argument("--force", action="store_true", help="overwrite a non-empty RUN")
     p.add_argument("--resume", action="store_true", help="continue the gradient training "
                    "of RUN from RUN/checkpoints/last.pt (give the same options again, with "
@@ -53,6 +48,7 @@ def add_parser(sub) -> None:
 def fit_sections(cls) -> dict[str, type]:
     """Config sections of a model: its Config, and its FitConfig (self-fitting models)
     or the gradient trainer's TrainConfig (imported only when needed)."""
+    from dynvae.models.base import SelfFitting
     if issubclass(cls, SelfFitting):
         return {"model": cls.Config, "fit": cls.FitConfig}
     try:
@@ -88,59 +84,146 @@ def load_splits(spec: dict, seed: int):
 def scaling(model_config, train: SequenceDataset) -> Standardizer:
     """Standardise for Gaussian observations; data of a Bernoulli observation (binary
     or in [0, 1]) keeps its scale (an identity Standardizer)."""
+    import numpy as np
+
+    from dynvae.data import Standardizer
     if getattr(model_config, "observation", "gaussian") == "gaussian":
         return Standardizer().fit(train)
     return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
 
 
-def given_keys(args: argparse.Namespace) -> set[str]:
-    """Field names that --set gave explicitly (without their section prefix)."""
-    return {item.split("=", 1)[0].strip().rpartition(".")[2] for item in args.set}
+def given_keys(sets: list[str]) -> set[str]:
+    """Field names that --set items gave explicitly (without their section prefix)."""
+    return {item.split("=", 1)[0].strip().rpartition(".")[2] for item in sets}
 
 
-def default_observation(args: argparse.Namespace, model_config, train: SequenceDataset):
-    """Binary data (every observed value 0 or 1) gets a Bernoulli observation model unless
-    --set chose one: a Gaussian's likelihood on 0/1 values grows without bound."""
-    if "observation" in given_keys(args) or \
+def default_observation(given: set[str], model_config, train: SequenceDataset):
+    """Data whose observed values all lie in [0, 1] (binary, or intensities such as pixels)
+    gets a Bernoulli observation model (binary cross-entropy) unless --set chose one
+    (``given``: the keys --set gave): a Gaussian's density on such values grows without
+    bound as its variance shrinks, which gives large positive "log-likelihoods" that mean
+    nothing."""
+    import numpy as np
+
+    from dynvae.progress import say
+    if "observation" in given or \
             getattr(model_config, "observation", None) != "gaussian":
         return model_config
     values = np.concatenate([s.x[~np.isnan(s.x)] for s in train.sequences])
-    if values.size == 0 or not np.isin(values, (0.0, 1.0)).all():
+    if values.size == 0 or values.min() < 0.0 or values.max() > 1.0:
         return model_config
-    print("binary data: using observation=bernoulli (--set observation=gaussian overrides)")
+    kind = "binary data" if np.isin(values, (0.0, 1.0)).all() else "data in [0, 1]"
+    say(f"{kind}: using observation=bernoulli (--set observation=gaussian overrides)")
     return dataclasses.replace(model_config, observation="bernoulli")
 
 
-def train_config(args: argparse.Namespace, config):
-    """The TrainConfig with --seed and --device and a progress bar, unless --set gave
-    them."""
-    given = given_keys(args)
-    overrides = {k: v for k, v in (("seed", args.seed), ("device", args.device),
-                                   ("progress", True)) if k not in given}
+def train_config(given: set[str], config, seed: int, device: str, progress: bool = False):
+    """The TrainConfig with --seed, --device and ``progress`` (a progress bar), unless
+    --set gave them."""
+    overrides = {k: v for k, v in (("seed", seed), ("device", device),
+                                   ("progress", progress)) if k not in given}
     return dataclasses.replace(config, **overrides)
+
+
+@dataclasses.dataclass
+class RunSetup:
+    """What ``dynvae train`` builds before fitting: the model class, the resolved config
+    sections, the data (its splits standardised) and the standardizer."""
+
+    cls: type
+    configs: dict
+    data: SequenceDataset
+    train: SequenceDataset
+    val: SequenceDataset | None
+    test: SequenceDataset
+    shared: bool
+    standardizer: Standardizer
+    data_choices: dict     # what Config.adapt_config measured and chose (config.json)
+
+    def build_model(self, device: str = "cpu"):
+        return self.cls.from_config(self.configs["model"], self.data.dim,
+                                    self.data.input_dim).to(device)
+
+
+def setup_run(model: str, sets: list[str], spec: dict, seed: int = 0,
+              device: str = "cpu", progress: bool = False) -> RunSetup:
+    """Resolve the configs of ``model`` from ``--set`` items, the defaults and the
+    data-sized rule (``dynvae.train.defaults``), load and split the data of ``spec`` and
+    standardise it: everything but the fit (also used by benchmarks/quality.py, so that
+    it measures what the command line gives)."""
+    from dynvae.train.defaults import data_defaults
+    cls = model_class(model)
+    configs = common.resolve_configs(sets, fit_sections(cls))
+    given = given_keys(sets)
+    if "train" in configs:
+        configs["train"] = train_config(given, configs["train"], seed, device, progress)
+    data, train, val, test, shared = load_splits(spec, seed)
+    configs["model"] = default_observation(given, configs["model"], train)
+    configs = data_defaults(configs, train, given)
+    configs["model"], data_choices = cls.adapt_config(configs["model"], train)
+    standardizer = scaling(configs["model"], train)
+    train, test = standardizer.transform(train), standardizer.transform(test)
+    val = None if val is None else standardizer.transform(val)
+    return RunSetup(cls, configs, data, train, val, test, shared, standardizer, data_choices)
 
 
 def fit_model(model, name: str, configs: dict, train, val, out: Path, device: str,
               resume: bool = False, run_info: dict | None = None) -> list:
     """SelfFitting models fit themselves; the others go to the gradient Trainer."""
+    import torch
+
+    from dynvae.models.base import SelfFitting
+    from dynvae.progress import say
     if isinstance(model, SelfFitting):
         if resume:
             raise ConfigError(f"--resume applies to gradient-trained models; {name!r} fits "
                               "itself")
         batch = lambda d: None if d is None else d.to_batch(dtype=torch.float64, device=device)
-        return model.fit(batch(train), batch(val), configs["fit"], out, progress=True)
+        history = model.fit(batch(train), batch(val), configs["fit"], out, progress=True)
+        say(convergence_note(history, configs["fit"]))
+        return history
     trainer = importlib.import_module("dynvae.train.trainer")
     result = trainer.Trainer(model, configs["train"], out, run_info=run_info).fit(
         train, val, resume=resume)
     if result.stopped == "non_finite":
         raise ConfigError(f"training diverged: {result.message}")
+    say(stop_note(result))
     return result.history
+
+
+def convergence_note(history: list[dict], fit) -> str:
+    """Whether a self-fitting model's iterations converged. Its history has one row per
+    parameter set visited, row 0 the start: max_iter + 1 rows mean the iteration limit
+    ended the fit, fewer that the tolerance did (dynvae.models.lgssm.LGSSM.fit_em)."""
+    method = {"em": "EM", "lbfgs": "L-BFGS", "adam": "Adam"}.get(getattr(fit, "method", ""),
+                                                                  "fitting")
+    steps = len(history) - 1
+    if steps < fit.max_iter:
+        return (f"{method} converged after {steps} iterations (log-likelihood per entry "
+                f"changed by less than tol = {fit.tol:g})")
+    return (f"{method} stopped at max_iter = {fit.max_iter} iterations before converging "
+            f"(tol = {fit.tol:g}): --set max_iter=N for more")
+
+
+def stop_note(result) -> str:
+    """Why gradient training stopped, and where its best validation bound was."""
+    why = {"max_steps": "max_steps reached", "max_epochs": "max_epochs reached",
+           "max_seconds": "max_seconds (the time budget) reached",
+           "early_stopping": "early stopping"}.get(result.stopped, result.stopped)
+    note = f"training stopped after {len(result.history)} steps: {why}"
+    if result.best_step is not None:
+        note += (f"; best validation ELBO per step {result.best_val:.4f} at step "
+                 f"{result.best_step} (the weights kept)")
+    return note
 
 
 def check_resume(out: Path, configs: dict, run_info: dict) -> None:
     """Refuse to resume from a checkpoint of another configuration: the saved run info
     (model, its config, data, seed) and training config must equal the requested ones,
     except the options a resume may change (rundir.RESUMABLE)."""
+    from dynvae.train import run as rundir
+    from dynvae.train import schema
+    from dynvae.train.checkpoint import load_checkpoint, require_keys
     path = out / "checkpoints" / "last.pt"
     saved = load_checkpoint(path)
     require_keys(saved, {"config"}, path)
@@ -162,6 +245,7 @@ def check_resume(out: Path, configs: dict, run_info: dict) -> None:
 def check_scored(model, train: SequenceDataset, name: str) -> None:
     """A fit needs at least one scored entry (an LGSSM with a diffuse start does not
     score the first observed step of each sequence)."""
+    import torch
     with torch.no_grad():
         for batch in train.batches(64, dtype=torch.float64, device=model.device):
             if bool(model.scored_mask(batch).any()):
@@ -175,6 +259,7 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
     """Imputation scores on the truly missing entries, original scale, for built-in
     datasets that can return their complete sequences (a ``complete`` option, e.g.
     healing-digits)."""
+    from dynvae.train.metrics import missing_entry_metrics
     if "dataset" not in spec or "complete" not in inspect.signature(
             DATASETS[spec["dataset"]].loader).parameters:
         return {}
@@ -186,16 +271,39 @@ def ground_truth_metrics(model, spec: dict, test, standardizer) -> dict[str, flo
     return missing_entry_metrics(model, test, complete, standardizer=standardizer)
 
 
+def collapse_metrics(history: list[dict], train_config) -> dict[str, float]:
+    """active_latent_dims and latent_dims after the warm-up (the collapse diagnostic of
+    dynvae.train.history.collapse_report), for models whose history has the columns."""
+    if train_config is None:
+        return {}
+    from dynvae.train.collapse import collapse_report
+    active, n_dims, _ = collapse_report(history, train_config.kl_anneal_steps,
+                                        train_config.collapse_threshold)
+    return {"active_latent_dims": float(active), "latent_dims": float(n_dims)} if n_dims \
+        else {}
+
+
 def run(args: argparse.Namespace) -> int:
     if args.force and args.resume:
         raise ConfigError("--force starts RUN over and --resume continues it: give one")
+    import torch
+
+    from dynvae.train import run as rundir
+    from dynvae.train.distributed import launch_rank
+    from dynvae.utils import seed_everything
     cls = model_class(args.model)
+    if args.list_keys:
+        from dynvae.commands.config_keys import describe
+        print(describe(fit_sections(cls)))
+        return 0
+    if args.out is None:
+        raise ConfigError("give --out RUN, the run directory to write")
+    if args.dataset is None and args.data is None:
+        raise ConfigError("give --dataset NAME or --data FILE")
     configs = common.resolve_configs(args.set, fit_sections(cls))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
-    if "train" in configs:
-        configs["train"] = train_config(args, configs["train"])
-    elif args.resume:
+    if "train" not in configs and args.resume:
         raise ConfigError(f"--resume applies to gradient-trained models; {args.model!r} fits "
                           "itself")
     # under torchrun only rank 0 checks and writes the run directory (the Trainer's own
@@ -206,16 +314,16 @@ def run(args: argparse.Namespace) -> int:
         rundir.check_run_dir(args.out, args.force or args.resume)
     seed_everything(args.seed)
     spec = common.data_spec(args)
-    data, train, val, test, shared = load_splits(spec, args.seed)
-    configs["model"] = default_observation(args, configs["model"], train)
+    setup = setup_run(args.model, args.set, spec, args.seed, args.device, progress=True)
+    configs, train, val, test = setup.configs, setup.train, setup.val, setup.test
+    shared, standardizer, data_choices = setup.shared, setup.standardizer, setup.data_choices
+    if "note" in data_choices:
+        print(data_choices["note"])
     run_info = {"model": args.model, "model_config": dataclasses.asdict(configs["model"]),
                 "data": spec, "seed": args.seed}
     if args.resume and is_main and "train" in configs:
         check_resume(Path(args.out), configs, run_info)
-    standardizer = scaling(configs["model"], train)
-    train, test = standardizer.transform(train), standardizer.transform(test)
-    val = None if val is None else standardizer.transform(val)
-    model = cls.from_config(configs["model"], data.dim, data.input_dim).to(args.device)
+    model = setup.build_model(args.device)
     check_scored(model, train, args.model)
     if not is_main:
         fit_model(model, args.model, configs, train, val, Path(args.out), args.device,
@@ -227,29 +335,38 @@ def run(args: argparse.Namespace) -> int:
                             args.resume, run_info)
         seconds = time.perf_counter() - start
         write_run(out, args, model, configs, spec, (train, test, shared), standardizer,
-                  history, seconds)
+                  history, seconds, data_choices)
     return 0
 
 
 def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
-              standardizer, history: list, seconds: float) -> None:
+              standardizer, history: list, seconds: float, data_choices: dict) -> None:
     """The model, metrics, config, curve and plots of a fitted run."""
+    from dynvae.commands.report import write_plots
+    from dynvae.progress import progress_bar
+    from dynvae.train import run as rundir
+    from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics, seeded
     train, test, shared = parts
     model.double().eval()     # metrics in float64, like every other model
     rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]),
                       train.dim, train.input_dim, standardizer)
     settings = EvalSettings(seed=args.seed)
-    metrics = evaluate_model(model, test, standardizer, settings)
+    bar = progress_bar(3 * len(test) + len(train), "evaluate", unit="seq")
+    metrics = evaluate_model(model, test, standardizer, settings, bar=bar)
     with seeded(settings.seed, model.device):
         metrics.update(likelihood_metrics(model, train, standardizer, settings.iwae_samples,
-                                          prefix="train_"))
+                                          prefix="train_", bar=bar))
+    bar.set_description("imputation of the missing entries")
     metrics.update(ground_truth_metrics(model, spec, test, standardizer))
+    metrics.update(collapse_metrics(history, configs.get("train")))
+    bar.close()
     metrics.update({"fit_seconds": seconds, "n_train_sequences": float(len(train)),
                     "n_test_sequences": float(len(test)),
                     "train_equals_test": float(shared)})
     rundir.write_config(out, {
         "model": args.model, "dynvae_version": __version__,
         "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
+        "data_choices": data_choices,
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "split": {"fractions": list(SPLIT) if not shared else None,
                                          "train_equals_test": shared,
@@ -258,7 +375,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     })
     rundir.write_metrics(out, metrics)
     rundir.write_history(out, history)
-    write_plots(out, model, test, standardizer, history, settings)
+    write_plots(out, model, test, standardizer, history, settings, spec, configs.get("train"))
     note = " (train and test are the same single sequence)" if shared else ""
     print(f"log-likelihood: {metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")

@@ -15,10 +15,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from dynvae.data.dataset import Sequence, SequenceDataset
 from dynvae.errors import ConfigError, DataError
+from dynvae.progress import progress_bar
 from dynvae.utils import atomic_write_bytes, import_optional
 
 LOWEST_KEY, HIGHEST_KEY = 21, 108  # MIDI numbers of A0 and C8
@@ -54,7 +54,8 @@ def _parse_corpus(max_pieces: int | None, progress: bool) -> tuple[list[str], li
     music21 = import_optional("music21", "datasets", "the 'chorales' dataset")
     names = list(dict.fromkeys(music21.corpus.chorales.Iterator(returnType="filename")))
     ids, rolls = [], []
-    bar = tqdm(total=max_pieces or len(names), desc="parsing chorales", disable=not progress)
+    bar = progress_bar(max_pieces or len(names), "parsing chorales (once; cached after)",
+                       unit="piece", enabled=progress)
     for name in names:
         if max_pieces is not None and len(ids) >= max_pieces:
             break

@@ -169,6 +169,19 @@ class SequenceDataset:
             raise DataError(f"got {len(xs)} value arrays for {len(self)} sequences")
         return self._subset([replace(s, x=x) for s, x in zip(self.sequences, xs, strict=True)])
 
+    def with_time_unit(self, unit: str) -> SequenceDataset:
+        """The same dataset with times (parsed from dates or durations) expressed in
+        ``unit``, one of :data:`TIME_UNITS`; e.g. hours for hourly data, so that a daily
+        period is 24."""
+        if unit not in _NANOSECONDS:
+            raise DataError(f"unknown time unit {unit!r}; one of {list(_NANOSECONDS)}")
+        if self.time_unit not in _NANOSECONDS:
+            raise DataError(f"times in {self.time_unit or 'plain numbers'} cannot be converted to "
+                            f"{unit}: only times parsed from dates or durations can")
+        factor = _NANOSECONDS[self.time_unit] / _NANOSECONDS[unit]
+        return replace(self, sequences=[replace(s, t=s.t * factor) for s in self.sequences],
+                       time_unit=unit)
+
     def to_timestamps(self, t) -> np.ndarray:
         """Map times ``t`` (any shape, in ``time_unit`` since ``time_origin``) back to
         ``datetime64`` values (UTC when the origin has a time zone); only for datasets
@@ -234,7 +247,8 @@ class SequenceDataset:
         return tuple(self[np.sort(perm[a:b])] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
 
 
-_NANOSECONDS = {"days": 86_400e9, "hours": 3_600e9, "seconds": 1e9}
+_NANOSECONDS = {"days": 86_400e9, "hours": 3_600e9, "minutes": 60e9, "seconds": 1e9}
+TIME_UNITS = tuple(_NANOSECONDS)          # units times parsed from dates or durations can take
 
 
 def split_sizes(n: int, fractions) -> list[int]:

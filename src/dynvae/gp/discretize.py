@@ -2,7 +2,8 @@
 
 For a stationary kernel SDE started at N(0, Pinf), the exact transition over a step dt is
 A = expm(F dt) (each kernel gives a closed form where one is cheaper) and
-Q = Pinf - A Pinf A^T (Sarkka and Solin 2019, eq. 12.26), which needs no integral.
+Q = Pinf - A Pinf A^T (Sarkka and Solin 2019, eq. 12.26), which needs no integral; sums and
+products assemble both from their parts' (:meth:`Kernel.discretize`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from dynvae.gaussian import symmetrize
 from dynvae.gp.kernels.base import Kernel
 from dynvae.ssm.model import LinearGaussianSSM
 from dynvae.timegrid import check_time_grid
@@ -22,9 +22,7 @@ def discretize(kernel: Kernel, dt: Tensor) -> tuple[Tensor, Tensor]:
     Args: kernel: a state-space kernel.  dt: (*b,) step lengths >= 0 (any batch shape).
     Returns: A (*b, S, S) and symmetric Q (*b, S, S).
     """
-    A = kernel.transition_matrix(dt)
-    Pinf = kernel.state_space().Pinf
-    return A, symmetrize(Pinf - A @ Pinf @ A.transpose(-1, -2))
+    return kernel.discretize(dt)
 
 
 def gp_state_space_model(kernels: list[Kernel], t: Tensor, noise_variance: Tensor
@@ -41,12 +39,17 @@ def gp_state_space_model(kernels: list[Kernel], t: Tensor, noise_variance: Tenso
     check_time_grid(t, name="times", ndim=1)
     dt = torch.diff(t, prepend=t[:1])                                   # (T,), dt[0] = 0
     parts = [(discretize(k, dt), k.state_space()) for k in kernels]
-    A = torch.stack([a for (a, _), _ in parts])                         # (D, T, S, S)
-    Q = torch.stack([q for (_, q), _ in parts])                         # (D, T, S, S)
-    Pinf = torch.stack([ss.Pinf for _, ss in parts])                    # (D, S, S)
-    H = torch.stack([ss.H for _, ss in parts])                          # (D, 1, S)
+    A = _stack([a for (a, _), _ in parts])                              # (D, T, S, S)
+    Q = _stack([q for (_, q), _ in parts])                              # (D, T, S, S)
+    Pinf = _stack([ss.Pinf for _, ss in parts])                         # (D, S, S)
+    H = _stack([ss.H for _, ss in parts])                               # (D, 1, S)
     return LinearGaussianSSM(
         initial_mean=Pinf.new_zeros(Pinf.shape[:-1]), initial_cov=Pinf,
         transition_matrix=A, transition_cov=Q, emission_matrix=H,
         emission_cov=noise_variance.reshape(-1, 1, 1).to(Pinf),
         time_varying={"transition_matrix", "transition_cov"})
+
+
+def _stack(tensors: list[Tensor]) -> Tensor:
+    """torch.stack, without a copy for a single output (the common case)."""
+    return tensors[0].unsqueeze(0) if len(tensors) == 1 else torch.stack(tensors)

@@ -1,86 +1,21 @@
-"""Which Kalman engine computes the state-space GP: strategy objects over dynvae.ssm."""
+"""Which Kalman engine computes the state-space GP: the engines of :mod:`dynvae.ssm.engines`.
 
-from __future__ import annotations
+``AutoKalman`` (name "auto") is the default of :class:`dynvae.gp.StateSpaceGP` and of
+``dynvae gp``: C values with Fisher-identity gradients for fitting on the CPU, the
+associative scan where gradients must flow through the posterior moments, a double
+backward is asked for, or the tensors live on a GPU. See docs/engines.md.
+"""
 
-from abc import ABC, abstractmethod
+from dynvae.ssm.engines import (
+    ENGINES,
+    AutoKalman,
+    FisherKalman,
+    KalmanEngine,
+    NativeKalman,
+    ParallelKalman,
+    ScalarKalman,
+    SequentialKalman,
+)
 
-from torch import Tensor
-
-from dynvae.errors import ConfigError
-from dynvae.ssm import FilterResult, LinearGaussianSSM, SmootherResult, kalman_filter, rts_smoother
-from dynvae.ssm.kalman import check_inputs
-
-
-class KalmanEngine(ABC):
-    """Runs the filter and the smoother of an LGSSM; x (*batch, T, D), mask like x."""
-
-    @abstractmethod
-    def filter(self, model: LinearGaussianSSM, x: Tensor, mask: Tensor) -> FilterResult: ...
-
-    @abstractmethod
-    def smoother(self, model: LinearGaussianSSM, x: Tensor, mask: Tensor) -> SmootherResult: ...
-
-
-class SequentialKalman(KalmanEngine):
-    """The sequential filter and RTS smoother: O(T) work, O(T) depth."""
-
-    def filter(self, model, x, mask):
-        return kalman_filter(model, x, mask)
-
-    def smoother(self, model, x, mask):
-        return rts_smoother(model, x, mask)
-
-
-class ParallelKalman(KalmanEngine):
-    """Associative-scan filter and smoother (Sarkka and Garcia-Fernandez 2021): O(log T) depth."""
-
-    def __init__(self) -> None:
-        try:
-            from dynvae.ssm import parallel
-        except ImportError as err:   # pragma: no cover - depends on the installed tree
-            raise ConfigError("the parallel Kalman engine needs dynvae.ssm.parallel") from err
-        self._parallel = parallel
-
-    def filter(self, model, x, mask):
-        return self._parallel.parallel_kalman_filter(model, x, mask)
-
-    def smoother(self, model, x, mask):
-        return self._parallel.parallel_rts_smoother(model, x, mask)
-
-
-class FisherKalman(KalmanEngine):
-    """Native C filter and smoother for values; gradients by Fisher's identity.
-
-    The log-likelihood value comes from the C smoother (dynvae.ssm.native); its gradient
-    is that of the expected complete-data log-likelihood with the smoothed moments held
-    fixed (dynvae.gp.fisher), which equals the exact first derivative. Only first
-    derivatives are valid: no double backward (Hessians) through this engine. The other
-    outputs (means, covariances) are values without autograd.
-    """
-
-    def __init__(self) -> None:
-        from dynvae.ssm import native
-        if not native.native_available():
-            raise ConfigError("the fisher Kalman engine needs the native C back end "
-                              "(dynvae.ssm.native), which did not compile or load here; "
-                              "use the 'parallel' or 'sequential' engine")
-        from dynvae.gp import fisher
-        self._native, self._fisher = native, fisher
-
-    def _run(self, model, x, mask) -> SmootherResult:
-        mask = check_inputs(model, x, mask, None)
-        sm = self._native.native_rts_smoother(self._fisher.detached(model), x.detach(), mask)
-        if not self._native.needs_grad(model, x):
-            return sm
-        q = self._fisher.fisher_surrogate(model, x, mask, sm)
-        ll = sm.log_likelihood + (q - q.detach())                  # value + Fisher gradient
-        return sm._replace(log_likelihood=ll, filtered=sm.filtered._replace(log_likelihood=ll))
-
-    def filter(self, model, x, mask):
-        return self._run(model, x, mask).filtered
-
-    def smoother(self, model, x, mask):
-        return self._run(model, x, mask)
-
-
-ENGINES = {"sequential": SequentialKalman, "parallel": ParallelKalman, "fisher": FisherKalman}
+__all__ = ["ENGINES", "AutoKalman", "FisherKalman", "KalmanEngine", "NativeKalman",
+           "ParallelKalman", "ScalarKalman", "SequentialKalman"]

@@ -14,18 +14,23 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from dynvae.errors import DataError
+from dynvae.errors import DataError, NumericalError
 from dynvae.gp.discretize import gp_state_space_model
-from dynvae.gp.inference import KalmanEngine, SequentialKalman
+from dynvae.gp.inference import AutoKalman, KalmanEngine
 from dynvae.gp.kernels.base import Kernel
 from dynvae.gp.mean import MeanFunction, ZeroMean
 from dynvae.ssm import LinearGaussianSSM, ffbs_sample
 from dynvae.timegrid import check_time_grid
+
+_REJECTED_LOSS = 1e6       # per observation; see _Objective
+_MAX_RESTARTS = 5
+_RESTART_GAIN = 1e-4         # nats per observation a run must gain for another
 
 
 class GPPrediction(NamedTuple):
@@ -39,8 +44,12 @@ class GPPrediction(NamedTuple):
 
 
 class FitResult(NamedTuple):
+    """log_marginal_likelihood after fitting; n_evaluations of it; converged: L-BFGS
+    stopped on its tolerances before max_iter iterations (False: at the limit)."""
+
     log_marginal_likelihood: float
     n_evaluations: int
+    converged: bool | None = None
 
 
 def check_data(t: Tensor, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -67,7 +76,8 @@ class StateSpaceGP(nn.Module):
         kernel: the prior kernel; each of the D outputs gets its own copy.
         num_outputs: D.
         noise_variance: initial Gaussian noise variance (learnable, positive via log).
-        engine: Kalman engine (SequentialKalman() or ParallelKalman()).
+        engine: Kalman engine (default AutoKalman(): the fastest valid one per call; see
+            dynvae.ssm.engines).
         mean: prior mean of one output (default ZeroMean()); each output gets its own copy,
             learned with the hyperparameters.
     """
@@ -84,7 +94,7 @@ class StateSpaceGP(nn.Module):
         dtype = kernel.dtype
         self.log_noise_variance = nn.Parameter(
             torch.full((num_outputs,), math.log(noise_variance), dtype=dtype))
-        self.engine = engine or SequentialKalman()
+        self.engine = engine or AutoKalman()
         self.train_t: Tensor | None = None
         self.train_x: Tensor | None = None
 
@@ -118,7 +128,7 @@ class StateSpaceGP(nn.Module):
         """
         t, x, mask = check_data(t, x)
         xs, ms = self._as_ssm_data(t, x, mask)
-        return self.engine.filter(self.state_space_model(t), xs, ms).log_likelihood.sum()
+        return self.engine.log_likelihood(self.state_space_model(t), xs, ms).sum()
 
     def set_data(self, t: Tensor, x: Tensor) -> None:
         """Store the training data used by :meth:`predict` and :meth:`sample_posterior`."""
@@ -133,35 +143,45 @@ class StateSpaceGP(nn.Module):
             m.initialize(t, x[:, d])
 
     def fit(self, t: Tensor, x: Tensor, max_iter: int = 100, tolerance: float = 1e-9,
-            initialize_mean: bool = True) -> FitResult:
+            initialize_mean: bool = True,
+            callback: Callable[[int, float], None] | None = None) -> FitResult:
         """Maximise the exact log marginal likelihood over all hyperparameters and the mean's
         parameters with L-BFGS (strong Wolfe line search); stores (t, x) for prediction.
-        The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False."""
+        The mean starts from :meth:`initialize_mean` unless ``initialize_mean`` is False.
+
+        ``max_iter`` bounds the L-BFGS iterations in all. A run stops once an iteration
+        changes the log marginal likelihood per observation, or every parameter, by less
+        than ``tolerance`` (or the largest gradient entry falls below it), or when its
+        curvature pairs stop giving a descent direction; it is then restarted from where it
+        stopped with a fresh memory as long as the previous run gained more than
+        ``1e-4 * n_observed`` nats (ill-conditioned problems, e.g. a new kernel part added
+        to a fitted kernel, otherwise stall far from the optimum). ``callback(n, lml)`` is
+        called after the n-th evaluation with that evaluation's log marginal likelihood.
+        """
         self.set_data(t, x)
         if initialize_mean:
             self.initialize_mean(t, x)
-        n_obs = int((~torch.isnan(self.train_x)).sum())
-        opt = torch.optim.LBFGS(self.parameters(), max_iter=max_iter, tolerance_grad=tolerance,
-                                tolerance_change=tolerance, line_search_fn="strong_wolfe")
-        count = [0]
-
-        def closure() -> Tensor:
-            opt.zero_grad()
-            loss = -self.log_marginal_likelihood(t, x) / n_obs
-            if not torch.isfinite(loss):
-                raise DataError("log marginal likelihood became non-finite during fitting")
-            loss.backward()
-            count[0] += 1
-            return loss
-
+        objective = _Objective(self, t, x, callback)
+        done, previous = 0, -math.inf
         try:
-            opt.step(closure)
-            with torch.no_grad():
-                lml = float(self.log_marginal_likelihood(t, x))
-        except torch.linalg.LinAlgError:    # a line search into degenerate variances
-            raise DataError(f"a variance stopped being positive during fitting ({n_obs} "
-                            "observed values: too few or degenerate?)") from None
-        return FitResult(lml, count[0])
+            for _ in range(_MAX_RESTARTS + 1):
+                opt = torch.optim.LBFGS(self.parameters(), max_iter=max_iter - done,
+                                        tolerance_grad=tolerance, tolerance_change=tolerance,
+                                        line_search_fn="strong_wolfe")
+                objective.optimizer = opt
+                opt.step(objective)
+                done += opt.state[opt.param_groups[0]["params"][0]].get("n_iter", 0)
+                with torch.no_grad():
+                    lml = float(self.log_marginal_likelihood(t, x))
+                if done >= max_iter or lml - previous <= _RESTART_GAIN * objective.n_obs:
+                    break
+                previous = lml
+        except torch.linalg.LinAlgError as err:   # degenerate variances at a step
+            detail = f": {err}" if isinstance(err, NumericalError) else ""
+            raise DataError(f"a variance stopped being positive during fitting "
+                            f"({objective.n_obs} observed values: too few or degenerate?)"
+                            f"{detail}") from None
+        return FitResult(lml, objective.count, converged=done < max_iter)
 
     def _merged(self, t_new: Tensor | None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Training grid merged with t_new: (grid (N,), x (N, D), mask (N, D), rows of t_new)."""
@@ -223,3 +243,40 @@ class StateSpaceGP(nn.Module):
             prefix = f"output{d}." if self.num_outputs > 1 else ""
             out.update({prefix + name: v for name, v in m.hyperparameters().items()})
         return out
+
+
+class _Objective:
+    """-log p(x) / n_observed and its gradient, as an L-BFGS closure, counting evaluations.
+
+    A trial step of the line search into degenerate values (a failed Cholesky factor or a
+    non-finite likelihood) is rejected with a loss far above any seen, so that the strong
+    Wolfe search steps back (a finite value: its cubic interpolation turns inf into NaN);
+    at the very first evaluation such a failure is raised.
+    """
+
+    def __init__(self, gp: StateSpaceGP, t: Tensor, x: Tensor,
+                 callback: Callable[[int, float], None] | None) -> None:
+        self.gp, self.t, self.x, self.callback = gp, t, x, callback
+        self.n_obs = int((~torch.isnan(gp.train_x)).sum())
+        self.count, self.rejected = 0, _REJECTED_LOSS
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def __call__(self) -> Tensor:
+        self.optimizer.zero_grad()
+        self.count += 1
+        try:
+            lml = self.gp.log_marginal_likelihood(self.t, self.x)
+            if not torch.isfinite(lml):
+                raise DataError(f"log marginal likelihood became non-finite during fitting "
+                                f"(evaluation {self.count}; hyperparameters "
+                                f"{self.gp.hyperparameters()})")
+        except (torch.linalg.LinAlgError, DataError):
+            if self.count == 1:
+                raise
+            return torch.tensor(self.rejected, dtype=self.gp.log_noise_variance.dtype)
+        loss = -lml / self.n_obs
+        loss.backward()
+        self.rejected = max(self.rejected, 10 * abs(float(loss.detach())))
+        if self.callback is not None:
+            self.callback(self.count, float(lml.detach()))
+        return loss

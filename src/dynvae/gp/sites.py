@@ -33,7 +33,8 @@ from dynvae.gaussian import LOG_2PI
 from dynvae.gp.discretize import discretize
 from dynvae.gp.inference import KalmanEngine
 from dynvae.gp.kernels.base import Kernel
-from dynvae.ssm import LinearGaussianSSM, SmootherResult, ffbs_sample
+from dynvae.ssm import LinearGaussianSSM, SmootherResult
+from dynvae.ssm.scalar import scalar_ffbs_sample
 
 
 class Sites(NamedTuple):
@@ -136,9 +137,12 @@ def channel_model(kernels: Sequence[Kernel], t: Tensor, steps: Tensor, site_var:
     sites of variance ``site_var`` (B, T, Z): batch (B, Z), transition (B, Z, T, S, S).
 
     A = expm(F dt), Q = Pinf - A Pinf A^T (Sarkka and Solin 2019, eq. 12.26); start N(0, Pinf).
+    Each distinct step length is discretised once (a regular grid has one or two).
     """
     check_kernels(kernels)
-    A, Q, Pinf, H = channel_matrices(kernels, step_lengths(t, steps))   # A: (B, T, Z, S, S)
+    distinct, where = torch.unique(step_lengths(t, steps), return_inverse=True)
+    A, Q, Pinf, H = channel_matrices(kernels, distinct)                # A: (U, Z, S, S)
+    A, Q = A[where], Q[where]                                           # (B, T, Z, S, S)
     A, Q = A.transpose(1, 2), Q.transpose(1, 2)                         # (B, Z, T, S, S)
     R = site_var.transpose(1, 2)[..., None, None]                       # (B, Z, T, 1, 1)
     return LinearGaussianSSM(
@@ -192,12 +196,20 @@ def kl_to_prior(post: SitePosterior, sites: Sites) -> Tensor:
     return expected_site_log_lik(post, sites) - post.log_marginal
 
 
+def kl_to_prior_per_channel(post: SitePosterior, sites: Sites) -> Tensor:
+    """KL(q(s_c) || p(s_c)) of each channel c (the channels are independent under q and
+    p, so these add up to :func:`kl_to_prior`), (B, Z)."""
+    sq = (sites.mean - post.mean).pow(2) + post.var
+    lp = -0.5 * (LOG_2PI + sites.var.log() + sq / sites.var)             # (B, T, Z)
+    expected = torch.where(sites.mask[..., None], lp, torch.zeros_like(lp)).sum(1)
+    return expected - post.smoothed.log_likelihood                       # (B, Z)
+
+
 def sample_paths(post: SitePosterior, sites: Sites, n_samples: int,
                  generator: torch.Generator | None = None) -> Tensor:
     """Reparametrised joint draws z ~ q by forward-filter backward-sample, (K, B, T, Z)."""
-    y, mask = _as_channel_data(sites)
-    s = ffbs_sample(post.model, y, mask, n_samples=n_samples, generator=generator,
-                    filtered=post.smoothed.filtered)                     # (K, B, Z, T, S)
+    s = scalar_ffbs_sample(post.model, post.smoothed.filtered, n_samples=n_samples,
+                           generator=generator)                         # (K, B, Z, T, S)
     H = post.model.emission_matrix[:, None, 0, :]                        # (Z, 1, S)
     return (s * H).sum(-1).transpose(-1, -2)                             # (K, B, T, Z)
 

@@ -18,11 +18,15 @@ class ELBOTerms(NamedTuple):
     log_lik: (B,) expected log-likelihood of the observed entries.
     kl: (B,) KL term (0 for models with an exact likelihood).
     n_obs: (B,) number of observed entries, for per-entry normalisation.
+    kl_dims: optional (B, Z) the KL split over latent dimensions (summed over time; the
+        rows add up to ``kl``), for free bits and the collapse diagnostic; None when a
+        model's KL does not split that way.
     """
 
     log_lik: Tensor
     kl: Tensor
     n_obs: Tensor
+    kl_dims: Tensor | None = None
 
     def loss(self, beta: float = 1.0) -> Tensor:
         """-(log_lik - beta kl).sum() / n_obs.sum(): the training loss per observed entry."""
@@ -62,6 +66,8 @@ class DVAE(nn.Module, abc.ABC):
     """
 
     Config: ClassVar[type]
+    # True when the model uses the time stamps themselves (a row may sit at any time),
+    # False when step t is the t-th row whatever its time (discrete time)
     continuous_time: ClassVar[bool] = False
     takes_inputs: ClassVar[bool] = True
 
@@ -98,6 +104,14 @@ class DVAE(nn.Module, abc.ABC):
         if not isinstance(config, cls.Config):
             config = cls.Config.from_dict(config)
         return cls(config, data_dim, input_dim)
+
+    @classmethod
+    def adapt_config(cls, config: Any, train: Any) -> tuple[Any, dict]:
+        """Resolve data-dependent choices of ``config`` from the training data (a
+        SequenceDataset), before the model is built. Returns the config and a record of
+        what was measured and chosen (saved in config.json; a "note" entry is printed).
+        The default changes nothing."""
+        return config, {}
 
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)

@@ -37,6 +37,17 @@ def check_observation(observation: str, free_emission_variance: bool, min_var: f
         raise ConfigError("free_emission_variance applies to the 'gaussian' observation only")
 
 
+def resolved_free_variance(observation: str, free_emission_variance: bool | None) -> bool:
+    """Whether a Gaussian observation's variance is one free parameter per data dimension:
+    the default (None) for the Gaussian observation. A variance that is a function of z
+    lets a model explain what it cannot reconstruct as noise instead of using its latents
+    (the decoder's variance swallows the signal and the posterior collapses); a free one
+    makes the mean carry the fit. Not applicable to the Bernoulli observation."""
+    if observation != "gaussian":
+        return False
+    return True if free_emission_variance is None else free_emission_variance
+
+
 def check_dims(data_dim: int, input_dim: int) -> None:
     """Raise ConfigError unless data_dim D > 0 and input_dim U >= 0."""
     check_positive(data_dim=data_dim)
@@ -87,13 +98,39 @@ def prepare_batch(batch: SequenceBatch, data_dim: int, input_dim: int,
     return batch
 
 
-def observation_features(batch: SequenceBatch) -> Tensor:
+def check_hide_rate(rate: float) -> None:
+    if not 0.0 <= rate < 1.0:
+        raise ConfigError(f"hide_from_encoder must lie in [0, 1), got {rate}")
+
+
+def encoder_mask(batch: SequenceBatch, rate: float, training: bool) -> Tensor:
+    """(B, T, D) bool: the entries the inference network reads.
+
+    While training, each observed entry is hidden from it with probability ``rate``; the
+    likelihood still scores the entry, so the model is taught to infer entries it does
+    not see from their observed neighbours: imputation is what it learns (a denoising
+    signal, as in Vincent et al. 2008, and the artificial missingness of Fortuin et al.
+    2020). Any q gives a valid ELBO, so the bound stays a bound. A sequence that would
+    lose every entry keeps its mask. In evaluation (``training`` False) this is the mask.
+    """
+    if not training or rate <= 0.0:
+        return batch.mask
+    keep = torch.rand(batch.mask.shape, device=batch.mask.device) >= rate
+    hidden = batch.mask & keep
+    emptied = ~hidden.flatten(1).any(1)                                     # (B,)
+    return torch.where(emptied[:, None, None], batch.mask, hidden)
+
+
+def observation_features(batch: SequenceBatch, mask: Tensor | None = None) -> Tensor:
     """(B, T, 2D + U) encoder input: [x * mask, mask, u]; missing entries are visible
-    to the encoder only through the mask channel."""
-    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
-    parts = [x, batch.mask.to(x.dtype)]
+    to the encoder only through the mask channel, and u is 0 on padding steps (an
+    encoder that reads neighbouring steps must not see what lies beyond a sequence's
+    end). ``mask`` (B, T, D) replaces the batch's (e.g. :func:`encoder_mask`)."""
+    mask = batch.mask if mask is None else mask
+    x = torch.where(mask, batch.x, torch.zeros_like(batch.x))
+    parts = [x, mask.to(x.dtype)]
     if batch.u is not None:
-        parts.append(batch.u)
+        parts.append(torch.where(batch.valid[..., None], batch.u, torch.zeros_like(batch.u)))
     return torch.cat(parts, -1)
 
 

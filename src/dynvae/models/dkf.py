@@ -7,9 +7,10 @@ Generative model, steps t = 0..T-1 (0-indexed like dynvae.ssm):
 Inference: q(z_{0:T-1} | x) = prod_t q(z_t | z_{t-1}, context_t(x)) (eq. 16/19; the
 encoder strategy decides which part of x step t sees). The ELBO (eq. 20-21) uses
 reparametrised ancestral samples from q and the closed-form KL between q(z_t | ·) and
-p(z_t | z_{t-1}) at the sampled z_{t-1}. Time stamps are not used: one transition per
-step (a discrete-time model; ``forecast`` maps t_future to steps on each sequence's
-grid); padding beyond ``lengths`` is excluded from every term.
+p(z_t | z_{t-1}) at the sampled z_{t-1}. Discrete time: one transition per row
+(``forecast`` maps t_future to steps on each sequence's grid; irregular times are warned
+about once; ``time_gap_input`` adds the time gap as an input, see
+dynvae.models.time_gaps); padding beyond ``lengths`` is excluded from every term.
 """
 
 from __future__ import annotations
@@ -29,16 +30,20 @@ from dynvae.models.common import (
     at_steps,
     check_choice,
     check_dims,
+    check_hide_rate,
     check_observation,
     check_positive,
     check_sample_times,
+    encoder_mask,
     forecast_steps,
     iwae_bound,
     last_valid,
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
+from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import ENCODERS
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
@@ -52,7 +57,13 @@ class DKFConfig(DictConfig):
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
     "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
     "gaussian" or "bernoulli". initial_prior: "standard" (N(0, I)) or "learned".
-    Empty hidden sizes make the corresponding map affine.
+    free_emission_variance: one learned variance per data dimension (the default, None,
+    for the Gaussian observation) or, False, a variance that is a function of z
+    (``dynvae.models.common.resolved_free_variance``).
+    Empty hidden sizes make the corresponding map affine. hide_from_encoder: share of
+    the observed entries hidden from the encoder at random while training (still
+    scored; see ``dynvae.models.common.encoder_mask``). time_gap_input: add
+    log(dt / median dt) as an input channel (dynvae.models.time_gaps).
     """
 
     model_name = "DKF"
@@ -66,11 +77,14 @@ class DKFConfig(DictConfig):
     transition_hidden: tuple[int, ...] = (64,)
     emission_hidden: tuple[int, ...] = (64,)
     free_transition_variance: bool = False
-    free_emission_variance: bool = False
+    free_emission_variance: bool | None = None
     min_var: float = 1e-4
     n_predict_samples: int = 64
+    hide_from_encoder: float = 0.0
+    time_gap_input: bool = False
 
     def __post_init__(self) -> None:
+        check_hide_rate(self.hide_from_encoder)
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("transition", self.transition, TRANSITIONS)
         check_choice("observation", self.observation, OBSERVATIONS)
@@ -79,7 +93,7 @@ class DKFConfig(DictConfig):
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
         check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
                        n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
+        check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
 
 class PosteriorPaths(NamedTuple):
@@ -104,21 +118,22 @@ class DeepKalmanFilter(DVAE):
         super().__init__()
         check_dims(data_dim, input_dim)
         c = self.config = config
-        Z, D, U = c.latent_dim, data_dim, input_dim
-        self.data_dim, self.input_dim = D, U
+        Z, D, U = c.latent_dim, data_dim, input_width(input_dim, c.time_gap_input)
+        self.data_dim, self.input_dim = D, input_dim
+        self.time_gaps = TimeGapFeature() if c.time_gap_input else None
         self.encoder = ENCODERS[c.encoder](2 * D + U, Z, c.encoder_hidden, c.min_var)
         self.initial_prior = INITIAL_PRIORS[c.initial_prior](Z)
         self.transition = TRANSITIONS[c.transition](Z, U, c.transition_hidden, c.min_var,
                                                     c.free_transition_variance)
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_emission_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         batch = prepare_batch(batch, self.data_dim, self.input_dim, self.encoder.z_start)
         self.observation.check_data(batch.x, batch.mask)
-        return batch
+        return with_time_gaps(self, batch, self.time_gaps)
 
     def emission(self, z: Tensor, u: Tensor | None = None) -> tuple[Tensor, ...]:
         """Parameters of p(x_t | z_t, u_t): z (…, T, Z), u (…, T, U) -> each (…, T, D)."""
@@ -133,12 +148,15 @@ class DeepKalmanFilter(DVAE):
 
     def posterior_paths(self, batch: SequenceBatch, n_samples: int) -> PosteriorPaths:
         """K = n_samples reparametrised ancestral draws z_t ~ q(z_t | z_{t-1}, context_t)."""
-        ctx = self.encoder.summarise(observation_features(batch), batch.lengths)  # (B, T, C)
-        K, (B, T) = n_samples, batch.x.shape[:2]
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        ctx = self.encoder.summarise(observation_features(batch, seen), batch.lengths)
+        K, B = n_samples, batch.batch_size
         z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
         zs, means, variances = [], [], []
-        for t in range(T):
-            mean, var = self.encoder.step(ctx[:, t], z_prev)                   # (K, B, Z)
+        # unbind once: indexing ctx[:, t] in the loop would make autograd allocate a
+        # full-size gradient per step (quadratic in T)
+        for ctx_t in ctx.unbind(1):
+            mean, var = self.encoder.step(ctx_t, z_prev)                       # (K, B, Z)
             eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
             z_prev = mean + var.sqrt() * eps
             zs.append(z_prev)
@@ -150,23 +168,26 @@ class DeepKalmanFilter(DVAE):
                               p_var)
 
     def path_terms(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor, Tensor]:
-        """Per-sample log-likelihood, closed-form KL and log p(z)/q(z) of each path: (K, B)."""
+        """Per-sample log-likelihood (K, B), closed-form KL per latent dimension (K, B, Z)
+        and log p(z)/q(z) (K, B) of each path."""
         batch = self._prepare(batch)
         paths = self.posterior_paths(batch, n_samples)
         params = self.emission(paths.z, batch.u)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
         valid = batch.valid.to(paths.z.dtype)                                  # (B, T)
-        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var).sum(-1)
+        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var)
         log_p = diag_gaussian_log_prob(paths.z, paths.p_mean, paths.p_var).sum(-1)
         log_q = diag_gaussian_log_prob(paths.z, paths.q_mean, paths.q_var).sum(-1)
-        return log_lik, (kl * valid).sum(-1), ((log_p - log_q) * valid).sum(-1)
+        return log_lik, (kl * valid[..., None]).sum(-2), ((log_p - log_q) * valid).sum(-1)
 
     # ------------------------------------------------------------------ contract
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 20-21, averaged over ``n_samples`` posterior paths."""
         check_positive(n_samples=n_samples)
-        log_lik, kl, _ = self.path_terms(batch, n_samples)
-        return ELBOTerms(log_lik.mean(0), kl.mean(0), batch.n_observed().to(log_lik))
+        log_lik, kl_dims, _ = self.path_terms(batch, n_samples)
+        kl_dims = kl_dims.mean(0)                                              # (B, Z)
+        return ELBOTerms(log_lik.mean(0), kl_dims.sum(-1), batch.n_observed().to(log_lik),
+                         kl_dims)
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
@@ -203,10 +224,14 @@ class DeepKalmanFilter(DVAE):
         ``u_future`` (B, H, U) is required when the model takes inputs (then t_future
         must be the next H steps)."""
         batch = self._prepare(batch)
-        k = forecast_steps(batch, t_future, u_future, self.input_dim)          # (B, H)
+        if self.time_gaps is None:
+            k = forecast_steps(batch, t_future, u_future, self.input_dim)      # (B, H)
+            u = u_future
+        else:   # one transition per forecast time, its gap an input
+            k, u = self.time_gaps.future_steps(batch, t_future, u_future, self.input_dim)
         paths = self.posterior_paths(batch, self.config.n_predict_samples)
         z_last = last_valid(paths.z, batch.lengths)                            # (K, B, Z)
-        u = None if u_future is None else u_future.to(z_last)
+        u = None if u is None else u.to(z_last)
         z = at_steps(self.rollout(z_last, int(k.max()), u), k)                 # (K, B, H, Z)
         mean, var = self.observation.moments(self.emission(z, u))
         return Prediction(t_future, *mixture_moments(mean, var))
@@ -217,6 +242,8 @@ class DeepKalmanFilter(DVAE):
         T = check_sample_times(t, u, self.input_dim, n)
         like = self.encoder.z_start
         u = None if u is None else u.to(like).expand(n, T, self.input_dim)
+        if self.time_gaps is not None:
+            u = self.time_gaps.sample(t, u, n).to(like)
         mean, var = self.initial_prior((n,), like)
         z0 = mean + var.sqrt() * torch.randn_like(mean)                        # (n, Z)
         u_next = None if u is None else u[:, 1:]

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError
 from dynvae.gp import sites as gp_sites
-from dynvae.gp.inference import ENGINES
+from dynvae.gp.inference import AutoKalman, ParallelKalman, ScalarKalman, SequentialKalman
 from dynvae.gp.kernels import Kernel, KernelInit, parse_kernel
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
@@ -33,9 +33,11 @@ from dynvae.models.common import (
     check_choice,
     check_dims,
     check_future,
+    check_hide_rate,
     check_observation,
     check_positive,
     check_sample_times,
+    encoder_mask,
     iwae_bound,
     mixture_moments,
     observation_features,
@@ -43,12 +45,13 @@ from dynvae.models.common import (
 )
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
-from dynvae.nn.site_encoder import MLPSiteEncoder, SiteEncoder
+from dynvae.nn.site_encoder import SITE_ENCODERS, SiteEncoder
 from dynvae.nn.transition import with_input
 
-# the Kalman engines of dynvae.gp whose means and covariances carry exact gradients
-# (the KL needs them); "fisher" gives exact gradients of the log-likelihood only
-GRADIENT_ENGINES = {name: ENGINES[name] for name in ("sequential", "parallel")}
+# Kalman engines whose means and covariances carry exact gradients (the KL needs them);
+# "auto" runs the parallel scan when gradients flow and the C back end when none do
+GRADIENT_ENGINES = {"scalar": ScalarKalman, "auto": AutoKalman,
+                    "sequential": SequentialKalman, "parallel": ParallelKalman}
 
 
 @dataclass
@@ -60,10 +63,16 @@ class GPVAEConfig(DictConfig):
     channel gets its own copy, with initial ``lengthscale``, ``period`` and
     ``kernel_variance``. learn_kernel: train the kernel hyperparameters other than the
     variance; learn_kernel_variance: train the variance too (the decoder can absorb the
-    latent scale, so it is fixed by default). engine: "sequential" or "parallel" Kalman.
-    observation: "gaussian" or "bernoulli". free_emission_variance: for the Gaussian
-    observation, True (the default, None) learns one std per data dimension, False makes
-    the std a function of z. Empty hidden sizes make a map affine.
+    latent scale, so it is fixed by default). engine: "scalar" (the default: the engine
+    for one observed dim per channel, dynvae.ssm.scalar), "auto" (the associative scan
+    while training, the C back end when no gradient is needed), "sequential" or
+    "parallel" Kalman. observation: "gaussian" or "bernoulli". free_emission_variance:
+    for the Gaussian observation, True (the default, None) learns one std per data
+    dimension, False makes the std a function of z. Empty hidden sizes make a map affine.
+    site_encoder: "conv" (a temporal convolution: each step's sites read its neighbours)
+    or "mlp" (each step alone), see ``dynvae.nn.site_encoder``. hide_from_encoder: share
+    of the observed entries hidden from the encoder at random while training (still
+    scored; ``dynvae.models.common.encoder_mask``).
     """
 
     model_name = "GP-VAE"
@@ -75,16 +84,20 @@ class GPVAEConfig(DictConfig):
     kernel_variance: float = 1.0
     learn_kernel: bool = True
     learn_kernel_variance: bool = False
-    engine: str = "sequential"
+    engine: str = "scalar"
     observation: str = "gaussian"
     encoder_hidden: tuple[int, ...] = (64, 64)
     emission_hidden: tuple[int, ...] = (64, 64)
     free_emission_variance: bool | None = None
     min_var: float = 1e-4
     n_predict_samples: int = 64
+    site_encoder: str = "conv"
+    hide_from_encoder: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("engine", self.engine, GRADIENT_ENGINES)
+        check_choice("site_encoder", self.site_encoder, SITE_ENCODERS)
+        check_hide_rate(self.hide_from_encoder)
         check_choice("observation", self.observation, OBSERVATIONS)
         self.encoder_hidden = as_sizes("encoder_hidden", self.encoder_hidden)
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
@@ -141,7 +154,7 @@ class GPVAE(DVAE):
         self.kernels = channel_kernels(c, kernel)
         gp_sites.check_kernels(list(self.kernels))
         self.engine = GRADIENT_ENGINES[c.engine]()
-        self.encoder = encoder if encoder is not None else MLPSiteEncoder(
+        self.encoder = encoder if encoder is not None else SITE_ENCODERS[c.site_encoder](
             2 * D + U, Z, c.encoder_hidden, c.min_var)
         if not isinstance(self.encoder, SiteEncoder) or self.encoder.latent_dim != Z:
             raise ConfigError(f"encoder must be a SiteEncoder with latent_dim {Z}")
@@ -157,9 +170,10 @@ class GPVAE(DVAE):
         return batch
 
     def sites(self, batch: SequenceBatch) -> gp_sites.Sites:
-        """The encoder's sites; a step carries one where any entry is observed."""
-        mean, var = self.encoder(observation_features(batch))            # (B, T, Z)
-        return gp_sites.Sites(mean, var, batch.mask.any(-1))
+        """The encoder's sites; a step carries one where the encoder sees an entry."""
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        mean, var = self.encoder(observation_features(batch, seen))      # (B, T, Z)
+        return gp_sites.Sites(mean, var, seen.any(-1))
 
     def posterior(self, batch: SequenceBatch) -> tuple[gp_sites.Sites, gp_sites.SitePosterior]:
         """Sites and q(s) of a prepared batch (filter + smoother over each own time grid)."""
@@ -185,11 +199,18 @@ class GPVAE(DVAE):
 
     # ------------------------------------------------------------------ contract
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
-        """E_q[log p(x | z)] (mean over ``n_samples`` FFBS draws) and the exact KL."""
+        """E_q[log p(x | z)] and the exact KL. Each entry depends on one z_t only, so the
+        expectation needs draws from the marginals q(z_t) alone (``n_samples`` of them,
+        reparametrised), not joint paths."""
         check_positive(n_samples=n_samples)
-        log_lik, kl, _ = self.path_terms(batch, n_samples)
-        n_obs = self.scored_mask(batch).sum((1, 2)).to(log_lik)
-        return ELBOTerms(log_lik.mean(0), kl, n_obs)
+        batch = self._prepare(batch)
+        s, post = self.posterior(batch)
+        z = gp_sites.sample_marginals(post, n_samples)                   # (K, B, T, Z)
+        scored = self.scored_mask(batch)
+        log_lik = self.observation.log_prob(batch.x, self.emission(z, batch.u), scored)
+        kl_dims = gp_sites.kl_to_prior_per_channel(post, s)              # (B, Z)
+        return ELBOTerms(log_lik.sum((-1, -2)).mean(0), kl_dims.sum(-1),
+                         scored.sum((1, 2)).to(log_lik), kl_dims)
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:

@@ -42,8 +42,10 @@ from dynvae.models.common import (
     check_choice,
     check_dims,
     check_future,
+    check_hide_rate,
     check_positive,
     check_sample_times,
+    encoder_mask,
     iwae_bound,
     last_valid,
     mixture_moments,
@@ -88,7 +90,9 @@ class LatentSDEConfig(DictConfig):
     gradients: how the posterior solve is differentiated: "backprop" (every step kept),
     "checkpoint" (blocks of 64 steps recomputed) or "adjoint" (``dynvae.sde.Adjoint``:
     memory independent of the number of steps, about 2-4x the time of backprop).
-    Empty ``emission_hidden`` makes the decoder affine.
+    Empty ``emission_hidden`` makes the decoder affine. hide_from_encoder: share of the
+    observed entries hidden from the encoder at random while training (still scored;
+    ``dynvae.models.common.encoder_mask``).
     """
 
     model_name = "latent SDE"
@@ -105,8 +109,10 @@ class LatentSDEConfig(DictConfig):
     min_var: float = 1e-4
     min_diffusion: float = 1e-3
     n_predict_samples: int = 32
+    hide_from_encoder: float = 0.0
 
     def __post_init__(self) -> None:
+        check_hide_rate(self.hide_from_encoder)
         check_choice("solver", self.solver, SOLVERS)
         check_choice("gradients", self.gradients, GRADIENTS)
         self.drift_hidden = as_sizes("drift_hidden", self.drift_hidden)
@@ -238,7 +244,8 @@ class LatentSDE(DVAE):
         """Encode a prepared batch and draw K = n_samples initial states from q(z_0 | x).
         ``z0_noise`` (K, B, Z) fixes the standard normal draws."""
         K, B, Z = n_samples, batch.batch_size, self.config.latent_dim
-        features = torch.cat([observation_features(batch), time_features(batch)], -1)
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        features = torch.cat([observation_features(batch, seen), time_features(batch)], -1)
         ctx = self.encoder(features, batch.lengths)                           # (B, T, C)
         q_mean, q_var = self.initial_posterior(ctx[:, 0])                     # (B, Z)
         p_mean, p_var = self.initial_prior((B,), q_mean)

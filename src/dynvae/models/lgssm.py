@@ -7,15 +7,15 @@ the simplest DVAE": first-order Markov latents, linear Gaussian observations):
 
 Inference is exact (Kalman filter, RTS smoother from dynvae.ssm), so ``elbo``
 returns log p(x) with kl = 0. The model is discrete-time: step t is the t-th
-valid row of a sequence, whatever its time stamp. Fitting: EM
-(:meth:`LGSSM.fit_em`) or gradients (:meth:`LGSSM.fit_gradient`).
+valid row of a sequence, whatever its time stamp (the continuous-time model of
+dynvae.models.ct_lgssm uses the stamps). Fitting: EM (:meth:`LGSSM.fit_em`) or gradients
+(:meth:`LGSSM.fit_gradient`, by default Fisher's identity on one smoother pass without
+autograd); see dynvae.models.lgssm_fit.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
 from typing import ClassVar
 
 import torch
@@ -24,121 +24,35 @@ from torch import Tensor
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
 from dynvae.gaussian import condition_on_observation
+from dynvae.models import lgssm_fit as fitting
 from dynvae.models import lgssm_ops as ops
 from dynvae.models.base import DVAE, ELBOTerms, Prediction, SelfFitting
-from dynvae.models.common import (
-    DictConfig,
-    check_inputs,
-    check_positive,
-    check_sample_times,
-    steps_ahead,
+from dynvae.models.common import check_inputs, check_positive, check_sample_times, steps_ahead
+from dynvae.models.lgssm_config import (
+    DTYPES,
+    EMISSIONS,
+    INFERENCE,
+    INITIALS,
+    TIMES,
+    TRANSITIONS,
+    Config,
+    StepGroups,
+    auto_inference,
+    choose,
 )
-from dynvae.models.lgssm_em import e_step
+from dynvae.models.lgssm_em import EMStatistics
 from dynvae.models.lgssm_fit import FitConfig, Optimizer, fit_method
-from dynvae.models.lgssm_params import (
-    COVARIANCES,
-    DiffuseInitial,
-    FixedMatrix,
-    LearnedInitial,
-    LearnedMatrix,
-    MatrixBlock,
+from dynvae.models.lgssm_objective import (
+    EmissionParams,
+    TransitionGroups,
+    emission_term,
+    initial_term,
+    transition_term,
 )
-from dynvae.ssm import (
-    FilterResult,
-    LinearGaussianSSM,
-    SmootherResult,
-    kalman_filter,
-    parallel_kalman_filter,
-    parallel_rts_smoother,
-    rts_smoother,
-)
-from dynvae.ssm.native import native_kalman_filter, native_rts_smoother, with_autograd_fallback
+from dynvae.models.lgssm_params import COVARIANCES, DiffuseInitial, LearnedMatrix
+from dynvae.ssm import FilterResult, LinearGaussianSSM
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32}
-
-
-@dataclass(frozen=True)
-class Inference:
-    """A Kalman filter and RTS smoother pair with the signatures of dynvae.ssm's."""
-
-    filter: Callable[..., FilterResult]
-    smoother: Callable[..., SmootherResult]
-
-
-# sequential: O(T) steps; parallel: associative scans, O(log T) depth (long sequences)
-INFERENCE = {"sequential": Inference(kalman_filter, rts_smoother),
-             "parallel": Inference(parallel_kalman_filter, parallel_rts_smoother),
-             # C back end (dynvae.ssm.native) where no gradient is needed (EM, reconstruct,
-             # forecast, scoring under no_grad); the parallel scan where one is
-             "native": Inference(
-                 with_autograd_fallback(native_kalman_filter, parallel_kalman_filter),
-                 with_autograd_fallback(native_rts_smoother, parallel_rts_smoother))}
-
-
-@dataclass
-class Config(DictConfig):
-    """LGSSM structure.
-
-    state_dim: S; None means the data dimension D.
-    transition: "random_walk" (A = I, fixed) or "linear" (A learned).
-    emission: "identity" (H = I, fixed; needs S = D) or "linear" (H learned).
-    initial: "diffuse" (z_0 ~ N(0, kappa I), first observed step(s) not scored, as
-        statsmodels' approximate diffuse default) or "learned" (m0, P0 learned).
-    diagonal_cov: Q, R (and a learned P0) diagonal instead of full.
-    transition_bias, emission_bias: learn b, d.
-    inputs: when the data has inputs u, learn B and D (u enters transition and emission).
-    diffuse_kappa, diffuse_burn: variance of the diffuse state; observed steps left out.
-    dtype: "float64" or "float32".
-    inference: "parallel" (associative-scan Kalman filter and RTS smoother, the default;
-        much faster on long sequences), "sequential", or "native" (the compiled C
-        filter/smoother of dynvae.ssm.native for every call that needs no gradient,
-        e.g. EM, reconstruct, forecast; needs a C compiler; gradient fitting then
-        uses the parallel scan).
-    The default (random walk, identity emission, diffuse start) is the local level
-    model, one level per channel.
-    """
-
-    model_name = "LGSSM"
-
-    state_dim: int | None = None
-    transition: str = "random_walk"
-    emission: str = "identity"
-    initial: str = "diffuse"
-    diagonal_cov: bool = False
-    transition_bias: bool = False
-    emission_bias: bool = False
-    inputs: bool = True
-    diffuse_kappa: float = 1e6
-    diffuse_burn: int = 1
-    dtype: str = "float64"
-    inference: str = "parallel"
-
-
-def _identity(rows: int, cols: int, dtype) -> MatrixBlock:
-    if rows != cols:
-        raise ConfigError(f"emission 'identity' needs state_dim == data dim, got S={cols}, "
-                          f"D={rows}; use emission='linear'")
-    return FixedMatrix(torch.eye(rows, dtype=dtype))
-
-
-TRANSITION_MATRICES = {
-    "random_walk": lambda S, dtype: FixedMatrix(torch.eye(S, dtype=dtype)),
-    "linear": lambda S, dtype: LearnedMatrix(0.9 * torch.eye(S, dtype=dtype)),
-}
-EMISSION_MATRICES = {
-    "identity": _identity,
-    "linear": lambda D, S, dtype: LearnedMatrix(torch.randn(D, S, dtype=dtype) / math.sqrt(S)),
-}
-INITIALS = {
-    "diffuse": lambda S, c, dtype: DiffuseInitial(S, c.diffuse_kappa, c.diffuse_burn, dtype),
-    "learned": lambda S, c, dtype: LearnedInitial(S, c.diagonal_cov, dtype),
-}
-
-
-def _choose(table: dict, key: str, what: str):
-    if key not in table:
-        raise ConfigError(f"unknown {what} {key!r}; choose one of {sorted(table)}")
-    return table[key]
+__all__ = ["INFERENCE", "LGSSM", "Config", "FitConfig"]
 
 
 class LGSSM(DVAE, SelfFitting):
@@ -146,6 +60,7 @@ class LGSSM(DVAE, SelfFitting):
 
     Config: ClassVar[type] = Config
     FitConfig: ClassVar[type] = FitConfig
+    continuous_time: ClassVar[bool] = False
 
     def __init__(self, config: Config, data_dim: int, input_dim: int = 0) -> None:
         super().__init__()
@@ -154,12 +69,16 @@ class LGSSM(DVAE, SelfFitting):
         S = data_dim if config.state_dim is None else int(config.state_dim)
         if S < 1:
             raise ConfigError(f"state_dim must be positive, got {S}")
-        dtype = _choose(DTYPES, config.dtype, "dtype")
-        self.inference = _choose(INFERENCE, config.inference, "inference")
+        dtype = choose(DTYPES, config.dtype, "dtype")
+        if choose(TIMES, config.time, "time") == "continuous" and not self.continuous_time:
+            raise ConfigError("time='continuous' is the model of dynvae.models.ct_lgssm: "
+                              "build it with LGSSM.from_config(config, ...)")
+        self.inference = auto_inference() if config.inference == "auto" else choose(
+            INFERENCE, config.inference, "inference")
         self.config, self.data_dim, self.input_dim, self.state_dim = config, data_dim, input_dim, S
-        self.transition = _choose(TRANSITION_MATRICES, config.transition, "transition")(S, dtype)
-        self.emission = _choose(EMISSION_MATRICES, config.emission, "emission")(data_dim, S, dtype)
-        self.initial = _choose(INITIALS, config.initial, "initial state")(S, config, dtype)
+        self.transition = choose(TRANSITIONS, config.transition, "transition")(S, dtype)
+        self.emission = choose(EMISSIONS, config.emission, "emission")(data_dim, S, dtype)
+        self.initial = choose(INITIALS, config.initial, "initial state")(S, config, dtype)
         if isinstance(self.initial, DiffuseInitial) and self.emission.learned:
             raise ConfigError("initial='diffuse' needs a fixed emission (emission='identity'): "
                               "with a learned H the diffuse likelihood has no maximum; "
@@ -175,6 +94,32 @@ class LGSSM(DVAE, SelfFitting):
         self.emission_bias = zeros(data_dim, 1) if config.emission_bias else None
 
     @classmethod
+    def from_config(cls, config: Config, data_dim: int, input_dim: int = 0) -> LGSSM:
+        """The discrete model, or the continuous-time one for ``time="continuous"``."""
+        if not isinstance(config, Config):
+            config = Config.from_dict(config)
+        if config.time == "continuous" and not cls.continuous_time:
+            from dynvae.models.ct_lgssm import ContinuousLGSSM
+            return ContinuousLGSSM(config, data_dim, input_dim)
+        return cls(config, data_dim, input_dim)
+
+    @classmethod
+    def adapt_config(cls, config: Config, train) -> tuple[Config, dict]:
+        """Resolve ``time="auto"`` from the irregularity of the training times (a
+        SequenceDataset): continuous time for irregular data. Returns the config and
+        the measured irregularity with the choice, for config.json."""
+        from dynvae.data.timing import time_irregularity
+        irregularity = time_irregularity(train)
+        choice = {"time_irregularity": irregularity.as_dict(), "time_requested": config.time}
+        if config.time != "auto":
+            return config, choice
+        time = "continuous" if irregularity.irregular else "discrete"
+        kind = "irregular" if irregularity.irregular else "regular"
+        choice["note"] = (f"times are {kind} ({irregularity.describe()}): {time}-time "
+                          f"LGSSM (time={time}; --set time=... chooses)")
+        return dataclasses.replace(config, time=time), choice
+
+    @classmethod
     def local_level(cls, data_dim: int = 1, **overrides) -> LGSSM:
         """Local level model x_t = z_t + v_t, z_t = z_{t-1} + w_t, diffuse start
         (S = D, A = I, H = I)."""
@@ -185,8 +130,10 @@ class LGSSM(DVAE, SelfFitting):
         return self.transition_cov.parameters().__next__().dtype
 
     # -------------------------------------------------------------- parameters
-    def ssm(self) -> LinearGaussianSSM:
-        """The current parameters as a :class:`LinearGaussianSSM` (differentiable)."""
+    def ssm(self, batch: SequenceBatch | None = None) -> LinearGaussianSSM:
+        """The current parameters as a :class:`LinearGaussianSSM` (differentiable). The
+        discrete model does not depend on ``batch``; the continuous-time model builds its
+        per-interval transitions from ``batch.t``."""
         m0, P0 = self.initial.prior()
         opt = lambda block, squeeze=False: None if block is None else (
             block().squeeze(-1) if squeeze else block())
@@ -197,6 +144,36 @@ class LGSSM(DVAE, SelfFitting):
             transition_bias=opt(self.transition_bias, True),
             emission_bias=opt(self.emission_bias, True),
             transition_input=opt(self.transition_input), emission_input=opt(self.emission_input))
+
+    def step_groups(self, batch: SequenceBatch) -> StepGroups:
+        """Which transition each step uses: one shared transition in discrete time."""
+        return StepGroups(None, None)
+
+    def transition_groups(self, groups: StepGroups) -> TransitionGroups:
+        """Transition parameters per group (K = 1 here), differentiable."""
+        opt = lambda block: None if block is None else block()[None]
+        bias = None if self.transition_bias is None else self.transition_bias()[None, :, 0]
+        return TransitionGroups(self.transition()[None], self.transition_cov.cholesky()[None],
+                                opt(self.transition_input), bias)
+
+    def emission_params(self) -> EmissionParams:
+        bias = None if self.emission_bias is None else self.emission_bias()[:, 0]
+        gain = None if self.emission_input is None else self.emission_input()
+        return EmissionParams(self.emission(), self.emission_cov.cholesky(), gain, bias)
+
+    def expected_log_likelihood(self, stats: EMStatistics, groups: StepGroups) -> Tensor:
+        """The EM Q-function E[log p(x, z | theta)] at the current parameters from one
+        E-step's statistics, () and differentiable (dynvae.models.lgssm_objective)."""
+        q = transition_term(stats, self.transition_groups(groups)) + emission_term(
+            stats, self.emission_params())
+        if self.initial.learned:
+            q = q + initial_term(stats, *self.initial.prior_factor())
+        return q
+
+    @torch.no_grad()
+    def m_step(self, stats: EMStatistics, groups: StepGroups) -> None:
+        """Closed-form M-step (Shumway and Stoffer 1982)."""
+        ops.m_step(self, stats)
 
     def _inputs(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor | None]:
         """Validated (x, mask, u) in the model's dtype and device; u zero beyond lengths."""
@@ -224,21 +201,32 @@ class LGSSM(DVAE, SelfFitting):
     def log_likelihood(self, batch: SequenceBatch) -> Tensor:
         """(B,) exact log p(x_observed) (for a diffuse start: given the burn-in steps)."""
         x, mask, u = self._inputs(batch)
-        model = self.ssm()
+        model = self.ssm(batch)
         return self._score(model, x, mask, u, self.inference.filter(model, x, mask, u))
+
+    def burn_log_likelihood(self, model: LinearGaussianSSM, x: Tensor, mask: Tensor,
+                            u: Tensor | None, f: FilterResult) -> Tensor:
+        """(B,) log-density of the burn-in steps under the filter pass ``f``."""
+        burn = self._burn_steps(mask)                                  # (B, T)
+        if not bool(burn.any()):
+            return x.new_zeros(x.shape[0])
+        n = int(torch.nonzero(burn.any(0)).max()) + 1                 # steps up to the last
+        _, emis_off = model.offsets(x.shape[-2], u)
+        y = (x if emis_off is None else x - emis_off)[:, :n]
+        H, R = model.emission_matrix, model.emission_cov
+        if "emission_matrix" in model.time_varying or "emission_cov" in model.time_varying:
+            H, R = H[..., :n, :, :], R[..., :n, :, :]
+        _, _, step_ll = condition_on_observation(
+            f.predicted_mean[:, :n], f.predicted_cov[:, :n], y, H, R,
+            mask[:, :n] & burn[:, :n, None])                           # (B, n)
+        return step_ll.sum(-1)
 
     def _score(self, model: LinearGaussianSSM, x: Tensor, mask: Tensor, u: Tensor | None,
                f: FilterResult) -> Tensor:
         """(B,) the filter's log-likelihood less the terms of the burn-in steps."""
         if self.initial.burn == 0:
             return f.log_likelihood
-        burn = self._burn_steps(mask)                                  # (B, T)
-        _, emis_off = model.offsets(x.shape[-2], u)
-        y = x if emis_off is None else x - emis_off
-        _, _, step_ll = condition_on_observation(
-            f.predicted_mean, f.predicted_cov, y, model.emission_matrix, model.emission_cov,
-            mask & burn[..., None])                                    # (B, T)
-        return f.log_likelihood - step_ll.sum(-1)
+        return f.log_likelihood - self.burn_log_likelihood(model, x, mask, u, f)
 
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """The exact log-likelihood with kl = 0 (``n_samples`` is not needed)."""
@@ -264,9 +252,17 @@ class LGSSM(DVAE, SelfFitting):
         same step through the correlations of R (equal to the above for diagonal R).
         """
         x, mask, u = self._inputs(batch)
-        model = self.ssm()
+        model = self.ssm(batch)
         sm = self.inference.smoother(model, x, mask, u)
         return ops.impute(model, x, mask, sm.smoothed_mean, sm.smoothed_cov, u, batch.t.to(x))
+
+    def _last_filtered(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """Filtered mean (B, S) and covariance (B, S, S) at each sequence's last step."""
+        x, mask, u = self._inputs(batch)
+        f = self.inference.filter(self.ssm(batch), x, mask, u)
+        last = (batch.lengths - 1).to(x.device)
+        idx = torch.arange(x.shape[0], device=x.device)
+        return f.filtered_mean[idx, last], f.filtered_cov[idx, last]
 
     @torch.no_grad()
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
@@ -279,17 +275,13 @@ class LGSSM(DVAE, SelfFitting):
         With inputs, ``u_future`` (B, H, U) gives u at steps k = 1..H (then t_future
         must be exactly those steps).
         """
-        x, mask, u = self._inputs(batch)
+        x, _, _ = self._inputs(batch)
         k = steps_ahead(batch, t_future)                            # (B, H) int
         if self.transition_input is None:
             check_inputs("u_future", u_future, [], 0)
-        model = self.ssm()
-        f = self.inference.filter(model, x, mask, u)
-        last = (batch.lengths - 1).to(x.device)
-        idx = torch.arange(x.shape[0], device=x.device)
-        mean, cov = f.filtered_mean[idx, last], f.filtered_cov[idx, last]     # (B, S), (B, S, S)
+        mean, cov = self._last_filtered(batch)                      # (B, S), (B, S, S)
         u_steps = ops.future_inputs(self.transition_input is not None, k, u_future, x)
-        return ops.predict_ahead(model, mean, cov, k, u_steps, t_future.to(x))
+        return ops.predict_ahead(self.ssm(), mean, cov, k, u_steps, t_future.to(x))
 
     @torch.no_grad()
     def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
@@ -297,11 +289,15 @@ class LGSSM(DVAE, SelfFitting):
         (n, T, U))."""
         U = 0 if self.transition_input is None else self.input_dim
         T = check_sample_times(t, u, U, n)
-        model = self.ssm()
+        model = self._sampling_ssm(n, t)
         m0, P0 = self.initial.sampling_moments()
         if u is not None:
             u = u.to(device=self.device, dtype=self.dtype).expand(n, T, U)
         return ops.sample_paths(model, m0, P0, n, T, u)
+
+    def _sampling_ssm(self, n: int, t: Tensor) -> LinearGaussianSSM:
+        """The model that :meth:`sample` draws n sequences at times t (T,) from."""
+        return self.ssm()
 
     # ----------------------------------------------------------------- fitting
     @torch.no_grad()
@@ -323,85 +319,20 @@ class LGSSM(DVAE, SelfFitting):
 
     def fit_em(self, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
                progress: bool = False) -> list[dict]:
-        """Expectation-maximisation over all sequences of ``batch``; missing entries by
-        their conditional moments (see dynvae.models.lgssm_em). Stops when the full
-        log-likelihood per observed entry changes by less than ``tol``.
-
-        Returns one row per parameter set visited (row 0: the starting point): step,
-        log_likelihood (the score of :meth:`log_likelihood`, summed over sequences),
-        log_likelihood_per_entry.
-        """
-        x, mask, u = self._inputs(batch)
-        lengths = batch.lengths.to(x.device)
-        n_obs = float(self.scored_mask(batch).sum())
-        history, previous = [], None
-        with torch.no_grad():
-            for step in ops.progress_range(n_iter, progress, "EM"):
-                model = self.ssm()
-                stats = e_step(model, x, mask, lengths, u, self.inference.smoother)
-                score = float(self._score(model, x, mask, u, stats.filtered).sum())
-                history.append({"step": step, "log_likelihood": score,
-                                "log_likelihood_per_entry": score / n_obs})
-                full = float(stats.log_likelihood.sum()) / float(mask.sum())
-                if previous is not None and abs(full - previous) < tol:
-                    break
-                previous = full
-                ops.m_step(self, stats)
-            else:
-                score = float(self.log_likelihood(batch).sum())
-                history.append({"step": n_iter, "log_likelihood": score,
-                                "log_likelihood_per_entry": score / n_obs})
-        return history
+        """Expectation-maximisation; see :func:`dynvae.models.lgssm_fit.fit_em`."""
+        return fitting.fit_em(self, batch, n_iter, tol, progress)
 
     def fit_gradient(self, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,
-                     tol: float = 1e-9, progress: bool = False) -> list[dict]:
-        """Maximise :meth:`log_likelihood` per scored entry with ``optimizer``
-        (``LBFGS()`` or ``Adam(lr)`` from dynvae.models.lgssm_fit).
-
-        Returns one row per parameter set visited (row 0: the starting point, as in
-        :meth:`fit_em`): step, log_likelihood, log_likelihood_per_entry.
-        """
-        opt = optimizer.build(self.parameters())
-        n_obs = float(self.scored_mask(batch).sum())
-        with torch.no_grad():
-            start = float(self.log_likelihood(batch).sum())
-
-        def closure():
-            opt.zero_grad()
-            loss = -self.log_likelihood(batch).sum() / n_obs
-            loss.backward()
-            return loss
-
-        history = [{"step": 0, "log_likelihood": start,
-                    "log_likelihood_per_entry": start / n_obs}]
-        previous = start if math.isfinite(start) else None
-        for step in ops.progress_range(steps, progress, "fit"):
-            try:
-                opt.step(closure)
-                with torch.no_grad():
-                    score = float(self.log_likelihood(batch).sum())
-            except torch.linalg.LinAlgError:    # a line search into degenerate covariances
-                raise DataError("a covariance stopped being positive definite during fitting "
-                                "(too few or degenerate observations?); try method='em'"
-                                ) from None
-            history.append({"step": step + 1, "log_likelihood": score,
-                            "log_likelihood_per_entry": score / n_obs})
-            if not math.isfinite(score):
-                raise DataError("the log-likelihood became non-finite during fitting; "
-                                "try method='em' or a smaller learning rate")
-            if previous is not None and abs(score - previous) / n_obs < tol:
-                break
-            previous = score
-        self.refresh_initial(batch)
-        return history
+                     tol: float = 1e-9, progress: bool = False, gradient: str = "fisher"
+                     ) -> list[dict]:
+        """Gradient ascent; see :func:`dynvae.models.lgssm_fit.fit_gradient`."""
+        return fitting.fit_gradient(self, batch, optimizer, steps, tol, progress, gradient)
 
     @torch.no_grad()
     def refresh_initial(self, batch: SequenceBatch) -> None:
         """For a diffuse start, store the smoothed moments of z_0 used by :meth:`sample`."""
         if not self.initial.learned:
-            x, mask, u = self._inputs(batch)
-            stats = e_step(self.ssm(), x, mask, batch.lengths.to(x.device), u,
-                           self.inference.smoother)
+            stats = fitting.e_step_of(self, batch)
             self.initial.assign(stats.initial_mean, stats.initial_cov)
 
     def fit(self, train: SequenceBatch, val: SequenceBatch | None, config: FitConfig,

@@ -1,20 +1,32 @@
-"""Fitting strategies for the LGSSM: gradient optimisers and the EM/gradient choice.
+"""Fitting the LGSSM: EM, gradient ascent, optimisers and the choice between them.
 
-Optimisers are strategy objects: ``LBFGS()`` and ``Adam(lr=...)`` build a torch
-optimiser and are stepped with a closure, so ``LGSSM.fit_gradient`` treats them
-alike. ``FIT_METHODS`` maps the ``method`` of :class:`FitConfig` to a function.
+Every fit works on one batch holding all training sequences. Optimisers are strategy
+objects: ``LBFGS()`` and ``Adam(lr=...)`` build a torch optimiser and are stepped with a
+closure, so :func:`fit_gradient` treats them alike. Gradients come by default from
+Fisher's identity (dynvae.models.lgssm_objective): one Kalman smoother pass without
+autograd (the native C back end where it compiles) gives the value and the EM
+statistics, and the gradient of the Q-function at the current parameters is the exact
+gradient of the log-likelihood. ``gradient="autograd"`` differentiates through the
+Kalman filter instead (the parallel scan). ``FIT_METHODS`` maps the ``method`` of
+:class:`FitConfig` to a function.
 """
 
 from __future__ import annotations
 
 import abc
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from dynvae.errors import ConfigError
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError, DataError
+from dynvae.models.lgssm_em import EMStatistics, e_step
+from dynvae.ssm import kalman_filter
+from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 
 
 class Optimizer(abc.ABC):
@@ -32,11 +44,12 @@ class LBFGS(Optimizer):
     lr: float = 1.0
     max_iter: int = 20
     history_size: int = 50
+    tolerance_change: float = 1e-14
 
     def build(self, params):
         return torch.optim.LBFGS(list(params), lr=self.lr, max_iter=self.max_iter,
                                  history_size=self.history_size, line_search_fn="strong_wolfe",
-                                 tolerance_grad=1e-10, tolerance_change=1e-14)
+                                 tolerance_grad=1e-10, tolerance_change=self.tolerance_change)
 
 
 @dataclass(frozen=True)
@@ -51,8 +64,10 @@ class Adam(Optimizer):
 class FitConfig:
     """How ``dynvae train`` fits an LGSSM.
 
-    method: "em" (expectation-maximisation), "lbfgs" or "adam" (gradient ascent on
-        the exact log-likelihood).
+    method: "lbfgs" (the default: L-BFGS on the exact log-likelihood), "em"
+        (expectation-maximisation) or "adam".
+    gradient: "fisher" (the default: Fisher's identity on one smoother pass without
+        autograd) or "autograd" (back-propagation through the Kalman filter).
     max_iter: EM iterations, or optimiser steps (each L-BFGS step runs up to 20
         inner iterations).
     tol: stop when the log-likelihood per observed entry changes by less than tol.
@@ -61,10 +76,172 @@ class FitConfig:
     """
 
     method: str = "lbfgs"
+    gradient: str = "fisher"
     max_iter: int = 100
     tol: float = 1e-9
     lr: float = 0.05
     init_from_data: bool = True
+
+
+GRADIENTS = ("fisher", "autograd")
+
+
+def progress_range(n: int, progress: bool, desc: str):
+    """Steps 0..n-1 with a progress line that shows the log-likelihood per entry and its
+    last change (see :func:`show`), but no ETA: n is a cap, and fits stop far earlier."""
+    return tqdm((i for i in range(n)), disable=not progress, desc=desc, leave=False,
+                unit="step")
+
+
+def show(bar, score: float, previous: float | None, n_obs: float, tol: float) -> None:
+    change = "-" if previous is None else f"{abs(score - previous) / n_obs:.1e}"
+    bar.set_postfix_str(f"log-lik/entry {score / n_obs:.6f}, change {change} "
+                        f"(stops below {tol:.0e})", refresh=False)
+
+
+def e_step_of(model, batch: SequenceBatch) -> EMStatistics:
+    """One E-step of ``model`` on ``batch`` under no_grad (statistics per step group)."""
+    with torch.no_grad():
+        x, mask, u = model._inputs(batch)
+        groups = model.step_groups(batch)
+        return e_step(model.ssm(batch), x, mask, batch.lengths.to(x.device), u,
+                      model.inference.smoother, groups.index, groups.count)
+
+
+def _row(step: int, score: float, n_obs: float) -> dict:
+    return {"step": step, "log_likelihood": score, "log_likelihood_per_entry": score / n_obs}
+
+
+def fit_em(model, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
+           progress: bool = False) -> list[dict]:
+    """Expectation-maximisation over all sequences of ``batch``; missing entries by
+    their conditional moments (see dynvae.models.lgssm_em). Stops when the full
+    log-likelihood per observed entry changes by less than ``tol``.
+
+    Returns one row per parameter set visited (row 0: the starting point): step,
+    log_likelihood (the score of ``model.log_likelihood``, summed over sequences),
+    log_likelihood_per_entry.
+    """
+    x, mask, u = model._inputs(batch)
+    n_obs = float(model.scored_mask(batch).sum())
+    groups = model.step_groups(batch)
+    history, previous = [], None
+    bar = progress_range(n_iter, progress, "EM")
+    for step in bar:
+        stats = e_step_of(model, batch)
+        with torch.no_grad():
+            score = float(model._score(model.ssm(batch), x, mask, u, stats.filtered).sum())
+        _check_finite(score, "EM")
+        show(bar, score, history[-1]["log_likelihood"] if history else None, n_obs, tol)
+        history.append(_row(step, score, n_obs))
+        full = float(stats.log_likelihood.sum()) / float(mask.sum())
+        if previous is not None and abs(full - previous) < tol:
+            break
+        previous = full
+        model.m_step(stats, groups)
+    else:
+        with torch.no_grad():
+            score = float(model.log_likelihood(batch).sum())
+        history.append(_row(n_iter, score, n_obs))
+    return history
+
+
+def _check_finite(score: float, where: str) -> None:
+    if not math.isfinite(score):
+        raise DataError(f"the log-likelihood became non-finite during {where} fitting; "
+                        "try method='em' or a smaller learning rate")
+
+
+def _time_prefix(model: LinearGaussianSSM, T: int, n: int) -> LinearGaussianSSM:
+    """The first n steps of a model whose time-varying fields carry T steps."""
+    cut = {}
+    for name in model.time_varying:
+        value = getattr(model, name)
+        axis = value.ndim - _EVENT_DIMS[name] - 1
+        cut[name] = value.narrow(axis, 0, n)
+    return model if not cut else LinearGaussianSSM(**{
+        **{f: getattr(model, f) for f in _EVENT_DIMS}, **cut,
+        "time_varying": model.time_varying})
+
+
+def burn_term(model, batch: SequenceBatch) -> Tensor:
+    """() differentiable log-density of the burn-in steps, through a sequential filter
+    over the shortest prefix that holds them (usually one step)."""
+    x, mask, u = model._inputs(batch)
+    if model.initial.burn == 0:
+        return x.new_zeros(())
+    burn = model._burn_steps(mask)
+    if not bool(burn.any()):
+        return x.new_zeros(())
+    n = int(torch.nonzero(burn.any(0)).max()) + 1
+    ssm = _time_prefix(model.ssm(batch), x.shape[-2], n)
+    cut = lambda v: None if v is None else v[:, :n]
+    f = kalman_filter(ssm, x[:, :n], mask[:, :n], cut(u))
+    return model.burn_log_likelihood(ssm, x[:, :n], mask[:, :n], cut(u), f).sum()
+
+
+def fisher_objective(model, batch: SequenceBatch) -> Tensor:
+    """() the log-likelihood of ``batch`` (summed over sequences) with the exact
+    gradient by Fisher's identity: value from one smoother pass without autograd, and
+    ``q - q.detach()`` for the gradient, q the Q-function at the current parameters
+    (its gradient there is that of log p(x)), less the burn-in steps' own term."""
+    stats = e_step_of(model, batch)
+    x, mask, u = model._inputs(batch)
+    with torch.no_grad():
+        score = model._score(model.ssm(batch), x, mask, u, stats.filtered).sum()
+    q = model.expected_log_likelihood(stats, model.step_groups(batch))
+    burn = burn_term(model, batch)
+    return score + (q - q.detach()) - (burn - burn.detach())
+
+
+def _objective(model, batch: SequenceBatch, gradient: str) -> Tensor:
+    if gradient == "fisher":
+        return fisher_objective(model, batch)
+    return model.log_likelihood(batch).sum()
+
+
+def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,
+                 tol: float = 1e-9, progress: bool = False, gradient: str = "fisher"
+                 ) -> list[dict]:
+    """Maximise ``model.log_likelihood`` per scored entry with ``optimizer`` (``LBFGS()``
+    or ``Adam(lr)``); ``gradient``: "fisher" or "autograd" (module docstring).
+
+    Returns one row per parameter set visited (row 0: the starting point, as in
+    :func:`fit_em`): step, log_likelihood, log_likelihood_per_entry.
+    """
+    if gradient not in GRADIENTS:
+        raise ConfigError(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}")
+    opt = optimizer.build(model.parameters())
+    n_obs = float(model.scored_mask(batch).sum())
+    with torch.no_grad():
+        start = float(model.log_likelihood(batch).sum())
+
+    def closure():
+        opt.zero_grad()
+        loss = -_objective(model, batch, gradient) / n_obs
+        loss.backward()
+        return loss
+
+    history = [_row(0, start, n_obs)]
+    previous = start if math.isfinite(start) else None
+    bar = progress_range(steps, progress, "fit")
+    for step in bar:
+        try:
+            opt.step(closure)
+            with torch.no_grad():
+                score = float(model.log_likelihood(batch).sum())
+        except torch.linalg.LinAlgError:    # a line search into degenerate covariances
+            raise DataError("a covariance stopped being positive definite during fitting "
+                            "(too few or degenerate observations?); try method='em'"
+                            ) from None
+        history.append(_row(step + 1, score, n_obs))
+        _check_finite(score, "gradient")
+        show(bar, score, previous, n_obs, tol)
+        if previous is not None and abs(score - previous) / n_obs < tol:
+            break
+        previous = score
+    model.refresh_initial(batch)
+    return history
 
 
 def _fit_em(model, batch, config: FitConfig, progress: bool) -> list[dict]:
@@ -72,13 +249,16 @@ def _fit_em(model, batch, config: FitConfig, progress: bool) -> list[dict]:
 
 
 def _fit_lbfgs(model, batch, config: FitConfig, progress: bool) -> list[dict]:
-    return model.fit_gradient(batch, optimizer=LBFGS(), steps=config.max_iter, tol=config.tol,
-                              progress=progress)
+    # the inner iterations stop, like the outer steps, once the loss per entry moves
+    # by less than tol
+    return model.fit_gradient(batch, optimizer=LBFGS(tolerance_change=config.tol),
+                              steps=config.max_iter, tol=config.tol, progress=progress,
+                              gradient=config.gradient)
 
 
 def _fit_adam(model, batch, config: FitConfig, progress: bool) -> list[dict]:
     return model.fit_gradient(batch, optimizer=Adam(config.lr), steps=config.max_iter,
-                              tol=config.tol, progress=progress)
+                              tol=config.tol, progress=progress, gradient=config.gradient)
 
 
 FIT_METHODS: dict[str, Callable] = {"em": _fit_em, "lbfgs": _fit_lbfgs, "adam": _fit_adam}

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from dynvae.errors import DataError
 from dynvae.gaussian import batched_mv, psd_sqrt, symmetrize
 from dynvae.models.base import Prediction
 from dynvae.models.lgssm_em import EMStatistics, missing_entry_moments, regression_m_step
 from dynvae.ssm import LinearGaussianSSM
-
-
-def progress_range(n: int, progress: bool, desc: str):
-    return tqdm(range(n), disable=not progress, desc=desc, leave=False)
 
 
 def emit(model: LinearGaussianSSM, mean: Tensor, cov: Tensor, u: Tensor | None,
@@ -81,16 +76,18 @@ def predict_ahead(model: LinearGaussianSSM, mean: Tensor, cov: Tensor, k: Tensor
 
 def sample_paths(model: LinearGaussianSSM, m0: Tensor, P0: Tensor, n: int, T: int,
                  u: Tensor | None) -> Tensor:
-    """(n, T, D) ancestral draws: z_0 ~ N(m0, P0), then the transition and emission."""
+    """(n, T, D) ancestral draws: z_0 ~ N(m0, P0), then the transition (constant or with
+    a T axis) and the emission."""
     noise = lambda k: torch.randn(n, k, dtype=m0.dtype, device=m0.device)  # noqa: E731
     trans_off, emis_off = model.offsets(T, u)
-    Lq, Lr = psd_sqrt(model.transition_cov), psd_sqrt(model.emission_cov)
+    Lr = psd_sqrt(model.emission_cov)
     S, D = m0.shape[-1], Lr.shape[-1]
     z = m0 + batched_mv(psd_sqrt(P0), noise(S))
     xs = []
     for t in range(T):
         if t > 0:
-            z = batched_mv(model.transition_matrix, z) + batched_mv(Lq, noise(S))
+            Lq = psd_sqrt(model.param_at("transition_cov", t))
+            z = batched_mv(model.param_at("transition_matrix", t), z) + batched_mv(Lq, noise(S))
             if trans_off is not None:
                 z = z + trans_off[..., t, :]
         x = batched_mv(model.emission_matrix, z) + batched_mv(Lr, noise(D))
@@ -121,7 +118,7 @@ def pca_loadings(cov: Tensor, S: int) -> Tensor:
     return W
 
 
-def _regress(moment: Tensor, n: Tensor, n_target: int, blocks, cov_block) -> None:
+def regress(moment: Tensor, n: Tensor, n_target: int, blocks, cov_block) -> None:
     """M-step for one regression (transition or emission): learned blocks get their
     columns of W, fixed ones are moved into the target; cov_block gets the residual
     covariance."""
@@ -150,15 +147,16 @@ def _regress(moment: Tensor, n: Tensor, n_target: int, blocks, cov_block) -> Non
 
 
 @torch.no_grad()
-def m_step(model, stats: EMStatistics) -> None:
-    """Closed-form M-step of an LGSSM module from one E-step's statistics."""
+def m_step(model, stats: EMStatistics, transition: bool = True) -> None:
+    """Closed-form M-step of an LGSSM module from one E-step's statistics (transition
+    statistics summed over the step groups; ``transition=False`` leaves it alone)."""
     S, D = model.state_dim, model.data_dim
     U = 0 if model.transition_input is None else model.input_dim
-    if float(stats.n_transitions) > 0:
-        _regress(stats.transition, stats.n_transitions, S,
+    if transition and float(stats.n_transitions.sum()) > 0:
+        regress(stats.transition.sum(0), stats.n_transitions.sum(), S,
                  [(model.transition, S), (model.transition_input, 2 * S),
                   (model.transition_bias, 2 * S + U)], model.transition_cov)
-    _regress(stats.emission, stats.n_steps, D,
+    regress(stats.emission, stats.n_steps, D,
              [(model.emission, D), (model.emission_input, D + S),
               (model.emission_bias, D + S + U)], model.emission_cov)
     model.initial.assign(stats.initial_mean, stats.initial_cov)

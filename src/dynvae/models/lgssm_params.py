@@ -75,6 +75,10 @@ class Covariance(nn.Module, abc.ABC):
         """The current value."""
 
     @abc.abstractmethod
+    def cholesky(self) -> Tensor:
+        """The lower-triangular factor L of the value L L^T, from the parametrisation."""
+
+    @abc.abstractmethod
     def assign(self, cov: Tensor) -> None:
         """Set the covariance in closed form (the EM M-step), projected onto the
         parametrisation (variances floored at MIN_VARIANCE)."""
@@ -119,6 +123,9 @@ class DiagonalCovariance(Covariance):
     def forward(self) -> Tensor:
         return torch.diag_embed(self.raw_log_var.exp())
 
+    def cholesky(self) -> Tensor:
+        return torch.diag_embed((0.5 * self.raw_log_var).exp())
+
     @torch.no_grad()
     def assign(self, cov: Tensor) -> None:
         self.raw_log_var.copy_(torch.diagonal(cov).clamp_min(MIN_VARIANCE).log())
@@ -159,6 +166,10 @@ class LearnedInitial(InitialState):
 
     def prior(self) -> tuple[Tensor, Tensor]:
         return self.mean, self.cov()
+
+    def prior_factor(self) -> tuple[Tensor, Tensor]:
+        """(S,) mean and (S, S) lower Cholesky factor of the covariance."""
+        return self.mean, self.cov.cholesky()
 
     def sampling_moments(self) -> tuple[Tensor, Tensor]:
         return self.prior()

@@ -11,8 +11,9 @@ both carried by h_{t-1}. Missing entries reach phi_x as [x * mask, mask, u]; pad
 ``lengths`` is excluded from every term. Generation (``sample``, ``forecast``) must feed
 some x_t back into the recurrence: ``generation_feedback="mean"`` feeds the decoder's mean
 (deterministic feedback, the usual choice), ``"sample"`` feeds the drawn x_t (exact
-ancestral sampling from the model). Time stamps are not used: one step per entry
-(a discrete-time model; ``forecast`` maps t_future to steps on each sequence's grid).
+ancestral sampling from the model). Discrete time: one step per row (``forecast`` maps
+t_future to steps on each sequence's grid; irregular times are warned about once;
+``time_gap_input`` adds the time gap as an input, see dynvae.models.time_gaps).
 """
 
 from __future__ import annotations
@@ -32,16 +33,21 @@ from dynvae.models.common import (
     at_steps,
     check_choice,
     check_dims,
+    check_hide_rate,
     check_observation,
     check_positive,
     check_sample_times,
+    encoder_mask,
     forecast_steps,
     iwae_bound,
     last_valid,
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
+from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
+from dynvae.nn.encoders import reverse_padded
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import with_input
@@ -52,12 +58,24 @@ FEEDBACKS = {
     "sample": lambda mean, draw: draw,
 }
 
+# what q(z_t | ·) reads besides h_{t-1}: x_t alone (Chung et al. 2015), or x_t and a
+# backward summary of x_{t:T}
+ENCODERS = ("filtering", "bidirectional")
+
 
 @dataclass
 class VRNNConfig(DictConfig):
     """Configuration of :class:`VRNN`. mlp_hidden: hidden layers of the prior, encoder,
     decoder and feature networks; observation: "gaussian" or "bernoulli";
-    generation_feedback: "mean" or "sample" (see the module docstring)."""
+    generation_feedback: "mean" or "sample" (see the module docstring).
+    free_emission_variance: one learned variance per data dimension (the default, None,
+    for the Gaussian observation) or, False, a function of z. encoder:
+    "bidirectional" (q(z_t | x_t, h_{t-1}, b_t) with b_t a backward GRU state over
+    x_{t:T}, which lets a missing x_t be inferred from the entries after it) or
+    "filtering" (q(z_t | x_t, h_{t-1}) of Chung et al. 2015). hide_from_encoder: share
+    of the observed entries hidden at random from the encoder and the recurrence while
+    training (still scored; ``dynvae.models.common.encoder_mask``). time_gap_input: add
+    log(dt / median dt) as an input channel (dynvae.models.time_gaps)."""
 
     model_name = "VRNN"
 
@@ -66,24 +84,30 @@ class VRNNConfig(DictConfig):
     feature_size: int = 64
     mlp_hidden: tuple[int, ...] = (64,)
     observation: str = "gaussian"
-    free_emission_variance: bool = False
+    free_emission_variance: bool | None = None
     min_var: float = 1e-4
     generation_feedback: str = "mean"
     n_predict_samples: int = 64
+    encoder: str = "bidirectional"
+    hide_from_encoder: float = 0.0
+    time_gap_input: bool = False
 
     def __post_init__(self) -> None:
         check_choice("observation", self.observation, OBSERVATIONS)
+        check_choice("encoder", self.encoder, dict.fromkeys(ENCODERS))
+        check_hide_rate(self.hide_from_encoder)
         check_choice("generation_feedback", self.generation_feedback, FEEDBACKS)
         self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
         check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
                        feature_size=self.feature_size, n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
+        check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
 
 class VRNNSteps(NamedTuple):
     """Per-step outputs of a pass with K posterior samples.
 
-    log_lik, kl, log_ratio (log p(z_t|h) - log q(z_t|x,h)): (K, B, T), zero on padding.
+    log_lik, log_ratio (log p(z_t|h) - log q(z_t|x,h)): (K, B, T); kl: (K, B, T, Z) per
+    latent dimension; zero on padding.
     mean, var: (K, B, T, D) decoder moments.  h: (K, B, T, H) state after step t.
     """
 
@@ -104,30 +128,35 @@ class VRNN(DVAE):
         super().__init__()
         check_dims(data_dim, input_dim)
         c = self.config = config
-        Z, H, F, D, U = c.latent_dim, c.hidden_size, c.feature_size, data_dim, input_dim
-        self.data_dim, self.input_dim = D, U
+        Z, H, F, D = c.latent_dim, c.hidden_size, c.feature_size, data_dim
+        U = input_width(input_dim, c.time_gap_input)
+        self.data_dim, self.input_dim = D, input_dim
+        self.time_gaps = TimeGapFeature() if c.time_gap_input else None
         self.phi_x = MLP(2 * D + U, c.mlp_hidden, F, activate_output=True)
         self.phi_z = MLP(Z, c.mlp_hidden, F, activate_output=True)
         self.prior_trunk, w = trunk(H + U, c.mlp_hidden)
         self.prior_head = GaussianHead(w, Z, c.min_var)
-        self.encoder_trunk, w = trunk(H + F, c.mlp_hidden)
+        backward = c.encoder == "bidirectional"
+        self.backward_rnn = nn.GRU(F, H, batch_first=True) if backward else None
+        self.encoder_trunk, w = trunk(H + F + (H if backward else 0), c.mlp_hidden)
         self.encoder_head = GaussianHead(w, Z, c.min_var)
         self.decoder_trunk, w = trunk(H + F + U, c.mlp_hidden)
-        self.observation = OBSERVATIONS[c.observation](w, D, c.min_var, c.free_emission_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = OBSERVATIONS[c.observation](w, D, c.min_var, free)
         self.rnn = nn.GRUCell(2 * F, H)
         self.feedback = FEEDBACKS[c.generation_feedback]
 
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         batch = prepare_batch(batch, self.data_dim, self.input_dim, self.prior_head.mean.weight)
         self.observation.check_data(batch.x, batch.mask)
-        return batch
+        return with_time_gaps(self, batch, self.time_gaps)
 
     def prior(self, h: Tensor, u: Tensor | None) -> tuple[Tensor, Tensor]:
-        """p(z_t | h_{t-1}, u_t): h (N, H) -> mean, var (N, Z)."""
+        """p(z_t | h_{t-1}, u_t): h (…, H) -> mean, var (…, Z)."""
         return self.prior_head(self.prior_trunk(with_input(h, u)))
 
     def decoder(self, h: Tensor, z_features: Tensor, u: Tensor | None) -> tuple[Tensor, ...]:
-        """p(x_t | z_t, h_{t-1}, u_t) parameters, each (N, D)."""
+        """p(x_t | z_t, h_{t-1}, u_t) parameters, each (…, D)."""
         return self.observation(self.decoder_trunk(with_input(torch.cat([h, z_features], -1),
                                                               u)))
 
@@ -138,39 +167,60 @@ class VRNN(DVAE):
         rep = lambda v: v.expand(K, *v.shape).reshape(K * B, *v.shape[1:])   # (K*B, …)
         x, mask = rep(batch.x), rep(batch.mask)
         u = None if batch.u is None else rep(batch.u)
-        fx = self.phi_x(rep(observation_features(batch)))                   # (N, T, F)
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        fx = self.phi_x(observation_features(batch, seen))                   # (B, T, F)
+        context = [rep(self.backward_summary(fx, batch.lengths))] if self.backward_rnn \
+            else []                                                          # (N, T, H)
+        fx = rep(fx)                                                         # (N, T, F)
         h = x.new_zeros(K * B, self.config.hidden_size)
-        out: dict[str, list[Tensor]] = {k: [] for k in VRNNSteps._fields}
+        # the loop runs only what the recurrence needs (q, the draw, phi_z, the GRU); the
+        # prior p(z_t | h_{t-1}) and the decoder p(x_t | z_t, h_{t-1}) are evaluated for
+        # all steps at once afterwards. Per-step views are made once: indexing [:, t] in
+        # the loop would make autograd allocate a full-size gradient per step.
+        fx_t = fx.unbind(1)
+        q_in_t = torch.cat([fx, *context], -1).unbind(1)                     # (N, F [+ H])
+        hs, zs, fzs, q_means, q_vars = [h], [], [], [], []
         for t in range(T):
-            u_t = None if u is None else u[:, t]
-            pm, pv = self.prior(h, u_t)                                      # (N, Z)
-            qm, qv = self.encoder_head(self.encoder_trunk(torch.cat([h, fx[:, t]], -1)))
-            eps = torch.randn((K, B, pm.shape[-1]), dtype=pm.dtype, device=pm.device)
-            z = qm + qv.sqrt() * eps.reshape(K * B, -1)
+            qm, qv = self.encoder_head(self.encoder_trunk(torch.cat([h, q_in_t[t]], -1)))
+            # one draw per step (K, B, Z): padding steps after the end change no draw
+            eps = torch.randn((K, B, qm.shape[-1]), dtype=qm.dtype, device=qm.device)
+            z = qm + qv.sqrt() * eps.reshape(K * B, -1)                      # (N, Z)
             fz = self.phi_z(z)
-            params = self.decoder(h, fz, u_t)
-            mean, var = self.observation.moments(params)
-            out["log_lik"].append(self.observation.log_prob(x[:, t], params, mask[:, t]).sum(-1))
-            out["kl"].append(kl_diag_gaussians(qm, qv, pm, pv).sum(-1))
-            out["log_ratio"].append((diag_gaussian_log_prob(z, pm, pv)
-                                     - diag_gaussian_log_prob(z, qm, qv)).sum(-1))
-            out["mean"].append(mean)
-            out["var"].append(var)
-            h = self.rnn(torch.cat([fx[:, t], fz], -1), h)
-            out["h"].append(h)
+            h = self.rnn(torch.cat([fx_t[t], fz], -1), h)
+            hs.append(h)
+            zs.append(z)
+            fzs.append(fz)
+            q_means.append(qm)
+            q_vars.append(qv)
+        h_prev, h_all = torch.stack(hs[:-1], 1), torch.stack(hs[1:], 1)      # (N, T, H)
+        z, qm, qv = (torch.stack(v, 1) for v in (zs, q_means, q_vars))      # (N, T, Z)
+        pm, pv = self.prior(h_prev, u)
+        params = self.decoder(h_prev, torch.stack(fzs, 1), u)               # (N, T, D) each
+        mean, var = self.observation.moments(params)
         valid = batch.valid.to(h.dtype)                                      # (B, T)
-        res = {k: torch.stack(v, 1).reshape(K, B, T, *v[0].shape[1:]) for k, v in out.items()}
-        for k in ("kl", "log_ratio"):
-            res[k] = res[k] * valid
-        return VRNNSteps(**res)
+        shape = lambda v: v.reshape(K, B, T, *v.shape[2:])
+        log_ratio = (diag_gaussian_log_prob(z, pm, pv)
+                     - diag_gaussian_log_prob(z, qm, qv)).sum(-1)            # (N, T)
+        return VRNNSteps(
+            log_lik=shape(self.observation.log_prob(x, params, mask).sum(-1)),
+            kl=shape(kl_diag_gaussians(qm, qv, pm, pv)) * valid[..., None],
+            log_ratio=shape(log_ratio) * valid, mean=shape(mean), var=shape(var),
+            h=shape(h_all))
+
+    def backward_summary(self, fx: Tensor, lengths: Tensor) -> Tensor:
+        """b_t: a GRU run from each sequence's last valid step back to step t over the
+        features fx (B, T, F) -> (B, T, H); padding never reaches valid steps."""
+        out, _ = self.backward_rnn(reverse_padded(fx, lengths))
+        return reverse_padded(out, lengths)
 
     # ------------------------------------------------------------------ contract
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
         """Seed eq. 13 with the VRNN factors, averaged over ``n_samples`` samples."""
         check_positive(n_samples=n_samples)
         s = self.steps(batch, n_samples)
-        return ELBOTerms(s.log_lik.sum(-1).mean(0), s.kl.sum(-1).mean(0),
-                         batch.n_observed().to(s.kl))
+        kl_dims = s.kl.sum(-2).mean(0)                                       # (B, Z)
+        return ELBOTerms(s.log_lik.sum(-1).mean(0), kl_dims.sum(-1),
+                         batch.n_observed().to(s.kl), kl_dims)
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
@@ -212,16 +262,23 @@ class VRNN(DVAE):
                  u_future: Tensor | None = None) -> Prediction:
         """Predictive mean/std at ``t_future`` (B, H) after each sequence's last valid
         step: the generative model run k steps for t_future = t_last + k dt (discrete
-        time: see :func:`common.steps_ahead`). ``u_future`` (B, H, U) is required when
-        the model takes inputs (then t_future must be the next H steps)."""
+        time: see :func:`common.steps_ahead`; with ``time_gap_input`` one step per
+        forecast time, its gap an input). ``u_future`` (B, H, U) is required when the
+        model takes inputs (then t_future must be the next H steps)."""
+        K = self.config.n_predict_samples
+        s = self.steps(batch, K)                                  # prepares the batch itself
         batch = self._prepare(batch)
-        k = forecast_steps(batch, t_future, u_future, self.input_dim)          # (B, H)
-        K, B, S = self.config.n_predict_samples, batch.batch_size, int(k.max())
-        s = self.steps(batch, K)
+        if self.time_gaps is None:
+            k = forecast_steps(batch, t_future, u_future, self.input_dim)      # (B, H)
+            u_steps = u_future
+        else:
+            k, u_steps = self.time_gaps.future_steps(batch, t_future, u_future,
+                                                     self.input_dim)
+        B, S = batch.batch_size, int(k.max())
         h = last_valid(s.h, batch.lengths).reshape(K * B, -1)                  # (N, H)
         u = None
-        if u_future is not None:
-            u = u_future.to(h).expand(K, *u_future.shape).reshape(K * B, S, -1)
+        if u_steps is not None:
+            u = u_steps.to(h).expand(K, *u_steps.shape).reshape(K * B, S, -1)
         mean, var, _ = self.generate(h, S, u)                                  # (N, S, D)
         at = lambda v: at_steps(v.reshape(K, B, S, -1), k)                     # (K, B, H, D)
         return Prediction(t_future, *mixture_moments(at(mean), at(var)))
@@ -232,4 +289,6 @@ class VRNN(DVAE):
         T = check_sample_times(t, u, self.input_dim, n)
         like = self.prior_head.mean.weight
         u = None if u is None else u.to(like).expand(n, T, self.input_dim)
+        if self.time_gaps is not None:
+            u = self.time_gaps.sample(t, u, n).to(like)
         return self.generate(like.new_zeros(n, self.config.hidden_size), T, u)[2]

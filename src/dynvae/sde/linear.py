@@ -28,6 +28,7 @@ from torch import Tensor
 from dynvae.errors import DataError
 from dynvae.gaussian import batched_mv, psd_sqrt, symmetrize
 from dynvae.timegrid import check_time_grid
+from dynvae.utils import broadcast_shapes
 
 
 def solve_lyapunov(F: Tensor, C: Tensor) -> Tensor:
@@ -41,7 +42,7 @@ def solve_lyapunov(F: Tensor, C: Tensor) -> Tensor:
     S = F.shape[-1]
     eye = torch.eye(S, dtype=F.dtype, device=F.device)
     kron = lambda X, Y: (X[..., :, None, :, None] * Y[..., None, :, None, :]).reshape(
-        *torch.broadcast_shapes(X.shape[:-2], Y.shape[:-2]), S * S, S * S)
+        *broadcast_shapes(X.shape[:-2], Y.shape[:-2]), S * S, S * S)
     # row-major vec: vec(F P) = (F (x) I) vec(P), vec(P F^T) = (I (x) F) vec(P)
     M = kron(F, eye) + kron(eye, F)
     vecP = torch.linalg.solve(M, -C.reshape(*C.shape[:-2], S * S, 1))

@@ -1,5 +1,14 @@
 """Linear Gaussian state-space models: exact Kalman inference (sequential and parallel)."""
 
+from dynvae.ssm.engines import (
+    ENGINES,
+    AutoKalman,
+    FisherKalman,
+    KalmanEngine,
+    NativeKalman,
+    ParallelKalman,
+    SequentialKalman,
+)
 from dynvae.ssm.kalman import (
     FilterResult,
     SmootherResult,
@@ -19,11 +28,18 @@ from dynvae.ssm.parallel import (
 from dynvae.ssm.scan import associative_scan
 
 __all__ = [
+    "ENGINES",
+    "AutoKalman",
     "CompiledScan",
     "EagerScan",
     "FilterResult",
+    "FisherKalman",
+    "KalmanEngine",
     "LinearGaussianSSM",
+    "NativeKalman",
+    "ParallelKalman",
     "ScanMethod",
+    "SequentialKalman",
     "SmootherResult",
     "associative_scan",
     "ffbs_sample",

@@ -15,7 +15,9 @@ from torch import Tensor
 
 from dynvae.errors import DataError
 from dynvae.gaussian import batched_mv, condition_on_observation, psd_sqrt, symmetrize
+from dynvae.ssm.guard import check_filter, check_smoother
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 
 class FilterResult(NamedTuple):
@@ -104,17 +106,45 @@ def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = Non
         fm.append(mean)
         fc.append(cov)
     # a parameter with batch dims (e.g. only the transition) can widen the batch mid-way
-    batch_shape = torch.broadcast_shapes(x.shape[:-2], log_lik.shape, fm[-1].shape[:-1],
-                                         fc[-1].shape[:-2])
+    batch_shape = broadcast_shapes(x.shape[:-2], log_lik.shape, fm[-1].shape[:-1],
+                                   fc[-1].shape[:-2])
     stack = lambda xs, ev: torch.stack(torch.broadcast_tensors(*xs), dim=-1 - ev).expand(
         *batch_shape, T, *xs[0].shape[-ev:])
-    return FilterResult(log_lik.expand(batch_shape), stack(pm, 1), stack(pc, 2), stack(fm, 1),
-                        stack(fc, 2))
+    out = FilterResult(log_lik.expand(batch_shape), stack(pm, 1), stack(pc, 2), stack(fm, 1),
+                       stack(fc, 2))
+    check_filter("sequential Kalman filter", model, mask, out)
+    return out
 
 
 def smoother_gain(filtered_cov: Tensor, predicted_cov_next: Tensor, A_next: Tensor) -> Tensor:
-    """G_t = P_{t|t} A_{t+1}^T P_{t+1|t}^{-1}, (…, S, S)."""
-    return torch.linalg.solve(predicted_cov_next, A_next @ filtered_cov).transpose(-1, -2)
+    """RTS gain G_t = P_{t|t} A_{t+1}^T P_{t+1|t}^{-1}, (…, S, S), without an explicit inverse.
+
+    P_{t+1|t} spans many orders of magnitude for state-space GPs (derivative states of a
+    short Matérn next to near-zero high harmonics of a periodic kernel), so it is first
+    equilibrated, C = D^{-1} P D^{-1} with D = sqrt(diag P), and solved by Cholesky; where C
+    is numerically singular (a noise-free direction) the pseudo-inverse is used, which is
+    the limit of the gain as that direction's variance goes to zero. Vectorised over all
+    leading dims: pass every step at once (one host synchronisation per call).
+    """
+    return stable_solve(predicted_cov_next, A_next @ filtered_cov).transpose(-1, -2)
+
+
+def stable_solve(P: Tensor, rhs: Tensor) -> Tensor:
+    """P^+ rhs for symmetric PSD P (…, S, S) and rhs (…, S, K): equilibrated Cholesky
+    solve, pseudo-inverse where P is numerically singular (see :func:`smoother_gain`)."""
+    d = torch.diagonal(P, dim1=-2, dim2=-1)
+    d = torch.where(d > 0, d, torch.ones_like(d)).sqrt()                 # (…, S)
+    C = symmetrize(P / (d[..., :, None] * d[..., None, :]))
+    b = rhs / d[..., :, None]
+    L, info = torch.linalg.cholesky_ex(C)
+    singular = info != 0
+    X = torch.cholesky_solve(b, torch.where(singular[..., None, None],
+                                            torch.eye(C.shape[-1], dtype=C.dtype,
+                                                      device=C.device), L))
+    if bool(singular.any()):                                             # one sync per call
+        X = torch.where(singular[..., None, None],
+                        torch.linalg.pinv(C, hermitian=True) @ b, X)
+    return X / d[..., :, None]
 
 
 def rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
@@ -123,13 +153,16 @@ def rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None
 
     Arguments as :func:`kalman_filter`; pass ``filtered`` to reuse a filter pass.
     """
+    mask = check_inputs(model, x, mask, u)
     f = filtered if filtered is not None else kalman_filter(model, x, mask, u)
     T = f.filtered_mean.shape[-2]
+    A = model.with_time_axis("transition_matrix", T)
+    gains = smoother_gain(f.filtered_cov[..., :-1, :, :], f.predicted_cov[..., 1:, :, :],
+                          A[..., 1:, :, :])                              # (…, T-1, S, S)
     sm, sc = f.filtered_mean[..., T - 1, :], f.filtered_cov[..., T - 1, :, :]
     means, covs, cross = [sm], [sc], [torch.zeros_like(sc)]
     for t in range(T - 2, -1, -1):
-        G = smoother_gain(f.filtered_cov[..., t, :, :], f.predicted_cov[..., t + 1, :, :],
-                           model.param_at("transition_matrix", t + 1))
+        G = gains[..., t, :, :]
         cross.append(sc @ G.transpose(-1, -2))                    # Cov(z_{t+1}, z_t | x)
         sm = f.filtered_mean[..., t, :] + batched_mv(G, sm - f.predicted_mean[..., t + 1, :])
         sc = symmetrize(f.filtered_cov[..., t, :, :]
@@ -138,8 +171,10 @@ def rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None
         covs.append(sc)
     cross = cross[1:][::-1]                                       # entries t = 1..T-1
     cross = [torch.zeros_like(covs[0])] + cross
-    return SmootherResult(f.log_likelihood, torch.stack(means[::-1], -2),
-                          torch.stack(covs[::-1], -3), torch.stack(cross, -3), f)
+    out = SmootherResult(f.log_likelihood, torch.stack(means[::-1], -2),
+                         torch.stack(covs[::-1], -3), torch.stack(cross, -3), f)
+    check_smoother("sequential RTS smoother", model, mask, out)
+    return out
 
 
 def ffbs_sample(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
@@ -155,18 +190,21 @@ def ffbs_sample(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
     S = f.filtered_mean.shape[-1]
     shape = (n_samples, *f.filtered_mean.shape[:-2], S)
 
-    def draw(mean: Tensor, cov: Tensor) -> Tensor:
+    def draw(mean: Tensor, chol: Tensor) -> Tensor:
         eps = torch.randn(shape, dtype=mean.dtype, device=mean.device, generator=generator)
-        return mean + batched_mv(psd_sqrt(cov), eps)
+        return mean + batched_mv(chol, eps)
 
-    z = draw(f.filtered_mean[..., T - 1, :], f.filtered_cov[..., T - 1, :, :])
+    A = model.with_time_axis("transition_matrix", T)
+    Pf, Pp = f.filtered_cov, f.predicted_cov
+    gains = smoother_gain(Pf[..., :-1, :, :], Pp[..., 1:, :, :], A[..., 1:, :, :])  # (…, T-1, S, S)
+    # Cov(z_t | z_{t+1}, x_{<=t}) does not depend on the draws: factor every step at once
+    cond = symmetrize(Pf[..., :-1, :, :] - gains @ Pp[..., 1:, :, :] @ gains.transpose(-1, -2))
+    chols = psd_sqrt(torch.cat((cond, Pf[..., -1:, :, :]), -3))   # (…, T, S, S)
+    z = draw(f.filtered_mean[..., T - 1, :], chols[..., T - 1, :, :])
     path = [z]
     for t in range(T - 2, -1, -1):
-        Pf = f.filtered_cov[..., t, :, :]
-        G = smoother_gain(Pf, f.predicted_cov[..., t + 1, :, :],
-                           model.param_at("transition_matrix", t + 1))
-        mean = f.filtered_mean[..., t, :] + batched_mv(G, z - f.predicted_mean[..., t + 1, :])
-        cov = symmetrize(Pf - G @ f.predicted_cov[..., t + 1, :, :] @ G.transpose(-1, -2))
-        z = draw(mean, cov)
+        mean = f.filtered_mean[..., t, :] + batched_mv(gains[..., t, :, :],
+                                                       z - f.predicted_mean[..., t + 1, :])
+        z = draw(mean, chols[..., t, :, :])
         path.append(z)
     return torch.stack(path[::-1], dim=-2)

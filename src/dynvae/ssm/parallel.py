@@ -27,10 +27,12 @@ from dynvae.gaussian import (
     mask_observation,
     symmetrize,
 )
+from dynvae.ssm.guard import balancing_scales, check_filter, check_smoother
 from dynvae.ssm.kalman import FilterResult, SmootherResult, check_inputs, smoother_gain
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 from dynvae.ssm.scan import Combine, Elements, associative_scan
 from dynvae.ssm.smallmat import BatchedLinalg, ScalarLinalg, SmallLinalg
+from dynvae.utils import broadcast_shapes
 
 
 def filter_combine(ops: SmallLinalg, earlier: Elements, later: Elements) -> Elements:
@@ -197,7 +199,7 @@ def _batch_shape(model: LinearGaussianSSM, x: Tensor) -> torch.Size:
         v = getattr(model, name)
         if v is not None:
             shapes.append(v.shape[: v.ndim - ev - (name in model.time_varying)])
-    return torch.broadcast_shapes(*shapes)
+    return broadcast_shapes(*shapes)
 
 
 class _Prepared:
@@ -222,6 +224,19 @@ class _Prepared:
         self.R = _time_major(model, "emission_cov", T, batch)             # (T, *B, D, D)
         self.m0 = model.initial_mean.expand(*batch, S)
         self.P0 = model.initial_cov.expand(*batch, S, S)
+        self.scale = d = balancing_scales(self.P0)                       # (*B, S)
+        # z' = z / d: A' = D^{-1} A D, Q' = D^{-1} Q D^{-1}, H' = H D, offsets / d
+        outer = d[..., :, None] * d[..., None, :]
+        self.A = self.A * (d[..., None, :] / d[..., :, None])
+        self.Q = self.Q / outer
+        self.H = self.H * d[..., None, :]
+        self.off = self.off / d
+        self.m0, self.P0 = self.m0 / d, self.P0 / outer
+
+    def unscale(self, mean: Tensor, cov: Tensor) -> tuple[Tensor, Tensor]:
+        """Moments of z' = z / d back to z: (T, *B, S), (T, *B, S, S)."""
+        d = self.scale
+        return mean * d, cov * (d[..., :, None] * d[..., None, :])
 
 
 def _filter_elements(p: _Prepared) -> Elements:
@@ -270,16 +285,45 @@ def parallel_kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | N
     p = _Prepared(model, x, mask, u)
     _, fm, fc, _, _ = method.scan_filter(_filter_elements(p))
     pm, pc, log_lik = _predict_and_log_lik(p, fm, fc)
-    return FilterResult(log_lik, _from_time_major(pm, 1), _from_time_major(pc, 2),
-                        _from_time_major(fm, 1), _from_time_major(fc, 2))
+    (fm, fc), (pm, pc) = p.unscale(fm, fc), p.unscale(pm, pc)
+    out = FilterResult(log_lik, _from_time_major(pm, 1), _from_time_major(pc, 2),
+                       _from_time_major(fm, 1), _from_time_major(fc, 2))
+    check_filter("parallel Kalman filter", model, _from_time_major(p.mask, 1), out)
+    return out
+
+
+def _smoother_elements(fm: Tensor, fc: Tensor, pm: Tensor, pc: Tensor, A: Tensor
+                       ) -> tuple[Elements, Tensor]:
+    """Elements (E, g, L) of the smoother scan in deviation form, and the gains.
+
+    Lemma 10 scans z_t = G_t z_{t+1} + (m_{t|t} - G_t m_{t+1|t}) + noise; its offset
+    subtracts two large, nearly equal terms when the gain is large, and products of
+    gains then amplify the cancellation error (means of 1e84 on a Matérn + quasi-periodic
+    GP with multi-hour gaps). The same affine recursion written for the deviations from
+    the filter, d_t = m_{t|T} - m_{t|t} and D_t = P_{t|T} - P_{t|t},
+
+        d_t = G_t d_{t+1} + G_t (m_{t+1|t+1} - m_{t+1|t}),
+        D_t = G_t D_{t+1} G_t^T + G_t (P_{t+1|t+1} - P_{t+1|t}) G_t^T,
+
+    has offsets of the size of a Kalman update instead (d_{T-1} = 0, D_{T-1} = 0).
+    All tensors time-major: (T, *B, S[, S]); A holds A_t (entry t maps z_{t-1} to z_t).
+    """
+    G = smoother_gain(fc[:-1], pc[1:], A[1:])                            # (T-1, *B, S, S)
+    Gt = G.transpose(-1, -2)
+    E = torch.cat((G, torch.zeros_like(fc[:1])), 0)
+    g = torch.cat((batched_mv(G, fm[1:] - pm[1:]), torch.zeros_like(fm[:1])), 0)
+    L = torch.cat((symmetrize(G @ (fc[1:] - pc[1:]) @ Gt), torch.zeros_like(fc[:1])), 0)
+    return (E, g, L), G
 
 
 def parallel_rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
                           u: Tensor | None = None, filtered: FilterResult | None = None,
                           method: ScanMethod | None = None) -> SmootherResult:
-    """RTS smoother by a reverse associative scan (Lemma 10); same arguments and
-    outputs as :func:`dynvae.ssm.rts_smoother`, plus ``method``."""
+    """RTS smoother by a reverse associative scan (Lemma 10, in the deviation form of
+    :func:`_smoother_elements`); same arguments and outputs as
+    :func:`dynvae.ssm.rts_smoother`, plus ``method``."""
     method = method if method is not None else EagerScan()
+    mask = check_inputs(model, x, mask, u)
     f = filtered if filtered is not None else parallel_kalman_filter(model, x, mask, u, method)
     T = f.filtered_mean.shape[-2]
     tm = lambda v, ev: v.movedim(v.ndim - ev - 1, 0)
@@ -287,11 +331,16 @@ def parallel_rts_smoother(model: LinearGaussianSSM, x: Tensor, mask: Tensor | No
     pm, pc = tm(f.predicted_mean, 1), tm(f.predicted_cov, 2)
     batch = fm.shape[1:-1]
     A = _time_major(model, "transition_matrix", T, batch)
-    G = smoother_gain(fc[:-1], pc[1:], A[1:])                            # (T-1, *B, S, S)
-    E = torch.cat((G, torch.zeros_like(fc[:1])), 0)
-    g = torch.cat((fm[:-1] - batched_mv(G, pm[1:]), fm[-1:]), 0)
-    L = torch.cat((symmetrize(fc[:-1] - G @ pc[1:] @ G.transpose(-1, -2)), fc[-1:]), 0)
-    _, sm, sc = method.scan_smoother((E, g, L))
+    # in the balanced basis z / d of the filter (see balancing_scales)
+    d = balancing_scales(model.initial_cov.expand(*batch, *model.initial_cov.shape[-2:]))
+    outer = d[..., :, None] * d[..., None, :]
+    elems, G = _smoother_elements(fm / d, fc / outer, pm / d, pc / outer,
+                                  A * (d[..., None, :] / d[..., :, None]))
+    _, dm, dP = method.scan_smoother(elems)
+    sm, sc = fm + dm * d, symmetrize(fc + dP * outer)
+    G = G * (d[..., :, None] / d[..., None, :])                          # back to z
     cross = torch.cat((torch.zeros_like(sc[:1]), sc[1:] @ G.transpose(-1, -2)), 0)
-    return SmootherResult(f.log_likelihood, _from_time_major(sm, 1), _from_time_major(sc, 2),
-                          _from_time_major(cross, 2), f)
+    out = SmootherResult(f.log_likelihood, _from_time_major(sm, 1), _from_time_major(sc, 2),
+                         _from_time_major(cross, 2), f)
+    check_smoother("parallel RTS smoother", model, mask, out)
+    return out

@@ -22,6 +22,9 @@ from torch import Tensor
 from dynvae.data import Sequence, SequenceDataset, Standardizer
 from dynvae.errors import DataError
 from dynvae.models.base import DVAE, Prediction
+from dynvae.progress import quiet
+
+CHUNK = 64      # sequences scored at once (bounds memory; the progress bar moves per chunk)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,11 @@ def _to_original(std: Standardizer, pred: Prediction) -> tuple[np.ndarray, np.nd
 
 def gaussian_nll(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return 0.5 * math.log(2 * math.pi) + np.log(std) + 0.5 * ((x - mean) / std) ** 2
+
+
+def chunks(n: int, size: int = CHUNK) -> list[list[int]]:
+    """Consecutive index lists of at most ``size`` covering range(n)."""
+    return [list(range(a, min(a + size, n))) for a in range(0, n, size)]
 
 
 BERNOULLI_CLIP = 1e-7  # float32 resolution of a sigmoid near 0 and 1
@@ -69,15 +77,20 @@ def predictive_nll(model: DVAE, x: np.ndarray, mean: np.ndarray, std: np.ndarray
 
 @torch.no_grad()
 def likelihood_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
-                       k: int, prefix: str = "") -> dict[str, float]:
-    """log_likelihood (exact or importance-weighted bound), per step, ELBO and IWAE per step."""
-    batch = data.to_batch(dtype=torch.float64)
+                       k: int, prefix: str = "", bar=None) -> dict[str, float]:
+    """log_likelihood (exact or importance-weighted bound), per step, ELBO and IWAE per step.
+    Sequences are scored CHUNK at a time; ``bar`` (a progress bar) advances by each."""
+    bar = quiet() if bar is None else bar
+    bar.set_description(f"{prefix or 'test_'}likelihood (IWAE k={k})")
     log_scale = torch.as_tensor(np.log(standardizer.std), dtype=torch.float64)
-    jacobian = (model.scored_mask(batch).cpu().double() * log_scale).sum()
-    steps = float(batch.lengths.sum())
-    terms = model.elbo(batch)
-    elbo = float(terms.elbo().detach().cpu().sum() - jacobian)
-    bound = float(model.log_likelihood_bound(batch, k).detach().cpu().sum() - jacobian)
+    elbo = bound = steps = 0.0
+    for idx in chunks(len(data)):
+        batch = data.to_batch(idx, dtype=torch.float64)
+        jacobian = float((model.scored_mask(batch).cpu().double() * log_scale).sum())
+        steps += float(batch.lengths.sum())
+        elbo += float(model.elbo(batch).elbo().detach().cpu().sum()) - jacobian
+        bound += float(model.log_likelihood_bound(batch, k).detach().cpu().sum()) - jacobian
+        bar.update(len(idx))
     return {f"{prefix}log_likelihood": bound, f"{prefix}log_likelihood_per_step": bound / steps,
             f"{prefix}elbo_per_step": elbo / steps, f"{prefix}iwae_per_step": bound / steps}
 
@@ -97,19 +110,36 @@ def hide_entries(batch, fraction: float, seed: int) -> Tensor:
 
 @torch.no_grad()
 def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
-                       fraction: float, seed: int) -> dict[str, float]:
+                       fraction: float, seed: int, bar=None) -> dict[str, float]:
+    bar = quiet() if bar is None else bar
+    bar.set_description("imputation")
     batch = data.to_batch(dtype=torch.float64)
-    hidden = hide_entries(batch, fraction, seed)
+    hidden = hide_entries(batch, fraction, seed)       # drawn for the whole set at once
     if not hidden.any():
+        bar.update(len(data))
         return {}
-    pred = model.reconstruct(batch.with_mask(batch.mask & ~hidden))
-    mean, std = _to_original(standardizer, pred)
+    means, stds = [], []
+    for idx in chunks(len(data)):
+        part = data.to_batch(idx, dtype=torch.float64)
+        hide = hidden[idx][:, :part.x.shape[1]]
+        mean, std = _to_original(standardizer, model.reconstruct(part.with_mask(
+            part.mask & ~hide)))
+        means.append(_pad_time(mean, batch.x.shape[1]))
+        stds.append(_pad_time(std, batch.x.shape[1], fill=1.0))
+        bar.update(len(idx))
+    mean, std = np.concatenate(means), np.concatenate(stds)
     x = standardizer.inverse_mean(batch.x.double()).numpy()
     h = hidden.numpy()
     name, nll = predictive_nll(model, x, mean, std)
     return {"test_imputation_mse": float(((mean - x) ** 2)[h].mean()),
             f"test_imputation_{name}": float(nll[h].mean()),
             "test_imputation_entries": float(h.sum())}
+
+
+def _pad_time(values: np.ndarray, T: int, fill: float = 0.0) -> np.ndarray:
+    """(B, t, D) -> (B, T, D), padded with ``fill`` after step t."""
+    pad = np.full((values.shape[0], T - values.shape[1], values.shape[2]), fill)
+    return np.concatenate([values, pad], axis=1)
 
 
 def default_horizon(data: SequenceDataset) -> int:
@@ -134,11 +164,18 @@ def split_history(data: SequenceDataset, horizon: int) -> tuple[SequenceDataset,
 
 @torch.no_grad()
 def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
-                     horizon: int) -> dict[str, float]:
+                     horizon: int, bar=None) -> dict[str, float]:
+    bar = quiet() if bar is None else bar
+    bar.set_description(f"forecast ({horizon} steps)")
     past, future = split_history(data, horizon)
     t_future = torch.tensor(np.stack([f[0] for f in future]), dtype=torch.float64)
-    pred = model.forecast(past.to_batch(dtype=torch.float64), t_future)
-    mean, std = _to_original(standardizer, pred)
+    parts = []
+    for idx in chunks(len(data)):
+        parts.append(_to_original(standardizer, model.forecast(
+            past.to_batch(idx, dtype=torch.float64), t_future[idx])))
+        bar.update(len(idx))
+    mean = np.concatenate([m for m, _ in parts])
+    std = np.concatenate([s for _, s in parts])
     x = standardizer.inverse_mean(np.stack([f[1] for f in future]))   # (B, H, D), NaN missing
     seen = ~np.isnan(x)
     if not seen.any():
@@ -161,23 +198,26 @@ def seeded(seed: int, device: torch.device | str = "cpu") -> Iterator[None]:
 
 
 def evaluate_model(model: DVAE, test: SequenceDataset, standardizer: Standardizer,
-                   settings: EvalSettings = EvalSettings()) -> dict[str, float]:
+                   settings: EvalSettings = EvalSettings(), bar=None) -> dict[str, float]:
     """All held-out metrics of ``model`` on the standardised ``test`` data; Monte Carlo
-    terms are drawn from generators seeded with ``settings.seed`` (repeatable)."""
+    terms are drawn from generators seeded with ``settings.seed`` (repeatable). ``bar`` (a
+    progress bar) advances by 3 x len(test): likelihood, imputation and forecast."""
     with seeded(settings.seed, model.device):
-        return _evaluate_model(model, test, standardizer, settings)
+        return _evaluate_model(model, test, standardizer, settings,
+                               quiet() if bar is None else bar)
 
 
 def _evaluate_model(model: DVAE, test: SequenceDataset, standardizer: Standardizer,
-                    settings: EvalSettings) -> dict[str, float]:
-    metrics = likelihood_metrics(model, test, standardizer, settings.iwae_samples)
+                    settings: EvalSettings, bar) -> dict[str, float]:
+    metrics = likelihood_metrics(model, test, standardizer, settings.iwae_samples, bar=bar)
     metrics["test_elbo_per_step"] = metrics.pop("elbo_per_step")
     metrics["test_iwae_per_step"] = metrics.pop("iwae_per_step")
     metrics.update(imputation_metrics(model, test, standardizer, settings.hide_fraction,
-                                      settings.seed))
+                                      settings.seed, bar=bar))
     horizon = settings.horizon or default_horizon(test)
     try:
-        metrics.update(forecast_metrics(model, test, standardizer, horizon))
+        metrics.update(forecast_metrics(model, test, standardizer, horizon, bar=bar))
     except DataError as err:           # e.g. a model with inputs, or too short sequences
+        bar.clear()
         print(f"forecast metrics skipped: {err}", file=sys.stderr)
     return metrics

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
@@ -22,10 +23,12 @@ from tqdm.auto import tqdm
 
 from dynvae.errors import CheckpointError, ConfigError
 from dynvae.models.base import DVAE
+from dynvae.progress import shown
 from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
 from dynvae.train.batching import epoch_batches, local_batches
 from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
+from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
 from dynvae.train.history import kl_weight, write_metrics_csv
 from dynvae.train.metrics import evaluate_elbo
 from dynvae.train.schema import dataclass_from
@@ -37,22 +40,24 @@ _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 class TrainConfig:
     """Everything that determines a training run (saved with every checkpoint)."""
 
-    lr: float = 1e-3
-    batch_size: int = 20
-    max_epochs: int = 100
+    lr: float = 1e-3  # Adam learning rate
+    batch_size: int = 20  # sequences per training step (all processes together)
+    max_epochs: int = 100  # passes over the training sequences
     max_steps: int | None = None  # None: limited by max_epochs only
     max_seconds: float | None = None  # wall-clock training budget; None: no limit
     grad_clip: float | None = 10.0  # max global gradient norm; None: no clipping
     kl_anneal_steps: int = 0  # linear beta warm-up 0 -> beta; 0: beta throughout
     beta: float = 1.0  # KL weight of the training loss after the warm-up (1: the ELBO)
+    free_bits: float = 0.0  # KL floor in nats per latent dim per time step (0: none)
+    collapse_threshold: float = 0.01  # KL per step below which a latent dim is inactive
     eval_every: int = 100  # steps between validation bounds
     patience: int | None = 10  # evaluations without improvement before stopping
     checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
-    seed: int = 0
-    device: str = "cpu"
-    dtype: str = "float32"
+    seed: int = 0  # batch order, training noise and validation noise
+    device: str = "cpu"  # cpu or cuda (dynvae train: --device)
+    dtype: str = "float32"  # float32 or float64 parameters while training
     n_samples: int = 1  # Monte Carlo samples of the training ELBO
-    eval_batch_size: int = 64
+    eval_batch_size: int = 64  # sequences per batch of the validation bound
     missing_rate: float = 0.0  # extra observed entries hidden at random while training
     num_workers: int = 0  # DataLoader worker processes assembling batches
     progress: bool = False  # a tqdm bar (the CLI turns it on)
@@ -69,6 +74,9 @@ class TrainConfig:
                 raise ConfigError(f"TrainConfig.{name} must be > 0 or None, got {value}")
         if self.kl_anneal_steps < 0 or self.num_workers < 0:
             raise ConfigError("TrainConfig.kl_anneal_steps and num_workers must be >= 0")
+        if not (self.free_bits >= 0 and self.collapse_threshold >= 0):
+            raise ConfigError(f"TrainConfig.free_bits and collapse_threshold must be >= 0, "
+                              f"got {self.free_bits}, {self.collapse_threshold}")
         if not 0.0 <= self.missing_rate < 1.0:
             raise ConfigError(f"TrainConfig.missing_rate must lie in [0, 1), "
                               f"got {self.missing_rate}")
@@ -111,6 +119,42 @@ class _State:
     bad_evals: int = 0
 
 
+class _BudgetBar:
+    """The training progress bar, counting toward whichever budget ends the run first:
+    steps (``max_steps``, or ``max_epochs`` worth of batches) or wall-clock seconds
+    (``max_seconds``). With a time budget the bar runs in percent of the budget that is
+    nearest to its end, so it reaches 100% when training stops either way."""
+
+    def __init__(self, total_steps: int, max_seconds: float | None, step: int,
+                 enabled: bool) -> None:
+        self.total_steps, self.max_seconds = total_steps, max_seconds
+        self.shown = float(step) if max_seconds is None else 100.0 * step / total_steps
+        if max_seconds is None:
+            self.bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
+                            dynamic_ncols=True, disable=shown(enabled))
+        else:
+            self.bar = tqdm(total=100.0, initial=100.0 * step / total_steps, desc="train",
+                            unit="%", dynamic_ncols=True, disable=shown(enabled),
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| "
+                            "[{elapsed}<{remaining}{postfix}]")
+
+    def advance(self, step: int, seconds: float, loss: float) -> None:
+        if self.max_seconds is None:
+            self.bar.update(step - self.shown)
+            self.shown = float(step)
+            self.bar.set_postfix(loss=f"{loss:.4f}")
+            return
+        done = min(100.0, 100.0 * max(step / self.total_steps, seconds / self.max_seconds))
+        self.bar.update(done - self.shown)
+        self.shown = done
+        limit = "time" if seconds / self.max_seconds >= step / self.total_steps else "steps"
+        self.bar.set_postfix_str(f"step {step}/{self.total_steps}, {seconds:.0f}/"
+                                 f"{self.max_seconds:g} s ({limit} first), loss={loss:.4f}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class _ELBOModule(nn.Module):
     """Routes ``forward`` to ``model.elbo`` so that DDP sees the training pass."""
 
@@ -119,7 +163,11 @@ class _ELBOModule(nn.Module):
         self.model = model
 
     def forward(self, batch, n_samples: int):
-        return self.model.elbo(batch, n_samples)
+        terms = self.model.elbo(batch, n_samples)
+        # every trainable parameter enters the result (the unused ones times 0), so DDP
+        # runs without find_unused_parameters: no extra graph traversal, no warning
+        anchor = sum(p.sum() for p in self.model.parameters() if p.requires_grad)
+        return terms._replace(kl=terms.kl + 0.0 * anchor)
 
 
 class Trainer:
@@ -173,8 +221,8 @@ class Trainer:
         state = self._load_last() if resume else _State()
         cfg = self.config
         total = cfg.max_steps or cfg.max_epochs * math.ceil(len(train) / cfg.batch_size)
-        bar = tqdm(total=total, initial=state.step, desc="train", dynamic_ncols=True,
-                   disable=not (cfg.progress and self.world.is_main))
+        bar = _BudgetBar(total, cfg.max_seconds, state.step,
+                         enabled=cfg.progress and self.world.is_main)
         stopped, message, running = "max_epochs", "", None
         if self._reached_max_steps(state):
             stopped = "max_steps"
@@ -195,8 +243,7 @@ class Trainer:
                 state.step += 1
                 state.batch_in_epoch += 1
                 running = row["loss"] if running is None else 0.95 * running + 0.05 * row["loss"]
-                bar.update(1)
-                bar.set_postfix(loss=f"{running:.4f}")
+                bar.advance(state.step, row["seconds"], running)
                 if val is not None and state.step % cfg.eval_every == 0:
                     if self._validate(val, state):
                         stopped, message = "early_stopping", (
@@ -240,7 +287,7 @@ class Trainer:
         self.model.train()
         # anomaly detection slows every op several-fold: always off while training
         with self._noise_rng(), torch.autograd.set_detect_anomaly(False):
-            loss_local, loss = self._loss(batch, beta)
+            loss_local, loss, kl_row = self._loss(batch, beta)
             if math.isfinite(loss):
                 self.optimizer.zero_grad(set_to_none=True)
                 loss_local.backward()
@@ -251,24 +298,29 @@ class Trainer:
             if math.isfinite(grad_norm):
                 self.optimizer.step()
         return {"step": step + 1, "epoch": epoch, "loss": loss, "beta": beta,
-                "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"]}
+                "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"], **kl_row}
 
-    def _loss(self, batch, beta: float) -> tuple[torch.Tensor, float]:
-        """This rank's loss term and the global loss value.
+    def _loss(self, batch, beta: float) -> tuple[torch.Tensor, float, dict]:
+        """This rank's loss term, the global loss value and this rank's KL per time step
+        (total and per latent dimension, for metrics.csv).
 
         The loss of a global batch is -sum_b(log_lik_b - beta kl_b) / N with N the
         observed entries of the *global* batch. DDP averages gradients over the W
         ranks, so each rank back-propagates W * (its own sum) / N: the average of
         those is exactly the gradient of the global loss, whatever the shard sizes.
+        With free bits the KL of each latent dimension enters as max(its KL, floor), the
+        floor being ``free_bits`` nats per time step of this rank's shard.
         """
         terms = self._wrapped(batch, self.config.n_samples)
-        local = -(terms.log_lik - beta * terms.kl).sum()
+        n_steps = batch.lengths.sum().to(terms.kl)
+        kl = free_bits_kl(terms, n_steps, self.config.free_bits, type(self.model).__name__)
+        local = -(terms.log_lik.sum() - beta * kl)
         n_obs = terms.n_obs.sum().to(torch.float64)
         neg_sum = local.detach().to(torch.float64)
         totals = dist_utils.all_reduce_sum(torch.stack([n_obs, neg_sum]), self.world)
         n_global = totals[0].clamp_min(1.0)
         loss_local = local * (self.world.size / n_global.to(local.dtype))
-        return loss_local, float(totals[1] / n_global)
+        return loss_local, float(totals[1] / n_global), kl_columns(terms, n_steps)
 
     @contextmanager
     def _noise_rng(self):
@@ -299,7 +351,7 @@ class Trainer:
             return wrapper
         from torch.nn.parallel import DistributedDataParallel
         ids = [self.device] if self.device.type == "cuda" else None
-        return DistributedDataParallel(wrapper, device_ids=ids, find_unused_parameters=True)
+        return DistributedDataParallel(wrapper, device_ids=ids)
 
     def _loader(self, dataset, batches: list[list[int]]):
         return local_batches(dataset, batches, self.world, self.dtype, self.device,
@@ -333,6 +385,10 @@ class Trainer:
         self._write_csv(state)
         if message and self.world.is_main:
             print(f"dynvae: {message}")
+        _, _, warning = collapse_report(state.history, self.config.kl_anneal_steps,
+                                        self.config.collapse_threshold)
+        if warning and self.world.is_main:
+            print(f"dynvae: warning: {warning}", file=sys.stderr)
         return TrainResult(state.history, state.best_step, state.best_val, stopped, message)
 
     # ------------------------------------------------------------ checkpoints

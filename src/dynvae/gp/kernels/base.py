@@ -20,7 +20,9 @@ import torch
 from torch import Tensor, nn
 
 from dynvae.errors import ConfigError
+from dynvae.gaussian import symmetrize
 from dynvae.sde.linear import LinearSDE
+from dynvae.utils import broadcast_shapes
 
 
 class StateSpace(NamedTuple):
@@ -86,6 +88,14 @@ class Kernel(nn.Module, ABC):
         F = self.state_space().F
         return torch.linalg.matrix_exp(F * dt[..., None, None])
 
+    def discretize(self, dt: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact transition A = expm(F dt) and noise Q = Pinf - A Pinf A^T over steps dt
+        (*b,) -> (*b, S, S) each, Q symmetric (Sarkka and Solin 2019, eq. 12.26). Sums and
+        products override it with their block and Kronecker structure."""
+        A = self.transition_matrix(dt)
+        Pinf = self.state_space().Pinf
+        return A, symmetrize(Pinf - A @ Pinf @ A.transpose(-1, -2))
+
     def sde(self) -> LinearSDE:
         """The kernel's SDE as a :class:`dynvae.sde.linear.LinearSDE`."""
         ss = self.state_space()
@@ -120,17 +130,14 @@ class Kernel(nn.Module, ABC):
 
 def block_diag(mats: list[Tensor]) -> Tensor:
     """Batched block-diagonal matrix from blocks (*b, s_i, w_i) -> (*b, sum s_i, sum w_i)."""
-    batch = torch.broadcast_shapes(*(m.shape[:-2] for m in mats))
-    mats = [m.expand(*batch, *m.shape[-2:]) for m in mats]
-    total = sum(m.shape[-1] for m in mats)
-    rows, offset = [], 0
+    batch = broadcast_shapes(*(m.shape[:-2] for m in mats))
+    rows, cols = sum(m.shape[-2] for m in mats), sum(m.shape[-1] for m in mats)
+    out = mats[0].new_zeros(*batch, rows, cols)
+    r = c = 0
     for m in mats:
-        w = m.shape[-1]
-        left = m.new_zeros(*batch, m.shape[-2], offset)
-        right = m.new_zeros(*batch, m.shape[-2], total - offset - w)
-        rows.append(torch.cat([left, m, right], -1))
-        offset += w
-    return torch.cat(rows, -2)
+        out[..., r:r + m.shape[-2], c:c + m.shape[-1]] = m
+        r, c = r + m.shape[-2], c + m.shape[-1]
+    return out
 
 
 def kron(X: Tensor, Y: Tensor) -> Tensor:

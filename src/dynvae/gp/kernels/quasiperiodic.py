@@ -4,7 +4,7 @@
 
 with both factors at unit variance, so the only output scale is ``variance`` (held by
 the Matern envelope). The periodic factor follows :mod:`dynvae.gp.kernels.periodic`
-(scikit-learn's ExpSineSquared convention). State dim S = (p + 1) * 2 (order + 1).
+(scikit-learn's ExpSineSquared convention). State dim S = (p + 1) (2 order + 1).
 """
 
 from __future__ import annotations

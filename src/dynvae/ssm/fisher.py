@@ -21,8 +21,10 @@ from dataclasses import fields, replace
 import torch
 from torch import Tensor
 
+from dynvae.errors import ConfigError
 from dynvae.ssm.kalman import SmootherResult
 from dynvae.ssm.model import LinearGaussianSSM
+from dynvae.utils import broadcast_shapes
 
 
 def detached(model: LinearGaussianSSM) -> LinearGaussianSSM:
@@ -55,7 +57,7 @@ def _scores(m: Tensor, Pp: Tensor, ms: Tensor, Ps: Tensor) -> tuple[Tensor, Tens
 
 
 def fisher_surrogate(model: LinearGaussianSSM, x: Tensor, mask: Tensor,
-                     sm: SmootherResult) -> Tensor:
+                     sm: SmootherResult, u: Tensor | None = None) -> Tensor:
     """A scalar-per-sequence function whose gradient is that of log p(x_observed) at the
     current parameters (its value is meaningless): Fisher's identity, grad E[log p(x, z)].
 
@@ -68,7 +70,8 @@ def fisher_surrogate(model: LinearGaussianSSM, x: Tensor, mask: Tensor,
     Q-function over observed entries (masked entries drop out exactly).
 
     Args: model (parameters may carry autograd), x (*batch, T, D), mask like x (bool),
-    sm: native smoother output on the same data (constants). Returns: (*batch,).
+    sm: native smoother output on the same data (constants), u optional (*batch, T, U)
+    inputs. Returns: (*batch,).
     """
     T = x.shape[-2]
     f = sm.filtered
@@ -77,7 +80,7 @@ def fisher_surrogate(model: LinearGaussianSSM, x: Tensor, mask: Tensor,
     G = 0.5 * (r[..., :, None] * r[..., None, :]) - 0.5 * N                 # d/d(predicted cov)
     q = (r[..., 0, :] * model.initial_mean).sum(-1) + (G[..., 0, :, :] * model.initial_cov
                                                        ).sum((-1, -2))
-    tr_off, em_off = model.offsets(T, None)
+    tr_off, em_off = model.offsets(T, u)
     if T > 1:
         A = model.with_time_axis("transition_matrix", T)[..., 1:, :, :]     # (*, T-1, S, S)
         Qt = model.with_time_axis("transition_cov", T)[..., 1:, :, :]
@@ -102,3 +105,55 @@ def _expected_emission(model: LinearGaussianSSM, x: Tensor, mask: Tensor, m: Ten
     Rm = R * (mf[..., :, None] * mf[..., None, :]) + torch.diag_embed(1.0 - mf)
     E = H @ P @ H.transpose(-1, -2) + r[..., :, None] * r[..., None, :]
     return _gauss_expect(Rm, E, mf.sum(-1)).sum(-1)
+
+
+def _model_tensors(model: LinearGaussianSSM) -> tuple[list[str], list[Tensor]]:
+    names = [f.name for f in fields(model) if f.name != "time_varying"
+             and getattr(model, f.name) is not None]
+    return names, [getattr(model, n) for n in names]
+
+
+class _FisherLogLikelihood(torch.autograd.Function):
+    """log p(x) with the value given and the gradient from :func:`fisher_surrogate`, built
+    in the backward pass. A backward with ``create_graph=True`` (a step towards second
+    derivatives) raises: the surrogate's second derivative is not that of log p(x), and
+    a gradient without a graph would silently drop terms of the Hessian."""
+
+    @staticmethod
+    def forward(ctx, value, context, x, u, *tensors):
+        ctx.context = context
+        ctx.save_for_backward(x, u if u is not None else torch.empty(0), *tensors)
+        ctx.has_u = u is not None
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        if torch.is_grad_enabled():                      # create_graph=True
+            raise ConfigError(
+                "the Fisher-identity gradient of the Kalman log-likelihood gives first "
+                "derivatives only, and a backward with create_graph=True asks for more; use "
+                "AutoKalman(higher_order=True) or ParallelKalman() for second derivatives")
+        names, mask, sm, model = ctx.context
+        x, u, *tensors = ctx.saved_tensors
+        u = u if ctx.has_u else None
+        with torch.enable_grad():
+            leaves = [v.detach().requires_grad_() for v in (x, *tensors)]
+            u_leaf = None if u is None else u.detach().requires_grad_()
+            local = replace(model, **dict(zip(names, leaves[1:], strict=True)))
+            q = fisher_surrogate(local, leaves[0], mask, sm, u_leaf)
+            wanted = leaves + ([u_leaf] if u_leaf is not None else [])
+            grads = torch.autograd.grad((q * grad).sum(), wanted, allow_unused=True)
+        gx, *g_rest = grads
+        gu = g_rest[len(tensors)] if u_leaf is not None else None
+        return (None, None, gx, gu, *g_rest[:len(tensors)])
+
+
+def fisher_log_likelihood(model: LinearGaussianSSM, x: Tensor, mask: Tensor,
+                          sm: SmootherResult, u: Tensor | None = None) -> Tensor:
+    """The smoother's log-likelihood (*batch,) with exact first derivatives with respect to
+    the model's tensors, x and u by Fisher's identity; no second derivatives."""
+    names, tensors = _model_tensors(model)
+    value = sm.log_likelihood.detach()
+    shape = broadcast_shapes(value.shape, x.shape[:-2])
+    return _FisherLogLikelihood.apply(value.expand(shape).contiguous(),
+                                      (names, mask, sm, model), x, u, *tensors)

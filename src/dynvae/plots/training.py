@@ -1,0 +1,109 @@
+"""The training curve of a run (the rows of RUN/metrics.csv) and its per-dimension KL."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from dynvae.plots.base import legend_above, panels, plt, save
+
+# columns that say when a row was written, not how well the model fits
+_CLOCK_COLUMNS = ("step", "epoch", "seconds")
+
+
+def curve_columns(history: list[dict]) -> tuple[list[str], dict[str, float]]:
+    """(columns to draw, constant columns with their value): every numeric column of any
+    row (sparse ones such as the validation bound included) except the clock columns and
+    the per-dimension KL columns (see :func:`plot_kl_per_dimension`);
+    a column with the same value in every row it appears in (at least two) is constant."""
+    names: list[str] = []
+    for row in history:
+        names += [k for k in row if k not in names and k not in _CLOCK_COLUMNS
+                  and not is_kl_dim(k)]
+    shown, constant = [], {}
+    for name in names:
+        values = [r[name] for r in history if name in r]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            continue
+        finite = [float(v) for v in values if math.isfinite(float(v))]
+        if len(finite) >= 2 and len(finite) == len(values) and min(finite) == max(finite):
+            constant[name] = finite[0]
+        else:
+            shown.append(name)
+    return shown, constant
+
+
+def _smoothed(y: np.ndarray) -> np.ndarray:
+    """Exponential moving average over about 2% of the points (at least 5)."""
+    alpha = 1.0 / max(5.0, 0.02 * len(y))
+    out, level = np.empty_like(y), y[0]
+    for i, v in enumerate(y):
+        level = v if not np.isfinite(level) else (1 - alpha) * level + alpha * v
+        out[i] = level
+    return out
+
+
+def plot_training_curve(history: list[dict], path: str | os.PathLike,
+                        title: str | None = "training curve (on the scale the model is "
+                        "fitted on)") -> None:
+    """Every numeric column of ``history`` that changes, against ``step``; noisy
+    per-step columns also get a smoothed line, sparse ones (e.g. the validation bound,
+    written every eval_every steps) are drawn with markers. The title lists the
+    constant columns (e.g. lr) instead of giving each a panel."""
+    keys, constant = curve_columns(history)
+    if constant:
+        listed = ", ".join(f"{k} = {v:.4g}" for k, v in constant.items())
+        title = f"{title}\nconstant: {listed}" if title else f"constant: {listed}"
+    fig, axes = panels(max(len(keys), 1), title, height=1.9)
+    steps = [r.get("step", i) for i, r in enumerate(history)]
+    for ax, key in zip(axes, keys, strict=False):
+        pts = np.array([(s, r[key]) for s, r in zip(steps, history, strict=True) if key in r],
+                       dtype=float)
+        sparse = len(pts) < 0.5 * len(history) or len(pts) < 50
+        if sparse:
+            ax.plot(pts[:, 0], pts[:, 1], marker="o", ms=3, lw=1.0, color="C1")
+        else:
+            ax.plot(pts[:, 0], pts[:, 1], lw=0.5, color="C0", alpha=0.45, label="per step")
+            ax.plot(pts[:, 0], _smoothed(pts[:, 1]), lw=1.3, color="C0", label="smoothed")
+        ax.set_ylabel(key, fontsize=8)
+    legend_above(axes[0])               # only panels with a smoothed line have one
+    axes[-1].set_xlabel("step")
+    axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))
+    save(fig, path)
+
+
+def is_kl_dim(key: str) -> bool:
+    """A per-dimension KL column of metrics.csv: kl_dim0, kl_dim1, ..."""
+    return key.startswith("kl_dim") and key[len("kl_dim"):].isdigit()
+
+
+def plot_kl_per_dimension(history: list[dict], path: str | os.PathLike, threshold: float,
+                          anneal_steps: int = 0,
+                          title: str | None = "KL per time step of each latent dimension"
+                          ) -> bool:
+    """The collapse diagnostic: the ``kl_dim*`` columns of ``history`` against ``step`` on
+    a log scale, with the activity threshold and the end of the KL warm-up. A dimension
+    that stays under the threshold carries no information. Returns False (and writes
+    nothing) when the history has no such columns."""
+    keys = sorted({k for r in history for k in r if is_kl_dim(k)}, key=lambda k: int(k[6:]))
+    if not keys:
+        return False
+    fig, ax = plt.subplots(figsize=(9, 4))
+    steps = np.array([r.get("step", i) for i, r in enumerate(history)])
+    for key in keys:
+        values = np.array([r.get(key, np.nan) for r in history], dtype=float)
+        ax.plot(steps, np.maximum(values, 1e-6), lw=1, label=f"z[{key[6:]}]")
+    ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
+    if anneal_steps:
+        ax.axvline(anneal_steps, color="grey", ls=":", lw=1, label="end of warm-up")
+    ax.set_yscale("log")
+    ax.set_xlabel("step")
+    ax.set_ylabel("nats per time step")
+    ax.legend(fontsize=7, ncol=2 + len(keys) // 8, loc="lower right")
+    if title:
+        ax.set_title(title)
+    save(fig, path)
+    return True

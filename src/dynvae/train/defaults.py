@@ -1,0 +1,113 @@
+"""Training and model defaults chosen from the size of the data (one documented rule).
+
+``dynvae train`` applies :func:`data_defaults` to every field the user did not give with
+``--set``. The rule looks at the training set only: the number of sequences N, the
+number of features D, and the median time step dt; it is the same for every dataset:
+
+* batch size B = clip(N // 8, 8, 32): about eight steps per epoch on small sets, and
+  batches large enough to average the noise of single sequences; on the CPU the cost of
+  a step grows much more slowly than B (the sequential loops dominate), so larger
+  batches are nearly free.
+* learning rate 3e-3 (Adam with the trainer's gradient clipping): fixed budgets of
+  minutes need a few hundred to a few thousand steps to be enough.
+* KL warm-up over ten epochs, kl_anneal_steps = clip(10 ceil(N / B), 50, 500) (Bowman et
+  al. 2016; Sonderby et al. 2016): the decoder learns to use the latents before the KL
+  pulls them to the prior.
+* hidden width W = clip(2^ceil(log2(8 D)), 32, 128) and latent size Z = clip(D, 4, 16):
+  more features need wider networks and more latent dimensions.
+* hide_from_encoder = 0.3: training hides 30 % of the observed entries from the inference
+  network and still scores them (``dynvae.models.common.encoder_mask``), so what the
+  model learns is to infer entries from their observed neighbours: imputation.
+* the GP-VAE's initial lengthscale is 3 dt (the kernel learns it from there).
+
+A model's configuration takes the width W for its fields named ``*_hidden``,
+``hidden_size`` or ``feature_size`` (an int, or every layer of a tuple of sizes), and Z
+for ``latent_dim``; a model whose Config defines ``sized_for(size)`` (returning a dict
+of its fields) chooses for itself instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+LEARNING_RATE = 3e-3
+HIDE_FROM_ENCODER = 0.3
+LENGTHSCALE_STEPS = 3.0
+WIDTH_FIELDS = ("hidden_size", "feature_size")
+
+
+@dataclass(frozen=True)
+class DataSize:
+    """What the rule reads from a training set: N sequences, D features, the median
+    time step (1.0 for sequences of one step)."""
+
+    n_sequences: int
+    dim: int
+    median_step: float
+
+    @classmethod
+    def of(cls, dataset) -> DataSize:
+        steps = np.concatenate([np.diff(s.t) for s in dataset.sequences])
+        return cls(len(dataset), dataset.dim, float(np.median(steps)) if steps.size else 1.0)
+
+    @property
+    def batch_size(self) -> int:
+        return int(np.clip(self.n_sequences // 8, 8, 32))
+
+    @property
+    def width(self) -> int:
+        return int(np.clip(2 ** math.ceil(math.log2(8 * self.dim)), 32, 128))
+
+    @property
+    def latent_dim(self) -> int:
+        return int(np.clip(self.dim, 4, 16))
+
+
+def train_defaults(size: DataSize) -> dict[str, Any]:
+    """TrainConfig fields of the rule."""
+    epoch = math.ceil(size.n_sequences / size.batch_size)
+    return {"batch_size": size.batch_size, "lr": LEARNING_RATE,
+            "kl_anneal_steps": int(np.clip(10 * epoch, 50, 500))}
+
+
+def model_defaults(config, size: DataSize) -> dict[str, Any]:
+    """Fields of a model Config dataclass instance that the rule sets."""
+    if hasattr(config, "sized_for"):
+        return dict(config.sized_for(size))
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if f.name == "latent_dim":
+            out[f.name] = size.latent_dim
+        elif f.name == "hide_from_encoder":
+            out[f.name] = HIDE_FROM_ENCODER
+        elif f.name == "lengthscale":
+            out[f.name] = float(f"{LENGTHSCALE_STEPS * size.median_step:.6g}")
+        elif f.name.endswith("_hidden") or f.name in WIDTH_FIELDS:
+            if isinstance(value, tuple):
+                out[f.name] = (size.width,) * len(value)
+            elif isinstance(value, int) and not isinstance(value, bool):
+                out[f.name] = size.width
+    return out
+
+
+def data_defaults(configs: dict[str, Any], train, given: set[str]) -> dict[str, Any]:
+    """``configs`` (section name -> Config dataclass: "model" and "train" or "fit") with
+    the rule's values in every field not in ``given`` (the keys --set gave). Sections
+    other than "model" and "train" (e.g. a self-fitting model's "fit") are kept."""
+    size = DataSize.of(train)
+    out = dict(configs)
+    for section, rule in (("model", model_defaults), ("train", train_defaults)):
+        if section not in configs:
+            continue
+        config = configs[section]
+        values = rule(config, size) if section == "model" else rule(size)
+        names = {f.name for f in dataclasses.fields(config)}
+        chosen = {k: v for k, v in values.items() if k in names and k not in given}
+        out[section] = dataclasses.replace(config, **chosen)
+    return out

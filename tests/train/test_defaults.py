@@ -1,0 +1,109 @@
+"""The data-sized defaults rule (dynvae.train.defaults) and the encoder masking that
+teaches imputation (dynvae.models.common.encoder_mask)."""
+
+import numpy as np
+import pytest
+import torch
+
+from dynvae.commands.train import setup_run
+from dynvae.data import Sequence, SequenceDataset
+from dynvae.data.batch import SequenceBatch
+from dynvae.models.common import encoder_mask
+from dynvae.models.registry import model_class
+from dynvae.train.defaults import DataSize, data_defaults, model_defaults, train_defaults
+
+
+def dataset(n, D, T=20, step=0.5):
+    rng = np.random.default_rng(0)
+    return SequenceDataset([Sequence(np.arange(T) * step, rng.normal(size=(T, D)), id=str(i))
+                            for i in range(n)], [f"f{d}" for d in range(D)])
+
+
+@pytest.mark.parametrize("n, D, batch, width, latent, anneal", [
+    (10, 1, 8, 32, 4, 50),          # tiny: floors
+    (64, 6, 8, 64, 6, 80),          # basic-motions-like
+    (512, 12, 32, 128, 12, 160),
+    (1258, 64, 32, 128, 16, 400),
+    (5000, 88, 32, 128, 16, 500),   # caps
+])
+def test_rule_scales_with_the_data(n, D, batch, width, latent, anneal):
+    size = DataSize.of(dataset(n, D, T=3))
+    assert (size.batch_size, size.width, size.latent_dim) == (batch, width, latent)
+    assert train_defaults(size) == {"batch_size": batch, "lr": 3e-3, "kl_anneal_steps": anneal}
+
+
+def test_rule_fills_model_fields_by_their_role():
+    size = DataSize.of(dataset(64, 6, step=0.1))
+    dkf = model_defaults(model_class("dkf").Config(), size)
+    assert dkf["latent_dim"] == 6 and dkf["hide_from_encoder"] == 0.3
+    assert dkf["encoder_hidden"] == 64 and dkf["emission_hidden"] == (64,)
+    gpvae = model_defaults(model_class("gpvae").Config(), size)
+    assert gpvae["encoder_hidden"] == (64, 64) and gpvae["lengthscale"] == pytest.approx(0.3)
+    assert "n_predict_samples" not in dkf and "min_var" not in gpvae
+
+
+def test_given_keys_win_and_other_sections_are_kept():
+    cls = model_class("dkf")
+    from dynvae.train.trainer import TrainConfig
+    configs = {"model": cls.Config(latent_dim=3), "train": TrainConfig(lr=0.5)}
+    out = data_defaults(configs, dataset(64, 6), given={"latent_dim", "lr"})
+    assert out["model"].latent_dim == 3 and out["train"].lr == 0.5
+    assert out["train"].batch_size == 8 and out["model"].hide_from_encoder == 0.3
+    fit = data_defaults({"model": model_class("lgssm").Config(), "fit": object()},
+                        dataset(64, 6), set())
+    assert fit["fit"] is not None and fit["model"] == model_class("lgssm").Config()
+
+
+def test_command_line_setup_applies_the_rule_unless_set(tmp_path):
+    path = tmp_path / "d.csv"
+    dataset(40, 2).to_frame().to_csv(path, index=False)
+    spec = {"data": str(path), "id_col": "id", "time_col": "t"}
+    setup = setup_run("dkf", ["batch_size=3", "model.latent_dim=5"], spec)
+    assert setup.configs["train"].batch_size == 3 and setup.configs["model"].latent_dim == 5
+    assert setup.configs["train"].kl_anneal_steps == 50
+    assert setup.configs["model"].hide_from_encoder == 0.3
+
+
+def _batch(B=4, T=30, D=3):
+    x = torch.randn(B, T, D)
+    x[0, 5:, :] = float("nan")
+    return SequenceBatch.from_tensor(x)
+
+
+def test_encoder_mask_hides_observed_entries_at_the_rate_only_in_training():
+    batch = _batch(B=64)
+    assert encoder_mask(batch, 0.3, training=False) is batch.mask
+    assert encoder_mask(batch, 0.0, training=True) is batch.mask
+    torch.manual_seed(0)
+    seen = encoder_mask(batch, 0.3, training=True)
+    assert not (seen & ~batch.mask).any()                          # never reveals
+    share = 1 - seen.sum() / batch.mask.sum()
+    assert abs(float(share) - 0.3) < 0.02
+
+
+def test_encoder_mask_never_empties_a_sequence():
+    x = torch.full((50, 2, 1), float("nan"))
+    x[:, 0, 0] = 1.0                                               # one entry each
+    batch = SequenceBatch.from_tensor(x)
+    torch.manual_seed(0)
+    assert encoder_mask(batch, 0.9, training=True).flatten(1).any(1).all()
+
+
+@pytest.mark.parametrize("name", ["dkf", "vrnn", "gpvae", "latent-sde"])
+def test_hidden_entries_still_enter_the_likelihood(name):
+    """Hiding from the encoder leaves the scored entries (n_obs) and, in evaluation,
+    every output unchanged."""
+    cls = model_class(name)
+    torch.manual_seed(0)
+    model = cls.from_config({"hide_from_encoder": 0.5, "n_predict_samples": 2}, 3).double()
+    batch = _batch().to(dtype=torch.float64)
+    terms = model.train().elbo(batch)
+    torch.testing.assert_close(terms.n_obs, batch.n_observed().double())
+    plain = cls.from_config({"n_predict_samples": 2}, 3).double()
+    plain.load_state_dict(model.state_dict())
+    model.eval()
+    plain.eval()
+    torch.manual_seed(1)
+    a = model.elbo(batch).elbo()
+    torch.manual_seed(1)
+    torch.testing.assert_close(a, plain.elbo(batch).elbo())
