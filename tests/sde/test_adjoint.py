@@ -129,7 +129,17 @@ def test_adjoint_per_sequence_grids_running_cost_and_closure_tensors():
                      gradients=gradients)
         loss = (sol.z.sin() ** 2).sum() + sol.running_cost[:, -1].sum()
         out.append(torch.autograd.grad(loss, [z0, raw, *params], retain_graph=True))
-    assert _max_rel(out[1], out[0]) < 1e-9
+    # the SDE reading a detached copy, whose gradient is handed on to the original
+    copy = context.detach().requires_grad_(True)
+    sde_copy = GirsanovKL(lambda t, z: post(torch.cat([z, copy], -1)),
+                          lambda t, z: prior(z), lambda t, z: 0.3 + 0.2 * torch.sigmoid(z))
+    sol = sdeint(sde_copy, z0, t, Milstein(), 0.03, generator=torch.Generator().manual_seed(3),
+                 gradients=Adjoint([*params, copy], [*params, context]))
+    loss = (sol.z.sin() ** 2).sum() + sol.running_cost[:, -1].sum()
+    out.append(torch.autograd.grad(loss, [z0, raw, *params], retain_graph=True))
+    assert _max_rel(out[1], out[0]) < 1e-9 and _max_rel(out[2], out[0]) < 1e-9
+    with pytest.raises(ConfigError, match="one tensor of the same shape"):
+        Adjoint([copy], [context, context])
     with pytest.raises(ConfigError, match="not in Adjoint"):
         sol = sdeint(sde, z0, t, Milstein(), 0.03, gradients=Adjoint(params))
         sol.z.sum().backward()

@@ -141,12 +141,14 @@ class GirsanovPaths(NamedTuple):
 
 class PosteriorStart(NamedTuple):
     """z0 (K * B, Z) draws from q(z_0 | x); times (T,) or (K * B, T) for ``sdeint``; sde
-    the posterior SDE with its contexts (K * B, T, C); log_ratio0 (K, B); kl0 (B,)."""
+    the posterior SDE; contexts (K * B, T, C) and context_input, the copy of them the SDE
+    reads (detached for the adjoint, see :meth:`gradients`); log_ratio0 (K, B); kl0 (B,)."""
 
     z0: Tensor
     times: Tensor
     sde: GirsanovKL
     contexts: Tensor
+    context_input: Tensor
     log_ratio0: Tensor
     kl0: Tensor
 
@@ -257,16 +259,22 @@ class LatentSDE(DVAE):
         times = solver_grid(batch, self.config.dt or 1.0)
         times = times if times.dim() == 1 else times.repeat(K, 1)             # (K * B, T)
         contexts = ctx.repeat(K, 1, 1)                                       # (K * B, T, C)
-        return PosteriorStart(z0.reshape(K * B, Z), times,
-                              self.posterior_sde(times, contexts), contexts, log_ratio0,
+        read = contexts
+        if self.config.gradients == "adjoint":
+            read = contexts.detach().requires_grad_(contexts.requires_grad)
+        return PosteriorStart(z0.reshape(K * B, Z), times, self.posterior_sde(times, read),
+                              contexts, read, log_ratio0,
                               kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1))
 
-    def gradients(self, contexts: Tensor) -> Gradients:
-        """The configured way of differentiating a posterior solve; the adjoint is told
-        every tensor the posterior SDE reads: its networks' weights and the contexts."""
+    def gradients(self, start: PosteriorStart) -> Gradients:
+        """The configured way of differentiating a posterior solve. The adjoint is told
+        every tensor the posterior SDE reads (its networks' weights and the detached
+        contexts), and hands the contexts' gradient on to the encoder's output, so that
+        no step of its reverse pass walks the encoder's graph."""
         if self.config.gradients == "adjoint":
-            nets = (self.posterior_drift, self.prior_drift, self.diffusion)
-            return Adjoint([*(p for net in nets for p in net.parameters()), contexts])
+            weights = [p for net in (self.posterior_drift, self.prior_drift, self.diffusion)
+                       for p in net.parameters()]
+            return Adjoint([*weights, start.context_input], [*weights, start.contexts])
         if self.config.gradients == "checkpoint":
             return CheckpointedBlocks()
         return Backprop()
@@ -279,7 +287,7 @@ class LatentSDE(DVAE):
         (K, B, Z) fix the noise (path index k * B + b)."""
         start = self.posterior_start(batch, n_samples, z0_noise)
         sol = sdeint(start.sde, start.z0, start.times, self.solver, self.config.dt, bm,
-                     gradients=self.gradients(start.contexts))
+                     gradients=self.gradients(start))
         return self._at_last_times(batch, start, sol.z, sol.running_cost)
 
     def log_ratio_paths(self, batch: SequenceBatch, n_samples: int, *,
@@ -290,7 +298,7 @@ class LatentSDE(DVAE):
         start = self.posterior_start(batch, n_samples, z0_noise)
         s0 = torch.cat([start.z0, start.z0.new_zeros(start.z0.shape[0], 1)], -1)
         s = sdeint(GirsanovLogRatio(start.sde), s0, start.times, EulerMaruyama(),
-                   self.config.dt, bm, gradients=self.gradients(start.contexts)).z  # (KB, T, Z + 1)
+                   self.config.dt, bm, gradients=self.gradients(start)).z  # (KB, T, Z + 1)
         return self._at_last_times(batch, start, s[..., :-1], s[..., -1])
 
     def _at_last_times(self, batch: SequenceBatch, start: PosteriorStart, z: Tensor,

@@ -45,18 +45,29 @@ class Adjoint(Gradients):
     """The discrete stochastic adjoint (module docstring).
 
     params: the tensors the drift and diffusion depend on (None: the SDE's parameters
-    if it is an ``nn.Module``). rtol: reconstruction residual, relative to 1 + |z|
-    (None: 64 machine epsilons of the state's dtype). max_iters: fixed-point
-    iterations allowed per step.
+    if it is an ``nn.Module``). upstream: for each of ``params``, the tensor its
+    gradient is handed on to (default: itself). Give the SDE a detached copy of a tensor
+    computed upstream (an encoder's contexts) in ``params`` and the original here: each
+    step's vector-Jacobian product then stops at the copy instead of walking the whole
+    upstream graph, which would cost O(its size) per step. rtol: reconstruction
+    residual, relative to 1 + |z| (None: 64 machine epsilons of the state's dtype).
+    max_iters: fixed-point iterations allowed per step.
     """
 
     params: Sequence[Tensor] | None = None
+    upstream: Sequence[Tensor] | None = None
     rtol: float | None = None
     max_iters: int = 30
 
     def __post_init__(self) -> None:
         if self.params is not None and not all(isinstance(p, Tensor) for p in self.params):
             raise ConfigError("Adjoint.params must be a sequence of tensors")
+        if self.upstream is not None and (
+                self.params is None or len(self.upstream) != len(self.params)
+                or any(u.shape != p.shape for u, p in zip(self.upstream, self.params,
+                                                       strict=True))):
+            raise ConfigError("Adjoint.upstream must give one tensor of the same shape for "
+                              "each of Adjoint.params")
         if self.rtol is not None and not self.rtol > 0:
             raise ConfigError(f"Adjoint.rtol must be positive, got {self.rtol!r}")
         if not isinstance(self.max_iters, int) or self.max_iters < 1:
@@ -72,7 +83,8 @@ class Adjoint(Gradients):
 
     def solve(self, run, z0, cost0):
         params = self.parameters_of(run)
-        wants = z0.requires_grad or any(p.requires_grad for p in params)
+        sources = params if self.upstream is None else tuple(self.upstream)
+        wants = z0.requires_grad or any(p.requires_grad for p in (*params, *sources))
         if not torch.is_grad_enabled() or not wants:
             return Backprop().solve(run, z0, cost0)
         # The solve runs here, not in Function.forward, where forward-mode AD (which
@@ -82,8 +94,8 @@ class Adjoint(Gradients):
                                          None if cost0 is None else cost0.detach())
         solved = (zs, costs)
         if cost0 is None:
-            return _AdjointSolve.apply(run, self, params, solved, z0, None, *params)[0], None
-        return _AdjointSolve.apply(run, self, params, solved, z0, cost0, *params)
+            return _AdjointSolve.apply(run, self, params, solved, z0, None, *sources)[0], None
+        return _AdjointSolve.apply(run, self, params, solved, z0, cost0, *sources)
 
 
 class _AdjointSolve(torch.autograd.Function):
