@@ -35,19 +35,22 @@ def binary_sequences(batch: int, steps: int, dim: int, seed: int = 0) -> Sequenc
     return SequenceBatch.from_tensor(x)
 
 
-def time_interleaved(steps: dict, n_steps: int, repeats: int) -> dict[str, list[float]]:
+def time_interleaved(steps: dict, n_steps: int, repeats: int,
+                     clock=time.perf_counter) -> dict[str, list[float]]:
     """Steps per second of each implementation, ``repeats`` times, the implementations
-    alternating within every repeat so that all of them see the same machine load."""
+    alternating within every repeat so that all of them see the same machine load.
+    ``clock``: wall clock by default; ``time.process_time`` counts this process's CPU
+    time, which other jobs on a shared machine barely change."""
     for step in steps.values():
         step()
         step()  # warm-up
     rates: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(repeats):
         for name, step in steps.items():
-            start = time.perf_counter()
+            start = clock()
             for _ in range(n_steps):
                 step()
-            rates[name].append(n_steps / (time.perf_counter() - start))
+            rates[name].append(n_steps / (clock() - start))
     return rates
 
 

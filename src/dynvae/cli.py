@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "sample": "draw new sequences from a fitted model",
     "datasets": "list the built-in datasets, or export one to a CSV/Parquet file",
     "gp": "state-space GP regression on irregular times (O(T))",
+    "data": "prepare data files (shard a large table)",
 }
 
 

@@ -6,6 +6,8 @@ import torch
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.models.dkf import DeepKalmanFilter, DKFConfig
+from dynvae.models.kvae import KVAE, KVAEConfig
+from dynvae.models.latent_ode import LatentODE, LatentODEConfig
 from dynvae.models.vrnn import VRNN, VRNNConfig
 from tests.models.test_dkf_contract import make_batch
 
@@ -18,6 +20,14 @@ MODELS = {
         emission_hidden=(3,)), 2),
     "vrnn": lambda: VRNN(VRNNConfig(latent_dim=2, hidden_size=3, feature_size=3,
                                     mlp_hidden=(3,)), 2),
+    # the Kalman likelihood of the pseudo-observations, through the mixing LSTM
+    "kvae": lambda: KVAE(KVAEConfig(state_dim=2, pseudo_dim=2, n_matrices=2,
+                                    dynamics_hidden=3, encoder_hidden=(3,),
+                                    emission_hidden=(3,)), 2),
+    # the ODE-RNN encoder and the RK4 solve of the latent ODE
+    "latent-ode": lambda: LatentODE(LatentODEConfig(
+        latent_dim=2, encoder_hidden=3, encoder_field_hidden=(3,), field_hidden=(3,),
+        emission_hidden=(3,), solver="rk4", dt=0.4, encoder_solver="rk4"), 2),
 }
 
 

@@ -180,6 +180,16 @@ def test_time_budget_stops_training():
     assert result.history[-1]["seconds"] >= 0.3
 
 
+def test_cpu_time_budget_stops_training():
+    cfg = _config(max_cpu_seconds=0.3, max_epochs=10_000)
+    result = Trainer(_model(), cfg).fit(ListDataset(make_data(10)))
+    assert result.stopped == "max_cpu_seconds"
+    cpu = [row["cpu_seconds"] for row in result.history]
+    assert cpu[-1] >= 0.3 > cpu[-2] and cpu == sorted(cpu)
+    with pytest.raises(ConfigError, match="max_cpu_seconds"):
+        _config(max_cpu_seconds=0.0)
+
+
 class _AnomalyProbe(TinyLinearDVAE):
     seen: list = []
 

@@ -48,7 +48,8 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
                             metavar="KEY=VALUE", help="an option of the built-in dataset's "
                             "loader, e.g. max_pieces=20 (repeatable)")
     group.add_argument("--data", metavar="FILE", help="CSV, Parquet or NumPy file (long "
-                       "format: one row per sequence id and time; empty cells are missing)")
+                       "format: one row per sequence id and time; empty cells are missing), "
+                       "or a directory written by `dynvae data shard` (streamed)")
     parser.add_argument("--id-col", metavar="C", help="column naming the sequence of a row")
     parser.add_argument("--time-col", metavar="C", help="column of times (numbers or dates)")
     parser.add_argument("--date-format", metavar="FMT", help="format of the dates in the "
@@ -94,7 +95,7 @@ def load_run_and_data(args: argparse.Namespace):
     return loaded, load_data(data_spec(args, fallback=loaded.config["data"]))
 
 
-def _split_cols(text: str | None) -> list[str] | None:
+def split_cols(text: str | None) -> list[str] | None:
     return None if text is None else [c.strip() for c in text.split(",") if c.strip()]
 
 
@@ -111,8 +112,8 @@ def data_spec(args: argparse.Namespace, fallback: dict | None = None) -> dict:
     saved = fallback if fallback and "data" in fallback else {}
     spec = {"data": str(args.data)}
     for key, value in (("id_col", args.id_col), ("time_col", args.time_col),
-                       ("value_cols", _split_cols(args.value_cols)),
-                       ("input_cols", _split_cols(args.input_cols)),
+                       ("value_cols", split_cols(args.value_cols)),
+                       ("input_cols", split_cols(args.input_cols)),
                        ("date_format", args.date_format)):
         spec[key] = value if value is not None else saved.get(key)
     return spec
@@ -156,9 +157,23 @@ def load_data(spec: dict, split: str = "all") -> SequenceDataset:
         if loader is not None and "progress" in inspect.signature(loader).parameters:
             options.setdefault("progress", True)     # bars in the CLI, off in the API
         return load_dataset(spec["dataset"], **options)
+    from dynvae.data.sharded import is_shard_dir
+    if is_shard_dir(spec["data"]):          # written by `dynvae data shard`
+        return open_shards(spec).to_memory()
     return read_table(spec["data"], id_col=spec.get("id_col"), time_col=spec.get("time_col"),
                       value_cols=spec.get("value_cols"), input_cols=spec.get("input_cols"),
                       date_format=spec.get("date_format"))
+
+
+def open_shards(spec: dict):
+    """The ShardedDataset of ``spec``; its columns were fixed when it was written."""
+    from dynvae.data.sharded import ShardedDataset
+    given = [k for k in ("id_col", "time_col", "value_cols", "input_cols", "date_format")
+             if spec.get(k) is not None]
+    if given:
+        raise ConfigError(f"{spec['data']} is a shard directory: its columns were chosen by "
+                          f"`dynvae data shard`; leave out {given}")
+    return ShardedDataset(spec["data"])
 
 
 def _parse_value(text: str, kind: Any, key: str) -> Any:

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
     from dynvae.data import SequenceDataset, Standardizer
 
 SPLIT = (0.8, 0.1, 0.1)
+# sharded data: the validation and test parts read into memory, and the training
+# sequences used for data checks and train_* metrics, are at most this many sequences
+EVAL_SEQUENCES = 200
 
 
 def add_parser(sub) -> None:
@@ -77,8 +80,37 @@ def load_splits(spec: dict, seed: int):
     if common.has_named_splits(spec):
         train, val, test = (common.load_data(spec, s) for s in ("train", "valid", "test"))
         return train, train, val, test, False
-    data = common.load_data(spec)
+    from dynvae.data.sharded import is_shard_dir
+    if "data" in spec and is_shard_dir(spec["data"]):
+        data = common.open_shards(spec)
+        if len(data) >= len(SPLIT):      # streamed training part; bounded evaluation parts
+            train, val, test = data.split(SPLIT, seed=seed)
+            return data, train, _head(val), _head(test), False
+        data = data.to_memory()
+    else:
+        data = common.load_data(spec)
     return (data, *split_dataset(data, seed))
+
+
+def _head(part) -> SequenceDataset:
+    """At most EVAL_SEQUENCES sequences of a (randomly drawn) ShardedDataset part, in
+    memory."""
+    return part.subset(range(min(len(part), EVAL_SEQUENCES))).to_memory()
+
+
+def in_memory(train) -> SequenceDataset:
+    """``train``, or for a streamed ShardedDataset its first EVAL_SEQUENCES sequences
+    (standardised as it is), for the checks and metrics that need them in memory."""
+    from dynvae.data.sharded import ShardedDataset
+    return _head(train) if isinstance(train, ShardedDataset) else train
+
+
+def standardise(standardizer: Standardizer, part):
+    """Standardised data: a ShardedDataset standardises on read."""
+    from dynvae.data.sharded import ShardedDataset
+    if isinstance(part, ShardedDataset):
+        return part.with_standardizer(standardizer)
+    return standardizer.transform(part)
 
 
 def scaling(model_config, train: SequenceDataset) -> Standardizer:
@@ -87,7 +119,10 @@ def scaling(model_config, train: SequenceDataset) -> Standardizer:
     import numpy as np
 
     from dynvae.data import Standardizer
+    from dynvae.data.sharded import ShardedDataset
     if getattr(model_config, "observation", "gaussian") == "gaussian":
+        if isinstance(train, ShardedDataset):       # from the saved moments, no data pass
+            return train.fit_standardizer()
         return Standardizer().fit(train)
     return Standardizer(np.zeros(train.dim), np.ones(train.dim), train.feature_names)
 
@@ -125,6 +160,17 @@ def train_config(given: set[str], config, seed: int, device: str, progress: bool
     return dataclasses.replace(config, **overrides)
 
 
+class _Sized:
+    """An in-memory sample of a training set that reports the whole set's number of
+    sequences (what the data-sized defaults read: ``len``, ``dim``, ``sequences``)."""
+
+    def __init__(self, sample: SequenceDataset, n_sequences: int) -> None:
+        self.sequences, self.dim, self._n = sample.sequences, sample.dim, n_sequences
+
+    def __len__(self) -> int:
+        return self._n
+
+
 @dataclasses.dataclass
 class RunSetup:
     """What ``dynvae train`` builds before fitting: the model class, the resolved config
@@ -158,11 +204,12 @@ def setup_run(model: str, sets: list[str], spec: dict, seed: int = 0,
     if "train" in configs:
         configs["train"] = train_config(given, configs["train"], seed, device, progress)
     data, train, val, test, shared = load_splits(spec, seed)
-    configs["model"] = default_observation(given, configs["model"], train)
-    configs = data_defaults(configs, train, given)
-    configs["model"], data_choices = cls.adapt_config(configs["model"], train)
+    sample = in_memory(train)           # train itself, or a sample of a streamed one
+    configs["model"] = default_observation(given, configs["model"], sample)
+    configs = data_defaults(configs, _Sized(sample, len(train)), given)
+    configs["model"], data_choices = cls.adapt_config(configs["model"], sample)
     standardizer = scaling(configs["model"], train)
-    train, test = standardizer.transform(train), standardizer.transform(test)
+    train, test = standardise(standardizer, train), standardizer.transform(test)
     val = None if val is None else standardizer.transform(val)
     return RunSetup(cls, configs, data, train, val, test, shared, standardizer, data_choices)
 
@@ -324,7 +371,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and is_main and "train" in configs:
         check_resume(Path(args.out), configs, run_info)
     model = setup.build_model(args.device)
-    check_scored(model, train, args.model)
+    check_scored(model, in_memory(train), args.model)
     if not is_main:
         fit_model(model, args.model, configs, train, val, Path(args.out), args.device,
                   args.resume, run_info)
@@ -351,11 +398,12 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]),
                       train.dim, train.input_dim, standardizer)
     settings = EvalSettings(seed=args.seed)
-    bar = progress_bar(3 * len(test) + len(train), "evaluate", unit="seq")
+    train_sample = in_memory(train)
+    bar = progress_bar(3 * len(test) + len(train_sample), "evaluate", unit="seq")
     metrics = evaluate_model(model, test, standardizer, settings, bar=bar)
     with seeded(settings.seed, model.device):
-        metrics.update(likelihood_metrics(model, train, standardizer, settings.iwae_samples,
-                                          prefix="train_", bar=bar))
+        metrics.update(likelihood_metrics(model, train_sample, standardizer,
+                                          settings.iwae_samples, prefix="train_", bar=bar))
     bar.set_description("imputation of the missing entries")
     metrics.update(ground_truth_metrics(model, spec, test, standardizer))
     metrics.update(collapse_metrics(history, configs.get("train")))

@@ -1,4 +1,6 @@
-"""The contract every dynvae model implements (DESIGN.md, "One model contract")."""
+"""The contract every dynvae model implements (DESIGN.md, "One model contract"), and
+:class:`PathModel`, its shared implementation for the models whose bounds average over
+sampled posterior paths (STORN, SRNN, RVAE, DSAE)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,18 @@ import torch
 from torch import Tensor, nn
 
 from dynvae.data.batch import SequenceBatch
+from dynvae.errors import DataError
+from dynvae.models.common import (
+    at_steps,
+    check_positive,
+    check_sample_times,
+    first_steps,
+    forecast_steps,
+    iwae_bound,
+    mixture_moments,
+    prepare_batch,
+    repeat_samples,
+)
 
 
 class ELBOTerms(NamedTuple):
@@ -151,3 +165,132 @@ class SelfFitting(abc.ABC):
         ``val`` (optional) is scored after fitting; ``out_dir`` is where a model may
         write intermediate files; ``progress`` shows a progress bar (the CLI's choice).
         """
+
+
+class PathTerms(NamedTuple):
+    """K posterior paths of a model and the terms of its bounds along them.
+
+    z: (K, B, T, Z) latents drawn from q.  log_lik: (K, B) log-density of the observed
+    entries given each path.  kl: (K, B) the closed-form KL terms (seed eq. 10).
+    log_ratio: (K, B) log p(z) - log q(z | x) of the drawn latents.  params: the
+    observation parameters, each (K, B, T, D).  state: what the model needs to continue
+    its generative recursion (model-specific tensors with leading (K, B) or (B,), over
+    the steps up to the longest sequence).
+    """
+
+    z: Tensor
+    log_lik: Tensor
+    kl: Tensor
+    log_ratio: Tensor
+    params: tuple[Tensor, ...]
+    state: tuple[Tensor, ...]
+
+
+class PathModel(DVAE):
+    """Base of the models whose bounds average over K reparametrised posterior paths and
+    whose generative model runs step by step (STORN, SRNN, RVAE, DSAE).
+
+    A subclass sets ``data_dim`` D, ``input_dim`` U, ``observation`` (an
+    ``ObservationModel``) and ``config.n_predict_samples``, and implements
+    ``draw_paths`` (the paths and bound terms), ``start_after`` and ``initial_state``
+    (the generative state after each sequence's last valid step, or before any step),
+    and ``generate`` (run the generative model on from a state). The ELBO (seed eq. 13),
+    the importance-weighted bound, imputation, forecasts and samples follow from these.
+    """
+
+    @abc.abstractmethod
+    def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
+        """K = ``n_samples`` reparametrised paths z ~ q(z | x) of a prepared batch and the
+        bound terms (see :meth:`path_terms`)."""
+
+    @abc.abstractmethod
+    def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:
+        """Generative state of every path after its sequence's last valid step; rows are
+        sample-major (K*B, …), as :func:`repeat_samples` orders them."""
+
+    @abc.abstractmethod
+    def initial_state(self, n: int) -> tuple[Tensor, ...]:
+        """Generative state of ``n`` fresh sequences before their first step."""
+
+    @abc.abstractmethod
+    def generate(self, state: tuple[Tensor, ...], steps: int, u: Tensor | None
+                 ) -> tuple[tuple[Tensor, ...], Tensor]:
+        """Run the generative model ``steps`` steps on from ``state`` (N rows) with inputs
+        u (N, steps, U): the observation parameters, each (N, steps, D), and draws
+        (N, steps, D)."""
+
+    @property
+    def like(self) -> Tensor:
+        """A parameter, whose dtype and device every computation follows."""
+        return next(self.parameters())
+
+    def prepare(self, batch: SequenceBatch) -> SequenceBatch:
+        """Check the batch against the model and move it to the parameters' dtype/device."""
+        batch = prepare_batch(batch, self.data_dim, self.input_dim, self.like)
+        self.observation.check_data(batch.x, batch.mask)
+        return batch
+
+    def path_terms(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
+        """K = ``n_samples`` reparametrised paths z ~ q(z | x) and the bound terms. Steps
+        after the longest sequence draw no noise (so padding leaves every draw, bound
+        and prediction unchanged) and repeat its last values in z and params; they
+        enter no term."""
+        batch = self.prepare(batch)
+        T, T_valid = batch.n_steps, int(batch.lengths.max())
+        if T_valid == T:
+            return self.draw_paths(batch, n_samples)
+        paths = self.draw_paths(first_steps(batch, T_valid), n_samples)
+        extend = lambda v: torch.cat([v, v[:, :, -1:].expand(-1, -1, T - T_valid, -1)], 2)
+        return paths._replace(z=extend(paths.z), params=tuple(map(extend, paths.params)))
+
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
+        """Seed eq. 13 with the model's factors, averaged over ``n_samples`` paths."""
+        check_positive(n_samples=n_samples)
+        batch = self.prepare(batch)
+        paths = self.path_terms(batch, n_samples)
+        return ELBOTerms(paths.log_lik.mean(0), paths.kl.mean(0),
+                         batch.n_observed().to(paths.log_lik))
+
+    @torch.no_grad()
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
+        """IWAE bound log (1/k) sum_k p(x, z^k) / q(z^k | x) over k paths, (B,)."""
+        batch = self.prepare(batch)
+
+        def log_weights(n: int) -> Tensor:
+            paths = self.path_terms(batch, n)
+            return paths.log_lik + paths.log_ratio
+        return iwae_bound(log_weights, k)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Posterior predictive mean and std of every entry, Monte Carlo over q."""
+        batch = self.prepare(batch)
+        paths = self.path_terms(batch, self.config.n_predict_samples)
+        mean, var = self.observation.moments(paths.params)                     # (K, B, T, D)
+        return Prediction(batch.t, *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
+        """Predictive mean/std at ``t_future`` (B, H), k steps after each sequence's last
+        valid step (t_last + k dt, see :func:`steps_ahead`): posterior paths of the past,
+        continued by the generative model. ``u_future`` (B, H, U) is needed when the
+        model takes inputs."""
+        batch = self.prepare(batch)
+        steps = forecast_steps(batch, t_future, u_future, self.input_dim)    # (B, H)
+        K, B = self.config.n_predict_samples, batch.batch_size
+        paths = self.path_terms(batch, K)
+        u = None if u_future is None else repeat_samples(u_future.to(self.like), K)
+        params, _ = self.generate(self.start_after(paths, batch), int(steps.max()), u)
+        mean, var = (at_steps(v.reshape(K, B, *v.shape[1:]), steps)
+                     for v in self.observation.moments(params))               # (K, B, H, D)
+        return Prediction(t_future.to(mean), *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise DataError(f"sample needs n >= 1 sequences, got {n!r}")
+        T = check_sample_times(t, u, self.input_dim, n)
+        u = None if u is None else u.to(self.like).expand(n, T, self.input_dim)
+        return self.generate(self.initial_state(n), T, u)[1]

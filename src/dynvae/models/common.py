@@ -1,5 +1,6 @@
-"""Helpers shared by the discrete-time deep models (DKF, VRNN): input checks,
-encoder features, Monte Carlo predictive moments, importance weighting."""
+"""Helpers shared by the discrete-time deep models (DKF, VRNN, STORN, SRNN, RVAE, DSAE):
+input checks, encoder features, forecast steps, Monte Carlo predictive moments,
+importance weighting."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from torch import Tensor
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
+from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.timegrid import check_time_grid
 
 
@@ -262,3 +264,68 @@ def iwae_bound(log_weights: Callable[[int], Tensor], k: int) -> Tensor:
     check_positive(k=k)
     log_w = [log_weights(min(IWAE_CHUNK, k - start)) for start in range(0, k, IWAE_CHUNK)]
     return log_mean_exp(torch.cat(log_w, 0))
+
+
+# ------------------------------------------------------------ autoregressive feedback
+# what generation feeds back into a recurrence that reads x_{t-1}: f(decoder mean, draw)
+FEEDBACKS = {
+    "mean": lambda mean, draw: mean,
+    "sample": lambda mean, draw: draw,
+}
+
+
+def previous_observations(batch: SequenceBatch) -> Tensor:
+    """(B, T, 2D) features of the previous step, [x_{t-1} * mask_{t-1}, mask_{t-1}], zero at
+    the first step (no previous observation): what a recurrence reading x_{t-1} sees.
+    Missing entries enter only through the mask channel, padding only after valid steps."""
+    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
+    current = torch.cat([x, batch.mask.to(x.dtype)], -1)                     # (B, T, 2D)
+    return torch.cat([torch.zeros_like(current[:, :1]), current[:, :-1]], 1)
+
+
+def last_observation(batch: SequenceBatch) -> Tensor:
+    """(B, 2D) [x * mask, mask] at each sequence's last valid step."""
+    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
+    return last_valid(torch.cat([x, batch.mask.to(x.dtype)], -1), batch.lengths)
+
+
+def fed_back(x: Tensor) -> Tensor:
+    """(N, 2D) features of a generated, fully observed step x (N, D): [x, 1]."""
+    return torch.cat([x, torch.ones_like(x)], -1)
+
+
+def stack_steps(params_seq: list[tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """Per-step observation parameters, each (N, D) -> each (N, steps, D)."""
+    return tuple(torch.stack(p, 1) for p in zip(*params_seq, strict=True))
+
+
+# ------------------------------------------------------------------ sampled paths
+def repeat_samples(v: Tensor, K: int) -> Tensor:
+    """(B, …) -> (K*B, …): K copies, sample-major (row k*B + b is copy k of sequence b)."""
+    return v.expand(K, *v.shape).reshape(K * v.shape[0], *v.shape[1:])
+
+
+def stepwise_normal(K: int, B: int, T: int, Z: int, like: Tensor) -> Tensor:
+    """(K, B, T, Z) standard normal draws made one step at a time, so that the draws of
+    step t do not depend on T (padding a batch leaves the draws of its valid steps)."""
+    return torch.stack([torch.randn((K, B, Z), dtype=like.dtype, device=like.device)
+                        for _ in range(T)], 2)
+
+
+def latent_terms(z: Tensor, q_mean: Tensor, q_var: Tensor, p_mean: Tensor, p_var: Tensor,
+                 valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Closed-form KL(q || p) (seed eq. 10) and log p(z) - log q(z) of the drawn latents (the
+    log importance weight's latent part), summed over channels and valid steps:
+    z, moments (K, B, T, Z), valid (B, T) -> (K, B) each."""
+    kl = kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1)
+    log_ratio = (diag_gaussian_log_prob(z, p_mean, p_var)
+                 - diag_gaussian_log_prob(z, q_mean, q_var)).sum(-1)
+    zero = torch.zeros_like(kl)      # padded steps hold anything, even inf: select, not scale
+    return torch.where(valid, kl, zero).sum(-1), torch.where(valid, log_ratio, zero).sum(-1)
+
+
+# ----------------------------------------------------------------------- forecasts
+def first_steps(batch: SequenceBatch, T: int) -> SequenceBatch:
+    """The batch cut to its first T steps (T >= every length)."""
+    u = None if batch.u is None else batch.u[:, :T]
+    return SequenceBatch(batch.x[:, :T], batch.mask[:, :T], batch.t[:, :T], batch.lengths, u)

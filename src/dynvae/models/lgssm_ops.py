@@ -1,4 +1,4 @@
-"""Helpers of the LGSSM model: predictive moments, forecasting steps, sampling, M-step."""
+"""Helpers of the LGSSM model: predictive moments, forecasting, sampling, M-step."""
 
 from __future__ import annotations
 

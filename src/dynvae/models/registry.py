@@ -16,6 +16,12 @@ MODELS: dict[str, str] = {
     "lgssm": "dynvae.models.lgssm:LGSSM",
     "gpvae": "dynvae.models.gpvae:GPVAE",
     "latent-sde": "dynvae.models.latent_sde:LatentSDE",
+    "storn": "dynvae.models.storn:STORN",
+    "srnn": "dynvae.models.srnn:SRNN",
+    "rvae": "dynvae.models.rvae:RVAE",
+    "dsae": "dynvae.models.dsae:DSAE",
+    "latent-ode": "dynvae.models.latent_ode:LatentODE",
+    "kvae": "dynvae.models.kvae:KVAE",
 }
 
 

@@ -28,6 +28,7 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
+    FEEDBACKS,
     DictConfig,
     as_sizes,
     at_steps,
@@ -51,12 +52,6 @@ from dynvae.nn.encoders import reverse_padded
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import with_input
-
-# what generation feeds back into the recurrence: f(decoder mean, drawn x) -> x_t
-FEEDBACKS = {
-    "mean": lambda mean, draw: mean,
-    "sample": lambda mean, draw: draw,
-}
 
 # what q(z_t | ·) reads besides h_{t-1}: x_t alone (Chung et al. 2015), or x_t and a
 # backward summary of x_{t:T}

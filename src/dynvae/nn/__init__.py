@@ -2,7 +2,7 @@
 transitions, observation models and encoders."""
 
 from dynvae.nn.combiner import Combiner
-from dynvae.nn.mlp import MLP, FreeVariance, GaussianHead, inverse_softplus, trunk
+from dynvae.nn.mlp import MLP, FreeVariance, GaussianHead, GaussianMLP, inverse_softplus, trunk
 from dynvae.nn.observation import (
     OBSERVATIONS,
     BernoulliObservation,
@@ -30,6 +30,7 @@ __all__ = [
     "FreeVariance",
     "GatedTransition",
     "GaussianHead",
+    "GaussianMLP",
     "GaussianMLPTransition",
     "GaussianObservation",
     "InitialPrior",

@@ -83,3 +83,19 @@ class GaussianHead(nn.Module):
 
     def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
         return self.mean(h), softplus(self.variance(h)) + self.min_var
+
+
+class GaussianMLP(nn.Module):
+    """(…, in_features) -> mean (…, out), variance (…, out) of a diagonal Gaussian: a
+    hidden-feature trunk then a :class:`GaussianHead`. With no hidden layers the mean
+    is affine in the input (the linear-Gaussian special case)."""
+
+    def __init__(self, in_features: int, hidden_sizes: Sequence[int], out_features: int,
+                 min_var: float = 1e-4, free_variance: bool = False) -> None:
+        super().__init__()
+        self.trunk, width = trunk(in_features, hidden_sizes)
+        self.head = GaussianHead(width, out_features, min_var=min_var,
+                                 free_variance=free_variance)
+
+    def forward(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        return self.head(self.trunk(h))

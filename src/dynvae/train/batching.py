@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 
 from dynvae.train.distributed import World, shard
@@ -35,3 +37,24 @@ def local_batches(dataset, batches: list[list[int]], world: World, dtype: torch.
                                              collate_fn=collate, num_workers=num_workers)
     for indices, batch in loader:
         yield indices, batch.to(device=device)
+
+
+class StreamedData(ABC):
+    """Training data that plans its own epochs and streams them (e.g. a sharded
+    dataset read shard by shard), instead of being indexed at random by
+    :func:`epoch_batches`. The plan must be a pure function of its arguments, so that
+    a run resumed at batch ``start`` of an epoch sees what the uninterrupted run saw."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """The number of sequences."""
+
+    @abstractmethod
+    def steps_per_epoch(self, batch_size: int, world_size: int) -> int:
+        """The number of global batches of one epoch."""
+
+    @abstractmethod
+    def stream(self, seed: int, epoch: int, batch_size: int, world: World, start: int,
+               dtype: torch.dtype, device: torch.device, num_workers: int = 0):
+        """Yields (indices, SequenceBatch on ``device``): this rank's share of each global
+        batch of the epoch from batch ``start`` on; the same number on every rank."""

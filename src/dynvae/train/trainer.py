@@ -26,7 +26,7 @@ from dynvae.models.base import DVAE
 from dynvae.progress import shown
 from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import drop_observed
-from dynvae.train.batching import epoch_batches, local_batches
+from dynvae.train.batching import StreamedData, epoch_batches, local_batches
 from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
 from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
 from dynvae.train.history import kl_weight, write_metrics_csv
@@ -45,6 +45,8 @@ class TrainConfig:
     max_epochs: int = 100  # passes over the training sequences
     max_steps: int | None = None  # None: limited by max_epochs only
     max_seconds: float | None = None  # wall-clock training budget; None: no limit
+    max_cpu_seconds: float | None = None  # CPU-time budget of the process (fair on a
+    #                                       shared machine); None: no limit
     grad_clip: float | None = 10.0  # max global gradient norm; None: no clipping
     kl_anneal_steps: int = 0  # linear beta warm-up 0 -> beta; 0: beta throughout
     beta: float = 1.0  # KL weight of the training loss after the warm-up (1: the ELBO)
@@ -68,7 +70,7 @@ class TrainConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("max_steps", "max_seconds", "grad_clip", "patience"):
+        for name in ("max_steps", "max_seconds", "max_cpu_seconds", "grad_clip", "patience"):
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0 or None, got {value}")
@@ -95,7 +97,8 @@ class TrainConfig:
 class TrainResult:
     """history: one dict per step; best_step/best_val: the best validation bound per
     step and when it was reached (None without validation data); stopped: why the
-    loop ended (max_steps, max_epochs, max_seconds, early_stopping, non_finite);
+    loop ended (max_steps, max_epochs, max_seconds, max_cpu_seconds, early_stopping,
+    non_finite);
     message: details."""
 
     history: list[dict]
@@ -220,19 +223,19 @@ class Trainer:
                               f"{self.world.size} processes")
         state = self._load_last() if resume else _State()
         cfg = self.config
-        total = cfg.max_steps or cfg.max_epochs * math.ceil(len(train) / cfg.batch_size)
+        total = cfg.max_steps or cfg.max_epochs * self._steps_per_epoch(train)
         bar = _BudgetBar(total, cfg.max_seconds, state.step,
                          enabled=cfg.progress and self.world.is_main)
         stopped, message, running = "max_epochs", "", None
         if self._reached_max_steps(state):
             stopped = "max_steps"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         while state.epoch < cfg.max_epochs and stopped == "max_epochs":
-            batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, state.epoch)
-            loader = self._loader(train, batches[state.batch_in_epoch:])
+            loader = self._epoch_loader(train, state)
             for indices, batch in loader:
                 row = self._train_step(batch, indices, state.step, state.epoch)
                 row["seconds"] = time.perf_counter() - start
+                row["cpu_seconds"] = time.process_time() - cpu_start
                 state.history.append(row)
                 if not math.isfinite(row["loss"]) or not math.isfinite(row["grad_norm"]):
                     stopped = "non_finite"
@@ -253,8 +256,8 @@ class Trainer:
                     self._save_last(state)
                 if stopped == "max_epochs" and self._reached_max_steps(state):
                     stopped = "max_steps"
-                if stopped == "max_epochs" and self._out_of_time(row["seconds"]):
-                    stopped = "max_seconds"
+                if stopped == "max_epochs":
+                    stopped = self._out_of_time(row) or stopped
                 if stopped != "max_epochs":
                     break
             else:
@@ -263,17 +266,22 @@ class Trainer:
         bar.close()
         return self._finish(state, val, stopped, message)
 
-    def _out_of_time(self, seconds: float) -> bool:
-        """Whether the step that ended ``seconds`` into training (the time its history row
-        records) used up the budget. Same decision on every rank: rank 0's clock is
-        broadcast under DDP."""
-        if self.config.max_seconds is None:
-            return False
-        elapsed = torch.tensor([seconds], dtype=torch.float64)
+    def _out_of_time(self, row: dict) -> str | None:
+        """"max_seconds" or "max_cpu_seconds" when the step of history ``row`` (the wall
+        and CPU times it records) used up that budget, else None. Same decision on every
+        rank: rank 0's clocks are broadcast under DDP."""
+        budgets = (self.config.max_seconds, self.config.max_cpu_seconds)
+        if budgets == (None, None):
+            return None
+        elapsed = torch.tensor([row["seconds"], row["cpu_seconds"]], dtype=torch.float64)
         if self.world.distributed:
             elapsed = elapsed.to(self.device)
             torch.distributed.broadcast(elapsed, src=0)
-        return float(elapsed[0]) >= self.config.max_seconds
+        for name, budget, used in zip(("max_seconds", "max_cpu_seconds"), budgets,
+                                      elapsed.tolist(), strict=True):
+            if budget is not None and used >= budget:
+                return name
+        return None
 
     def _reached_max_steps(self, state: _State) -> bool:
         return self.config.max_steps is not None and state.step >= self.config.max_steps
@@ -353,9 +361,22 @@ class Trainer:
         ids = [self.device] if self.device.type == "cuda" else None
         return DistributedDataParallel(wrapper, device_ids=ids)
 
-    def _loader(self, dataset, batches: list[list[int]]):
-        return local_batches(dataset, batches, self.world, self.dtype, self.device,
-                             self.config.num_workers)
+    def _epoch_loader(self, train, state: _State):
+        """(indices, local batch) pairs of the rest of the current epoch: planned by the
+        data itself when it streams (StreamedData), else a seeded permutation."""
+        cfg = self.config
+        if isinstance(train, StreamedData):
+            return train.stream(cfg.seed, state.epoch, cfg.batch_size, self.world,
+                                state.batch_in_epoch, self.dtype, self.device,
+                                cfg.num_workers)
+        batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, state.epoch)
+        return local_batches(train, batches[state.batch_in_epoch:], self.world, self.dtype,
+                             self.device, cfg.num_workers)
+
+    def _steps_per_epoch(self, train) -> int:
+        if isinstance(train, StreamedData):
+            return train.steps_per_epoch(self.config.batch_size, self.world.size)
+        return math.ceil(len(train) / self.config.batch_size)
 
     def _validate(self, val, state: _State) -> bool:
         """Evaluate, keep a deep copy of the best parameters; True when patience ran out."""

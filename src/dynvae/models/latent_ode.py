@@ -1,0 +1,264 @@
+"""Latent ODE (Rubanova, Chen & Duvenaud 2019, "Latent ODEs for irregularly-sampled time
+series"; Chen et al. 2018, "Neural ordinary differential equations", sec. 5): a
+continuous-time DVAE whose only latent randomness is the initial state.
+
+Generative model, on each sequence's own observation times t_0 < ... < t_{L-1} (seed
+eq. 11 with a deterministic latent transition, so p(z_{1:T}) = p(z_0)):
+    z_0 ~ p(z_0) = N(0, I)
+    z(t) = z_0 + int_{t_0}^{t} f(z(s)) ds               (autonomous neural ODE)
+    x_k ~ p(x_k | z(t_k))                                 (Gaussian or Bernoulli decoder)
+    p(x, z_0) = p(z_0) prod_k p(x_k | z(t_k))
+Inference (seed eq. 12 with q(z | x) = q(z_0 | x), the path following from z_0):
+    q(z_0 | x) = N(mu(h_0), diag sigma^2(h_0)),  h_0 = ODE-RNN run backwards over the
+    observations [x_k * m_k, m_k] on the sequence's own times (dynvae.nn.ode_rnn).
+ELBO (seed eq. 13): E_q sum_k log p(x_k | z(t_k)) over the observed entries minus the
+closed-form KL(q(z_0 | x) || p(z_0)); the importance weights are
+log p(x | z) + log p(z_0) - log q(z_0 | x). The ODE is solved by dynvae.ode on each
+sequence's own grid (padding beyond ``lengths`` takes no part), with the adaptive
+Dormand-Prince pair by default; forecasts solve it on to any future time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError
+from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
+from dynvae.models.base import DVAE, ELBOTerms, Prediction
+from dynvae.models.common import (
+    DictConfig,
+    as_sizes,
+    check_choice,
+    check_dims,
+    check_future,
+    check_observation,
+    check_positive,
+    check_sample_times,
+    iwae_bound,
+    mixture_moments,
+    observation_features,
+    prepare_batch,
+)
+from dynvae.nn.mlp import MLP, GaussianHead, trunk
+from dynvae.nn.observation import OBSERVATIONS
+from dynvae.nn.ode_rnn import ODERNNEncoder
+from dynvae.ode import RK4, BogackiShampine, DormandPrince, Euler, Midpoint, odeint
+
+ADAPTIVE_SOLVERS = {"dopri5": DormandPrince, "bosh3": BogackiShampine}
+FIXED_SOLVERS = {"rk4": RK4, "midpoint": Midpoint, "euler": Euler}
+SOLVERS = {**ADAPTIVE_SOLVERS, **FIXED_SOLVERS}
+
+
+@dataclass
+class LatentODEConfig(DictConfig):
+    """Configuration of :class:`LatentODE`.
+
+    solver: "dopri5" or "bosh3" (adaptive, with ``rtol``/``atol``), or "rk4", "midpoint",
+    "euler" (fixed steps of at most ``dt``; None: one per observation interval).
+    encoder_solver / encoder_dt: the same for the ODE-RNN encoder (fixed steps only).
+    checkpoint_every: solver steps per gradient checkpoint (None: plain backpropagation).
+    observation: "gaussian" or "bernoulli"; free_emission_variance: for the Gaussian, True
+    (the default, None) learns one variance per channel, False makes it a function of z.
+    Empty hidden sizes make maps affine.
+    """
+
+    model_name = "latent ODE"
+
+    latent_dim: int = 8
+    encoder_hidden: int = 32
+    encoder_field_hidden: tuple[int, ...] = (32,)
+    field_hidden: tuple[int, ...] = (64, 64)
+    emission_hidden: tuple[int, ...] = (32,)
+    observation: str = "gaussian"
+    free_emission_variance: bool | None = None
+    min_var: float = 1e-4
+    solver: str = "dopri5"
+    rtol: float = 1e-3
+    atol: float = 1e-4
+    dt: float | None = None
+    encoder_solver: str = "euler"
+    encoder_dt: float | None = None
+    checkpoint_every: int | None = None
+    n_predict_samples: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice("solver", self.solver, SOLVERS)
+        check_choice("encoder_solver", self.encoder_solver, FIXED_SOLVERS)
+        check_choice("observation", self.observation, OBSERVATIONS)
+        for name in ("encoder_field_hidden", "field_hidden", "emission_hidden"):
+            setattr(self, name, as_sizes(name, getattr(self, name)))
+        check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
+                       n_predict_samples=self.n_predict_samples)
+        check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
+        if self.solver in ADAPTIVE_SOLVERS:
+            if self.dt is not None:
+                raise ConfigError(f"solver {self.solver!r} chooses its own steps: dt must be "
+                                  f"None, got {self.dt}")
+            self.adaptive_solver()                      # checks rtol and atol
+        for name in ("dt", "encoder_dt"):
+            if getattr(self, name) is not None:
+                check_positive(**{name: getattr(self, name)})
+        if self.checkpoint_every is not None:
+            check_positive(checkpoint_every=self.checkpoint_every)
+
+    def adaptive_solver(self):
+        """The adaptive solver named by ``solver`` with the tolerances (ConfigError if bad)."""
+        return ADAPTIVE_SOLVERS[self.solver](rtol=self.rtol, atol=self.atol)
+
+    def ode_solver(self):
+        """The solver object of the generative ODE."""
+        return self.adaptive_solver() if self.solver in ADAPTIVE_SOLVERS \
+            else FIXED_SOLVERS[self.solver]()
+
+    @property
+    def free_variance(self) -> bool:
+        """Whether the Gaussian observation's variance is one free parameter per channel."""
+        if self.observation != "gaussian":
+            return False
+        return True if self.free_emission_variance is None else self.free_emission_variance
+
+
+class LatentODE(DVAE):
+    """The latent ODE with an ODE-RNN encoder, on irregular times with missing values.
+
+    Args: config: :class:`LatentODEConfig`. data_dim: D. input_dim: must be 0.
+    """
+
+    Config = LatentODEConfig
+    continuous_time = True
+    takes_inputs = False
+
+    def __init__(self, config: LatentODEConfig, data_dim: int, input_dim: int = 0) -> None:
+        super().__init__()
+        check_dims(data_dim, input_dim)
+        if input_dim != 0:
+            raise ConfigError(f"the latent ODE takes no control inputs, got input_dim="
+                              f"{input_dim}")
+        c = self.config = config
+        Z, D = c.latent_dim, data_dim
+        self.data_dim, self.input_dim = D, 0
+        self.encoder = ODERNNEncoder(2 * D, c.encoder_hidden, c.encoder_field_hidden,
+                                     FIXED_SOLVERS[c.encoder_solver](), c.encoder_dt)
+        self.initial_posterior = GaussianHead(c.encoder_hidden, Z, min_var=c.min_var)
+        self.field = MLP(Z, c.field_hidden, Z, activation=nn.Tanh)
+        self.emission_trunk, width = trunk(Z, c.emission_hidden)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
+                                                       c.free_variance)
+        self.solver = c.ode_solver()
+
+    # ------------------------------------------------------------ building blocks
+    @property
+    def like(self) -> Tensor:
+        return self.initial_posterior.mean.weight
+
+    def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
+        batch = prepare_batch(batch, self.data_dim, 0, self.like)
+        self.observation.check_data(batch.x, batch.mask)
+        return batch
+
+    def emission(self, z: Tensor) -> tuple[Tensor, ...]:
+        """Parameters of p(x | z): z (…, Z) -> each (…, D)."""
+        return self.observation(self.emission_trunk(z))
+
+    def solve(self, z0: Tensor, t: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """z(t) from z0 (R, Z) at t[..., 0]: t (T,) or (R, T), with each row's number of
+        valid times ``lengths`` (R,) (None: all) -> (R, T, Z)."""
+        return odeint(lambda s, z: self.field(z), z0, t, self.solver, self.config.dt,
+                      self.config.checkpoint_every, lengths)
+
+    def initial_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(z_0 | x) of a prepared batch, (B, Z) each."""
+        h0 = self.encoder(observation_features(batch), batch.t, batch.lengths)
+        return self.initial_posterior(h0)
+
+    def posterior_draws(self, batch: SequenceBatch, n_samples: int,
+                        z0_noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """K = n_samples draws z_0 ~ q(z_0 | x) of a prepared batch and their latent paths:
+        z0 (K, B, Z), z (K, B, T, Z) at the observation times, q mean and variance (B, Z).
+        ``z0_noise`` (K, B, Z) fixes the standard normal draws."""
+        q_mean, q_var = self.initial_posterior_of(batch)
+        K, (B, Z) = n_samples, q_mean.shape
+        eps = torch.randn((K, B, Z), dtype=q_mean.dtype, device=q_mean.device) \
+            if z0_noise is None else z0_noise.to(q_mean)
+        z0 = q_mean + q_var.sqrt() * eps                                      # (K, B, Z)
+        z = self.solve(z0.reshape(K * B, Z), batch.t.repeat(K, 1),          # (K * B, T)
+                       batch.lengths.repeat(K)).reshape(K, B, batch.n_steps, Z)
+        return z0, z, q_mean, q_var
+
+    def emission_log_prob(self, batch: SequenceBatch, z: Tensor) -> Tensor:
+        """(K, B) log p(x | z) of the observed entries along latent paths z (K, B, T, Z)."""
+        return self.observation.log_prob(batch.x, self.emission(z), batch.mask).sum((-1, -2))
+
+    # ------------------------------------------------------------------ contract
+    def elbo(self, batch: SequenceBatch, n_samples: int = 1, *,
+             z0_noise: Tensor | None = None) -> ELBOTerms:
+        """E_q log p(x | z) - KL(q(z_0 | x) || N(0, I)), over ``n_samples`` draws of z_0
+        (``z0_noise`` (K, B, Z): fixed standard normal draws)."""
+        check_positive(n_samples=n_samples)
+        batch = self._prepare(batch)
+        _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, z0_noise)
+        log_lik = self.emission_log_prob(batch, z).mean(0)
+        kl = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
+                               torch.ones_like(q_var)).sum(-1)
+        return ELBOTerms(log_lik, kl, batch.n_observed().to(log_lik))
+
+    @torch.no_grad()
+    def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:
+        """IWAE bound with log w = log p(x | z) + log p(z_0) - log q(z_0 | x), (B,)."""
+        batch = self._prepare(batch)
+
+        def log_weights(n: int) -> Tensor:
+            z0, z, q_mean, q_var = self.posterior_draws(batch, n)
+            log_prior = diag_gaussian_log_prob(z0, torch.zeros_like(z0), torch.ones_like(z0))
+            log_q = diag_gaussian_log_prob(z0, q_mean, q_var)
+            return self.emission_log_prob(batch, z) + (log_prior - log_q).sum(-1)
+        return iwae_bound(log_weights, k)
+
+    @torch.no_grad()
+    def reconstruct(self, batch: SequenceBatch) -> Prediction:
+        """Posterior predictive mean and std of every entry, Monte Carlo over q(z_0 | x)."""
+        batch = self._prepare(batch)
+        _, z, _, _ = self.posterior_draws(batch, self.config.n_predict_samples)
+        mean, var = self.observation.moments(self.emission(z))
+        return Prediction(batch.t, *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def forecast(self, batch: SequenceBatch, t_future: Tensor,
+                 u_future: Tensor | None = None) -> Prediction:
+        """Predictive mean/std at any times ``t_future`` (B, H) after each sequence's last
+        time: draws of z_0 from q(z_0 | x), the ODE solved from t_0 to those times. The
+        model takes no inputs: ``u_future`` must be None."""
+        batch = self._prepare(batch)
+        check_future(batch, t_future, u_future, 0)
+        q_mean, q_var = self.initial_posterior_of(batch)
+        K, (B, H), Z = self.config.n_predict_samples, t_future.shape, self.config.latent_dim
+        z0 = q_mean + q_var.sqrt() * torch.randn((K, B, Z), dtype=q_mean.dtype,
+                                                 device=q_mean.device)
+        t0 = batch.t[:, :1]                                                   # (B, 1)
+        grid = torch.cat([t0, t_future.to(t0)], 1).repeat(K, 1)               # (K * B, H + 1)
+        z = self.solve(z0.reshape(K * B, Z), grid)[:, 1:].reshape(K, B, H, Z)
+        mean, var = self.observation.moments(self.emission(z))
+        return Prediction(t_future.to(mean), *mixture_moments(mean, var))
+
+    @torch.no_grad()
+    def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
+        """(n, T, D) draws of x at the times ``t`` (T,): z_0 ~ N(0, I), then the ODE. The
+        model takes no inputs: ``u`` must be None."""
+        check_sample_times(t, u, 0, n)
+        return self.observation.sample(self.emission(self.sample_latents(n, t)))
+
+    def sample_latents(self, n: int, t: Tensor) -> Tensor:
+        """(n, T, Z) prior paths at the times ``t`` (T,)."""
+        z0 = torch.randn((n, self.config.latent_dim), dtype=self.like.dtype,
+                         device=self.like.device)
+        return self.solve(z0, t.to(z0))
+
+    @torch.no_grad()
+    def latent_moments(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
+        """(B, T, Z) mean and std of z(t_k) over ``n_samples`` posterior draws (for plots)."""
+        z = self.posterior_draws(self._prepare(batch), n_samples)[1]          # (K, B, T, Z)
+        return z.mean(0), z.std(0)

@@ -1,0 +1,146 @@
+"""STORN, the stochastic recurrent network (Bayer & Osendorfer 2014), under the dynvae
+model contract.
+
+Generative model: seed eq. 11 with i.i.d. latents, p(z_t | x_{1:t-1}, z_{1:t-1}) = p(z_t),
+and a recurrence carrying x_{1:t-1} and z_{1:t} (steps t = 1..T; 0-indexed in the code):
+    z_t ~ p(z_t) = N(0, I)
+    h_t = GRU([x_{t-1}, z_t, u_t], h_{t-1})                        (h_0 = 0, no x_0)
+    x_t ~ p(x_t | x_{1:t-1}, z_{1:t}, u_{1:t}) = p(x_t | h_t)       (Gaussian or Bernoulli)
+Inference: seed eq. 12 with STORN's forward-RNN encoder,
+    g_t = GRU([x_t, u_t], g_{t-1})
+    q(z_{1:T} | x_{1:T}) = prod_t q(z_t | x_{1:t}, u_{1:t})
+    q(z_t | x_{1:t}, u_{1:t}) = N(mu(g_t), diag sigma^2(g_t))
+The true posterior factor p(z_t | z_{1:t-1}, x_{1:T}) also depends on z_{1:t-1} and on
+x_{t+1:T}; STORN's filtering encoder drops both (an approximation: it costs bound, never
+correctness). ELBO (seed eq. 13): every KL(q(z_t | x_{1:t}) || N(0, I)) is closed-form and
+independent of the drawn path. Missing entries reach both recurrences as
+[x * mask, mask], so the decoder conditions on which entries of x_{t-1} were seen.
+Generation (``sample``, ``forecast``) feeds the decoder mean (``generation_feedback=
+"mean"``) or a draw (``"sample"``, exact ancestral sampling) back as x_{t-1}. Time stamps
+are not used: one step per grid point; padding beyond ``lengths`` is excluded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.models.base import PathModel, PathTerms
+from dynvae.models.common import (
+    FEEDBACKS,
+    DictConfig,
+    as_sizes,
+    check_choice,
+    check_dims,
+    check_observation,
+    check_positive,
+    fed_back,
+    last_observation,
+    last_valid,
+    latent_terms,
+    observation_features,
+    previous_observations,
+    repeat_samples,
+    stack_steps,
+    stepwise_normal,
+)
+from dynvae.nn.mlp import GaussianMLP, trunk
+from dynvae.nn.observation import OBSERVATIONS
+from dynvae.nn.recurrent import run_gru, step_gru
+from dynvae.nn.transition import with_input
+
+
+@dataclass
+class STORNConfig(DictConfig):
+    """Configuration of :class:`STORN`. hidden_size: the decoder GRU h_t; encoder_hidden:
+    the encoder GRU g_t; mlp_hidden: hidden layers of the encoder head and the emission
+    (empty: affine); observation: "gaussian" or "bernoulli"; generation_feedback: "mean"
+    or "sample" (see the module docstring)."""
+
+    model_name = "STORN"
+
+    latent_dim: int = 16
+    hidden_size: int = 64
+    encoder_hidden: int = 64
+    mlp_hidden: tuple[int, ...] = (64,)
+    observation: str = "gaussian"
+    free_emission_variance: bool = False
+    min_var: float = 1e-4
+    generation_feedback: str = "mean"
+    n_predict_samples: int = 64
+
+    def __post_init__(self) -> None:
+        check_choice("observation", self.observation, OBSERVATIONS)
+        check_choice("generation_feedback", self.generation_feedback, FEEDBACKS)
+        self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
+        check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
+                       encoder_hidden=self.encoder_hidden,
+                       n_predict_samples=self.n_predict_samples)
+        check_observation(self.observation, self.free_emission_variance, self.min_var)
+
+
+class STORN(PathModel):
+    """STORN. Args: config: :class:`STORNConfig`; data_dim: D; input_dim: U (0: none)."""
+
+    Config = STORNConfig
+
+    def __init__(self, config: STORNConfig, data_dim: int, input_dim: int = 0) -> None:
+        super().__init__()
+        check_dims(data_dim, input_dim)
+        c = self.config = config
+        Z, H, D, U = c.latent_dim, c.hidden_size, data_dim, input_dim
+        self.data_dim, self.input_dim = D, U
+        self.encoder_rnn = nn.GRU(2 * D + U, c.encoder_hidden, batch_first=True)
+        self.encoder_head = GaussianMLP(c.encoder_hidden, c.mlp_hidden, Z, c.min_var)
+        self.decoder_rnn = nn.GRU(2 * D + Z + U, H, batch_first=True)
+        self.emission_trunk, width = trunk(H, c.mlp_hidden)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
+                                                       c.free_emission_variance)
+        self.feedback = FEEDBACKS[c.generation_feedback]
+
+    def posterior(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """q(z_t | x_{1:t}, u_{1:t}): mean, var (B, T, Z) of a prepared batch."""
+        return self.encoder_head(run_gru(self.encoder_rnn, observation_features(batch)))
+
+    def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
+        K, (B, T) = n_samples, batch.x.shape[:2]
+        q_mean, q_var = self.posterior(batch)                                  # (B, T, Z)
+        z = q_mean + q_var.sqrt() * stepwise_normal(K, B, T, q_mean.shape[-1], q_mean)
+        previous = previous_observations(batch).expand(K, -1, -1, -1)          # (K, B, T, 2D)
+        inputs = with_input(torch.cat([previous, z], -1), batch.u)
+        h = run_gru(self.decoder_rnn, inputs.reshape(K * B, T, -1)).reshape(K, B, T, -1)
+        params = self.observation(self.emission_trunk(h))                      # (K, B, T, D)
+        log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
+        prior_mean = torch.zeros_like(z)
+        kl, log_ratio = latent_terms(z, q_mean.expand_as(z), q_var.expand_as(z), prior_mean,
+                                     torch.ones_like(z), batch.valid)
+        return PathTerms(z, log_lik, kl, log_ratio, params, (h,))
+
+    def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:
+        K = paths.z.shape[0]
+        h = last_valid(paths.state[0], batch.lengths)                          # (K, B, H)
+        return h.reshape(-1, h.shape[-1]), repeat_samples(last_observation(batch), K)
+
+    def initial_state(self, n: int) -> tuple[Tensor, ...]:
+        like = self.like
+        return like.new_zeros(n, self.config.hidden_size), like.new_zeros(n, 2 * self.data_dim)
+
+    def generate(self, state: tuple[Tensor, ...], steps: int, u: Tensor | None
+                 ) -> tuple[tuple[Tensor, ...], Tensor]:
+        h, previous = state                                                    # (N, H), (N, 2D)
+        params_seq, draws = [], []
+        for j in range(steps):
+            z = torch.randn((h.shape[0], self.config.latent_dim), dtype=h.dtype,
+                            device=h.device)                                    # z_t ~ N(0, I)
+            inputs = with_input(torch.cat([previous, z], -1), None if u is None else u[:, j])
+            h = step_gru(self.decoder_rnn, inputs, h)
+            params = self.observation(self.emission_trunk(h))
+            draw = self.observation.sample(params)
+            previous = fed_back(self.feedback(self.observation.moments(params)[0], draw))
+            params_seq.append(params)
+            draws.append(draw)
+        return stack_steps(params_seq), torch.stack(draws, 1)
+
