@@ -345,7 +345,10 @@ def run_cells(cells: list[tuple], jobs: int, cap: float, on_row=None) -> list[di
             proc, conn, args, start = item
             row = None
             if conn.poll():
-                row = conn.recv()
+                try:
+                    row = conn.recv()
+                except EOFError:             # the process ended (was killed) mid-run
+                    row = {"error": f"the process ended with exit code {proc.exitcode}"}
             elif time.monotonic() - start > cap:
                 proc.terminate()
                 row = {"error": f"not finished within {cap:.0f} s"}
