@@ -7,7 +7,8 @@ encoder reads, ``dynvae.models.common.observation_features``): the masked frame 
 mask become 2C image channels, so a missing pixel reaches it only through the mask
 channel. A stack of stride-2 convolutions (kernel 4, padding 1: each halves H and W, as
 in the DCGAN discriminator of Radford et al. 2016) ends in a linear map to a feature
-vector, to which the inputs u are appended. The decoder mirrors it: a linear map to a
+vector, to which the inputs u are appended; a frame without any observed pixel gives a
+zero feature vector. The decoder mirrors it: a linear map to a
 (channels, ceil(H / 2^L), ceil(W / 2^L)) grid, then transposed convolutions (kernel 4,
 stride 2, padding 1), each doubling H and W, cropped to (H, W).
 """
@@ -82,6 +83,11 @@ class ConvFrameEncoder(nn.Module):
         lead = features.shape[:-1]
         images = features[..., :2 * D].reshape(-1, 2 * C, H, W)              # (N, 2C, H, W)
         h = self.linear(self.convs(images).flatten(1)).reshape(*lead, -1)     # (…, F)
+        # a frame with no observed pixel (missing, or padding) gives features 0, as the
+        # zero-filled [x * mask, mask] of the MLP path: it carries no information, and
+        # encoders that read neighbouring steps see padding as zeros
+        seen = (features[..., D:2 * D] > 0).any(-1, keepdim=True)            # (…, 1)
+        h = torch.where(seen, h, torch.zeros_like(h))
         return torch.cat([h, features[..., 2 * D:]], -1)                      # (…, F + U)
 
 
