@@ -1,6 +1,7 @@
 """The model contract (tests/models/test_contract.py) for the deep models with
 convolutional frame models: the same checks, run on 2x2 one-channel frames (D = 4)
-through a one-layer conv encoder and decoder."""
+through a one-layer conv encoder and decoder. The Monte Carlo and finite-difference
+checks are in the slow suite (``-m slow``)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,12 @@ def frame_contract(monkeypatch):
         FRAME_VARIANTS[name][0] if name in FRAME_VARIANTS else name))
 
 
-@pytest.mark.parametrize("check", sorted(CHECKS))
+# the Monte Carlo and finite-difference checks take seconds per variant: slow suite
+SLOW = {"longer padding", "forecast spacing", "iwae", "gradients", "device"}
+
+
+@pytest.mark.parametrize("check", [pytest.param(c, marks=pytest.mark.slow) if c in SLOW
+                                   else c for c in sorted(CHECKS)])
 @pytest.mark.parametrize("variant", sorted(FRAME_VARIANTS))
 def test_conv_frame_models_keep_the_contract(frame_contract, variant, check, tmp_path):
     test = CHECKS[check]
