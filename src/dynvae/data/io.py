@@ -340,9 +340,9 @@ def from_numpy(x, t=None, u=None, lengths=None, feature_names: list[str] | None 
     if min(N, T, D) == 0:
         raise DataError(f"x is empty: shape {x.shape}")
     lengths = _lengths(lengths, N, T)
-    t = np.broadcast_to(np.arange(T, dtype=np.float64), (N, T)) if t is None else _array(t, "t")
+    t = np.tile(np.arange(T, dtype=np.float64), (N, 1)) if t is None else _array(t, "t")
     if t.ndim == 1 and t.shape == (T,):
-        t = np.broadcast_to(t, (N, T))
+        t = np.tile(t, (N, 1))
     if t.shape != (N, T):
         raise DataError(f"t must have shape (T,) = ({T},) or (N, T) = {(N, T)}, got {t.shape}")
     if u is not None:
