@@ -54,3 +54,13 @@ def test_conv_frames_on_vector_data_is_one_config_error(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no frame shape (C, H, W)" in err[0]
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["dkf", "vrnn", "gpvae", "latent-sde"])
+def test_frame_keys_are_documented_in_list_keys(name):
+    from dynvae.commands.config_keys import field_docs
+    from dynvae.models.registry import model_class
+    docs = field_docs(model_class(name).Config)
+    for key in ("frame_encoder", "frame_decoder", "frame_shape", "frame_channels",
+                "frame_features"):
+        assert docs[key], key
