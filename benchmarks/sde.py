@@ -9,13 +9,24 @@ solver): torchsde's time over that row bounds what any eager solver can gain.
 libraries on one shared Brownian path (outside the timed runs).
 
     python benchmarks/sde.py --quick --json sde.json
+
+``--memory`` instead times one training step (forward + backward of a mean-square loss)
+against the number of solver steps and records its peak memory, each row in a fresh
+process: backprop through the solver, checkpointed blocks, the adjoint, and torchsde's
+adjoint on the same networks. ``peak_rss_mib`` is the growth of the process's peak
+resident memory during the step; ``graph_mib`` the bytes autograd saved for backward.
+
+    python benchmarks/sde.py --memory --quick --json sde_memory.json
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +37,17 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
-from dynvae.sde import SDE, BrownianPath, EulerMaruyama, Milstein, NoiseType, sdeint  # noqa: E402
+from dynvae.sde import (  # noqa: E402
+    SDE,
+    Adjoint,
+    Backprop,
+    BrownianPath,
+    CheckpointedBlocks,
+    EulerMaruyama,
+    Milstein,
+    NoiseType,
+    sdeint,
+)
 from dynvae.sde.solvers import Compiled  # noqa: E402
 from dynvae.utils import atomic_write_json  # noqa: E402
 
@@ -177,6 +198,85 @@ def _format_row(r: dict) -> str:
             f"{sp:>9}{d:>11}")
 
 
+MEMORY_IMPLS = ("backprop", "checkpoint-64", "adjoint", "torchsde-adjoint")
+
+
+def memory_row(impl: str, steps: int, batch: int, z_dim: int, hidden: int) -> dict:
+    """One training step of ``impl`` over ``steps`` Euler steps (run in a fresh process,
+    after a warm-up step of 8 steps that pays the one-time costs at little memory)."""
+    if steps > 8:
+        _one_step(impl, 8, batch, z_dim, hidden)
+    return _one_step(impl, steps, batch, z_dim, hidden)
+
+
+def _one_step(impl: str, steps: int, batch: int, z_dim: int, hidden: int) -> dict:
+    torch.manual_seed(0)
+    net = NeuralSDE(z_dim, hidden)
+    z0 = torch.randn(batch, z_dim)
+    dt = 1.0 / steps
+    ts = torch.linspace(0, 1, 11)
+    if impl == "torchsde-adjoint":
+        import torchsde
+        theirs = TorchsdeNeuralSDE(net)
+
+        def solve():
+            return torchsde.sdeint_adjoint(theirs, z0, ts, method="euler", dt=dt,
+                                           adjoint_method="euler",
+                                           adjoint_params=tuple(net.parameters()))
+    else:
+        gradients = {"backprop": Backprop(), "checkpoint-64": CheckpointedBlocks(64),
+                     "adjoint": Adjoint(tuple(net.parameters()))}[impl]
+        ours = DynvaeNeuralSDE(net)
+
+        def solve():
+            return sdeint(ours, z0, ts, EulerMaruyama(), dt, gradients=gradients).z
+    saved = [0]
+
+    def pack(x):
+        saved[0] += x.numel() * x.element_size()
+        return x
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x):
+        loss = solve().pow(2).mean()
+    loss.backward()
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before   # KiB on Linux
+    return {"case": f"train-step_z{z_dim}_steps{steps}", "impl": impl, "seconds": seconds,
+            "steps": steps, "batch": batch, "z_dim": z_dim, "peak_rss_mib": peak / 1024,
+            "graph_mib": saved[0] / 2 ** 20}
+
+
+def memory_rows(args) -> list[dict]:
+    """memory_row for every impl and length, each in its own process."""
+    impls = args.impls
+    try:
+        import torchsde  # noqa: F401
+    except ImportError:
+        impls = [i for i in impls if i != "torchsde-adjoint"]
+        print("torchsde is not installed: skipping its adjoint")
+    print(f"batch {args.batch}, z {args.z_dims[0]}, hidden {args.hidden}, threads "
+          f"{args.threads}, float32, Euler, one training step")
+    print(f"{'steps':>8} {'impl':<18}{'seconds':>9}{'peak MiB':>10}{'graph MiB':>11}")
+    rows = []
+    for steps in args.lengths:
+        for impl in impls:
+            cmd = [sys.executable, __file__, "--memory-row", impl, str(steps),
+                   "--batch", str(args.batch), "--hidden", str(args.hidden),
+                   "--threads", str(args.threads), "--z-dims", str(args.z_dims[0])]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            row = json.loads(out.strip().splitlines()[-1])
+            rows.append(row)
+            print(f"{steps:>8} {impl:<18}{row['seconds']:>9.2f}{row['peak_rss_mib']:>10.1f}"
+                  f"{row['graph_mib']:>11.2f}", flush=True)
+    by = {(r["steps"], r["impl"]): r for r in rows}
+    for steps in args.lengths:
+        if (steps, "torchsde-adjoint") in by and (steps, "adjoint") in by:
+            ratio = by[steps, "torchsde-adjoint"]["seconds"] / by[steps, "adjoint"]["seconds"]
+            print(f"{steps:>8} torchsde-adjoint / adjoint time: {ratio:.2f}x")
+    return rows
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="fewer steps and repeats (< 1 min)")
@@ -192,7 +292,29 @@ def main(argv=None):
                    help="state dimensions to run (default 4 64)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the torch.compile rows (always skipped with --quick)")
+    p.add_argument("--memory", action="store_true",
+                   help="peak memory and time of a training step vs solver steps")
+    p.add_argument("--lengths", type=int, nargs="+", default=None,
+                   help="solver steps for --memory (default 100 1000 10000; quick 100 400 1600)")
+    p.add_argument("--impls", nargs="+", default=list(MEMORY_IMPLS), choices=MEMORY_IMPLS,
+                   help="implementations for --memory (default all)")
+    p.add_argument("--memory-row", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.memory_row is not None:
+        row = memory_row(args.memory_row[0], int(args.memory_row[1]), args.batch,
+                         args.z_dims[0], args.hidden)
+        print(json.dumps(row))
+        return [row]
+    if args.memory:
+        if args.lengths is None:
+            args.lengths = [100, 400, 1600] if args.quick else [100, 1000, 10000]
+        if args.quick and args.batch == 1024:
+            args.batch = 256
+        rows = memory_rows(args)
+        if args.json is not None:
+            atomic_write_json(args.json, rows)
+        return rows
     if args.quick and args.compile:
         args.compile = False
         print("--quick: skipping the dynvae-compiled rows (compilation takes ~15 s a graph)")

@@ -22,6 +22,8 @@ def check_time_grid(t: Tensor | np.ndarray, *, name: str = "t", ndim: int | None
         lengths: (B,) for t (B, T): row b is checked over its first lengths[b] entries
             only (what lies beyond, padding, may hold anything).
     """
+    if isinstance(t, np.ndarray) and not t.flags.writeable:
+        t = t.copy()               # torch warns on read-only arrays (e.g. pandas' views)
     t = torch.as_tensor(t)
     if ndim is not None and t.ndim != ndim:
         axes = "(T,)" if ndim == 1 else f"{ndim} axes"

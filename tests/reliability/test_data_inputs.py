@@ -135,3 +135,21 @@ def test_a_single_row_is_a_clear_error(tmp_path, capsys):
     pd.DataFrame({"t": [0.0, 1.0, 2.0], "v": [1.0, 1.5, 1.2]}).to_csv(path, index=False)
     assert main(["train", "--model", "lgssm", "--data", str(path), "--time-col", "t",
                  "--set", "method=em", "--set", "max_iter=2", "--out", str(out)]) == 0
+
+
+@reliability("data", [
+    ("LGSSM.fit_em / fit_gradient (Python API) on sequences of one step each",
+     "DataError: needs a sequence with at least 2 steps (was a RuntimeError from a "
+     "reshape deep in the E-step)")])
+def test_lgssm_fits_refuse_data_without_a_transition():
+    import torch
+
+    from dynvae.data import SequenceBatch
+    from dynvae.models.lgssm import LGSSM
+    from dynvae.models.lgssm_fit import LBFGS
+    one_step = SequenceBatch.from_tensor(torch.randn(3, 1, 1, dtype=torch.float64))
+    model = LGSSM.local_level(1)
+    with pytest.raises(DataError, match="at least 2 steps; the longest of the 3 given has 1"):
+        model.fit_em(one_step, n_iter=3)
+    with pytest.raises(DataError, match="at least 2 steps"):
+        model.fit_gradient(one_step, LBFGS(), steps=2)

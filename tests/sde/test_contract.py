@@ -77,7 +77,7 @@ def test_contract_and_input_errors():
         sdeint(OrnsteinUhlenbeck(), z0, torch.zeros(3, 3, dtype=F64))
     with pytest.raises(ConfigError, match="dt must be"):
         sdeint(OrnsteinUhlenbeck(), z0, t, dt=-1.0)
-    with pytest.raises(DataError, match="bm must be a BrownianPath of shape"):
+    with pytest.raises(DataError, match="bm must be a BrownianMotion of shape"):
         sdeint(OrnsteinUhlenbeck(), z0, t, bm=BrownianPath(0, 1, (3, 2)))
 
 

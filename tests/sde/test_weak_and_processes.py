@@ -68,7 +68,9 @@ def test_gbm_cir_bridge_moments():
     _check_moments(z, cir.mean(z0[:1], t)[0], cir.variance(z0[:1], t)[0])
     bridge = BrownianBridge(end=2.0, t_end=1.0, sigma=0.7)
     with torch.no_grad():
-        z = sdeint(bridge, torch.zeros(N, 1, dtype=F64), t, dt=1e-2, generator=gen).z
+        # Euler-Maruyama's variance bias near the pinned end is ~4 standard errors at
+        # dt = 1e-2 (t = 0.8) and below one at dt = 2e-3.
+        z = sdeint(bridge, torch.zeros(N, 1, dtype=F64), t, dt=2e-3, generator=gen).z
     _check_moments(z, bridge.mean(torch.zeros(1, 1, dtype=F64), t)[0],
                    bridge.variance(t).unsqueeze(-1))
 

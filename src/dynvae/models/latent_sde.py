@@ -58,12 +58,16 @@ from dynvae.nn.encoders import BackwardContext
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.transition import LearnedGaussianPrior
 from dynvae.sde import (
+    Adjoint,
+    Backprop,
     BrownianPath,
+    CheckpointedBlocks,
     Compiled,
     DiagonalSDE,
     EulerMaruyama,
     GirsanovKL,
     GirsanovLogRatio,
+    Gradients,
     Milstein,
     Solver,
     sdeint,
@@ -74,6 +78,7 @@ SOLVERS: dict[str, Callable[[], Solver]] = {
     "milstein": Milstein,
     "euler-compiled": lambda: Compiled(EulerMaruyama()),
 }
+GRADIENTS = dict.fromkeys(("backprop", "checkpoint", "adjoint"))
 
 
 @dataclass
@@ -82,6 +87,9 @@ class LatentSDEConfig(FrameOptions, DictConfig):
 
     solver: a name in ``SOLVERS`` ("euler", "milstein", "euler-compiled"). dt: largest
     solver step in the data's time unit (None: one step per observation interval).
+    gradients: how the posterior solve is differentiated: "backprop" (every step kept),
+    "checkpoint" (blocks of 64 steps recomputed) or "adjoint" (``dynvae.sde.Adjoint``:
+    memory independent of the number of steps, about 2-4x the time of backprop).
     Empty ``emission_hidden`` makes the decoder affine. hide_from_encoder: share of the
     observed entries hidden from the encoder at random while training (still scored;
     ``dynvae.models.common.encoder_mask``). frame_encoder, frame_decoder: "conv" for
@@ -98,6 +106,7 @@ class LatentSDEConfig(FrameOptions, DictConfig):
     emission_hidden: tuple[int, ...] = (32,)
     solver: str = "euler"
     dt: float | None = None
+    gradients: str = "backprop"
     min_var: float = 1e-4
     min_diffusion: float = 1e-3
     n_predict_samples: int = 32
@@ -107,6 +116,7 @@ class LatentSDEConfig(FrameOptions, DictConfig):
         check_hide_rate(self.hide_from_encoder)
         self.check_frames()
         check_choice("solver", self.solver, SOLVERS)
+        check_choice("gradients", self.gradients, GRADIENTS)
         self.drift_hidden = as_sizes("drift_hidden", self.drift_hidden)
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
         check_positive(latent_dim=self.latent_dim, context_dim=self.context_dim,
@@ -133,11 +143,14 @@ class GirsanovPaths(NamedTuple):
 
 class PosteriorStart(NamedTuple):
     """z0 (K * B, Z) draws from q(z_0 | x); times (T,) or (K * B, T) for ``sdeint``; sde
-    the posterior SDE with its contexts; log_ratio0 (K, B); kl0 (B,)."""
+    the posterior SDE; contexts (K * B, T, C) and context_input, the copy of them the SDE
+    reads (detached for the adjoint, see :meth:`gradients`); log_ratio0 (K, B); kl0 (B,)."""
 
     z0: Tensor
     times: Tensor
     sde: GirsanovKL
+    contexts: Tensor
+    context_input: Tensor
     log_ratio0: Tensor
     kl0: Tensor
 
@@ -249,9 +262,26 @@ class LatentSDE(DVAE):
                       - diag_gaussian_log_prob(z0, q_mean, q_var)).sum(-1)    # (K, B)
         times = solver_grid(batch, self.config.dt or 1.0)
         times = times if times.dim() == 1 else times.repeat(K, 1)             # (K * B, T)
-        return PosteriorStart(z0.reshape(K * B, Z), times,
-                              self.posterior_sde(times, ctx.repeat(K, 1, 1)), log_ratio0,
+        contexts = ctx.repeat(K, 1, 1)                                       # (K * B, T, C)
+        read = contexts
+        if self.config.gradients == "adjoint":
+            read = contexts.detach().requires_grad_(contexts.requires_grad)
+        return PosteriorStart(z0.reshape(K * B, Z), times, self.posterior_sde(times, read),
+                              contexts, read, log_ratio0,
                               kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1))
+
+    def gradients(self, start: PosteriorStart) -> Gradients:
+        """The configured way of differentiating a posterior solve. The adjoint is told
+        every tensor the posterior SDE reads (its networks' weights and the detached
+        contexts), and hands the contexts' gradient on to the encoder's output, so that
+        no step of its reverse pass walks the encoder's graph."""
+        if self.config.gradients == "adjoint":
+            weights = [p for net in (self.posterior_drift, self.prior_drift, self.diffusion)
+                       for p in net.parameters()]
+            return Adjoint([*weights, start.context_input], [*weights, start.contexts])
+        if self.config.gradients == "checkpoint":
+            return CheckpointedBlocks()
+        return Backprop()
 
     def posterior_paths(self, batch: SequenceBatch, n_samples: int, *,
                         bm: BrownianPath | None = None, z0_noise: Tensor | None = None
@@ -260,7 +290,8 @@ class LatentSDE(DVAE):
         solver; ``path`` is the Girsanov KL integrand. ``bm`` (K * B, Z) and ``z0_noise``
         (K, B, Z) fix the noise (path index k * B + b)."""
         start = self.posterior_start(batch, n_samples, z0_noise)
-        sol = sdeint(start.sde, start.z0, start.times, self.solver, self.config.dt, bm)
+        sol = sdeint(start.sde, start.z0, start.times, self.solver, self.config.dt, bm,
+                     gradients=self.gradients(start))
         return self._at_last_times(batch, start, sol.z, sol.running_cost)
 
     def log_ratio_paths(self, batch: SequenceBatch, n_samples: int, *,
@@ -271,7 +302,7 @@ class LatentSDE(DVAE):
         start = self.posterior_start(batch, n_samples, z0_noise)
         s0 = torch.cat([start.z0, start.z0.new_zeros(start.z0.shape[0], 1)], -1)
         s = sdeint(GirsanovLogRatio(start.sde), s0, start.times, EulerMaruyama(),
-                   self.config.dt, bm).z                                      # (KB, T, Z + 1)
+                   self.config.dt, bm, gradients=self.gradients(start)).z  # (KB, T, Z + 1)
         return self._at_last_times(batch, start, s[..., :-1], s[..., -1])
 
     def _at_last_times(self, batch: SequenceBatch, start: PosteriorStart, z: Tensor,

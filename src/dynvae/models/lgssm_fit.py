@@ -108,6 +108,21 @@ def e_step_of(model, batch: SequenceBatch) -> EMStatistics:
                       model.inference.smoother, groups.index, groups.count)
 
 
+def check_fittable(model, batch: SequenceBatch) -> float:
+    """The number of scored entries of ``batch``; DataError when there is nothing to fit:
+    no sequence with two steps (no transition to learn from) or no scored entry (e.g. a
+    single observed step, left out of a diffuse start's likelihood)."""
+    if int(batch.lengths.max()) < 2:
+        raise DataError(f"fitting an LGSSM needs a sequence with at least 2 steps; the "
+                        f"longest of the {batch.batch_size} given has "
+                        f"{int(batch.lengths.max())}")
+    n_obs = float(model.scored_mask(batch).sum())
+    if n_obs == 0:
+        raise DataError("fitting an LGSSM needs observed entries after the diffuse start's "
+                        "burn-in steps; the data has none")
+    return n_obs
+
+
 def _row(step: int, score: float, n_obs: float) -> dict:
     return {"step": step, "log_likelihood": score, "log_likelihood_per_entry": score / n_obs}
 
@@ -122,8 +137,8 @@ def fit_em(model, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
     log_likelihood (the score of ``model.log_likelihood``, summed over sequences),
     log_likelihood_per_entry.
     """
+    n_obs = check_fittable(model, batch)
     x, mask, u = model._inputs(batch)
-    n_obs = float(model.scored_mask(batch).sum())
     groups = model.step_groups(batch)
     history, previous = [], None
     bar = progress_range(n_iter, progress, "EM")
@@ -211,8 +226,8 @@ def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int =
     """
     if gradient not in GRADIENTS:
         raise ConfigError(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}")
+    n_obs = check_fittable(model, batch)
     opt = optimizer.build(model.parameters())
-    n_obs = float(model.scored_mask(batch).sum())
     with torch.no_grad():
         start = float(model.log_likelihood(batch).sum())
 

@@ -9,6 +9,11 @@ approximation of Brownian motion"), so that any number of queries, in any order,
 are jointly distributed as one Brownian path: a coarse grid's increments are the
 sums of the increments of any finer grid asked later or earlier.
 
+``BrownianMotion`` is the interface that ``sdeint`` reads noise from; ``BrownianPath``
+(every knot stored: exact law for any queries, memory growing with them) and
+``dynvae.sde.brownian_tree.BrownianTree`` (nothing stored: O(log) memory, any query
+answered again identically) implement it.
+
 Shapes: ``W(t)`` has shape (*batch, W) where W is the noise dimension. Query times
 are (N,) for one grid shared by the whole batch, or (*batch, N) for one grid per
 sequence.
@@ -16,6 +21,7 @@ sequence.
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 
@@ -63,7 +69,57 @@ def _align_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return a.expand(rows, -1).contiguous(), b.expand(rows, -1).contiguous()
 
 
-class BrownianPath:
+class BrownianMotion(abc.ABC):
+    """One Brownian sample path per batch element on [t0, t1], queryable at any times.
+
+    Attributes: t0, t1 (floats), shape (*batch, W), dtype, device.
+    """
+
+    t0: float
+    t1: float
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    @abc.abstractmethod
+    def increments(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """Increments and space-time Levy areas of consecutive intervals of a grid.
+
+        t: (N,) shared grid or (*batch, N) per-sequence grids inside [t0, t1].
+        Returns (dW, H), both (*batch, N-1, W): dW_k = W(t_{k+1}) - W(t_k) and
+        H_k = (1/h_k) int (W(r) - W(t_k)) dr - dW_k / 2 (zero where h_k = 0).
+        """
+
+    @abc.abstractmethod
+    def value(self, t: Tensor) -> Tensor:
+        """W(t) - W(t0) on a grid t (N,) or (*batch, N): returns (*batch, N, W)."""
+
+    @abc.abstractmethod
+    def rows(self, index: Tensor | Sequence[int]) -> BrownianMotion:
+        """The path of the given rows of a path with batch shape (B,)."""
+
+    def __call__(self, ta: Tensor | float, tb: Tensor | float) -> Tensor:
+        """W(tb) - W(ta): (*batch, W). ta, tb: floats, or (*batch,) tensors per sequence."""
+        ta = torch.as_tensor(ta, dtype=self.dtype, device=self.device)
+        tb = torch.as_tensor(tb, dtype=self.dtype, device=self.device)
+        ta, tb = torch.broadcast_tensors(ta, tb)
+        return self.increments(torch.stack([ta, tb], dim=-1))[0].squeeze(-2)
+
+    def _time_dtype(self) -> torch.dtype:
+        """The dtype query times are read in."""
+        return self.dtype
+
+    def _prepare(self, t: Tensor) -> Tensor:
+        """Checked query times as (R, N) rows: R = 1 for a shared grid, else R = B."""
+        t = torch.as_tensor(t, device=self.device).to(self._time_dtype())
+        _check_grid(t, self.shape)
+        if t.min() < self.t0 or t.max() > self.t1:
+            raise DataError(f"query times must lie in [{self.t0}, {self.t1}], "
+                            f"got [{t.min().item()}, {t.max().item()}]")
+        return t.reshape(1, -1) if t.dim() == 1 else t.reshape(math.prod(self.shape[:-1]), -1)
+
+
+class BrownianPath(BrownianMotion):
     """One Brownian sample path per batch element on [t0, t1], queryable at any times.
 
     shape: (*batch, W) shape of W(t). dtype/device: of the path. seed: makes the path
@@ -99,12 +155,6 @@ class BrownianPath:
 
     # ---------------------------------------------------------------- queries
     def increments(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        """Increments and space-time Levy areas of consecutive intervals of a grid.
-
-        t: (N,) shared grid or (*batch, N) per-sequence grids inside [t0, t1].
-        Returns (dW, H), both (*batch, N-1, W): dW_k = W(t_{k+1}) - W(t_k) and
-        H_k = (1/h_k) int (W(r) - W(t_k)) dr - dW_k / 2 (zero where h_k = 0).
-        """
         q = self._prepare(t)  # (R', N)
         self._refine(q)
         w_at, iw_at = self._cumulative(q)  # (B, N, W) each
@@ -117,15 +167,7 @@ class BrownianPath:
         out = (*self.shape[:-1], q.shape[-1] - 1, self._W)
         return dw.reshape(out), area.reshape(out)
 
-    def __call__(self, ta: Tensor | float, tb: Tensor | float) -> Tensor:
-        """W(tb) - W(ta): (*batch, W). ta, tb: floats, or (*batch,) tensors per sequence."""
-        ta = torch.as_tensor(ta, dtype=self.dtype, device=self.device)
-        tb = torch.as_tensor(tb, dtype=self.dtype, device=self.device)
-        ta, tb = torch.broadcast_tensors(ta, tb)
-        return self.increments(torch.stack([ta, tb], dim=-1))[0].squeeze(-2)
-
     def value(self, t: Tensor) -> Tensor:
-        """W(t) - W(t0) on a grid t (N,) or (*batch, N): returns (*batch, N, W)."""
         q = self._prepare(t)
         self._refine(q)
         w_at, _ = self._cumulative(q)
@@ -154,14 +196,6 @@ class BrownianPath:
     def _randn(self, n: int) -> Tensor:
         return torch.randn(self._B, n, self._W, generator=self._gen, dtype=self.dtype,
                            device=self.device)
-
-    def _prepare(self, t: Tensor) -> Tensor:
-        t = torch.as_tensor(t, dtype=self.dtype, device=self.device)
-        _check_grid(t, self.shape)
-        if t.min() < self.t0 or t.max() > self.t1:
-            raise DataError(f"query times must lie in [{self.t0}, {self.t1}], "
-                            f"got [{t.min().item()}, {t.max().item()}]")
-        return t.reshape(1, -1) if t.dim() == 1 else t.reshape(self._B, -1)
 
     def _new_times(self, q: Tensor) -> Tensor | None:
         """Query times not yet knots, padded per row with t0 (a harmless duplicate)."""

@@ -12,19 +12,19 @@ if solved alone, and a batch costs as many steps as its longest sequence needs.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from dynvae.errors import ConfigError, DataError
-from dynvae.sde.brownian import BrownianPath
+from dynvae.sde.brownian import BrownianMotion
+from dynvae.sde.gradients import Backprop, Gradients
+from dynvae.sde.noise import make_noise
 from dynvae.sde.sde import SDE, SDEWithRunningCost, check_sde
 from dynvae.sde.solvers import EulerMaruyama, Solver
+from dynvae.sde.stepping import StepRun
 from dynvae.timegrid import check_time_grid
-
-_CHUNK_ELEMENTS = 1 << 22  # noise is drawn for this many numbers at a time
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ def step_schedule(t: Tensor, dt: float | None) -> tuple[Tensor, Tensor]:
 
 
 def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: float | None = None,
-           bm: BrownianPath | None = None, generator: torch.Generator | None = None
-           ) -> SDESolution:
+           bm: BrownianMotion | None = None, generator: torch.Generator | None = None,
+           gradients: Gradients | None = None) -> SDESolution:
     """Solve an SDE from z0 and return the solution at the times t.
 
     sde: an SDE (its running cost, if any, is integrated alongside).
@@ -79,47 +79,35 @@ def sdeint(sde: SDE, z0: Tensor, t: Tensor, solver: Solver | None = None, dt: fl
     t: (T,) shared grid or (*batch, T) per-sequence grids, strictly increasing.
     solver: a Solver (default EulerMaruyama()); checked against the SDE first.
     dt: largest step; None steps once per observation interval.
-    bm: optional BrownianPath of shape (*batch, W) covering the grid, to reuse one
-        path across step sizes; otherwise increments are drawn with ``generator``.
-    Differentiable by backpropagation through the steps.
+    bm: optional BrownianMotion (``BrownianPath`` or ``BrownianTree``) of shape
+        (*batch, W) covering the grid; otherwise the steps' noise is drawn, keyed by a
+        seed taken from ``generator``, so that any block of steps can be drawn again.
+    gradients: how the solution is differentiated: ``Backprop()`` (default),
+        ``CheckpointedBlocks(steps)`` or ``dynvae.sde.Adjoint(params)`` (memory
+        independent of the number of steps).
     """
     solver = EulerMaruyama() if solver is None else solver
     if not isinstance(solver, Solver):
         raise ConfigError(f"solver must be a dynvae.sde.solvers.Solver, got {solver!r}")
+    gradients = Backprop() if gradients is None else gradients
+    if not isinstance(gradients, Gradients):
+        raise ConfigError(f"gradients must be Backprop(), CheckpointedBlocks(...) or "
+                          f"Adjoint(...), got {gradients!r}")
     solver.check(sde)
     z, tt, batch_shape = _validate(z0, t, dt)
-    times, obs_steps = step_schedule(tt, dt)  # (R, N+1), (T,)
-    shared = times.shape[0] == 1
+    times, obs_steps = step_schedule(tt, dt)  # (R, N+1), (R, T)
     B, Z = z.shape
-    t_first = times[0, 0] if shared else times[:, :1]
+    t_first = times[0, 0] if times.shape[0] == 1 else times[:, :1]
     W, cost_shape = check_sde(sde, t_first, z)
-    drift_cost = _drift_cost(sde)
-    t_steps = list(times[0].unbind(0)) if shared else list(times.t().unsqueeze(-1).unbind(0))
-    hs = torch.diff(times, dim=-1)  # (R, N)
-    h_steps = hs[0].tolist() if shared else list(hs.t().unsqueeze(-1).unbind(0))
-    blocks = _noise(bm, times, hs, B, W, solver.needs_levy_area, generator, batch_shape,
-                    solver.steps_per_call)
-    # accumulated running cost at t_0: (B, C), or None without a running cost
-    cost0 = None if cost_shape is None else z.new_zeros(B, cost_shape[0] if cost_shape else 1)
-    if solver.steps_per_call > 1:
-        return _solve_in_blocks(solver, sde, drift_cost, z, cost0, times, blocks, obs_steps,
-                                cost_shape, batch_shape)
+    noise = make_noise(bm, times, batch_shape, W, solver.needs_levy_area, generator)
     recorded = torch.unique(obs_steps)  # sorted step indices some sequence records
-    record = set(recorded.tolist())
-    zs, costs, cost, i = [z], [cost0], None, 0
-    for dW_block, H_block in blocks:
-        H_steps = [None] * dW_block.shape[0] if H_block is None else H_block.unbind(0)
-        for dW, H in zip(dW_block.unbind(0), H_steps, strict=True):
-            z, dc = solver.step(sde, drift_cost, t_steps[i], t_steps[i + 1], h_steps[i], z,
-                                dW, H)
-            if dc is not None:
-                cost = dc if cost is None else cost + dc
-            i += 1
-            if i in record:
-                zs.append(z)
-                costs.append(cost)
-    return _at_observations(torch.stack(zs), None if cost_shape is None else torch.stack(costs),
-                            torch.searchsorted(recorded, obs_steps), batch_shape, cost_shape)
+    run = StepRun(solver, sde, _drift_cost(sde), times, noise, recorded.tolist(),
+                  None if cost_shape is None else (cost_shape[0] if cost_shape else 1))
+    # accumulated running cost at t_0: (B, C), or None without a running cost
+    cost0 = None if cost_shape is None else z.new_zeros(B, run.cost_width)
+    zs, costs = gradients.solve(run, z, cost0)
+    return _at_observations(zs, costs, torch.searchsorted(recorded, obs_steps), batch_shape,
+                            cost_shape)
 
 
 def _at_observations(zs: Tensor, costs: Tensor | None, index: Tensor, batch_shape: tuple,
@@ -135,33 +123,6 @@ def _at_observations(zs: Tensor, costs: Tensor | None, index: Tensor, batch_shap
     if costs is None:
         return SDESolution(out)
     return SDESolution(out, costs[index, rows].reshape(*batch_shape, -1, *cost_shape))
-
-
-def _solve_in_blocks(solver: Solver, sde: SDE, drift_cost, z: Tensor, cost: Tensor | None,
-                     times: Tensor, blocks, obs_steps: Tensor, cost_shape: tuple | None,
-                     batch_shape: tuple) -> SDESolution:
-    """Drive a solver that takes several steps per call (``Solver.advance``)."""
-    shared = times.shape[0] == 1
-    ts = times[0] if shared else times.t().unsqueeze(-1)  # (N + 1,) or (N + 1, B, 1)
-    hs = torch.diff(ts, dim=0)
-    k = solver.steps_per_call
-    z_parts, cost_parts, start = [z.unsqueeze(0)], [], 0
-    if cost is not None:
-        cost_parts.append(cost.unsqueeze(0))
-    for dW_block, H_block in blocks:
-        for s in range(0, dW_block.shape[0], k):
-            dW = dW_block[s:s + k]
-            H = None if H_block is None else H_block[s:s + k]
-            n = dW.shape[0]
-            zs, cs = solver.advance(sde, drift_cost, ts[start:start + n + 1],
-                                    hs[start:start + n], z, dW, H, cost)
-            z, start = zs[-1], start + n
-            z_parts.append(zs)
-            if cs is not None:
-                cost = cs[-1]
-                cost_parts.append(cs)
-    return _at_observations(torch.cat(z_parts), torch.cat(cost_parts) if cost_parts else None,
-                            obs_steps, batch_shape, cost_shape)
 
 
 def _validate(z0: Tensor, t: Tensor, dt: float | None) -> tuple[Tensor, Tensor, tuple]:
@@ -193,38 +154,3 @@ def _drift_cost(sde: SDE):
             return f, (c.unsqueeze(-1) if c.dim() == 1 else c)
         return drift_cost
     return lambda t, z: (sde.drift(t, z), None)
-
-
-def _noise(bm: BrownianPath | None, times: Tensor, hs: Tensor, B: int, W: int, levy: bool,
-           generator: torch.Generator | None, batch_shape: tuple, multiple: int = 1
-           ) -> Iterator[tuple[Tensor, Tensor | None]]:
-    """Blocks of consecutive steps' noise (dW (n, B, W), H (n, B, W) or None), from a
-    BrownianPath or drawn on the fly in blocks of a multiple of ``multiple`` steps."""
-    if bm is not None:
-        if not isinstance(bm, BrownianPath) or bm.shape != (*batch_shape, W):
-            raise DataError(f"bm must be a BrownianPath of shape {(*batch_shape, W)}, got "
-                            f"{getattr(bm, 'shape', type(bm).__name__)}")
-        grid = times[0] if times.shape[0] == 1 else times.reshape(*batch_shape, -1)
-        dW, H = bm.increments(grid.to(bm.dtype))
-        dW = dW.reshape(B, -1, W).to(times.dtype).transpose(0, 1)
-        H = H.reshape(B, -1, W).to(times.dtype).transpose(0, 1) if levy else None
-        return iter([(dW, H)])
-    return _drawn_noise(hs, B, W, levy, generator, multiple)
-
-
-def _drawn_noise(hs: Tensor, B: int, W: int, levy: bool, generator: torch.Generator | None,
-                 multiple: int = 1):
-    N = hs.shape[-1]
-    chunk = max(1, _CHUNK_ELEMENTS // (B * W * (2 if levy else 1)))
-    chunk = max(multiple, chunk // multiple * multiple)
-    sqrt_h = hs.t().clamp_min(0).sqrt().unsqueeze(-1)  # (N, R, 1)
-    for start in range(0, N, chunk):
-        stop = min(N, start + chunk)
-        shape = (stop - start, B, W)
-        dW = torch.randn(shape, generator=generator, dtype=hs.dtype, device=hs.device)
-        dW = dW * sqrt_h[start:stop]
-        H = None
-        if levy:  # H ~ N(0, h / 12), independent of dW.
-            H = torch.randn(shape, generator=generator, dtype=hs.dtype, device=hs.device)
-            H = H * (sqrt_h[start:stop] / math.sqrt(12.0))
-        yield dW, H
