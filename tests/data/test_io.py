@@ -220,7 +220,8 @@ def test_numpy_file_errors(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(x=np.ones((4, 2))), r"x must have rank 3 \(N, T, D\), got shape \(4, 2\)"),
+    (dict(x=np.ones((4, 2))), r"x must have rank 3 \(N, T, D\), 4 \(N, T, H, W\) or 5 "
+     r"\(N, T, C, H, W\), got shape \(4, 2\)"),
     (dict(x=np.ones((1, 0, 2))), r"x is empty"),
     (dict(x=np.array([[["a"]]])), r"x must hold real numbers"),
     (dict(x=np.ones((2, 3, 1)), t=np.ones(4)), r"t must have shape \(T,\) = \(3,\)"),

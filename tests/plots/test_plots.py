@@ -193,3 +193,23 @@ def test_history_window_and_feature_choice():
     x = np.zeros((5, 10))
     x[:, 7] = np.arange(5)
     assert 7 in series.chosen_features(x, limit=1)
+
+
+def test_frame_shape_draws_frames_whatever_the_feature_names(figure, tmp_path):
+    """Data with a frame shape (C, H, W) is drawn as frames of C * H rows (channels
+    stacked); without it, these names would give heatmaps of feature indices."""
+    names = [f"x{d}" for d in range(2 * 6 * 5)]
+    assert series.drawn_frame_shape(names) is None
+    x = np.random.default_rng(0).random((7, 60))
+    mask = np.random.default_rng(1).random((7, 60)) < 0.5
+    mask[3] = False                                        # a wholly missing frame
+    fig = figure(plots.plot_imputation, np.arange(7.0), np.where(mask, x, np.nan), mask, x,
+                 x * 0.1, names, tmp_path / "i.png", frame_shape=(2, 6, 5))
+    frames = [ax for ax in fig.axes if ax.images]
+    assert len(frames) == 2 * 7
+    assert frames[0].images[0].get_array().shape == (12, 5)
+    assert bool(frames[3].images[0].get_array().mask.all())     # drawn as missing
+    fig = figure(plots.plot_forecast, np.arange(7.0), np.where(mask, x, np.nan),
+                 np.arange(7.0, 9.0), x[:2], x[:2] * 0.1, names, tmp_path / "f.png",
+                 x_future=x[:2], frame_shape=(2, 6, 5))
+    assert all(ax.images[0].get_array().shape == (12, 5) for ax in fig.axes if ax.images)

@@ -60,7 +60,11 @@ def _docstring_entries(cls, names: list[str]) -> dict[str, str]:
 def field_docs(cls) -> dict[str, str]:
     """Documentation of each field of dataclass ``cls`` ("" when it has none)."""
     names = [f.name for f in dataclasses.fields(cls)]
-    docs = _docstring_entries(cls, names)
+    docs: dict[str, str] = {}
+    for base in reversed(cls.__mro__[1:]):      # fields inherited from dataclass bases
+        if dataclasses.is_dataclass(base):
+            docs.update(_comments(base))
+    docs.update(_docstring_entries(cls, names))
     docs.update(_comments(cls))
     return {n: plain(docs.get(n, "")) for n in names}
 

@@ -81,6 +81,7 @@ def _forecast(args: argparse.Namespace) -> int:
                             title=f"forecast of sequence {data[0].id!r}",
                             time_label=time_label(data, common.data_spec(
                                 args, fallback=loaded.config["data"])),
-                            binary=bernoulli_model(loaded.model))
+                            binary=bernoulli_model(loaded.model),
+                            frame_shape=getattr(data, "frame_shape", None))
     print(f"wrote {args.out} ({len(data)} sequence(s), {horizon} steps)")
     return 0

@@ -86,7 +86,7 @@ def plot_first_imputation(path, data: SequenceDataset, x, seen, mean, std,
                           std[0, :n], data.feature_names, path,
                           title=f"{title}, some observed entries hidden for evaluation"
                           if hidden else title, time_label=time_label(data, spec),
-                          binary=binary)
+                          binary=binary, frame_shape=getattr(data, "frame_shape", None))
 
 
 def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Standardizer,
@@ -143,4 +143,5 @@ def write_forecast_plot(path: Path, model: DVAE, data: SequenceDataset,
     plots.plot_forecast(display_times(data, history.t), history.x,
                         display_times(data, future[0][0]), mean, std, data.feature_names, path,
                         x_future=truth, title=f"forecast of sequence {data[0].id!r}",
-                        time_label=time_label(data, spec), binary=bernoulli_model(model))
+                        time_label=time_label(data, spec), binary=bernoulli_model(model),
+                        frame_shape=getattr(data, "frame_shape", None))

@@ -21,6 +21,11 @@ class SequenceBatch:
         t: (B, T) observation times, strictly increasing over ``[:lengths[b]]``.
         lengths: (B,) int64 number of valid time steps of each sequence.
         u: optional (B, T, U) control inputs (known at every valid step).
+        frame_shape: optional (C, H, W) when each step is an image frame. Frames are
+            stored flat, ``x[b, t]`` = ``frame.reshape(C * H * W)`` in C-major (row-major)
+            order, so D = C * H * W and every model, loss and mask works on them
+            unchanged; :meth:`frames` gives the (B, T, C, H, W) view. The mask is per
+            pixel; a whole missing frame is a frame whose pixels are all False.
     """
 
     x: Tensor
@@ -28,6 +33,7 @@ class SequenceBatch:
     t: Tensor
     lengths: Tensor
     u: Tensor | None = None
+    frame_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         validate_batch(self)
@@ -51,6 +57,14 @@ class SequenceBatch:
         steps = torch.arange(self.n_steps, device=self.x.device)
         return steps[None, :] < self.lengths[:, None]
 
+    def frames(self, values: Tensor | None = None) -> Tensor:
+        """(B, T, C, H, W) view of ``values`` (B, T, D) (default x; e.g. the mask or a
+        prediction's mean) for a batch with a frame shape."""
+        if self.frame_shape is None:
+            raise DataError("this batch has no frame shape (C, H, W): its steps are vectors")
+        values = self.x if values is None else values
+        return values.reshape(*values.shape[:2], *self.frame_shape)
+
     def n_observed(self) -> Tensor:
         """(B,) number of observed entries of each sequence."""
         return self.mask.sum(dim=(1, 2))
@@ -66,6 +80,7 @@ class SequenceBatch:
             t=cast(self.t),
             lengths=self.lengths.to(device=device),
             u=cast(self.u),
+            frame_shape=self.frame_shape,
         )
 
     def with_mask(self, mask: Tensor) -> SequenceBatch:
@@ -76,17 +91,22 @@ class SequenceBatch:
         """Select sequences along the batch axis (int list, slice or bool tensor)."""
         return SequenceBatch(
             x=self.x[idx], mask=self.mask[idx], t=self.t[idx], lengths=self.lengths[idx],
-            u=None if self.u is None else self.u[idx],
+            u=None if self.u is None else self.u[idx], frame_shape=self.frame_shape,
         )
 
     @staticmethod
     def from_tensor(
         x: Tensor, t: Tensor | None = None, u: Tensor | None = None
     ) -> SequenceBatch:
-        """Build a batch from a dense (B, T, D) tensor where NaN marks missing.
+        """Build a batch from a dense (B, T, D) tensor where NaN marks missing, or from
+        frames (B, T, C, H, W) (stored flat, with their frame shape).
 
         ``t`` may be (T,) shared or (B, T); it defaults to 0, 1, ..., T-1.
         """
+        frame_shape = None
+        if x.ndim == 5:
+            frame_shape = tuple(x.shape[2:])
+            x = x.reshape(*x.shape[:2], -1)
         if x.ndim != 3:
             raise DataError(f"x must have shape (B, T, D), got {tuple(x.shape)}")
         if not torch.is_floating_point(x):
@@ -100,7 +120,7 @@ class SequenceBatch:
         lengths = torch.full((B,), T, dtype=torch.long, device=x.device)
         return SequenceBatch(
             x=torch.nan_to_num(x, nan=0.0), mask=mask, t=t.to(x).contiguous(), lengths=lengths,
-            u=u,
+            u=u, frame_shape=frame_shape,
         )
 
 
@@ -109,6 +129,9 @@ def validate_batch(batch: SequenceBatch) -> None:
     x, mask, t, lengths, u = batch.x, batch.mask, batch.t, batch.lengths, batch.u
     if x.ndim != 3:
         raise DataError(f"x must have shape (B, T, D), got {tuple(x.shape)}")
+    if batch.frame_shape is not None:
+        object.__setattr__(batch, "frame_shape", check_frame_shape(batch.frame_shape,
+                                                                   x.shape[2]))
     B, T, _ = x.shape
     if not torch.is_floating_point(x):
         raise DataError(f"x must be a floating tensor, got dtype {x.dtype}")
@@ -138,3 +161,16 @@ def validate_batch(batch: SequenceBatch) -> None:
         raise DataError(f"sequence(s) {empty.nonzero().flatten().tolist()} have no observed value")
     if u is not None and not torch.isfinite(u[valid]).all():
         raise DataError("u contains NaN or inf within a sequence's length")
+
+
+def check_frame_shape(frame_shape, dim: int) -> tuple[int, int, int]:
+    """``frame_shape`` as a (C, H, W) tuple of positive ints with C * H * W == ``dim``;
+    DataError otherwise."""
+    shape = tuple(frame_shape)
+    if len(shape) != 3 or any(isinstance(s, bool) or int(s) != s or s < 1 for s in shape):
+        raise DataError(f"frame_shape must be three positive integers (C, H, W), got {shape}")
+    shape = tuple(int(s) for s in shape)
+    if shape[0] * shape[1] * shape[2] != dim:
+        raise DataError(f"frame_shape {shape} has {shape[0] * shape[1] * shape[2]} pixels, "
+                        f"the data has D={dim} features")
+    return shape

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from dynvae.data.batch import SequenceBatch
+from dynvae.data.batch import SequenceBatch, check_frame_shape
 from dynvae.errors import ConfigError, DataError
 from dynvae.timegrid import check_time_grid
 
@@ -94,6 +94,9 @@ class SequenceDataset:
             (None when times are plain numbers); see :meth:`to_timestamps`.
         time_unit: unit of t (``"days"`` for parsed dates, e.g. ``"years"`` for
             built-ins indexed by decimal year; None when unknown).
+        frame_shape: (C, H, W) when every step is an image frame stored flat
+            (D = C * H * W, C-major order; see :class:`~dynvae.data.batch.SequenceBatch`);
+            None for vector data. Batches carry it.
     """
 
     sequences: list[Sequence]
@@ -101,9 +104,12 @@ class SequenceDataset:
     input_names: list[str] = field(default_factory=list)
     time_origin: str | None = None
     time_unit: str | None = None
+    frame_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         self.sequences = list(self.sequences)
+        if self.frame_shape is not None:
+            self.frame_shape = check_frame_shape(self.frame_shape, len(self.feature_names))
         self.feature_names = [str(n) for n in self.feature_names]
         self.input_names = [str(n) for n in self.input_names]
         D, U = len(self.feature_names), len(self.input_names)
@@ -217,7 +223,7 @@ class SequenceDataset:
                  device=None) -> SequenceBatch:
         """Collate the sequences (all, or those at ``indices``) into one padded batch."""
         seqs = self.sequences if indices is None else [self.sequences[int(i)] for i in indices]
-        return collate(seqs, dtype=dtype, device=device)
+        return collate(seqs, dtype=dtype, device=device, frame_shape=self.frame_shape)
 
     def batches(self, batch_size: int, shuffle: bool = False,
                 generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
@@ -270,7 +276,7 @@ def split_sizes(n: int, fractions) -> list[int]:
 
 
 def collate(sequences: list[Sequence], dtype: torch.dtype = torch.float32,
-            device=None) -> SequenceBatch:
+            device=None, frame_shape: tuple[int, int, int] | None = None) -> SequenceBatch:
     """Pad variable-length sequences into one :class:`SequenceBatch`.
 
     Beyond a sequence's length: x = 0, mask = False, u = 0, and t continues past
@@ -309,6 +315,7 @@ def collate(sequences: list[Sequence], dtype: torch.dtype = torch.float32,
         t=t_out.to(device),                                           # (B, T)
         lengths=torch.as_tensor([len(s) for s in sequences], dtype=torch.long, device=device),
         u=None if u is None else torch.as_tensor(u, dtype=dtype, device=device),
+        frame_shape=frame_shape,
     )
 
 

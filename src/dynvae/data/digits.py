@@ -85,7 +85,7 @@ def _as_dataset(frames: np.ndarray, labels: np.ndarray, side: int, split: str,
     sequences = [Sequence(t=t, x=x, id=f"digit{i}-label{label}")
                  for i, (x, label) in enumerate(zip(frames, labels, strict=True))]
     names = [f"pixel{r}_{c}" for r in range(side) for c in range(side)]
-    dataset = SequenceDataset(sequences, names, time_unit="frames")
+    dataset = SequenceDataset(sequences, names, time_unit="frames", frame_shape=(1, side, side))
     if split == "all":
         return dataset
     return dataset.split(fractions, seed=seed)[SPLITS[split]]

@@ -70,7 +70,8 @@ def read_parquet(path, id_col: str | None = None, time_col: str | None = None,
 
 def read_numpy(path, id_col=None, time_col=None, value_cols=None, input_cols=None,
                date_format=None) -> SequenceDataset:
-    """Read ``.npy`` holding x (N, T, D), or ``.npz`` holding ``x`` and optionally
+    """Read ``.npy`` holding x (N, T, D) or image frames (N, T, H, W) / (N, T, C, H, W),
+    or ``.npz`` holding such an ``x`` and optionally
     ``t`` (T,) or (N, T), ``u`` (N, T, U), ``lengths`` (N,), ``feature_names`` (D,) and
     ``input_names`` (U,); see :func:`from_numpy`. Column keywords do not apply."""
     path = _existing_file(path)
@@ -317,7 +318,10 @@ def from_numpy(x, t=None, u=None, lengths=None, feature_names: list[str] | None 
     """Build a dataset from dense arrays; NaN in ``x`` marks missing entries.
 
     Args:
-        x: (N, T, D) values (rank 3 is required, also for one sequence: ``x[None]``).
+        x: (N, T, D) values (rank 3 is required, also for one sequence: ``x[None]``), or
+            image frames (N, T, H, W) (one channel) or (N, T, C, H, W): these are stored
+            flat, D = C * H * W, with the dataset's ``frame_shape`` (C, H, W); NaN marks
+            a missing pixel, an all-NaN frame a missing frame.
         t: (T,) shared or (N, T) times; default 0..T-1.
         u: optional (N, T, U) inputs.
         lengths: optional (N,) valid steps of each sequence; entries beyond are ignored.
@@ -325,22 +329,29 @@ def from_numpy(x, t=None, u=None, lengths=None, feature_names: list[str] | None 
     Sequence ids are "0", "1", ... .
     """
     x = _array(x, "x")
+    frame_shape = None
+    if x.ndim in (4, 5):                  # frames (N, T, [C,] H, W), stored flat
+        frame_shape = (1, *x.shape[2:]) if x.ndim == 4 else tuple(x.shape[2:])
+        x = x.reshape(*x.shape[:2], -1)
     if x.ndim != 3:
-        raise DataError(f"x must have rank 3 (N, T, D), got shape {x.shape}; for one "
-                        "sequence pass x[None]")
+        raise DataError(f"x must have rank 3 (N, T, D), 4 (N, T, H, W) or 5 (N, T, C, H, W), "
+                        f"got shape {x.shape}; for one sequence pass x[None]")
     N, T, D = x.shape
     if min(N, T, D) == 0:
         raise DataError(f"x is empty: shape {x.shape}")
     lengths = _lengths(lengths, N, T)
-    t = np.broadcast_to(np.arange(T, dtype=np.float64), (N, T)) if t is None else _array(t, "t")
+    t = np.tile(np.arange(T, dtype=np.float64), (N, 1)) if t is None else _array(t, "t")
     if t.ndim == 1 and t.shape == (T,):
-        t = np.broadcast_to(t, (N, T))
+        t = np.tile(t, (N, 1))
     if t.shape != (N, T):
         raise DataError(f"t must have shape (T,) = ({T},) or (N, T) = {(N, T)}, got {t.shape}")
     if u is not None:
         u = _array(u, "u")
         if u.ndim != 3 or u.shape[:2] != (N, T):
             raise DataError(f"u must have shape (N, T, U) with N, T = {(N, T)}, got {u.shape}")
+    if feature_names is None and frame_shape is not None:
+        feature_names = [f"pixel{c}_{r}_{w}" for c in range(frame_shape[0])
+                         for r in range(frame_shape[1]) for w in range(frame_shape[2])]
     feature_names = _names(feature_names, D, "x", "feature_names")
     input_names = _names(input_names, 0 if u is None else u.shape[2], "u", "input_names")
     valid = np.arange(T)[None, :] < lengths[:, None]                           # (N, T)
@@ -351,7 +362,9 @@ def from_numpy(x, t=None, u=None, lengths=None, feature_names: list[str] | None 
                         f"'{n}' at step {k}")
     sequences = [Sequence(t=t[n, :L], x=x[n, :L], u=None if u is None else u[n, :L], id=str(n))
                  for n, L in enumerate(lengths.tolist())]
-    return SequenceDataset(sequences, feature_names, input_names)
+    if frame_shape is not None:
+        frame_shape = tuple(int(s) for s in frame_shape)
+    return SequenceDataset(sequences, feature_names, input_names, frame_shape=frame_shape)
 
 
 def _array(value, name: str) -> np.ndarray:

@@ -124,8 +124,10 @@ class DVAE(nn.Module, abc.ABC):
         """Resolve data-dependent choices of ``config`` from the training data (a
         SequenceDataset), before the model is built. Returns the config and a record of
         what was measured and chosen (saved in config.json; a "note" entry is printed).
-        The default changes nothing."""
-        return config, {}
+        The default reads the frame shape (C, H, W) of frame data into a config with
+        frame models (dynvae.models.frames) and changes nothing else."""
+        from dynvae.models.frames import with_data_frame_shape
+        return with_data_frame_shape(config, train)
 
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)

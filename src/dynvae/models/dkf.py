@@ -43,6 +43,7 @@ from dynvae.models.common import (
     prepare_batch,
     resolved_free_variance,
 )
+from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import ENCODERS
 from dynvae.nn.mlp import trunk
@@ -51,7 +52,7 @@ from dynvae.nn.transition import INITIAL_PRIORS, TRANSITIONS, with_input
 
 
 @dataclass
-class DKFConfig(DictConfig):
+class DKFConfig(FrameOptions, DictConfig):
     """Configuration of :class:`DeepKalmanFilter`.
 
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
@@ -63,7 +64,9 @@ class DKFConfig(DictConfig):
     Empty hidden sizes make the corresponding map affine. hide_from_encoder: share of
     the observed entries hidden from the encoder at random while training (still
     scored; see ``dynvae.models.common.encoder_mask``). time_gap_input: add
-    log(dt / median dt) as an input channel (dynvae.models.time_gaps).
+    log(dt / median dt) as an input channel (dynvae.models.time_gaps). frame_encoder,
+    frame_decoder: "conv" for convolutional frame models on image data
+    (dynvae.models.frames).
     """
 
     model_name = "DKF"
@@ -85,6 +88,7 @@ class DKFConfig(DictConfig):
 
     def __post_init__(self) -> None:
         check_hide_rate(self.hide_from_encoder)
+        self.check_frames()
         check_choice("encoder", self.encoder, ENCODERS)
         check_choice("transition", self.transition, TRANSITIONS)
         check_choice("observation", self.observation, OBSERVATIONS)
@@ -121,13 +125,14 @@ class DeepKalmanFilter(DVAE):
         Z, D, U = c.latent_dim, data_dim, input_width(input_dim, c.time_gap_input)
         self.data_dim, self.input_dim = D, input_dim
         self.time_gaps = TimeGapFeature() if c.time_gap_input else None
-        self.encoder = ENCODERS[c.encoder](2 * D + U, Z, c.encoder_hidden, c.min_var)
+        self.frame_input, width = frame_input(c, D, U)        # [x * mask, mask, u] -> encoder
+        self.encoder = ENCODERS[c.encoder](width, Z, c.encoder_hidden, c.min_var)
         self.initial_prior = INITIAL_PRIORS[c.initial_prior](Z)
         self.transition = TRANSITIONS[c.transition](Z, U, c.transition_hidden, c.min_var,
                                                     c.free_transition_variance)
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
         free = resolved_free_variance(c.observation, c.free_emission_variance)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
+        self.observation = observation_model(c, width, D, free)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
@@ -149,7 +154,8 @@ class DeepKalmanFilter(DVAE):
     def posterior_paths(self, batch: SequenceBatch, n_samples: int) -> PosteriorPaths:
         """K = n_samples reparametrised ancestral draws z_t ~ q(z_t | z_{t-1}, context_t)."""
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
-        ctx = self.encoder.summarise(observation_features(batch, seen), batch.lengths)
+        ctx = self.encoder.summarise(self.frame_input(observation_features(batch, seen)),
+                                     batch.lengths)
         K, B = n_samples, batch.batch_size
         z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
         zs, means, variances = [], [], []

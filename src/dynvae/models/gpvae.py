@@ -43,6 +43,7 @@ from dynvae.models.common import (
     observation_features,
     prepare_batch,
 )
+from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.site_encoder import SITE_ENCODERS, SiteEncoder
@@ -55,7 +56,7 @@ GRADIENT_ENGINES = {"scalar": ScalarKalman, "auto": AutoKalman,
 
 
 @dataclass
-class GPVAEConfig(DictConfig):
+class GPVAEConfig(FrameOptions, DictConfig):
     """Configuration of :class:`GPVAE`.
 
     kernel: a kernel spec for dynvae.gp.kernels.parse_kernel ("matern32", "matern52",
@@ -72,7 +73,8 @@ class GPVAEConfig(DictConfig):
     site_encoder: "conv" (a temporal convolution: each step's sites read its neighbours)
     or "mlp" (each step alone), see ``dynvae.nn.site_encoder``. hide_from_encoder: share
     of the observed entries hidden from the encoder at random while training (still
-    scored; ``dynvae.models.common.encoder_mask``).
+    scored; ``dynvae.models.common.encoder_mask``). frame_encoder, frame_decoder: "conv"
+    for convolutional frame models on image data (dynvae.models.frames).
     """
 
     model_name = "GP-VAE"
@@ -98,6 +100,7 @@ class GPVAEConfig(DictConfig):
         check_choice("engine", self.engine, GRADIENT_ENGINES)
         check_choice("site_encoder", self.site_encoder, SITE_ENCODERS)
         check_hide_rate(self.hide_from_encoder)
+        self.check_frames()
         check_choice("observation", self.observation, OBSERVATIONS)
         self.encoder_hidden = as_sizes("encoder_hidden", self.encoder_hidden)
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
@@ -154,12 +157,13 @@ class GPVAE(DVAE):
         self.kernels = channel_kernels(c, kernel)
         gp_sites.check_kernels(list(self.kernels))
         self.engine = GRADIENT_ENGINES[c.engine]()
+        self.frame_input, width = frame_input(c, D, U)        # [x * mask, mask, u] -> encoder
         self.encoder = encoder if encoder is not None else SITE_ENCODERS[c.site_encoder](
-            2 * D + U, Z, c.encoder_hidden, c.min_var)
+            width, Z, c.encoder_hidden, c.min_var)
         if not isinstance(self.encoder, SiteEncoder) or self.encoder.latent_dim != Z:
             raise ConfigError(f"encoder must be a SiteEncoder with latent_dim {Z}")
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, c.free_variance)
+        self.observation = observation_model(c, width, D, c.free_variance)
         self.kernels.to(next(self.observation.parameters()).dtype)   # one dtype throughout
 
     # ------------------------------------------------------------ building blocks
@@ -172,7 +176,7 @@ class GPVAE(DVAE):
     def sites(self, batch: SequenceBatch) -> gp_sites.Sites:
         """The encoder's sites; a step carries one where the encoder sees an entry."""
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
-        mean, var = self.encoder(observation_features(batch, seen))      # (B, T, Z)
+        mean, var = self.encoder(self.frame_input(observation_features(batch, seen)))  # (B, T, Z)
         return gp_sites.Sites(mean, var, seen.any(-1))
 
     def posterior(self, batch: SequenceBatch) -> tuple[gp_sites.Sites, gp_sites.SitePosterior]:

@@ -52,10 +52,10 @@ from dynvae.models.common import (
     observation_features,
     prepare_batch,
 )
+from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.nn.diffusion import DiagonalDiffusion
 from dynvae.nn.encoders import BackwardContext
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
-from dynvae.nn.observation import GaussianObservation
 from dynvae.nn.transition import LearnedGaussianPrior
 from dynvae.sde import (
     Adjoint,
@@ -82,7 +82,7 @@ GRADIENTS = dict.fromkeys(("backprop", "checkpoint", "adjoint"))
 
 
 @dataclass
-class LatentSDEConfig(DictConfig):
+class LatentSDEConfig(FrameOptions, DictConfig):
     """Configuration of :class:`LatentSDE`.
 
     solver: a name in ``SOLVERS`` ("euler", "milstein", "euler-compiled"). dt: largest
@@ -92,7 +92,8 @@ class LatentSDEConfig(DictConfig):
     memory independent of the number of steps, about 2-4x the time of backprop).
     Empty ``emission_hidden`` makes the decoder affine. hide_from_encoder: share of the
     observed entries hidden from the encoder at random while training (still scored;
-    ``dynvae.models.common.encoder_mask``).
+    ``dynvae.models.common.encoder_mask``). frame_encoder, frame_decoder: "conv" for
+    convolutional frame models on image data (dynvae.models.frames).
     """
 
     model_name = "latent SDE"
@@ -113,6 +114,7 @@ class LatentSDEConfig(DictConfig):
 
     def __post_init__(self) -> None:
         check_hide_rate(self.hide_from_encoder)
+        self.check_frames()
         check_choice("solver", self.solver, SOLVERS)
         check_choice("gradients", self.gradients, GRADIENTS)
         self.drift_hidden = as_sizes("drift_hidden", self.drift_hidden)
@@ -212,19 +214,20 @@ class LatentSDE(DVAE):
         c = self.config = config
         Z, C, D = c.latent_dim, c.context_dim, data_dim
         self.data_dim, self.input_dim = D, 0
-        self.encoder = BackwardContext(2 * D + 2, c.encoder_hidden, C)
+        self.frame_input, width = frame_input(c, D, 0)        # [x * mask, mask] -> encoder
+        self.encoder = BackwardContext(width + 2, c.encoder_hidden, C)
         self.initial_posterior = GaussianHead(C, Z, min_var=c.min_var)
         self.initial_prior = LearnedGaussianPrior(Z)
         self.posterior_drift = MLP(Z + C, c.drift_hidden, Z, activation=nn.Softplus)
         self.prior_drift = MLP(Z, c.drift_hidden, Z, activation=nn.Softplus)
         self.diffusion = DiagonalDiffusion(Z, c.diffusion_hidden, c.min_diffusion)
         self.emission_trunk, width = trunk(Z, c.emission_hidden)
-        self.observation = GaussianObservation(width, D, c.min_var, free_variance=True)
+        self.observation = observation_model(c, width, D, free_variance=True)
         self.solver = SOLVERS[c.solver]()
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
-        return prepare_batch(batch, self.data_dim, 0, self.observation.head.mean.weight)
+        return prepare_batch(batch, self.data_dim, 0, next(self.observation.parameters()))
 
     def emission(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of p(x | z): z (…, Z) -> each (…, D)."""
@@ -247,7 +250,8 @@ class LatentSDE(DVAE):
         ``z0_noise`` (K, B, Z) fixes the standard normal draws."""
         K, B, Z = n_samples, batch.batch_size, self.config.latent_dim
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
-        features = torch.cat([observation_features(batch, seen), time_features(batch)], -1)
+        features = torch.cat([self.frame_input(observation_features(batch, seen)),
+                              time_features(batch)], -1)
         ctx = self.encoder(features, batch.lengths)                           # (B, T, C)
         q_mean, q_var = self.initial_posterior(ctx[:, 0])                     # (B, Z)
         p_mean, p_var = self.initial_prior((B,), q_mean)
@@ -375,7 +379,7 @@ class LatentSDE(DVAE):
 
     def sample_latents(self, n: int, t: Tensor) -> Tensor:
         """(n, T, Z) prior paths at the times ``t`` (T,)."""
-        like = self.observation.head.mean.weight
+        like = next(self.observation.parameters())
         mean, var = self.initial_prior((n,), like)
         z0 = mean + var.sqrt() * torch.randn_like(mean)                       # (n, Z)
         return sdeint(self.prior_sde(), z0, t.to(like), self.solver, self.config.dt).z

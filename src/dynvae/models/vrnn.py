@@ -47,6 +47,7 @@ from dynvae.models.common import (
     prepare_batch,
     resolved_free_variance,
 )
+from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import reverse_padded
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
@@ -59,7 +60,7 @@ ENCODERS = ("filtering", "bidirectional")
 
 
 @dataclass
-class VRNNConfig(DictConfig):
+class VRNNConfig(FrameOptions, DictConfig):
     """Configuration of :class:`VRNN`. mlp_hidden: hidden layers of the prior, encoder,
     decoder and feature networks; observation: "gaussian" or "bernoulli";
     generation_feedback: "mean" or "sample" (see the module docstring).
@@ -70,7 +71,10 @@ class VRNNConfig(DictConfig):
     "filtering" (q(z_t | x_t, h_{t-1}) of Chung et al. 2015). hide_from_encoder: share
     of the observed entries hidden at random from the encoder and the recurrence while
     training (still scored; ``dynvae.models.common.encoder_mask``). time_gap_input: add
-    log(dt / median dt) as an input channel (dynvae.models.time_gaps)."""
+    log(dt / median dt) as an input channel (dynvae.models.time_gaps). frame_encoder,
+    frame_decoder: "conv" for convolutional frame models on image data: phi_x reads
+    the conv encoder's features, the decoder is the conv decoder
+    (dynvae.models.frames)."""
 
     model_name = "VRNN"
 
@@ -89,6 +93,7 @@ class VRNNConfig(DictConfig):
 
     def __post_init__(self) -> None:
         check_choice("observation", self.observation, OBSERVATIONS)
+        self.check_frames()
         check_choice("encoder", self.encoder, dict.fromkeys(ENCODERS))
         check_hide_rate(self.hide_from_encoder)
         check_choice("generation_feedback", self.generation_feedback, FEEDBACKS)
@@ -127,7 +132,10 @@ class VRNN(DVAE):
         U = input_width(input_dim, c.time_gap_input)
         self.data_dim, self.input_dim = D, input_dim
         self.time_gaps = TimeGapFeature() if c.time_gap_input else None
-        self.phi_x = MLP(2 * D + U, c.mlp_hidden, F, activate_output=True)
+        frames, width = frame_input(c, D, U)                  # [x * mask, mask, u] -> phi_x
+        self.phi_x = MLP(width, c.mlp_hidden, F, activate_output=True)
+        if c.frame_encoder != "mlp":
+            self.phi_x = nn.Sequential(frames, self.phi_x)
         self.phi_z = MLP(Z, c.mlp_hidden, F, activate_output=True)
         self.prior_trunk, w = trunk(H + U, c.mlp_hidden)
         self.prior_head = GaussianHead(w, Z, c.min_var)
@@ -137,7 +145,7 @@ class VRNN(DVAE):
         self.encoder_head = GaussianHead(w, Z, c.min_var)
         self.decoder_trunk, w = trunk(H + F + U, c.mlp_hidden)
         free = resolved_free_variance(c.observation, c.free_emission_variance)
-        self.observation = OBSERVATIONS[c.observation](w, D, c.min_var, free)
+        self.observation = observation_model(c, w, D, free)
         self.rnn = nn.GRUCell(2 * F, H)
         self.feedback = FEEDBACKS[c.generation_feedback]
 

@@ -62,17 +62,19 @@ def model_band(ax, t, mean, std, binary: bool, color: str, what: str) -> None:
 
 def plot_imputation(t, x, mask, mean, std, feature_names: list[str],
                     path: str | os.PathLike, title: str | None = None,
-                    time_label: str | None = None, binary: bool | None = None) -> None:
+                    time_label: str | None = None, binary: bool | None = None,
+                    frame_shape: tuple[int, int, int] | None = None) -> None:
     """Posterior mean and spread of every entry. Dots: entries the model saw; red
     crosses: entries it did not see that have a value (hidden for evaluation); open
     circles: the imputed mean of the missing entries. More than MAX_LINE_PANELS features
-    are drawn as frames (pixel features), a piano roll (binary) or heatmaps.
+    are drawn as frames (image data: a ``frame_shape`` (C, H, W), or pixel features), a
+    piano roll (binary) or heatmaps.
 
     t (T,), x (T, D) NaN = missing, mask (T, D) True where seen, mean/std (T, D)."""
     t, x, mask = np.asarray(t), np.asarray(x, dtype=float), np.asarray(mask, dtype=bool)
     binary = is_binary(x) if binary is None else binary
     if x.shape[1] > MAX_LINE_PANELS:
-        shape = image_shape(feature_names)
+        shape = drawn_frame_shape(feature_names, frame_shape)
         if shape is not None:
             return images.plot_frames(x, mask, mean, path, shape, title=title)
         return images.plot_heatmaps(t, x, mask, mean, std, path, title=title, binary=binary,
@@ -96,6 +98,16 @@ def plot_imputation(t, x, mask, mean, std, feature_names: list[str],
     save(fig, path)
 
 
+def drawn_frame_shape(feature_names: list[str], frame_shape=None) -> tuple[int, int] | None:
+    """(rows, cols) of the image a flat frame is drawn as: (C * H, W) for a frame shape
+    (C, H, W), its channels stacked top to bottom (the flat layout is channel-major);
+    else the shape the pixel feature names give (:func:`image_shape`), or None."""
+    if frame_shape is not None:
+        C, H, W = frame_shape
+        return C * H, W
+    return image_shape(feature_names)
+
+
 def history_window(n_past: int, horizon: int) -> int:
     """How many of the last history steps a forecast figure shows: enough to see the
     forecast against its context (4 horizons, at least 24 steps), not the whole past."""
@@ -114,9 +126,11 @@ def chosen_features(x_past: np.ndarray, limit: int = MAX_LINE_PANELS) -> np.ndar
 
 def plot_forecast(t_past, x_past, t_future, mean, std, feature_names: list[str],
                   path: str | os.PathLike, x_future=None, title: str | None = None,
-                  time_label: str | None = None, binary: bool | None = None) -> None:
+                  time_label: str | None = None, binary: bool | None = None,
+                  frame_shape: tuple[int, int, int] | None = None) -> None:
     """The last steps of the history, the forecast (mean +- 2 std, or P(x = 1) for binary
-    data) and the held-out truth when given. Images (pixel features) are drawn as frames
+    data) and the held-out truth when given. Images (a ``frame_shape`` (C, H, W), or pixel
+    features) are drawn as frames
     and binary data with many features as a piano roll; other data with more than
     MAX_LINE_PANELS features shows the MAX_LINE_PANELS that vary and are most observed.
 
@@ -125,7 +139,7 @@ def plot_forecast(t_past, x_past, t_future, mean, std, feature_names: list[str],
     binary = is_binary(x_past) if binary is None else binary
     D, H = x_past.shape[1], len(t_future)
     if D > MAX_LINE_PANELS:
-        shape = image_shape(feature_names)
+        shape = drawn_frame_shape(feature_names, frame_shape)
         if shape is not None:
             return images.plot_forecast_frames(x_past, mean, path, shape, x_future, title)
         if binary:

@@ -159,7 +159,8 @@ def split_history(data: SequenceDataset, horizon: int) -> tuple[SequenceDataset,
                             f"{horizon} steps")
         past.append(Sequence(s.t[:n], s.x[:n], None if s.u is None else s.u[:n], s.id))
         future.append((s.t[n:], s.x[n:]))
-    return SequenceDataset(past, data.feature_names, data.input_names), future
+    return SequenceDataset(past, data.feature_names, data.input_names,
+                           frame_shape=getattr(data, "frame_shape", None)), future
 
 
 @torch.no_grad()
