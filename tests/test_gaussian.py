@@ -36,3 +36,22 @@ def test_a_matrix_that_is_not_psd_raises(dtype):
     P = torch.diag(torch.tensor([1.0, -1.0], dtype=dtype))
     with pytest.raises(torch.linalg.LinAlgError, match="not positive semi-definite"):
         psd_sqrt(P)
+
+
+def test_sampling_factor_projects_a_slightly_indefinite_covariance_onto_the_psd_cone():
+    """A float32 smoothed covariance may come out with an eigenvalue a little below 0
+    (beyond psd_sqrt's jitter); draws then use its nearest PSD matrix (KVAE on chorales
+    stopped with LinAlgError before)."""
+    from dynvae.gaussian import sampling_factor
+    g = torch.Generator().manual_seed(1)
+    V, _ = torch.linalg.qr(torch.randn(3, 3, generator=g, dtype=F64))
+    lam = torch.tensor([2.0, 1e-3, -1e-3], dtype=F64)
+    P = (V * lam) @ V.T
+    with pytest.raises(torch.linalg.LinAlgError):
+        psd_sqrt(P)
+    L = sampling_factor(torch.stack([P, torch.eye(3, dtype=F64)]))
+    nearest = (V * lam.clamp_min(0)) @ V.T
+    torch.testing.assert_close(L[0] @ L[0].T, nearest, rtol=0, atol=1e-12)
+    assert torch.equal(L[1], torch.eye(3, dtype=F64))       # a PD matrix: its Cholesky
+    with pytest.raises(torch.linalg.LinAlgError):
+        sampling_factor(torch.full((2, 2), float("nan"), dtype=F64))

@@ -152,3 +152,22 @@ def psd_sqrt(P: Tensor, max_jitter: float = 1e-4) -> Tensor:
     raise torch.linalg.LinAlgError(
         f"a covariance is not positive semi-definite: its Cholesky factorisation fails even "
         f"with {max_jitter:g} x its mean diagonal added")
+
+
+
+def sampling_factor(P: Tensor) -> Tensor:
+    """A factor L with L L^T = P+, for drawing from N(m, P) where P (…, S, S) is a
+    covariance that float rounding may have left slightly indefinite (e.g. a float32
+    smoothed covariance): the Cholesky factor of every positive definite P, and for the
+    others V diag(sqrt(max(lambda, 0))) from their eigendecomposition, the square root of
+    the nearest PSD matrix in Frobenius norm. Non-finite P raises LinAlgError."""
+    if not bool(torch.isfinite(P).all()):
+        raise torch.linalg.LinAlgError("a covariance to draw from holds NaN or inf")
+    P = symmetrize(P)
+    L, info = torch.linalg.cholesky_ex(P)
+    failed = info > 0                                                      # (…)
+    if not bool(failed.any()):
+        return L
+    lam, V = torch.linalg.eigh(P)
+    projected = V * lam.clamp_min(0).sqrt().unsqueeze(-2)
+    return torch.where(failed[..., None, None], projected, L)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.nn.functional import softplus
 
 from dynvae.data.batch import SequenceBatch
-from dynvae.gaussian import batched_mv, diag_gaussian_log_prob, psd_sqrt
+from dynvae.gaussian import batched_mv, diag_gaussian_log_prob, sampling_factor
 from dynvae.gp.inference import ParallelKalman, SequentialKalman
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
@@ -238,7 +238,7 @@ class KVAE(DVAE):
         C = model.emission_matrix                                             # (N, T, P, S)
         mean = batched_mv(C, smoothed.smoothed_mean)
         cov = C @ smoothed.smoothed_cov @ C.transpose(-1, -2) + model.emission_cov
-        imputed = mean + batched_mv(psd_sqrt(cov), torch.randn_like(mean))
+        imputed = mean + batched_mv(sampling_factor(cov), torch.randn_like(mean))
         a = torch.where(observed[..., None], a, imputed).reshape(n, B, *a.shape[1:])
         return Prediction(batch.t, *mixture_moments(*self.observation.moments(self.emission(a))))
 
@@ -297,7 +297,7 @@ class KVAE(DVAE):
         lengths = batch.lengths.repeat(n)                                      # (n * B,)
         mean, cov = last_valid(f.filtered_mean, lengths), f.filtered_cov[
             torch.arange(n * B), lengths - 1]
-        z = mean + batched_mv(psd_sqrt(cov), torch.randn_like(mean))      # (N, S)
+        z = mean + batched_mv(sampling_factor(cov), torch.randn_like(mean))  # (N, S)
         feeds = DynamicsMixture.feed(a, observed)
         state = self.dynamics.final_state(feeds, lengths)
         last = last_valid(torch.cat([torch.where(observed[..., None], a, 0.0),
