@@ -63,6 +63,7 @@ def field_docs(cls) -> dict[str, str]:
     docs: dict[str, str] = {}
     for base in reversed(cls.__mro__[1:]):      # fields inherited from dataclass bases
         if dataclasses.is_dataclass(base):
+            docs.update(_docstring_entries(base, names))
             docs.update(_comments(base))
     docs.update(_docstring_entries(cls, names))
     docs.update(_comments(cls))

@@ -34,11 +34,7 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
-    DictConfig,
-    as_sizes,
-    check_choice,
     check_dims,
-    check_observation,
     check_positive,
     last_valid,
     latent_terms,
@@ -47,6 +43,7 @@ from dynvae.models.common import (
     stack_steps,
     stepwise_normal,
 )
+from dynvae.models.path_config import PathConfig
 from dynvae.nn.mlp import GaussianHead, GaussianMLP, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
@@ -54,7 +51,7 @@ from dynvae.nn.transition import with_input
 
 
 @dataclass
-class DSAEConfig(DictConfig):
+class DSAEConfig(PathConfig):
     """Configuration of :class:`DSAE`. latent_dim: dynamic z_t; static_dim: static v;
     hidden_size: the prior GRU g_t; encoder_hidden: each direction of the encoder GRUs;
     mlp_hidden: hidden layers of the encoder heads and the emission (empty: affine);
@@ -62,23 +59,11 @@ class DSAEConfig(DictConfig):
 
     model_name = "DSAE"
 
-    latent_dim: int = 16
     static_dim: int = 8
-    hidden_size: int = 64
-    encoder_hidden: int = 64
-    mlp_hidden: tuple[int, ...] = (64,)
-    observation: str = "gaussian"
-    free_emission_variance: bool = False
-    min_var: float = 1e-4
-    n_predict_samples: int = 64
 
     def __post_init__(self) -> None:
-        check_choice("observation", self.observation, OBSERVATIONS)
-        self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
-        check_positive(latent_dim=self.latent_dim, static_dim=self.static_dim,
-                       hidden_size=self.hidden_size, encoder_hidden=self.encoder_hidden,
-                       n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
+        super().__post_init__()
+        check_positive(static_dim=self.static_dim)
 
 
 class DSAE(PathModel):

@@ -30,17 +30,14 @@ from torch import Tensor, nn
 from dynvae.data.batch import SequenceBatch
 from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
-    DictConfig,
-    as_sizes,
     check_choice,
     check_dims,
-    check_observation,
-    check_positive,
     last_valid,
     latent_terms,
     observation_features,
     stack_steps,
 )
+from dynvae.models.path_config import PathConfig
 from dynvae.nn.mlp import GaussianMLP, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
@@ -54,7 +51,7 @@ ENCODER_DIRECTIONS = {
 
 
 @dataclass
-class RVAEConfig(DictConfig):
+class RVAEConfig(PathConfig):
     """Configuration of :class:`RVAE`. encoder: "non-causal" or "causal" (see the module
     docstring); hidden_size: the decoder GRU h_t; encoder_hidden: the encoder GRUs g_t
     and s_t; mlp_hidden: hidden layers of the encoder head and the emission (empty:
@@ -62,24 +59,11 @@ class RVAEConfig(DictConfig):
 
     model_name = "RVAE"
 
-    latent_dim: int = 16
     encoder: str = "non-causal"
-    hidden_size: int = 64
-    encoder_hidden: int = 64
-    mlp_hidden: tuple[int, ...] = (64,)
-    observation: str = "gaussian"
-    free_emission_variance: bool = False
-    min_var: float = 1e-4
-    n_predict_samples: int = 64
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_choice("encoder", self.encoder, ENCODER_DIRECTIONS)
-        check_choice("observation", self.observation, OBSERVATIONS)
-        self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
-        check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
-                       encoder_hidden=self.encoder_hidden,
-                       n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
 
 
 class RVAE(PathModel):

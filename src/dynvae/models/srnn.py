@@ -34,12 +34,7 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
-    DictConfig,
-    as_sizes,
-    check_choice,
     check_dims,
-    check_observation,
-    check_positive,
     fed_back,
     last_observation,
     last_valid,
@@ -49,6 +44,7 @@ from dynvae.models.common import (
     repeat_samples,
     stack_steps,
 )
+from dynvae.models.path_config import FeedbackPathConfig
 from dynvae.nn.mlp import GaussianMLP, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
@@ -56,32 +52,13 @@ from dynvae.nn.transition import with_input
 
 
 @dataclass
-class SRNNConfig(DictConfig):
+class SRNNConfig(FeedbackPathConfig):
     """Configuration of :class:`SRNN`. hidden_size: the forward GRU h_t; encoder_hidden: the
     backward GRU a_t; mlp_hidden: hidden layers of the prior, posterior and emission
     networks (empty: affine); observation: "gaussian" or "bernoulli";
     generation_feedback: "mean" or "sample" (see the module docstring)."""
 
     model_name = "SRNN"
-
-    latent_dim: int = 16
-    hidden_size: int = 64
-    encoder_hidden: int = 64
-    mlp_hidden: tuple[int, ...] = (64,)
-    observation: str = "gaussian"
-    free_emission_variance: bool = False
-    min_var: float = 1e-4
-    generation_feedback: str = "mean"
-    n_predict_samples: int = 64
-
-    def __post_init__(self) -> None:
-        check_choice("observation", self.observation, OBSERVATIONS)
-        check_choice("generation_feedback", self.generation_feedback, FEEDBACKS)
-        self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
-        check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
-                       encoder_hidden=self.encoder_hidden,
-                       n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
 
 
 class SRNN(PathModel):

@@ -31,12 +31,7 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
-    DictConfig,
-    as_sizes,
-    check_choice,
     check_dims,
-    check_observation,
-    check_positive,
     fed_back,
     last_observation,
     last_valid,
@@ -47,6 +42,7 @@ from dynvae.models.common import (
     stack_steps,
     stepwise_normal,
 )
+from dynvae.models.path_config import FeedbackPathConfig
 from dynvae.nn.mlp import GaussianMLP, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import run_gru, step_gru
@@ -54,32 +50,13 @@ from dynvae.nn.transition import with_input
 
 
 @dataclass
-class STORNConfig(DictConfig):
+class STORNConfig(FeedbackPathConfig):
     """Configuration of :class:`STORN`. hidden_size: the decoder GRU h_t; encoder_hidden:
     the encoder GRU g_t; mlp_hidden: hidden layers of the encoder head and the emission
     (empty: affine); observation: "gaussian" or "bernoulli"; generation_feedback: "mean"
     or "sample" (see the module docstring)."""
 
     model_name = "STORN"
-
-    latent_dim: int = 16
-    hidden_size: int = 64
-    encoder_hidden: int = 64
-    mlp_hidden: tuple[int, ...] = (64,)
-    observation: str = "gaussian"
-    free_emission_variance: bool = False
-    min_var: float = 1e-4
-    generation_feedback: str = "mean"
-    n_predict_samples: int = 64
-
-    def __post_init__(self) -> None:
-        check_choice("observation", self.observation, OBSERVATIONS)
-        check_choice("generation_feedback", self.generation_feedback, FEEDBACKS)
-        self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
-        check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
-                       encoder_hidden=self.encoder_hidden,
-                       n_predict_samples=self.n_predict_samples)
-        check_observation(self.observation, self.free_emission_variance, self.min_var)
 
 
 class STORN(PathModel):
