@@ -42,6 +42,7 @@ from dynvae.models.common import (
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
 from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.nn.mlp import trunk
@@ -109,13 +110,6 @@ class GPVAEConfig(FrameOptions, DictConfig):
                        n_predict_samples=self.n_predict_samples)
         check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
-    @property
-    def free_variance(self) -> bool:
-        """Whether the Gaussian observation's variance is one free parameter per dimension."""
-        if self.observation != "gaussian":
-            return False
-        return True if self.free_emission_variance is None else self.free_emission_variance
-
 
 def channel_kernels(config: GPVAEConfig, kernel: Kernel | None = None) -> nn.ModuleList:
     """Z independent copies of the prior kernel (a given Kernel object, or config.kernel),
@@ -163,7 +157,8 @@ class GPVAE(DVAE):
         if not isinstance(self.encoder, SiteEncoder) or self.encoder.latent_dim != Z:
             raise ConfigError(f"encoder must be a SiteEncoder with latent_dim {Z}")
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
-        self.observation = observation_model(c, width, D, c.free_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = observation_model(c, width, D, free)
         self.kernels.to(next(self.observation.parameters()).dtype)   # one dtype throughout
 
     # ------------------------------------------------------------ building blocks

@@ -52,6 +52,7 @@ from dynvae.models.common import (
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
 from dynvae.nn.dynamics_mixture import DynamicsMixture, LSTMState
 from dynvae.nn.mlp import GaussianHead, inverse_softplus, trunk
@@ -107,13 +108,6 @@ class KVAEConfig(DictConfig):
                        n_predict_samples=self.n_predict_samples)
         check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
-    @property
-    def free_variance(self) -> bool:
-        """Whether the Gaussian observation's variance is one free parameter per channel."""
-        if self.observation != "gaussian":
-            return False
-        return True if self.free_emission_variance is None else self.free_emission_variance
-
 
 class KVAE(DVAE):
     """The Kalman VAE. Args: config: :class:`KVAEConfig`; data_dim: D; input_dim: U."""
@@ -131,8 +125,8 @@ class KVAE(DVAE):
         self.encoder_trunk, width = trunk(2 * D, c.encoder_hidden)
         self.encoder_head = GaussianHead(width, P, min_var=c.min_var)
         self.emission_trunk, width = trunk(P, c.emission_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
         self.dynamics = DynamicsMixture(S, P, U, c.n_matrices, c.dynamics_hidden)
         self.initial_mean = nn.Parameter(torch.zeros(S))
         raw = lambda v, n: nn.Parameter(inverse_softplus(torch.full((n,), float(v))),

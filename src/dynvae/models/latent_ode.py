@@ -42,6 +42,7 @@ from dynvae.models.common import (
     mixture_moments,
     observation_features,
     prepare_batch,
+    resolved_free_variance,
 )
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
@@ -114,13 +115,6 @@ class LatentODEConfig(DictConfig):
         return self.adaptive_solver() if self.solver in ADAPTIVE_SOLVERS \
             else FIXED_SOLVERS[self.solver]()
 
-    @property
-    def free_variance(self) -> bool:
-        """Whether the Gaussian observation's variance is one free parameter per channel."""
-        if self.observation != "gaussian":
-            return False
-        return True if self.free_emission_variance is None else self.free_emission_variance
-
 
 class LatentODE(DVAE):
     """The latent ODE with an ODE-RNN encoder, on irregular times with missing values.
@@ -146,8 +140,8 @@ class LatentODE(DVAE):
         self.initial_posterior = GaussianHead(c.encoder_hidden, Z, min_var=c.min_var)
         self.field = MLP(Z, c.field_hidden, Z, activation=nn.Tanh)
         self.emission_trunk, width = trunk(Z, c.emission_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_variance)
+        free = resolved_free_variance(c.observation, c.free_emission_variance)
+        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
         self.solver = c.ode_solver()
 
     # ------------------------------------------------------------ building blocks
