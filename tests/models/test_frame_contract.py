@@ -19,6 +19,12 @@ FRAME_VARIANTS = {
     "vrnn-conv-decoder": ("vrnn", {**CONV, "frame_encoder": "mlp"}),
     "gpvae-conv": ("gpvae", CONV),
     "latent-sde-conv": ("latent-sde", CONV),
+    "storn-conv": ("storn", CONV),
+    "srnn-conv": ("srnn", CONV),
+    "rvae-conv": ("rvae", CONV),
+    "dsae-conv": ("dsae", CONV),
+    "kvae-conv": ("kvae", CONV),
+    "latent-ode-conv": ("latent-ode", CONV),
 }
 
 CHECKS = {
