@@ -94,5 +94,6 @@ def _forecast(args: argparse.Namespace) -> int:
                                 args, fallback=loaded.config["data"])),
                             binary=bernoulli_model(loaded.model),
                             frame_shape=getattr(data, "frame_shape", None))
-    print(f"wrote {args.out} ({len(data)} sequence(s), {horizon} steps)")
+    files = args.out + (f" and {args.frames}" if args.frames else "")
+    print(f"wrote {files} ({len(data)} sequence(s), {horizon} steps)")
     return 0

@@ -107,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     n_added = sum(int(a.sum()) for a in added)
     missing = int((~seen[batch.valid.numpy()]).sum())
     extra = f", {n_added * data.dim} of them at {n_added} added times" if n_added else ""
-    print(f"wrote {args.out} ({missing} missing entries imputed{extra})")
+    files = args.out + (f" and {args.frames}" if args.frames else "")
+    print(f"wrote {files} ({missing} missing entries imputed{extra})")
     return 0
 
 
