@@ -137,3 +137,24 @@ def test_pixel_levels_keep_the_unit_range_and_values_beyond_it():
     assert to_bytes(wide).ravel().tolist() == [0, 64, 128, 255]
     with pytest.raises(Exception, match="C = 1 \\(grey\\) or 3"):
         to_bytes(np.zeros((1, 2, 2, 4, 4)))
+
+
+@pytest.mark.parametrize("name, option", [("synthetic-lgssm", "n=3"),
+                                          ("healing-digits", "n_sequences=4")])
+def test_dataset_export_to_npz_reads_back_to_the_same_batch(name, option, tmp_path, capsys):
+    import torch
+
+    from dynvae.commands.common import load_data
+    if name == "healing-digits":
+        pytest.importorskip("sklearn")
+    out = tmp_path / "data.npz"
+    assert main(["datasets", "export", name, str(out), "--dataset-option", option]) == 0
+    key, value = option.split("=")
+    data = load_data({"dataset": name, "options": {key: int(value)}})
+    again = load_data({"data": str(out)})
+    assert again.frame_shape == data.frame_shape and again.feature_names == data.feature_names
+    a, b = (d.to_batch(dtype=torch.float64) for d in (data, again))
+    for field in ("x", "mask", "t", "lengths"):
+        assert torch.equal(getattr(a, field), getattr(b, field)), field
+    assert main(["datasets", "export", name, str(out), "--dataset-option", option]) == 2
+    assert "exists" in capsys.readouterr().err
