@@ -158,3 +158,18 @@ def test_dataset_export_to_npz_reads_back_to_the_same_batch(name, option, tmp_pa
         assert torch.equal(getattr(a, field), getattr(b, field)), field
     assert main(["datasets", "export", name, str(out), "--dataset-option", option]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_frames_alone_need_no_csv(frame_run, tmp_path, capsys):
+    data, run = frame_run
+    npy = tmp_path / "forecast.npy"
+    assert main(["forecast", str(run), "--data", str(data), "--horizon", "2", "--frames",
+                 str(npy)]) == 0
+    assert np.load(npy).shape == (12, 2, 1, 8, 8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["forecast.npy"]
+    capsys.readouterr()
+    assert main(["impute", str(run), "--data", str(data)]) == 2
+    assert "give --out CSV or --frames FILE" in _error_line(capsys)
+    assert main(["forecast", str(run), "--data", str(data), "--horizon", "2", "--frames",
+                 str(npy)]) == 2
+    assert "exists; give --force" in _error_line(capsys)

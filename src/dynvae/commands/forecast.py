@@ -63,6 +63,8 @@ def _forecast(args: argparse.Namespace) -> int:
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {args.horizon}")
     frame_outputs.check_frame_outputs(args)
+    if not (args.out or args.frames):
+        raise ConfigError("give --out CSV or --frames FILE")
     loaded, data = common.load_run_and_data(args)
     shape = frame_outputs.data_frame_shape(data, "--frames") if args.frames else None
     std = loaded.standardizer
@@ -77,10 +79,11 @@ def _forecast(args: argparse.Namespace) -> int:
     mean = std.inverse_mean(pred.mean.detach().cpu().double()).numpy()
     sd = std.inverse_std(pred.std.detach().cpu().double()).numpy()
     steps = np.arange(1, horizon + 1)
-    frames = [pd.DataFrame({"id": seq.id, "step": steps, **time_columns(data, t_future[b]),
-                            "feature": name, "mean": mean[b, :, d], "std": sd[b, :, d]})
-              for b, seq in enumerate(data) for d, name in enumerate(data.feature_names)]
-    atomic_write_text(args.out, pd.concat(frames, ignore_index=True).to_csv(index=False))
+    if args.out:
+        rows = [pd.DataFrame({"id": seq.id, "step": steps, **time_columns(data, t_future[b]),
+                              "feature": name, "mean": mean[b, :, d], "std": sd[b, :, d]})
+                for b, seq in enumerate(data) for d, name in enumerate(data.feature_names)]
+        atomic_write_text(args.out, pd.concat(rows, ignore_index=True).to_csv(index=False))
     if shape is not None:
         as_frames = lambda v: frame_outputs.as_frames(v, shape)              # (N, H, C, H, W)
         frame_outputs.write_frame_arrays(args.frames, as_frames(mean), mean=as_frames(mean),
@@ -94,6 +97,6 @@ def _forecast(args: argparse.Namespace) -> int:
                                 args, fallback=loaded.config["data"])),
                             binary=bernoulli_model(loaded.model),
                             frame_shape=getattr(data, "frame_shape", None))
-    files = args.out + (f" and {args.frames}" if args.frames else "")
+    files = " and ".join(f for f in (args.out, args.frames) if f)
     print(f"wrote {files} ({len(data)} sequence(s), {horizon} steps)")
     return 0

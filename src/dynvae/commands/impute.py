@@ -83,8 +83,11 @@ def run(args: argparse.Namespace) -> int:
         plot_first_imputation,
         predictions,
     )
+    from dynvae.errors import ConfigError
     from dynvae.utils import atomic_write_text
     frame_outputs.check_frame_outputs(args)
+    if not (args.out or args.frames):
+        raise ConfigError("give --out CSV or --frames FILE")
     loaded, data = common.load_run_and_data(args)
     if args.frames:
         frame_outputs.data_frame_shape(data, "--frames")
@@ -94,10 +97,11 @@ def run(args: argparse.Namespace) -> int:
         data, added = query.with_rows_at(data, new)
     std = loaded.standardizer
     batch, x, seen, mean, sd = predictions(loaded.model, std.transform(data), std)
-    frame = imputation_frame(data, batch, x, mean, sd)
-    if new is not None:
-        frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
-    atomic_write_text(args.out, frame.to_csv(index=False))
+    if args.out:
+        frame = imputation_frame(data, batch, x, mean, sd)
+        if new is not None:
+            frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
+        atomic_write_text(args.out, frame.to_csv(index=False))
     if args.frames:
         write_imputed_frames(args.frames, data, batch, x, mean, sd)
     if args.plot:
@@ -107,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     n_added = sum(int(a.sum()) for a in added)
     missing = int((~seen[batch.valid.numpy()]).sum())
     extra = f", {n_added * data.dim} of them at {n_added} added times" if n_added else ""
-    files = args.out + (f" and {args.frames}" if args.frames else "")
+    files = " and ".join(f for f in (args.out, args.frames) if f)
     print(f"wrote {files} ({missing} missing entries imputed{extra})")
     return 0
 
