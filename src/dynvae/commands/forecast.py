@@ -74,10 +74,12 @@ def _forecast(args: argparse.Namespace) -> int:
         at = parse_times(args.at, data)
         t_future = np.broadcast_to(at, (len(data), at.size)).copy()
     horizon = t_future.shape[1]
-    pred = loaded.model.forecast(std.transform(data).to_batch(dtype=torch.float64),
-                                 torch.as_tensor(t_future, dtype=torch.float64))
-    mean = std.inverse_mean(pred.mean.detach().cpu().double()).numpy()
-    sd = std.inverse_std(pred.std.detach().cpu().double()).numpy()
+    from dynvae.train.evaluation import chunks, prediction_chunk
+    scaled, t_all = std.transform(data), torch.as_tensor(t_future, dtype=torch.float64)
+    preds = [loaded.model.forecast(scaled.to_batch(idx, dtype=torch.float64), t_all[idx])
+             for idx in chunks(len(data), prediction_chunk(loaded.model, data))]
+    cat = lambda name: torch.cat([getattr(p, name).detach().cpu().double() for p in preds])
+    mean, sd = std.inverse_mean(cat("mean")).numpy(), std.inverse_std(cat("std")).numpy()
     steps = np.arange(1, horizon + 1)
     if args.out:
         rows = [pd.DataFrame({"id": seq.id, "step": steps, **time_columns(data, t_future[b]),

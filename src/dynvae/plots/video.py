@@ -6,7 +6,7 @@ Pixel values map linearly to 0..255 over [min(0, lowest value), max(1, highest v
 of all frames together: image data on the [0, 1] scale (as every dynvae reader and
 built-in image dataset gives it) keeps its grey levels, and values a Gaussian
 observation draws outside [0, 1] are kept, not clipped. Frames are separated by a
-one-pixel gap; frames under ``MIN_SIDE`` pixels are enlarged by an integer factor
+one-pixel grey gap; frames under ``MIN_SIDE`` pixels are enlarged by an integer factor
 (nearest neighbour) so that they can be seen.
 """
 
@@ -23,6 +23,7 @@ from dynvae.utils import atomic_write_bytes, import_optional
 
 MIN_SIDE = 64            # frames are enlarged until their longer side reaches this
 GAP = 1                  # pixels between frames
+GAP_LEVEL = 128          # their grey level: visible on black and on white backgrounds
 FRAME_MS = 100           # display time of one GIF frame (10 frames per second)
 
 
@@ -51,12 +52,13 @@ def scale_factor(H: int, W: int) -> int:
 
 def tile(levels: np.ndarray) -> np.ndarray:
     """uint8 frames (R, K, C, H, W) -> one (rows, cols, C) image: R rows of K frames,
-    each enlarged by :func:`scale_factor`, separated by GAP pixels of 0."""
+    each enlarged by :func:`scale_factor`, separated by GAP pixels of GAP_LEVEL."""
     R, K, C, H, W = levels.shape
     s = scale_factor(H, W)
     big = levels.repeat(s, axis=3).repeat(s, axis=4)                    # (R, K, C, sH, sW)
     h, w = s * H, s * W
-    image = np.zeros((R * h + (R - 1) * GAP, K * w + (K - 1) * GAP, C), dtype=np.uint8)
+    image = np.full((R * h + (R - 1) * GAP, K * w + (K - 1) * GAP, C), GAP_LEVEL,
+                    dtype=np.uint8)
     for r in range(R):
         for k in range(K):
             top, left = r * (h + GAP), k * (w + GAP)
