@@ -64,7 +64,7 @@ def test_frame_files_are_kept_without_force(frame_run, tmp_path, capsys):
     gif = tmp_path / "s.gif"
     gif.write_bytes(b"mine")
     assert main(["sample", str(run), "-n", "1", "--steps", "2", "--gif", str(gif)]) == 2
-    assert "exists; give --force" in _error_line(capsys) and gif.read_bytes() == b"mine"
+    assert "exists; pass --force" in _error_line(capsys) and gif.read_bytes() == b"mine"
     assert main(["sample", str(run), "-n", "1", "--steps", "2", "--gif", str(gif),
                  "--force"]) == 0
     with Image.open(gif) as animation:
@@ -172,4 +172,4 @@ def test_frames_alone_need_no_csv(frame_run, tmp_path, capsys):
     assert "give --out CSV or --frames FILE" in _error_line(capsys)
     assert main(["forecast", str(run), "--data", str(data), "--horizon", "2", "--frames",
                  str(npy)]) == 2
-    assert "exists; give --force" in _error_line(capsys)
+    assert "exists; pass --force" in _error_line(capsys)

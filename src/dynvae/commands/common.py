@@ -1,4 +1,5 @@
-"""Pieces shared by the sub-commands: data options, ``--set key=value`` resolution."""
+"""Pieces shared by the sub-commands: data options, output files and ``--force``,
+``--set key=value`` resolution."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import dataclasses
 import inspect
 import sys
 import typing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dynvae.data.datasets import DATASETS
@@ -79,12 +81,40 @@ def add_device_arg(parser: argparse.ArgumentParser) -> None:
                         help="where the model runs: cpu (default) or cuda (a GPU)")
 
 
-def check_outputs(args: argparse.Namespace) -> None:
-    """Refuse unwritable --out / --plot files before any work is done."""
+OUTPUT_FLAGS = ("out", "plot", "frames", "gif", "strip")
+
+
+def add_force_arg(parser: argparse.ArgumentParser, outputs: str) -> None:
+    """--force: the one switch that lets a command replace its existing output files
+    (``outputs``, e.g. "existing --out and --plot files")."""
+    parser.add_argument("--force", action="store_true", help=f"replace {outputs} "
+                        "(without --force an existing file stops the command before "
+                        "anything is written)")
+
+
+def check_new_files(files: list[tuple[str, str]], force: bool) -> None:
+    """ConfigError, before any work is done, for a file of ``files`` ((flag, path) pairs;
+    flag may be empty) that exists while ``force`` is False, that two flags name, or that
+    cannot be written: so a command writes all of its outputs or none of them."""
     from dynvae.train import run as rundir
-    for flag in ("out", "plot"):
-        if getattr(args, flag, None):
-            rundir.check_writable(getattr(args, flag), f"--{flag}")
+    named = lambda flag, path: f"{flag} {path}" if flag else str(path)
+    seen: dict[Path, str] = {}
+    for flag, path in files:
+        key = Path(path).resolve()
+        if key in seen:
+            raise ConfigError(f"{seen[key]} and {flag} name the same file {path}")
+        seen[key] = flag
+        if Path(path).exists() and not Path(path).is_dir() and not force:
+            raise ConfigError(f"{named(flag, path)} exists; pass --force to replace it")
+        rundir.check_writable(path, flag or "file")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """check_new_files for every output flag given (--out, --plot, --frames, --gif,
+    --strip), with ``args.force``."""
+    files = [(f"--{flag}", getattr(args, flag)) for flag in OUTPUT_FLAGS
+             if getattr(args, flag, None)]
+    check_new_files(files, getattr(args, "force", False))
 
 
 def load_run_and_data(args: argparse.Namespace):

@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     export.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the dataset's loader, e.g. n_sequences=100 "
                         "(repeatable)")
-    export.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
+    common.add_force_arg(export, "an existing FILE")
     export.set_defaults(run=run_export)
 
 
@@ -82,6 +82,7 @@ def run_export(args: argparse.Namespace) -> int:
     options = common.dataset_options(args.name, args.dataset_option)
     if options:
         spec["options"] = options
+    common.check_new_files([("", args.file)], args.force)
     data = common.load_data(spec)          # a dataset with named splits: all of it
     if Path(args.file).suffix.lower() == ".npz":
         write_arrays(data, args.file, overwrite=args.force)

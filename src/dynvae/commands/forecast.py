@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                       "the data's time unit, or dates), after every sequence's last time")
     p.add_argument("--frames", metavar="FILE", help="also write the forecast frames of image "
                    "data: .npy (N, H, C, H, W) means, or .npz with mean, std and t")
-    frame_outputs.add_force_arg(p)
+    common.add_force_arg(p, "existing --out, --plot and --frames files")
     p.set_defaults(run=run)
 
 
@@ -62,7 +62,7 @@ def _forecast(args: argparse.Namespace) -> int:
     from dynvae.utils import atomic_write_text
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {args.horizon}")
-    frame_outputs.check_frame_outputs(args)
+    frame_outputs.check_frame_suffixes(args)
     if not (args.out or args.frames):
         raise ConfigError("give --out CSV or --frames FILE")
     loaded, data = common.load_run_and_data(args)

@@ -1,7 +1,7 @@
 """Frame outputs of the sub-commands that predict or draw from a run on image data:
 arrays of frames (``--frames``, impute and forecast) and GIFs and PNG strips
-(``--gif``, ``--strip``, sample). None is written over an existing file without
-``--force``."""
+(``--gif``, ``--strip``, sample). Like every output file, none is written over an
+existing file without ``--force`` (common.check_outputs)."""
 
 from __future__ import annotations
 
@@ -16,26 +16,15 @@ from dynvae.errors import ConfigError
 FRAME_FLAGS = ("frames", "gif", "strip")
 
 
-def add_force_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--force", action="store_true", help="replace existing "
-                        "--frames/--gif/--strip files")
-
-
-def check_frame_outputs(args: argparse.Namespace) -> None:
-    """ConfigError for a frame output that exists (without --force), is not writable, or
-    has the wrong suffix; called before any work is done."""
-    from dynvae.train import run as rundir
+def check_frame_suffixes(args: argparse.Namespace) -> None:
+    """ConfigError for a frame output whose name has the wrong suffix; called before any
+    work is done (existing files: common.check_outputs)."""
     suffixes = {"frames": (".npy", ".npz"), "gif": (".gif",), "strip": (".png",)}
     for flag in FRAME_FLAGS:
         path = getattr(args, flag, None)
-        if not path:
-            continue
-        if Path(path).suffix.lower() not in suffixes[flag]:
+        if path and Path(path).suffix.lower() not in suffixes[flag]:
             raise ConfigError(f"--{flag} {path}: the file name must end in "
                               f"{' or '.join(suffixes[flag])}")
-        if Path(path).exists() and not getattr(args, "force", False):
-            raise ConfigError(f"--{flag} {path} exists; give --force to replace it")
-        rundir.check_writable(path, f"--{flag}")
 
 
 def run_frame_shape(config: dict, what: str) -> tuple[int, int, int]:

@@ -33,7 +33,7 @@ def add_parser(sub) -> None:
                    "'auto' for the median step, or 'none')")
     p.add_argument("--frames", metavar="FILE", help="also write the imputed frames of image "
                    "data: .npy (N, T, C, H, W), or .npz with mean, std and more")
-    frame_outputs.add_force_arg(p)
+    common.add_force_arg(p, "existing --out, --plot and --frames files")
     p.set_defaults(run=run)
 
 
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from dynvae.errors import ConfigError
     from dynvae.utils import atomic_write_text
-    frame_outputs.check_frame_outputs(args)
+    frame_outputs.check_frame_suffixes(args)
     if not (args.out or args.frames):
         raise ConfigError("give --out CSV or --frames FILE")
     loaded, data = common.load_run_and_data(args)

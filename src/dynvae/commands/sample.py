@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--gif", metavar="FILE", help="animated GIF of the samples (image frames)")
     p.add_argument("--strip", metavar="FILE", help="PNG strip of the samples, rows = samples, "
                    "columns = steps (image frames)")
-    frame_outputs.add_force_arg(p)
+    common.add_force_arg(p, "existing --out, --gif and --strip files")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     common.add_device_arg(p)
     p.set_defaults(run=run)
@@ -40,9 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     from dynvae.train import run as rundir
     from dynvae.utils import seed_everything
-    if args.out:
-        rundir.check_writable(args.out, "--out")
-    frame_outputs.check_frame_outputs(args)
+    frame_outputs.check_frame_suffixes(args)
+    common.check_outputs(args)
     loaded = rundir.load_run(args.run_dir, args.device)
     shape = None
     if args.gif or args.strip:
