@@ -69,6 +69,12 @@ def test_frame_files_are_kept_without_force(frame_run, tmp_path, capsys):
                  "--force"]) == 0
     with Image.open(gif) as animation:
         assert animation.n_frames == 2
+    # a later output that exists stops the command before the earlier ones are written
+    npy, strip = tmp_path / "s.npy", tmp_path / "s.png"
+    assert main(["sample", str(run), "-n", "1", "--steps", "2", "--out", str(npy),
+                 "--strip", str(strip), "--gif", str(gif)]) == 2
+    assert f"--gif {gif} exists" in _error_line(capsys)
+    assert not npy.exists() and not strip.exists()
     assert main(["sample", str(run), "-n", "1", "--steps", "2", "--strip",
                  str(tmp_path / "s.jpg")]) == 2
     assert "must end in .png" in _error_line(capsys)
@@ -95,8 +101,7 @@ def test_impute_frames_keep_observed_pixels_and_match_the_csv(frame_run, tmp_pat
     rows = table[(table["id"] == 3) & (table["feature"] == "pixel0_2_5")]
     np.testing.assert_allclose(rows["mean"].to_numpy(), mean[3, :, 0, 2, 5], rtol=1e-6)
     npy = tmp_path / "imputed.npy"
-    assert main(["impute", str(run), "--data", str(data), "--out", str(csv), "--frames",
-                 str(npy)]) == 0
+    assert main(["impute", str(run), "--data", str(data), "--frames", str(npy)]) == 0
     again = np.load(npy)                      # a new Monte Carlo run: equal where observed
     assert again.shape == imputed.shape and np.isfinite(again).all()
     np.testing.assert_array_equal(again[seen], imputed[seen])
@@ -173,3 +178,7 @@ def test_frames_alone_need_no_csv(frame_run, tmp_path, capsys):
     assert main(["forecast", str(run), "--data", str(data), "--horizon", "2", "--frames",
                  str(npy)]) == 2
     assert "exists; pass --force" in _error_line(capsys)
+    csv = tmp_path / "forecast.csv"
+    assert main(["forecast", str(run), "--data", str(data), "--horizon", "2", "--out",
+                 str(csv), "--frames", str(npy)]) == 2          # the CSV is not written
+    assert f"--frames {npy} exists" in _error_line(capsys) and not csv.exists()
