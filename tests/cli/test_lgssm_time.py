@@ -134,9 +134,11 @@ def test_forecast_at_any_time_and_grid_errors_of_the_discrete_model(runs, gap_da
     table = pd.read_csv(out)
     assert len(table) == 2 and table["std"].iloc[1] > 2 * table["std"].iloc[0]
     capsys.readouterr()
+    out = tmp_path / "refused.csv"
     code = main(["forecast", str(runs / "discrete"), "--data", str(gap_data[0]),
                  "--out", str(out), "--at", "2024-03-04 11:22:30"])
     assert code == 2 and "discrete-time" in capsys.readouterr().err
     code = main(["impute", str(runs / "discrete"), "--data", str(gap_data[0]),
                  "--out", str(out), "--grid", "auto"])
     assert code == 2 and "continuous-time model" in capsys.readouterr().err
+    assert not out.exists()
