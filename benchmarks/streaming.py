@@ -108,7 +108,7 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
         read_table(table, id_col="id", time_col="time")
     seconds = time.perf_counter() - start
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-    return {"case": f"rows={rows:.0e}", "impl": case, "seconds": seconds, "rows": rows,
+    return {"case": f"rows={rows:.0e}", "impl": case, "steps_per_sequence": STEPS, "seconds": seconds, "rows": rows,
             "rows_per_s": rows / seconds, "peak_rss_mb": peak_mb, **extra}
 
 
@@ -131,14 +131,16 @@ def fit_only(shards: Path) -> None:
 def _child(case: str, table: Path, shards: Path, rows: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.setdefault("MPLBACKEND", "Agg")
-    proc = subprocess.run([sys.executable, __file__, "--measure", case, str(table),
-                           str(shards), str(rows)], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, __file__, "--steps", str(STEPS), "--measure", case,
+                           str(table), str(shards), str(rows)], env=env, capture_output=True,
+                          text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{case} at {rows} rows failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
+    global STEPS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="sizes 1e5 and 3e5")
     parser.add_argument("--json", metavar="PATH")
@@ -149,8 +151,12 @@ def main() -> None:
                         "read_table",
                         help="comma-separated cases (sharding always runs first)")
     parser.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help=f"steps per generated sequence (default {STEPS}; 10 gives "
+                        "rows / 10 sequences: the per-sequence index at its largest)")
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    STEPS = args.steps
     if args.measure:
         case, table, shards, rows = args.measure
         print(json.dumps(measure(case, Path(table), Path(shards), int(rows))))
@@ -169,7 +175,7 @@ def main() -> None:
             table, shards = root / f"table_{rows}.parquet", root / f"shards_{rows}"
             start = time.perf_counter()
             generate(table, rows)
-            print(f"rows={rows:.0e}: generated {table.stat().st_size / 2**20:.0f} MB Parquet "
+            print(f"rows={rows:.0e} ({rows // STEPS:.0e} sequences): generated {table.stat().st_size / 2**20:.0f} MB Parquet "
                   f"in {time.perf_counter() - start:.1f} s")
             wanted = args.cases.split(",")
             cases = ["dynvae_shard"] + [c for c in wanted if c != "dynvae_shard"]
