@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from dynvae.data import Standardizer, read_table
+from dynvae.data import sharded as sharded_module
 from dynvae.data.dataset import collate
 from dynvae.data.moments import Moments, combine
 from dynvae.data.shard_writer import write_shards
-from dynvae.data import sharded as sharded_module
 from dynvae.data.sharded import ShardedDataset
 from dynvae.errors import DataError
 

@@ -49,8 +49,10 @@ def sequence_schema(dim: int) -> pa.Schema:
     fields += [(f"{name}_{d}", pa.int64() if name == "count" else pa.float64())
                for name in ("count", "mean", "m2") for d in range(dim)]
     return pa.schema(fields)
-__all__ = ["FORMAT", "ID", "INDEX", "MOMENTS", "STATS", "TIME", "ShardedDataset",
-           "is_shard_dir"]
+
+
+__all__ = ["FORMAT", "ID", "INDEX", "SEQUENCES", "STATS", "TIME", "ShardedDataset",
+           "is_shard_dir", "sequence_schema"]
 
 
 def is_shard_dir(path) -> bool:
