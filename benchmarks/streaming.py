@@ -3,7 +3,9 @@
 For each size a long-format Parquet table is generated (sequences of 100 steps, 4
 features, 10% missing; rows ordered by time then id, as a fleet of sensors logs them,
 so every sequence is spread over the whole file). Each measurement runs in a fresh
-Python process so that its peak RSS (``ru_maxrss``) is its own:
+Python process so that its peak RSS is its own (``VmHWM`` of /proc/self/status: the
+high-water mark of the process image since its exec; ``ru_maxrss`` would also count
+the benchmark's own memory, which a forked child carries until its exec):
 
 * ``dynvae_shard``: ``write_shards`` (two passes, bounded memory);
 * ``dynvae_stream``: one epoch of ``ShardedDataset.stream`` (batches of 64 sequences
@@ -36,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 STEPS, FEATURES = 100, 4
+STREAM_BATCHES: int | None = None      # --stream-batches: a partial epoch
 
 
 def generate(path: Path, rows: int, seed: int = 0) -> None:
@@ -84,9 +87,13 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
         data = ShardedDataset(shards)
         data = data.with_standardizer(data.fit_standardizer())
         seen = 0
-        for _, batch in data.stream(0, 0, 64, World(), 0, torch.float32, torch.device("cpu")):
+        for k, (_, batch) in enumerate(data.stream(0, 0, 64, World(), 0, torch.float32,
+                                                   torch.device("cpu"))):
             seen += int(batch.lengths.sum())
-        assert seen == rows, (seen, rows)
+            if STREAM_BATCHES is not None and k + 1 == STREAM_BATCHES:
+                break
+        assert seen == rows or STREAM_BATCHES is not None, (seen, rows)
+        extra["rows_streamed"] = seen                    # rows/s of what was read
     elif case == "dynvae_train":
         from dynvae.cli import main
         out = shards.parent / f"run_{rows}"
@@ -107,9 +114,23 @@ def measure(case: str, table: Path, shards: Path, rows: int) -> dict:
         from dynvae.data import read_table
         read_table(table, id_col="id", time_col="time")
     seconds = time.perf_counter() - start
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024   # KiB on Linux
-    return {"case": f"rows={rows:.0e}", "impl": case, "seconds": seconds, "rows": rows,
-            "rows_per_s": rows / seconds, "peak_rss_mb": peak_mb, **extra}
+    peak_mb = peak_rss_mb()
+    read = extra.get("rows_streamed", rows)
+    return {"case": f"rows={rows:.0e}", "impl": case, "steps_per_sequence": STEPS,
+            "seconds": seconds, "rows": rows, "rows_per_s": read / seconds,
+            "peak_rss_mb": peak_mb, **extra}
+
+
+def peak_rss_mb() -> float:
+    """This process image's peak resident memory (VmHWM; ru_maxrss where /proc is
+    missing, which may include a parent's memory at fork time)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024                      # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024     # KiB on Linux
 
 
 def fit_only(shards: Path) -> None:
@@ -131,14 +152,17 @@ def fit_only(shards: Path) -> None:
 def _child(case: str, table: Path, shards: Path, rows: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env.setdefault("MPLBACKEND", "Agg")
-    proc = subprocess.run([sys.executable, __file__, "--measure", case, str(table),
-                           str(shards), str(rows)], env=env, capture_output=True, text=True)
+    limit = [] if STREAM_BATCHES is None else ["--stream-batches", str(STREAM_BATCHES)]
+    command = [sys.executable, __file__, "--steps", str(STEPS), *limit, "--measure", case,
+               str(table), str(shards), str(rows)]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         raise RuntimeError(f"{case} at {rows} rows failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
+    global STEPS, STREAM_BATCHES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="sizes 1e5 and 3e5")
     parser.add_argument("--json", metavar="PATH")
@@ -149,8 +173,14 @@ def main() -> None:
                         "read_table",
                         help="comma-separated cases (sharding always runs first)")
     parser.add_argument("--keep", metavar="DIR", help="generate into DIR and keep it")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help=f"steps per generated sequence (default {STEPS}; 10 gives "
+                        "rows / 10 sequences: the per-sequence index at its largest)")
+    parser.add_argument("--stream-batches", type=int, help="stream only the first N "
+                        "batches of 64 sequences (a partial epoch, for the largest sizes)")
     parser.add_argument("--measure", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    STEPS, STREAM_BATCHES = args.steps, args.stream_batches
     if args.measure:
         case, table, shards, rows = args.measure
         print(json.dumps(measure(case, Path(table), Path(shards), int(rows))))
@@ -160,7 +190,7 @@ def main() -> None:
         sizes = [float(s) for s in args.sizes.split(",")]
     root = Path(args.keep or tempfile.mkdtemp(prefix="dynvae-streaming-"))
     root.mkdir(parents=True, exist_ok=True)
-    print("torch threads: 1; each measurement in a fresh process; peak RSS = ru_maxrss "
+    print("torch threads: 1; each measurement in a fresh process; peak RSS = VmHWM "
           "of that process (includes the Python + torch import, ~0.3 GB)")
     rows_out = []
     try:
@@ -169,8 +199,9 @@ def main() -> None:
             table, shards = root / f"table_{rows}.parquet", root / f"shards_{rows}"
             start = time.perf_counter()
             generate(table, rows)
-            print(f"rows={rows:.0e}: generated {table.stat().st_size / 2**20:.0f} MB Parquet "
-                  f"in {time.perf_counter() - start:.1f} s")
+            print(f"rows={rows:.0e} ({rows // STEPS:.0e} sequences): generated "
+                  f"{table.stat().st_size / 2**20:.0f} MB Parquet in "
+                  f"{time.perf_counter() - start:.1f} s")
             wanted = args.cases.split(",")
             cases = ["dynvae_shard"] + [c for c in wanted if c != "dynvae_shard"]
             if rows > args.in_memory_up_to and "read_table" in cases:

@@ -22,6 +22,11 @@ def check_time_grid(t: Tensor | np.ndarray, *, name: str = "t", ndim: int | None
         lengths: (B,) for t (B, T): row b is checked over its first lengths[b] entries
             only (what lies beyond, padding, may hold anything).
     """
+    if isinstance(t, np.ndarray) and lengths is None and t.ndim >= 1 and t.shape[-1] > 0 \
+            and (ndim is None or t.ndim == ndim):
+        with np.errstate(invalid="ignore"):       # fast path for valid arrays: numpy only
+            if np.isfinite(t).all() and (np.diff(t, axis=-1) > 0).all():
+                return
     if isinstance(t, np.ndarray) and not t.flags.writeable:
         t = t.copy()               # torch warns on read-only arrays (e.g. pandas' views)
     t = torch.as_tensor(t)

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from dynvae.data import Standardizer, read_table
+from dynvae.data import sharded as sharded_module
 from dynvae.data.dataset import collate
 from dynvae.data.moments import Moments, combine
 from dynvae.data.shard_writer import write_shards
@@ -50,7 +51,10 @@ def test_round_trip_equals_the_in_memory_reader(table_file, tmp_path):
         assert (getattr(got, name) == getattr(want, name)).all(), name
 
 
-def test_moments_equal_the_in_memory_standardizer(table_file, tmp_path):
+@pytest.mark.parametrize("moment_rows", [1 << 18, 7])
+def test_moments_equal_the_in_memory_standardizer(table_file, tmp_path, monkeypatch,
+                                                  moment_rows):
+    monkeypatch.setattr(sharded_module, "MOMENT_ROWS", moment_rows)  # several blocks: 7
     write_shards(table_file, tmp_path / "shards", shards=3, batch_rows=50, **COLS)
     memory = read_table(table_file, **COLS)
     sharded = ShardedDataset(tmp_path / "shards")
@@ -67,6 +71,24 @@ def test_moments_equal_the_in_memory_standardizer(table_file, tmp_path):
         expect = fitted.transform(part.to_memory())
         for s, r in zip(standardised, expect, strict=True):
             np.testing.assert_array_equal(s.x, r.x)
+
+
+def test_ids_are_read_from_disk_in_the_order_asked(tmp_path, monkeypatch):
+    monkeypatch.setattr(sharded_module, "MOMENT_ROWS", 5)      # ids read in blocks of 5
+    frame = long_table()
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    write_shards(tmp_path / "t.csv", tmp_path / "shards", shards=3, **COLS)
+    data = ShardedDataset(tmp_path / "shards")
+    every = data.to_memory().ids                   # from the shard files themselves
+    assert data.ids == every and len(set(every)) == 40
+    order = [7, 3, 31, 0, 19]
+    view = data.subset(order)
+    assert view.ids == [every[k] for k in order]
+    picked = data.with_ids([every[k] for k in order])
+    assert picked.ids == view.ids
+    np.testing.assert_array_equal(picked.positions, view.positions)
+    with pytest.raises(DataError, match="'nope' is not in"):
+        data.with_ids([every[0], "nope"])
 
 
 def test_chan_merge_keeps_float64_accuracy_on_a_large_offset():
@@ -154,9 +176,14 @@ def test_a_damaged_directory_is_one_clear_error(tmp_path):
     data = ShardedDataset(out)
     with pytest.raises(DataError, match="cannot read shard .*shard-00000"):
         data.to_memory()
-    (out / "moments.npz").write_bytes(b"\x00")
-    with pytest.raises(DataError, match="cannot read .*moments.npz"):
+    (out / "sequences.parquet").write_bytes(b"\x00")
+    with pytest.raises(DataError, match="cannot read .*sequences.parquet"):
         data.fit_standardizer()
-    (out / "index.json").write_text('{"format": "dynvae-shards-1", "ids": ["a"]}')
+    with pytest.raises(DataError, match="cannot read .*sequences.parquet"):
+        ShardedDataset(out)
+    (out / "index.json").write_text('{"format": "dynvae-shards-2", "shards": []}')
     with pytest.raises(DataError, match="incomplete or damaged"):
+        ShardedDataset(out)
+    (out / "index.json").write_text('{"format": "dynvae-shards-1", "ids": ["a"]}')
+    with pytest.raises(DataError, match="write it again with `dynvae data shard`"):
         ShardedDataset(out)

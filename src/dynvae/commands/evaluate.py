@@ -27,10 +27,13 @@ def add_parser(sub) -> None:
 def evaluation_data(args: argparse.Namespace, config: dict):
     """--data (all its sequences) or the run's test sequences of its own data."""
     spec = common.data_spec(args, fallback=config["data"])
+    ids = config["split"]["test_ids"]
+    from dynvae.data.sharded import is_shard_dir
+    if args.data is None and is_shard_dir(spec.get("data", "")):    # its test part only
+        return common.open_shards(spec).with_ids(ids).to_memory()
     data = common.load_data(spec)
     if args.data is not None:
         return data
-    ids = config["split"]["test_ids"]
     index = {s.id: i for i, s in enumerate(data)}
     if any(i not in index for i in ids):
         raise DataError(f"the run's test sequences {ids} are not all in its data "

@@ -105,6 +105,13 @@ def in_memory(train) -> SequenceDataset:
     return _head(train) if isinstance(train, ShardedDataset) else train
 
 
+def listed_ids(train) -> list[str] | None:
+    """The training ids written in config.json: None for streamed shards (millions of
+    ids; the split is the seed's draw over the shard index, as load_splits makes it)."""
+    from dynvae.data.sharded import ShardedDataset
+    return None if isinstance(train, ShardedDataset) else train.ids
+
+
 def standardise(standardizer: Standardizer, part):
     """Standardised data: a ShardedDataset standardises on read."""
     from dynvae.data.sharded import ShardedDataset
@@ -418,7 +425,8 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "split": {"fractions": list(SPLIT) if not shared else None,
                                          "train_equals_test": shared,
-                                         "train_ids": train.ids, "test_ids": test.ids},
+                                         "train_ids": listed_ids(train),
+                                         "test_ids": test.ids},
         "evaluation": dataclasses.asdict(settings),
     })
     rundir.write_metrics(out, metrics)

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from dynvae.data import shard_input
 from dynvae.data.moments import Moments, segment_moments
-from dynvae.data.sharded import FORMAT, ID, INDEX, MOMENTS, STATS, TIME
+from dynvae.data.sharded import FORMAT, ID, INDEX, SEQUENCES, STATS, TIME, sequence_schema
 from dynvae.errors import DataError
 from dynvae.utils import atomic_write_json
 
@@ -99,7 +99,7 @@ def write_shards(source, out_dir, id_col: str | None = None, time_col: str | Non
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return ShardSummary(out_dir, n_rows, len(index["ids"]), len(index["shards"]),
+    return ShardSummary(out_dir, n_rows, index["sequences"], len(index["shards"]),
                         time.perf_counter() - start)
 
 
@@ -142,36 +142,44 @@ def _bucket_of(ids: np.ndarray, n_buckets: int) -> np.ndarray:
 
 
 def _write_shard_files(work: Path, n_buckets: int, table, origin) -> dict:
-    """Pass 2: each bucket sorted and checked, written as ``shard-NNNNN.parquet``."""
-    index = {"shards": [], "shard_rows": [], "ids": [], "lengths": [], "shard": [],
-             "offset": []}
-    counts, means, m2s = [], [], []
-    for b in range(n_buckets):
-        path = work / "buckets" / f"bucket-{b:05d}.arrow"
-        if not path.is_file():
-            continue
-        with pa.memory_map(str(path)) as source:
-            bucket = pa.ipc.open_file(source).read_all()
-        shard, starts = _sorted_shard(bucket, table, origin)
-        del bucket
-        k = len(index["shards"])
-        name = f"shard-{k:05d}.parquet"
-        pq.write_table(shard, work / name)
-        lengths = np.diff(np.append(starts, shard.num_rows))
-        index["shards"].append(name)
-        index["shard_rows"].append(shard.num_rows)
-        index["ids"] += [str(v) for v in shard.column(ID).take(pa.array(starts)).to_pylist()]
-        index["lengths"] += lengths.tolist()
-        index["shard"] += [k] * len(starts)
-        index["offset"] += starts.tolist()
-        x = np.column_stack([shard.column(c).to_numpy() for c in table.value_cols])
-        seq = segment_moments(x, starts)
-        counts.append(seq.count)
-        means.append(seq.mean)
-        m2s.append(seq.m2)
-    np.savez(work / MOMENTS, count=np.concatenate(counts), mean=np.concatenate(means),
-             m2=np.concatenate(m2s))
+    """Pass 2: each bucket sorted and checked, written as ``shard-NNNNN.parquet``; its
+    sequences' rows of the per-sequence table (id, length, shard, offset, moments) are
+    appended to ``sequences.parquet`` as one row group, so nothing grows with the
+    number of sequences in memory."""
+    index = {"shards": [], "shard_rows": [], "sequences": 0}
+    schema = sequence_schema(len(table.value_cols))
+    with pq.ParquetWriter(work / SEQUENCES, schema) as sequences:
+        for b in range(n_buckets):
+            path = work / "buckets" / f"bucket-{b:05d}.arrow"
+            if not path.is_file():
+                continue
+            with pa.memory_map(str(path)) as source:
+                bucket = pa.ipc.open_file(source).read_all()
+            shard, starts = _sorted_shard(bucket, table, origin)
+            del bucket
+            k = len(index["shards"])
+            name = f"shard-{k:05d}.parquet"
+            pq.write_table(shard, work / name)
+            index["shards"].append(name)
+            index["shard_rows"].append(shard.num_rows)
+            index["sequences"] += len(starts)
+            sequences.write_table(_sequence_rows(shard, starts, k, table.value_cols, schema))
     return index
+
+
+def _sequence_rows(shard: pa.Table, starts: np.ndarray, k: int, value_cols: list[str],
+                   schema: pa.Schema) -> pa.Table:
+    """The rows of ``sequences.parquet`` for the sequences of shard ``k``."""
+    x = np.column_stack([shard.column(c).to_numpy() for c in value_cols])
+    seq = segment_moments(x, starts)                                      # (N, D) each
+    columns = {"id": shard.column(ID).take(pa.array(starts)),
+               "length": pa.array(np.diff(np.append(starts, shard.num_rows))),
+               "shard": pa.array(np.full(len(starts), k, np.int32)),
+               "offset": pa.array(starts.astype(np.int64))}
+    for name, values in (("count", seq.count), ("mean", seq.mean), ("m2", seq.m2)):
+        for d in range(values.shape[1]):
+            columns[f"{name}_{d}"] = pa.array(values[:, d])
+    return pa.table(columns, schema=schema)
 
 
 def _sorted_shard(bucket: pa.Table, table, origin) -> tuple[pa.Table, np.ndarray]:

@@ -2,10 +2,11 @@
 
 Layout written by ``dynvae data shard`` (:func:`dynvae.data.shard_writer.write_shards`)::
 
-    DIR/index.json           format, columns, time origin/unit, and per sequence:
-                             ids, lengths, shard, offset (first row in its shard)
-    DIR/moments.npz          per sequence and feature: count, mean, m2 (float64), so the
-                             Standardizer of any subset of sequences needs no data pass
+    DIR/index.json           format, columns, shard files, time origin/unit (small)
+    DIR/sequences.parquet    one row per sequence, one row group per shard: id, length,
+                             shard, offset (first row in its shard), and per feature
+                             count_d, mean_d, m2_d (float64), so the Standardizer of any
+                             subset of sequences needs no data pass
     DIR/stats.json           the Standardizer state of the whole table
     DIR/shard-NNNNN.parquet  whole sequences, rows sorted by (id, time); columns
                              __id__, __t__, the value columns, the input columns
@@ -25,20 +26,33 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from dynvae.data.dataset import Sequence, SequenceDataset, Standardizer, collate, split_sizes
-from dynvae.data.moments import combine
+from dynvae.data.moments import Moments, combine
 from dynvae.data.shard_input import ID, TIME
 from dynvae.errors import DataError
 from dynvae.train.batching import StreamedData
 from dynvae.train.distributed import World
 
-INDEX, MOMENTS, STATS = "index.json", "moments.npz", "stats.json"
-FORMAT = "dynvae-shards-1"
-__all__ = ["FORMAT", "ID", "INDEX", "MOMENTS", "STATS", "TIME", "ShardedDataset",
-           "is_shard_dir"]
+INDEX, SEQUENCES, STATS = "index.json", "sequences.parquet", "stats.json"
+FORMAT = "dynvae-shards-2"
+MOMENT_ROWS = 1 << 18          # sequences' moments combined at a time
+
+
+def sequence_schema(dim: int) -> pa.Schema:
+    """Columns of ``sequences.parquet`` for ``dim`` features."""
+    fields = [("id", pa.string()), ("length", pa.int64()), ("shard", pa.int32()),
+              ("offset", pa.int64())]
+    fields += [(f"{name}_{d}", pa.int64() if name == "count" else pa.float64())
+               for name in ("count", "mean", "m2") for d in range(dim)]
+    return pa.schema(fields)
+
+
+__all__ = ["FORMAT", "ID", "INDEX", "SEQUENCES", "STATS", "TIME", "ShardedDataset",
+           "is_shard_dir", "sequence_schema"]
 
 
 def is_shard_dir(path) -> bool:
@@ -46,7 +60,9 @@ def is_shard_dir(path) -> bool:
 
 
 class _Index:
-    """The checked contents of index.json and moments.npz (shared by every view)."""
+    """The checked contents of index.json and the numeric columns of sequences.parquet
+    (shared by every view): 20 bytes per sequence; ids and moments are read from disk
+    when asked for."""
 
     def __init__(self, root: Path) -> None:
         where = root / INDEX
@@ -54,39 +70,90 @@ class _Index:
             meta = json.loads(where.read_text())
         except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
             raise DataError(f"cannot read the shard index {where}: {err}") from None
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(
+                "dynvae-shards"):
             raise DataError(f"{where} is not a dynvae shard index (format {FORMAT!r})")
+        if meta["format"] != FORMAT:
+            raise DataError(f"{root} was written in format {meta['format']!r}, this dynvae "
+                            f"reads {FORMAT!r}: write it again with `dynvae data shard`")
         try:
-            self.ids = [str(i) for i in meta["ids"]]
-            self.lengths = np.asarray(meta["lengths"], dtype=np.int64)
-            self.shard = np.asarray(meta["shard"], dtype=np.int64)
-            self.offset = np.asarray(meta["offset"], dtype=np.int64)
             self.files = [root / str(name) for name in meta["shards"]]
             self.feature_names = [str(n) for n in meta["feature_names"]]
             self.input_names = [str(n) for n in meta["input_names"]]
             self.time_origin, self.time_unit = meta["time_origin"], meta["time_unit"]
+            n = int(meta["sequences"])
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{where} is incomplete or damaged: {err!r}") from None
-        n = len(self.ids)
-        if not (len(self.lengths) == len(self.shard) == len(self.offset) == n) or n == 0 \
-                or (self.lengths < 1).any() or self.shard.min() < 0 \
-                or self.shard.max() >= len(self.files):
-            raise DataError(f"{where}: ids, lengths, shard and offset disagree")
-        self.moments_path = root / MOMENTS
+        self.sequences_path = root / SEQUENCES
+        columns = self._read(["length", "shard", "offset"])
+        self.lengths = columns.column("length").to_numpy().astype(np.int64)
+        self.shard = columns.column("shard").to_numpy().astype(np.int32)
+        self.offset = columns.column("offset").to_numpy().astype(np.int64)
+        if not (len(self.lengths) == n) or n == 0 or (self.lengths < 1).any() \
+                or self.shard.min() < 0 or self.shard.max() >= len(self.files):
+            raise DataError(f"{where} and {self.sequences_path.name}: sequences, lengths "
+                            "and shards disagree")
 
-    def moments(self, positions: np.ndarray) -> dict[str, np.ndarray]:
-        """count/mean/m2 (len(positions), D) of the sequences at ``positions``, read only
-        when needed (for 1e7 sequences the file is ~1 GB)."""
-        where = self.moments_path
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def _read(self, columns: list[str]) -> pa.Table:
         try:
-            with np.load(where, allow_pickle=False) as saved:
-                arrays = {k: saved[k] for k in ("count", "mean", "m2")}
-        except (OSError, KeyError, ValueError) as err:
-            raise DataError(f"cannot read {where}: {err}") from None
-        shape = (len(self.ids), len(self.feature_names))
-        if any(m.shape != shape for m in arrays.values()):
-            raise DataError(f"{where} does not match {where.parent / INDEX}")
-        return {k: v[positions] for k, v in arrays.items()}
+            return pq.read_table(self.sequences_path, columns=columns)
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise DataError(f"cannot read {self.sequences_path}: {err}") from None
+
+    def _batches(self, columns: list[str]):
+        """(first position, record batch) over sequences.parquet, MOMENT_ROWS at a time."""
+        try:
+            first = 0
+            for batch in pq.ParquetFile(self.sequences_path).iter_batches(
+                    MOMENT_ROWS, columns=columns):
+                yield first, batch
+                first += batch.num_rows
+        except (OSError, ValueError, pa.ArrowException) as err:
+            raise DataError(f"cannot read {self.sequences_path}: {err}") from None
+
+    def ids(self, positions: np.ndarray) -> list[str]:
+        """The ids of the sequences at ``positions``, in that order."""
+        wanted = np.zeros(len(self), bool)
+        wanted[positions] = True
+        found: dict[int, str] = {}
+        for first, batch in self._batches(["id"]):
+            rows = np.flatnonzero(wanted[first:first + batch.num_rows])
+            values = batch.column(0).take(pa.array(rows)).to_pylist()
+            found.update(zip((first + rows).tolist(), values, strict=True))
+        return [found[int(p)] for p in positions]
+
+    def positions_of(self, ids: list[str]) -> np.ndarray:
+        """The positions of the sequences named ``ids``; DataError naming the first id
+        that is not in the index."""
+        want = set(ids)
+        found: dict[str, int] = {}
+        for first, batch in self._batches(["id"]):
+            for k, value in enumerate(batch.column(0).to_pylist()):
+                if value in want:
+                    found[value] = first + k
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise DataError(f"sequence {missing[0]!r} is not in {self.sequences_path.parent}"
+                            f" ({len(missing)} of {len(ids)} ids missing)")
+        return np.array([found[i] for i in ids], np.int64)
+
+    def moments(self, positions: np.ndarray) -> Moments:
+        """The moments of the observed values of the sequences at ``positions`` together
+        (Chan et al. 1979), combined MOMENT_ROWS sequences at a time."""
+        d = len(self.feature_names)
+        wanted = np.zeros(len(self), bool)
+        wanted[positions] = True
+        total = Moments.empty(d)
+        names = [f"{m}_{k}" for m in ("count", "mean", "m2") for k in range(d)]
+        for first, batch in self._batches(names):
+            rows = wanted[first:first + batch.num_rows]
+            cols = [batch.column(i).to_numpy()[rows] for i in range(3 * d)]
+            count, mean, m2 = (np.column_stack(cols[j * d:(j + 1) * d]) for j in range(3))
+            total = total.merge(combine(count, mean, m2))
+        return total
 
 
 class ShardedDataset(StreamedData):
@@ -102,7 +169,7 @@ class ShardedDataset(StreamedData):
             raise DataError(f"{self.path} is not a shard directory (no {INDEX}); write one "
                             "with `dynvae data shard`")
         self._index = _index or _Index(self.path)
-        n = len(self._index.ids)
+        n = len(self._index)
         self.positions = np.arange(n) if positions is None else np.asarray(positions, np.int64)
         self.standardizer = standardizer
         self._cache: tuple[int, dict] | None = None
@@ -113,7 +180,9 @@ class ShardedDataset(StreamedData):
 
     @property
     def ids(self) -> list[str]:
-        return [self._index.ids[p] for p in self.positions]
+        """The ids of this view's sequences (read from disk: for views of millions of
+        sequences prefer ``len`` and ``lengths``)."""
+        return self._index.ids(self.positions)
 
     @property
     def lengths(self) -> np.ndarray:
@@ -148,6 +217,12 @@ class ShardedDataset(StreamedData):
         return ShardedDataset(self.path, self.positions[np.asarray(indices, np.int64)],
                               self.standardizer, self._index)
 
+    def with_ids(self, ids: list[str]) -> ShardedDataset:
+        """The view of the sequences named ``ids``, in that order (one pass over the ids
+        on disk, not over the data)."""
+        return ShardedDataset(self.path, self._index.positions_of(ids), self.standardizer,
+                              self._index)
+
     def with_standardizer(self, standardizer: Standardizer | None) -> ShardedDataset:
         return ShardedDataset(self.path, self.positions, standardizer, self._index)
 
@@ -162,8 +237,7 @@ class ShardedDataset(StreamedData):
     def fit_standardizer(self) -> Standardizer:
         """The Standardizer that :meth:`Standardizer.fit` gives on these sequences, from
         their saved moments (no pass over the data)."""
-        moments = self._index.moments(self.positions)
-        mean, std = combine(**moments).mean_std(self.feature_names)
+        mean, std = self._index.moments(self.positions).mean_std(self.feature_names)
         return Standardizer(mean, std, self.feature_names)
 
     def sequences(self, indices) -> list[Sequence]:
@@ -177,7 +251,7 @@ class ShardedDataset(StreamedData):
             b = a + int(self._index.lengths[p])
             u = None if arrays["u"] is None else arrays["u"][a:b]
             out[k] = Sequence(t=arrays["t"][a:b], x=arrays["x"][a:b], u=u,
-                              id=self._index.ids[p])
+                              id=arrays["id"][a].as_py())
         return out
 
     def to_memory(self) -> SequenceDataset:
@@ -195,7 +269,7 @@ class ShardedDataset(StreamedData):
         path = self._index.files[k]
         names = self.feature_names + self.input_names
         try:
-            table = pq.read_table(path, columns=[TIME, *names])
+            table = pq.read_table(path, columns=[ID, TIME, *names])
         except (OSError, ValueError) as err:
             raise DataError(f"cannot read shard {path}: {err}") from None
         x = np.column_stack([table.column(c).to_numpy() for c in self.feature_names])
@@ -204,7 +278,8 @@ class ShardedDataset(StreamedData):
             x = (x - mean) / std
         u = (np.column_stack([table.column(c).to_numpy() for c in self.input_names])
              if self.input_names else None)
-        arrays = {"t": np.array(table.column(TIME).to_numpy()), "x": x, "u": u}   # writable
+        arrays = {"t": np.array(table.column(TIME).to_numpy()), "x": x, "u": u,  # writable
+                  "id": table.column(ID)}
         self._cache = (k, arrays)
         return arrays
 
@@ -214,18 +289,27 @@ class ShardedDataset(StreamedData):
         """plan[rank][step]: the indices (into this view) of each rank's batch at each
         step of the epoch (see the module docstring). Slices differ by at most one
         sequence; every rank gets the same number of non-empty batches."""
+        return [[b.tolist() for b in self.rank_plan(seed, epoch, batch_size, world_size, r)]
+                for r in range(world_size)]
+
+    def rank_plan(self, seed: int, epoch: int, batch_size: int, world_size: int,
+                  rank: int) -> list[np.ndarray]:
+        """Rank ``rank``'s part of :meth:`epoch_plan`, as (batch,) index arrays (8 bytes a
+        sequence, not a Python int each)."""
         n, w = len(self), world_size
         if n < w:
             raise DataError(f"{n} sequences cannot be spread over {w} processes")
         gen = np.random.default_rng([seed, epoch, 0x5EED])
         shard_of = self._index.shard[self.positions]                       # (N,)
-        order = np.concatenate([gen.permutation(np.flatnonzero(shard_of == s))
-                                for s in gen.permutation(np.unique(shard_of))])
+        by_shard = np.argsort(shard_of, kind="stable")
+        bounds = np.searchsorted(shard_of[by_shard], np.arange(len(self._index.files) + 1))
+        present = np.flatnonzero(np.diff(bounds))
+        order = np.concatenate([gen.permutation(by_shard[bounds[s]:bounds[s + 1]])
+                                for s in gen.permutation(present)])
         sizes = n // w + (np.arange(w) < n % w)
         steps = min(math.ceil(n / batch_size), int(sizes.min()))
         starts = np.concatenate([[0], np.cumsum(sizes)])
-        return [[b.tolist() for b in np.array_split(order[starts[r]:starts[r + 1]], steps)]
-                for r in range(w)]
+        return np.array_split(order[starts[rank]:starts[rank + 1]], steps)
 
     def steps_per_epoch(self, batch_size: int, world_size: int) -> int:
         return min(math.ceil(len(self) / batch_size), len(self) // world_size)
@@ -234,7 +318,7 @@ class ShardedDataset(StreamedData):
                dtype: torch.dtype, device: torch.device, num_workers: int = 0):
         """(indices, batch on ``device``) for this rank's batches of the epoch from batch
         ``start`` on; ``num_workers`` > 0 reads them in DataLoader worker processes."""
-        batches = self.epoch_plan(seed, epoch, batch_size, world.size)[world.rank][start:]
+        batches = self.rank_plan(seed, epoch, batch_size, world.size, world.rank)[start:]
         source = _BatchStream(self, batches, dtype)
         if num_workers > 0:
             source = torch.utils.data.DataLoader(source, batch_size=None,
@@ -254,5 +338,5 @@ class _BatchStream(torch.utils.data.IterableDataset):
         info = torch.utils.data.get_worker_info()
         mine = self.batches if info is None else self.batches[info.id::info.num_workers]
         for indices in mine:
-            yield indices, self.data.to_batch(indices, dtype=self.dtype,
-                                              device=torch.device("cpu"))
+            yield indices.tolist(), self.data.to_batch(indices, dtype=self.dtype,
+                                                       device=torch.device("cpu"))

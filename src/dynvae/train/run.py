@@ -190,6 +190,8 @@ def check_run_config(config: Any, where: str) -> dict[str, Any]:
     schema.check_data_spec(schema.field(config, "data", dict, where), f"{where}: 'data'")
     split = schema.field(config, "split", dict, where)
     for key in ("train_ids", "test_ids"):
+        if key == "train_ids" and split.get(key, []) is None:     # streamed shards
+            continue
         ids = schema.field(split, key, list, f"{where}: 'split'")
         if not all(isinstance(i, str) for i in ids):
             schema.fail(ConfigError, f"{where}: 'split'", f"{key!r} must be a list of "
