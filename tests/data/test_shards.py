@@ -172,6 +172,12 @@ def test_a_damaged_directory_is_one_clear_error(tmp_path):
     out = tmp_path / "out"
     with pytest.raises(DataError, match="not a shard directory"):
         ShardedDataset(tmp_path)
+    index = json.loads((out / "index.json").read_text())
+    for wrong, message in ((5, "more sequences than its index"), (7, "disagree")):
+        (out / "index.json").write_text(json.dumps({**index, "sequences": wrong}))
+        with pytest.raises(DataError, match=message):
+            ShardedDataset(out)
+    (out / "index.json").write_text(json.dumps(index))
     (out / "shard-00000.parquet").write_bytes(b"PAR1 truncated")
     data = ShardedDataset(out)
     with pytest.raises(DataError, match="cannot read shard .*shard-00000"):

@@ -85,11 +85,14 @@ class _Index:
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(f"{where} is incomplete or damaged: {err!r}") from None
         self.sequences_path = root / SEQUENCES
-        columns = self._read(["length", "shard", "offset"])
-        self.lengths = columns.column("length").to_numpy().astype(np.int64)
-        self.shard = columns.column("shard").to_numpy().astype(np.int32)
-        self.offset = columns.column("offset").to_numpy().astype(np.int64)
-        if not (len(self.lengths) == n) or n == 0 or (self.lengths < 1).any() \
+        self.lengths, self.offset = np.zeros(n, np.int64), np.zeros(n, np.int64)
+        self.shard = np.zeros(n, np.int32)
+        end = 0
+        for first, batch in self._batches(["length", "shard", "offset"], total=n):
+            end = first + batch.num_rows
+            for k, array in enumerate((self.lengths, self.shard, self.offset)):
+                array[first:end] = batch.column(k).to_numpy()
+        if end != n or n == 0 or (self.lengths < 1).any() \
                 or self.shard.min() < 0 or self.shard.max() >= len(self.files):
             raise DataError(f"{where} and {self.sequences_path.name}: sequences, lengths "
                             "and shards disagree")
@@ -97,18 +100,17 @@ class _Index:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def _read(self, columns: list[str]) -> pa.Table:
-        try:
-            return pq.read_table(self.sequences_path, columns=columns)
-        except (OSError, ValueError, pa.ArrowException) as err:
-            raise DataError(f"cannot read {self.sequences_path}: {err}") from None
-
-    def _batches(self, columns: list[str]):
-        """(first position, record batch) over sequences.parquet, MOMENT_ROWS at a time."""
+    def _batches(self, columns: list[str], total: int | None = None):
+        """(first position, record batch) over sequences.parquet, MOMENT_ROWS at a time.
+        Without pre-buffering (which keeps every row group read so far) memory stays
+        at one block; more than ``total`` rows is a DataError."""
         try:
             first = 0
-            for batch in pq.ParquetFile(self.sequences_path).iter_batches(
-                    MOMENT_ROWS, columns=columns):
+            source = pq.ParquetFile(self.sequences_path, pre_buffer=False)
+            for batch in source.iter_batches(MOMENT_ROWS, columns=columns):
+                if total is not None and first + batch.num_rows > total:
+                    raise DataError(f"{self.sequences_path} holds more sequences than its "
+                                    f"index ({total})")
                 yield first, batch
                 first += batch.num_rows
         except (OSError, ValueError, pa.ArrowException) as err:
