@@ -1,11 +1,8 @@
 """End to end: `dynvae train --model latent-sde` on a tiny irregular stochastic Lorenz."""
 
-import csv
 import json
-import resource
 
 import numpy as np
-import pytest
 
 from dynvae.cli import main
 
@@ -33,27 +30,3 @@ def test_train_latent_sde_on_irregular_lorenz(tmp_path):
     assert main(["sample", str(run), "-n", "2", "--steps", "4", "--out",
                  str(tmp_path / "s.npy")]) == 0
     assert np.load(tmp_path / "s.npy").shape == (2, 4, 3)
-
-
-@pytest.mark.slow
-def test_adjoint_trains_on_ten_thousand_observation_times_in_bounded_memory(tmp_path):
-    """Three gradient steps on four 10,000-point sequences (one solver step per
-    observation interval) with gradients=adjoint: finite metrics, one training row per
-    step, and a peak-memory growth far below the ~1.8 GiB that one backprop gradient
-    of this size takes (docs/results/sde.md)."""
-    run = tmp_path / "long"
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    assert main(["train", "--model", "latent-sde", "--dataset", "stochastic-lorenz",
-                 "--dataset-option", "n=6", "--dataset-option", "n_times=10000",
-                 "--dataset-option", "t_end=10", "--set", "gradients=adjoint",
-                 "--set", "batch_size=4", "--set", "max_steps=3", "--set", "eval_every=3",
-                 "--set", "progress=false", "--set", "n_predict_samples=4",
-                 "--out", str(run)]) == 0
-    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-    metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("test_elbo_per_step", "test_iwae_per_step", "test_imputation_mse"):
-        assert np.isfinite(metrics[key]), key
-    with open(run / "metrics.csv") as f:
-        rows = list(csv.DictReader(f))
-    assert len([r for r in rows if r.get("loss")]) == 3
-    assert grown_mib < 1024, grown_mib
