@@ -56,7 +56,8 @@ def test_conv_frames_on_vector_data_is_one_config_error(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.mark.parametrize("name", ["dkf", "vrnn", "gpvae", "latent-sde"])
+@pytest.mark.parametrize("name", ["dkf", "vrnn", "gpvae", "latent-sde", "storn", "srnn",
+                                  "rvae", "dsae", "kvae", "latent-ode"])
 def test_frame_keys_are_documented_in_list_keys(name):
     from dynvae.commands.config_keys import field_docs
     from dynvae.models.registry import model_class

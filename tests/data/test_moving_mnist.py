@@ -54,8 +54,9 @@ def test_generator_is_deterministic_given_its_seed():
     c = moving_digits(images, 4, 10, 64, 2, seed=6)
     assert a.shape == (4, 10, 64, 64) and a.min() >= 0 and a.max() <= 1
     assert np.array_equal(a, b) and not np.array_equal(a, c)
-    with pytest.raises(ConfigError, match="size"):
-        moving_digits(images, 1, 10, 20, 2, seed=0)
+    for size in (20, DIGIT):                      # a 28x28 frame leaves no room to move
+        with pytest.raises(ConfigError, match="size must be > 28"):
+            moving_digits(images, 1, 10, size, 2, seed=0)
 
 
 def test_moving_mnist_dataset():

@@ -62,11 +62,13 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
 
 def add_prediction_args(parser: argparse.ArgumentParser, plot_help: str) -> None:
     """The arguments of the commands that predict from a fitted run (impute, forecast):
-    RUN, --data FILE and its column options, --out CSV, --plot PNG, --device."""
+    RUN, --data FILE and its column options, --out CSV, --plot PNG, --device. --out may
+    be left out when the command writes frames instead (``--frames``)."""
     parser.add_argument("run_dir", metavar="RUN", help="run directory written by "
                         "`dynvae train`")
     add_data_args(parser, dataset=False, required=True)
-    parser.add_argument("--out", required=True, metavar="CSV", help="CSV file to write")
+    parser.add_argument("--out", metavar="CSV", help="CSV file to write (needed unless "
+                        "--frames is given)")
     parser.add_argument("--plot", metavar="PNG", help=plot_help)
     add_device_arg(parser)
 

@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
     export.add_argument("name", metavar="NAME", help="built-in dataset name (see `dynvae "
                         "datasets`)")
     export.add_argument("file", metavar="FILE", help="file to write: .csv, .csv.gz, .parquet "
-                        "or .pq")
+                        "or .pq, or .npz (arrays x, t, lengths, ...; image datasets as "
+                        "frames (N, T, C, H, W))")
     export.add_argument("--dataset-option", action="append", default=[], metavar="KEY=VALUE",
                         help="an option of the dataset's loader, e.g. n_sequences=100 "
                         "(repeatable)")
@@ -76,12 +77,18 @@ def installed(extra: str | None) -> str:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from dynvae.data.export import write_table
+    from dynvae.data.export import write_arrays, write_table
     spec = {"dataset": args.name}
     options = common.dataset_options(args.name, args.dataset_option)
     if options:
         spec["options"] = options
     data = common.load_data(spec)          # a dataset with named splits: all of it
+    if Path(args.file).suffix.lower() == ".npz":
+        write_arrays(data, args.file, overwrite=args.force)
+        shape = "x" if data.frame_shape is None else f"frames {tuple(data.frame_shape)}"
+        print(f"wrote {args.file} ({len(data)} sequence(s) of {shape}); read it back with: "
+              f"--data {args.file}")
+        return 0
     columns = write_table(data, args.file, overwrite=args.force)
     rows = sum(len(s) for s in data)
     print(f"wrote {args.file} ({len(data)} sequence(s), {rows} rows, {data.dim} value "

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from dynvae.commands import common
+from dynvae.commands import common, frame_outputs
 from dynvae.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -20,13 +20,18 @@ def add_parser(sub) -> None:
                        "a CSV with id, step, t, feature, mean, std on the original scale (plus a "
                        "timestamp column after t when the times are dates). --at forecasts "
                        "at given times instead (any times after the end for a "
-                       "continuous-time model).")
+                       "continuous-time model). For image frames, --frames FILE.npy also "
+                       "writes the forecast means as frames (N, H, C, H, W); FILE.npz holds "
+                       "the arrays mean, std (each (N, H, C, H, W)) and t (N, H).")
     common.add_prediction_args(p, plot_help="also plot the first sequence's forecast")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--horizon", type=int, metavar="H",
                       help="number of steps to forecast (>= 1)")
     what.add_argument("--at", metavar="T1,T2", help="forecast at these times (numbers in "
                       "the data's time unit, or dates), after every sequence's last time")
+    p.add_argument("--frames", metavar="FILE", help="also write the forecast frames of image "
+                   "data: .npy (N, H, C, H, W) means, or .npz with mean, std and t")
+    frame_outputs.add_force_arg(p)
     p.set_defaults(run=run)
 
 
@@ -57,7 +62,11 @@ def _forecast(args: argparse.Namespace) -> int:
     from dynvae.utils import atomic_write_text
     if args.horizon is not None and args.horizon < 1:
         raise ConfigError(f"--horizon must be at least 1, got {args.horizon}")
+    frame_outputs.check_frame_outputs(args)
+    if not (args.out or args.frames):
+        raise ConfigError("give --out CSV or --frames FILE")
     loaded, data = common.load_run_and_data(args)
+    shape = frame_outputs.data_frame_shape(data, "--frames") if args.frames else None
     std = loaded.standardizer
     if args.at is None:
         t_future = future_times(data, args.horizon)
@@ -65,15 +74,22 @@ def _forecast(args: argparse.Namespace) -> int:
         at = parse_times(args.at, data)
         t_future = np.broadcast_to(at, (len(data), at.size)).copy()
     horizon = t_future.shape[1]
-    pred = loaded.model.forecast(std.transform(data).to_batch(dtype=torch.float64),
-                                 torch.as_tensor(t_future, dtype=torch.float64))
-    mean = std.inverse_mean(pred.mean.detach().cpu().double()).numpy()
-    sd = std.inverse_std(pred.std.detach().cpu().double()).numpy()
+    from dynvae.train.evaluation import chunks, prediction_chunk
+    scaled, t_all = std.transform(data), torch.as_tensor(t_future, dtype=torch.float64)
+    preds = [loaded.model.forecast(scaled.to_batch(idx, dtype=torch.float64), t_all[idx])
+             for idx in chunks(len(data), prediction_chunk(loaded.model, data))]
+    cat = lambda name: torch.cat([getattr(p, name).detach().cpu().double() for p in preds])
+    mean, sd = std.inverse_mean(cat("mean")).numpy(), std.inverse_std(cat("std")).numpy()
     steps = np.arange(1, horizon + 1)
-    frames = [pd.DataFrame({"id": seq.id, "step": steps, **time_columns(data, t_future[b]),
-                            "feature": name, "mean": mean[b, :, d], "std": sd[b, :, d]})
-              for b, seq in enumerate(data) for d, name in enumerate(data.feature_names)]
-    atomic_write_text(args.out, pd.concat(frames, ignore_index=True).to_csv(index=False))
+    if args.out:
+        rows = [pd.DataFrame({"id": seq.id, "step": steps, **time_columns(data, t_future[b]),
+                              "feature": name, "mean": mean[b, :, d], "std": sd[b, :, d]})
+                for b, seq in enumerate(data) for d, name in enumerate(data.feature_names)]
+        atomic_write_text(args.out, pd.concat(rows, ignore_index=True).to_csv(index=False))
+    if shape is not None:
+        as_frames = lambda v: frame_outputs.as_frames(v, shape)              # (N, H, C, H, W)
+        frame_outputs.write_frame_arrays(args.frames, as_frames(mean), mean=as_frames(mean),
+                                         std=as_frames(sd), t=t_future)
     if args.plot:
         plots.plot_forecast(display_times(data, data[0].t), data[0].x,
                             display_times(data, t_future[0]), mean[0], sd[0],
@@ -83,5 +99,6 @@ def _forecast(args: argparse.Namespace) -> int:
                                 args, fallback=loaded.config["data"])),
                             binary=bernoulli_model(loaded.model),
                             frame_shape=getattr(data, "frame_shape", None))
-    print(f"wrote {args.out} ({len(data)} sequence(s), {horizon} steps)")
+    files = " and ".join(f for f in (args.out, args.frames) if f)
+    print(f"wrote {files} ({len(data)} sequence(s), {horizon} steps)")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from dynvae.commands import common
+from dynvae.commands import common, frame_outputs
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,7 +19,11 @@ def add_parser(sub) -> None:
                        "for a time added by --at/--grid), on the original scale (plus a "
                        "timestamp column after t when the times are dates). With a "
                        "continuous-time model and irregular times, rows are added on the "
-                       "grid of the median step inside the gaps unless --grid none.")
+                       "grid of the median step inside the gaps unless --grid none. For image "
+                       "frames, --frames FILE.npy also writes the imputed frames (N, T, C, H, "
+                       "W): observed pixels kept, the posterior mean at missing ones, NaN "
+                       "beyond a sequence's end; FILE.npz holds the arrays imputed, mean, "
+                       "std, observed (NaN where missing), t (N, T) and lengths (N,).")
     common.add_prediction_args(p, plot_help="also plot the first sequence with +-2 std "
                                "bands")
     p.add_argument("--at", metavar="T1,T2", help="also impute at these times (numbers in "
@@ -27,6 +31,9 @@ def add_parser(sub) -> None:
     p.add_argument("--grid", metavar="STEP", help="also impute on the grid t_0 + k STEP "
                    "inside the gaps (a number, a duration such as 5min for dated data, "
                    "'auto' for the median step, or 'none')")
+    p.add_argument("--frames", metavar="FILE", help="also write the imputed frames of image "
+                   "data: .npy (N, T, C, H, W), or .npz with mean, std and more")
+    frame_outputs.add_force_arg(p)
     p.set_defaults(run=run)
 
 
@@ -76,18 +83,27 @@ def run(args: argparse.Namespace) -> int:
         plot_first_imputation,
         predictions,
     )
+    from dynvae.errors import ConfigError
     from dynvae.utils import atomic_write_text
+    frame_outputs.check_frame_outputs(args)
+    if not (args.out or args.frames):
+        raise ConfigError("give --out CSV or --frames FILE")
     loaded, data = common.load_run_and_data(args)
+    if args.frames:
+        frame_outputs.data_frame_shape(data, "--frames")
     new = requested_times(args, data, loaded.model)
     added = [np.zeros(len(s), dtype=bool) for s in data]
     if new is not None:
         data, added = query.with_rows_at(data, new)
     std = loaded.standardizer
     batch, x, seen, mean, sd = predictions(loaded.model, std.transform(data), std)
-    frame = imputation_frame(data, batch, x, mean, sd)
-    if new is not None:
-        frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
-    atomic_write_text(args.out, frame.to_csv(index=False))
+    if args.out:
+        frame = imputation_frame(data, batch, x, mean, sd)
+        if new is not None:
+            frame["added"] = np.concatenate([np.tile(a, data.dim) for a in added]).astype(int)
+        atomic_write_text(args.out, frame.to_csv(index=False))
+    if args.frames:
+        write_imputed_frames(args.frames, data, batch, x, mean, sd)
     if args.plot:
         plot_first_imputation(args.plot, data, x, seen, mean, sd,
                               spec=common.data_spec(args, fallback=loaded.config["data"]),
@@ -95,5 +111,21 @@ def run(args: argparse.Namespace) -> int:
     n_added = sum(int(a.sum()) for a in added)
     missing = int((~seen[batch.valid.numpy()]).sum())
     extra = f", {n_added * data.dim} of them at {n_added} added times" if n_added else ""
-    print(f"wrote {args.out} ({missing} missing entries imputed{extra})")
+    files = " and ".join(f for f in (args.out, args.frames) if f)
+    print(f"wrote {files} ({missing} missing entries imputed{extra})")
     return 0
+
+
+def write_imputed_frames(path: str, data, batch, x, mean, sd) -> None:
+    """--frames: original-scale x (NaN where missing), mean, sd (B, T, D) as frames
+    (B, T, C, H, W), NaN beyond each sequence's end."""
+    import numpy as np
+    valid = batch.valid.numpy()[..., None]                                  # (B, T, 1)
+    pad = lambda v: np.where(valid, v, np.nan)
+    imputed = pad(np.where(np.isnan(x), mean, x))
+    shape = frame_outputs.data_frame_shape(data, "--frames")
+    as_frames = lambda v: frame_outputs.as_frames(v, shape)
+    frame_outputs.write_frame_arrays(
+        path, as_frames(imputed), imputed=as_frames(imputed), mean=as_frames(pad(mean)),
+        std=as_frames(pad(sd)), observed=as_frames(pad(x)),
+        t=np.where(valid[..., 0], batch.t.numpy(), np.nan), lengths=batch.lengths.numpy())

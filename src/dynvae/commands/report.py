@@ -15,8 +15,10 @@ from dynvae.errors import DataError
 from dynvae.models.base import DVAE
 from dynvae.train.evaluation import (
     EvalSettings,
+    chunks,
     default_horizon,
     hide_entries,
+    prediction_chunk,
     split_history,
 )
 from dynvae.train.latents import latent_trajectories
@@ -29,11 +31,14 @@ def predictions(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
     standardised ``data`` (with ``hidden`` entries withheld from the model)."""
     batch = data.to_batch(dtype=torch.float64)
     seen = batch.mask if hidden is None else batch.mask & ~hidden
-    pred = model.reconstruct(batch.with_mask(seen))
+    given = batch.with_mask(seen)
+    preds = [model.reconstruct(given.index(idx)) for idx in chunks(
+        len(data), prediction_chunk(model, data))]                # bounded memory
     x = standardizer.inverse_mean(batch.x.double()).numpy()
     x = np.where(batch.mask.numpy(), x, np.nan)
-    mean = standardizer.inverse_mean(pred.mean.detach().cpu().double()).numpy()
-    std = standardizer.inverse_std(pred.std.detach().cpu().double()).numpy()
+    cat = lambda name: torch.cat([getattr(p, name).detach().cpu().double() for p in preds])
+    mean = standardizer.inverse_mean(cat("mean")).numpy()
+    std = standardizer.inverse_std(cat("std")).numpy()
     return batch, x, seen.numpy(), mean, std
 
 

@@ -1,11 +1,12 @@
-"""``dynvae sample RUN -n N --steps T --out FILE``: draw sequences from a fitted model."""
+"""``dynvae sample RUN -n N --steps T --out FILE``: draw sequences from a fitted model;
+for a run on image frames also ``--gif FILE.gif`` and ``--strip FILE.png``."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from dynvae.commands import common
+from dynvae.commands import common, frame_outputs
 from dynvae.errors import ConfigError
 
 
@@ -13,11 +14,18 @@ def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw new sequences from a fitted model",
                        description="Draw N sequences of T steps (t = 0..T-1) on the original "
                        "scale. FILE ending in .npy gets an (N, T, D) array; otherwise a CSV "
-                       "with columns sample, step, then one column per feature.")
+                       "with columns sample, step, then one column per feature. For a run "
+                       "trained on image frames, --gif writes an animated GIF (the N samples "
+                       "side by side, one image per step) and --strip a PNG (one row per "
+                       "sample, one column per step).")
     p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
     p.add_argument("-n", type=int, required=True, metavar="N", help="number of sequences")
     p.add_argument("--steps", type=int, required=True, metavar="T", help="steps per sequence")
-    p.add_argument("--out", required=True, metavar="FILE", help=".npy or .csv file to write")
+    p.add_argument("--out", metavar="FILE", help=".npy or .csv file to write")
+    p.add_argument("--gif", metavar="FILE", help="animated GIF of the samples (image frames)")
+    p.add_argument("--strip", metavar="FILE", help="PNG strip of the samples, rows = samples, "
+                   "columns = steps (image frames)")
+    frame_outputs.add_force_arg(p)
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     common.add_device_arg(p)
     p.set_defaults(run=run)
@@ -26,13 +34,19 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.n < 1 or args.steps < 1:
         raise ConfigError(f"-n and --steps must be at least 1, got {args.n} and {args.steps}")
-    import numpy as np
+    if not (args.out or args.gif or args.strip):
+        raise ConfigError("give --out FILE, --gif FILE or --strip FILE")
     import torch
 
     from dynvae.train import run as rundir
-    from dynvae.utils import atomic_write_bytes, atomic_write_text, seed_everything
-    rundir.check_writable(args.out, "--out")
+    from dynvae.utils import seed_everything
+    if args.out:
+        rundir.check_writable(args.out, "--out")
+    frame_outputs.check_frame_outputs(args)
     loaded = rundir.load_run(args.run_dir, args.device)
+    shape = None
+    if args.gif or args.strip:
+        shape = frame_outputs.run_frame_shape(loaded.config, "--gif" if args.gif else "--strip")
     seed_everything(args.seed)
     # a continuous-time model draws on the grid of the training data's median step
     step = loaded.config.get("data_choices", {}).get("time_irregularity", {}).get(
@@ -41,17 +55,35 @@ def run(args: argparse.Namespace) -> int:
         draws = loaded.model.sample(args.n, step * torch.arange(args.steps,
                                                                 dtype=torch.float64))
     x = loaded.standardizer.inverse_mean(draws.detach().cpu().double()).numpy()   # (N, T, D)
-    if Path(args.out).suffix == ".npy":
+    written = []
+    if shape is not None:
+        from dynvae.plots.video import write_gif, write_strip
+        frames = frame_outputs.as_frames(x, shape)                              # (N, T, C, H, W)
+        for path, write in ((args.gif, write_gif), (args.strip, write_strip)):
+            if path:
+                write(frames, path)
+                written.append(path)
+    if args.out:
+        _write_samples(args.out, x, loaded.standardizer.feature_names)
+        written.insert(0, args.out)
+    print(f"wrote {', '.join(written)} ({args.n} x {args.steps} x {x.shape[-1]})")
+    return 0
+
+
+def _write_samples(path: str, x, names: list[str] | None) -> None:
+    """--out: samples x (N, T, D) as .npy, or a CSV with columns sample, step, features."""
+    import numpy as np
+
+    from dynvae.utils import atomic_write_bytes, atomic_write_text
+    N, T, D = x.shape
+    if Path(path).suffix == ".npy":
         import io
         buf = io.BytesIO()
         np.save(buf, x)
-        atomic_write_bytes(args.out, buf.getvalue())
+        atomic_write_bytes(path, buf.getvalue())
     else:
         import pandas as pd
-        names = loaded.standardizer.feature_names or [f"x{d}" for d in range(x.shape[-1])]
-        frame = pd.DataFrame(x.reshape(-1, x.shape[-1]), columns=names)
-        frame.insert(0, "step", np.tile(np.arange(args.steps), args.n))
-        frame.insert(0, "sample", np.repeat(np.arange(args.n), args.steps))
-        atomic_write_text(args.out, frame.to_csv(index=False))
-    print(f"wrote {args.out} ({args.n} x {args.steps} x {x.shape[-1]})")
-    return 0
+        frame = pd.DataFrame(x.reshape(-1, D), columns=names or [f"x{d}" for d in range(D)])
+        frame.insert(0, "step", np.tile(np.arange(T), N))
+        frame.insert(0, "sample", np.repeat(np.arange(N), T))
+        atomic_write_text(path, frame.to_csv(index=False))

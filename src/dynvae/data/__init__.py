@@ -16,6 +16,7 @@ _SOURCES = {
     "dynvae.data.io": ("from_dataframe", "from_numpy", "read_csv", "read_numpy",
                        "read_parquet", "read_table"),
     "dynvae.data.export": ("write_table",),
+    "dynvae.data.images": ("read_image_folders",),
     "dynvae.data.synthetic": ("SyntheticLGSSM", "random_stable_lgssm", "sample_lgssm",
                               "synthetic_lgssm", "synthetic_lgssm_dataset"),
 }

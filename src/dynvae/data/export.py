@@ -97,3 +97,36 @@ def write_table(dataset: SequenceDataset, path: str | os.PathLike,
     atomic_write_bytes(path, buf.getvalue())
     return columns
 
+
+
+def write_arrays(dataset: SequenceDataset, path: str | os.PathLike,
+                 overwrite: bool = False) -> None:
+    """Write ``dataset`` to an ``.npz`` file that :func:`dynvae.data.io.read_numpy` reads
+    back: ``x`` (N, T, D), or frames (N, T, C, H, W) for a dataset with a frame shape,
+    NaN where missing and beyond each sequence's end; ``t`` (N, T), ``lengths`` (N,),
+    ``feature_names``, and ``u`` (N, T, U) and ``input_names`` when there are inputs.
+    Written atomically. Raises FileExistsError when ``path`` exists and ``overwrite``
+    is False."""
+    import numpy as np
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        raise DataError(f"cannot write {path} as arrays: use a .npz file")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass --force to overwrite it")
+    N, T = len(dataset), max(len(s) for s in dataset)
+    lengths = np.array([len(s) for s in dataset])
+    x = np.full((N, T, dataset.dim), np.nan)
+    t = np.full((N, T), np.nan)
+    for n, seq in enumerate(dataset):
+        x[n, :len(seq)], t[n, :len(seq)] = seq.x, seq.t
+    if dataset.frame_shape is not None:
+        x = x.reshape(N, T, *dataset.frame_shape)
+    arrays = dict(x=x, t=t, lengths=lengths, feature_names=np.array(dataset.feature_names))
+    if dataset.input_names:
+        u = np.zeros((N, T, len(dataset.input_names)))
+        for n, seq in enumerate(dataset):
+            u[n, :len(seq)] = seq.u
+        arrays.update(u=u, input_names=np.array(dataset.input_names))
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())

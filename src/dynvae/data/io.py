@@ -31,10 +31,15 @@ def read_table(path, id_col: str | None = None, time_col: str | None = None,
     """Read ``path`` with the reader chosen by its suffix.
 
     ``.csv`` (also compressed, e.g. ``.csv.gz``), ``.parquet``/``.pq`` and
-    ``.npy``/``.npz`` (see :func:`read_numpy`) are known. The keywords are those
-    of :func:`from_dataframe`.
+    ``.npy``/``.npz`` (see :func:`read_numpy`) are known, and a folder of image folders
+    (one per sequence, see :func:`dynvae.data.images.read_image_folders`). The
+    keywords are those of :func:`from_dataframe`.
     """
-    reader = _reader_for(Path(path))
+    if Path(os.fspath(path)).is_dir():
+        from dynvae.data.images import read_image_folders
+        reader = read_image_folders
+    else:
+        reader = _reader_for(Path(path))
     return reader(path, id_col=id_col, time_col=time_col, value_cols=value_cols,
                   input_cols=input_cols, date_format=date_format)
 

@@ -60,8 +60,9 @@ def moving_digits(images: np.ndarray, n_sequences: int, frames: int, size: int,
                   n_digits: int, seed: int) -> np.ndarray:
     """(n_sequences, frames, size, size) frames in [0, 1] of ``n_digits`` of ``images``
     (N, 28, 28) each, drawn with replacement, bouncing (see the module docstring)."""
-    if size < DIGIT:
-        raise ConfigError(f"size must be >= {DIGIT} pixels (one digit), got {size}")
+    if size <= DIGIT:
+        raise ConfigError(f"size must be > {DIGIT} pixels (room for a digit to move), got "
+                          f"{size}")
     if frames < 2 or n_sequences < 1 or n_digits < 1:
         raise ConfigError(f"need frames >= 2, n_sequences >= 1 and n_digits >= 1, got "
                           f"{frames}, {n_sequences}, {n_digits}")

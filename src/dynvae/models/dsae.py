@@ -43,9 +43,9 @@ from dynvae.models.common import (
     stack_steps,
     stepwise_normal,
 )
+from dynvae.models.frames import frame_input, observation_model
 from dynvae.models.path_config import PathConfig
 from dynvae.nn.mlp import GaussianHead, GaussianMLP, trunk
-from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
 from dynvae.nn.transition import with_input
 
@@ -77,20 +77,29 @@ class DSAE(PathModel):
         c = self.config = config
         Z, V, E, D, U = c.latent_dim, c.static_dim, c.encoder_hidden, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
-        self.static_summary = SequenceSummary(2 * D + U, E, "bidirectional")
+        # one frame model feeds both encoders: [x * mask, mask, u] -> features
+        self.frame_input, width = frame_input(c, D, U)
+        self.static_summary = SequenceSummary(width, E, "bidirectional")
         self.static_head = GaussianMLP(2 * E, c.mlp_hidden, V, c.min_var)
-        self.dynamic_summary = SequenceSummary(2 * D + U + V, E, "bidirectional")
+        self.dynamic_summary = SequenceSummary(width + V, E, "bidirectional")
         self.dynamic_head = GaussianMLP(2 * E, c.mlp_hidden, Z, c.min_var)
         self.prior_rnn = nn.GRU(Z + U, c.hidden_size, batch_first=True)
         self.prior_head = GaussianHead(c.hidden_size, Z, c.min_var)
         self.emission_trunk, width = trunk(Z + V + U, c.mlp_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_emission_variance)
+        self.observation = observation_model(c, width, D, c.free_emission_variance)
 
-    def static_posterior(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
-        """q(v | x_{1:T}) of a prepared batch: mean, var (B, V)."""
+    def encoder_features(self, batch: SequenceBatch) -> Tensor:
+        """(B, T, F) what both encoders read of a prepared batch: [x * mask, mask, u]
+        through the frame model."""
+        return self.frame_input(observation_features(batch))
+
+    def static_posterior(self, batch: SequenceBatch, features: Tensor | None = None
+                         ) -> tuple[Tensor, Tensor]:
+        """q(v | x_{1:T}) of a prepared batch: mean, var (B, V). ``features``: its
+        :meth:`encoder_features`, if already computed."""
         E = self.config.encoder_hidden
-        c = self.static_summary(observation_features(batch), batch.lengths)   # (B, T, 2E)
+        features = self.encoder_features(batch) if features is None else features
+        c = self.static_summary(features, batch.lengths)                      # (B, T, 2E)
         ends = torch.cat([last_valid(c[..., :E], batch.lengths), c[:, 0, E:]], -1)
         return self.static_head(ends)
 
@@ -100,11 +109,12 @@ class DSAE(PathModel):
 
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
-        v_mean, v_var = self.static_posterior(batch)                           # (B, V)
+        x_features = self.encoder_features(batch)                              # (B, T, F)
+        v_mean, v_var = self.static_posterior(batch, x_features)               # (B, V)
         v = v_mean + v_var.sqrt() * torch.randn((K, *v_mean.shape), dtype=v_mean.dtype,
                                                 device=v_mean.device)         # (K, B, V)
         v_steps = v[:, :, None].expand(-1, -1, T, -1)                          # (K, B, T, V)
-        features = torch.cat([observation_features(batch).expand(K, -1, -1, -1), v_steps], -1)
+        features = torch.cat([x_features.expand(K, -1, -1, -1), v_steps], -1)
         b = self.dynamic_summary(features.reshape(K * B, T, -1),
                                  repeat_samples(batch.lengths, K))
         q_mean, q_var = (m.reshape(K, B, T, Z) for m in self.dynamic_head(b))

@@ -54,6 +54,7 @@ from dynvae.models.common import (
     prepare_batch,
     resolved_free_variance,
 )
+from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.nn.dynamics_mixture import DynamicsMixture, LSTMState
 from dynvae.nn.mlp import GaussianHead, inverse_softplus, trunk
 from dynvae.nn.observation import OBSERVATIONS
@@ -64,7 +65,7 @@ ENGINES = {"parallel": ParallelKalman, "sequential": SequentialKalman}
 
 
 @dataclass
-class KVAEConfig(DictConfig):
+class KVAEConfig(FrameOptions, DictConfig):
     """Configuration of :class:`KVAE`.
 
     state_dim: S of z_t; pseudo_dim: P of a_t; n_matrices: K base matrices (1: a plain
@@ -74,7 +75,9 @@ class KVAEConfig(DictConfig):
     "parallel" (associative scan) or "sequential". observation: "gaussian" or "bernoulli";
     free_emission_variance: for the Gaussian, True (the default, None) learns one variance
     per channel, False makes it a function of a_t. Empty hidden sizes make the encoder or
-    decoder affine.
+    decoder affine. frame_encoder, frame_decoder: "conv" for convolutional maps between
+    frames x_t and pseudo-observations a_t on image data, the recognition and emission
+    networks of Fraccaro et al. (2017) (dynvae.models.frames).
     """
 
     model_name = "KVAE"
@@ -98,6 +101,7 @@ class KVAEConfig(DictConfig):
     def __post_init__(self) -> None:
         check_choice("engine", self.engine, ENGINES)
         check_choice("observation", self.observation, OBSERVATIONS)
+        self.check_frames()
         self.encoder_hidden = as_sizes("encoder_hidden", self.encoder_hidden)
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
         check_positive(state_dim=self.state_dim, pseudo_dim=self.pseudo_dim,
@@ -122,11 +126,12 @@ class KVAE(DVAE):
         c = self.config = config
         S, P, D, U = c.state_dim, c.pseudo_dim, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
-        self.encoder_trunk, width = trunk(2 * D, c.encoder_hidden)
+        self.frame_input, width = frame_input(c, D, 0)      # [x_t * mask, mask] -> q(a_t | x_t)
+        self.encoder_trunk, width = trunk(width, c.encoder_hidden)
         self.encoder_head = GaussianHead(width, P, min_var=c.min_var)
         self.emission_trunk, width = trunk(P, c.emission_hidden)
         free = resolved_free_variance(c.observation, c.free_emission_variance)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
+        self.observation = observation_model(c, width, D, free)
         self.dynamics = DynamicsMixture(S, P, U, c.n_matrices, c.dynamics_hidden)
         self.initial_mean = nn.Parameter(torch.zeros(S))
         raw = lambda v, n: nn.Parameter(inverse_softplus(torch.full((n,), float(v))),
@@ -153,8 +158,8 @@ class KVAE(DVAE):
     def encode(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
         """q(a_t | x_t) of a prepared batch: mean, variance (B, T, P) and the frames O with
         an observed entry (B, T) bool."""
-        mean, var = self.encoder_head(self.encoder_trunk(observation_features(batch)[
-            ..., :2 * self.data_dim]))
+        features = self.frame_input(observation_features(batch)[..., :2 * self.data_dim])
+        mean, var = self.encoder_head(self.encoder_trunk(features))
         return mean, var, batch.mask.any(-1)
 
     def noise_variances(self) -> tuple[Tensor, Tensor, Tensor]:

@@ -44,6 +44,7 @@ from dynvae.models.common import (
     prepare_batch,
     resolved_free_variance,
 )
+from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.ode_rnn import ODERNNEncoder
@@ -55,7 +56,7 @@ SOLVERS = {**ADAPTIVE_SOLVERS, **FIXED_SOLVERS}
 
 
 @dataclass
-class LatentODEConfig(DictConfig):
+class LatentODEConfig(FrameOptions, DictConfig):
     """Configuration of :class:`LatentODE`.
 
     solver: "dopri5" or "bosh3" (adaptive, with ``rtol``/``atol``), or "rk4", "midpoint",
@@ -64,7 +65,9 @@ class LatentODEConfig(DictConfig):
     checkpoint_every: solver steps per gradient checkpoint (None: plain backpropagation).
     observation: "gaussian" or "bernoulli"; free_emission_variance: for the Gaussian, True
     (the default, None) learns one variance per channel, False makes it a function of z.
-    Empty hidden sizes make maps affine.
+    Empty hidden sizes make maps affine. frame_encoder, frame_decoder: "conv" for
+    convolutional frame models on image data: the ODE-RNN reads the conv encoder's
+    features of each frame, the emission is the conv decoder (dynvae.models.frames).
     """
 
     model_name = "latent ODE"
@@ -90,6 +93,7 @@ class LatentODEConfig(DictConfig):
         check_choice("solver", self.solver, SOLVERS)
         check_choice("encoder_solver", self.encoder_solver, FIXED_SOLVERS)
         check_choice("observation", self.observation, OBSERVATIONS)
+        self.check_frames()
         for name in ("encoder_field_hidden", "field_hidden", "emission_hidden"):
             setattr(self, name, as_sizes(name, getattr(self, name)))
         check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
@@ -135,13 +139,14 @@ class LatentODE(DVAE):
         c = self.config = config
         Z, D = c.latent_dim, data_dim
         self.data_dim, self.input_dim = D, 0
-        self.encoder = ODERNNEncoder(2 * D, c.encoder_hidden, c.encoder_field_hidden,
+        self.frame_input, width = frame_input(c, D, 0)      # [x * mask, mask] -> ODE-RNN
+        self.encoder = ODERNNEncoder(width, c.encoder_hidden, c.encoder_field_hidden,
                                      FIXED_SOLVERS[c.encoder_solver](), c.encoder_dt)
         self.initial_posterior = GaussianHead(c.encoder_hidden, Z, min_var=c.min_var)
         self.field = MLP(Z, c.field_hidden, Z, activation=nn.Tanh)
         self.emission_trunk, width = trunk(Z, c.emission_hidden)
         free = resolved_free_variance(c.observation, c.free_emission_variance)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var, free)
+        self.observation = observation_model(c, width, D, free)
         self.solver = c.ode_solver()
 
     # ------------------------------------------------------------ building blocks
@@ -166,7 +171,8 @@ class LatentODE(DVAE):
 
     def initial_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(z_0 | x) of a prepared batch, (B, Z) each."""
-        h0 = self.encoder(observation_features(batch), batch.t, batch.lengths)
+        features = self.frame_input(observation_features(batch))             # (B, T, F)
+        h0 = self.encoder(features, batch.t, batch.lengths)
         return self.initial_posterior(h0)
 
     def posterior_draws(self, batch: SequenceBatch, n_samples: int,

@@ -15,16 +15,20 @@ from dynvae.models.common import (
     check_observation,
     check_positive,
 )
+from dynvae.models.frames import FrameOptions
 from dynvae.nn.observation import OBSERVATIONS
 
 
 @dataclass
-class PathConfig(DictConfig):
+class PathConfig(FrameOptions, DictConfig):
     """latent_dim: Z; hidden_size: the generative GRU; encoder_hidden: the encoder GRUs;
     mlp_hidden: hidden layers of the heads and the emission (empty: affine); observation:
     "gaussian" or "bernoulli"; free_emission_variance: one learned variance per data
     dimension instead of a function of the state; min_var: variance floor;
-    n_predict_samples: posterior draws averaged by reconstruct and forecast."""
+    n_predict_samples: posterior draws averaged by reconstruct and forecast.
+    frame_encoder, frame_decoder: "conv" for convolutional frame models on image data:
+    every network that reads a frame reads the conv encoder's features, the emission is
+    the conv decoder (dynvae.models.frames)."""
 
     latent_dim: int = 16
     hidden_size: int = 64
@@ -37,6 +41,7 @@ class PathConfig(DictConfig):
 
     def __post_init__(self) -> None:
         check_choice("observation", self.observation, OBSERVATIONS)
+        self.check_frames()
         self.mlp_hidden = as_sizes("mlp_hidden", self.mlp_hidden)
         check_positive(latent_dim=self.latent_dim, hidden_size=self.hidden_size,
                        encoder_hidden=self.encoder_hidden,

@@ -37,9 +37,9 @@ from dynvae.models.common import (
     observation_features,
     stack_steps,
 )
+from dynvae.models.frames import frame_input, observation_model
 from dynvae.models.path_config import PathConfig
 from dynvae.nn.mlp import GaussianMLP, trunk
-from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
 from dynvae.nn.transition import with_input
 
@@ -77,18 +77,19 @@ class RVAE(PathModel):
         c = self.config = config
         Z, H, E, D, U = c.latent_dim, c.hidden_size, c.encoder_hidden, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
-        self.observation_summary = SequenceSummary(2 * D + U, E, ENCODER_DIRECTIONS[c.encoder])
+        self.frame_input, width = frame_input(c, D, U)      # [x * mask, mask, u] -> encoder
+        self.observation_summary = SequenceSummary(width, E, ENCODER_DIRECTIONS[c.encoder])
         self.latent_rnn = nn.GRU(Z, E, batch_first=True)
         self.encoder_head = GaussianMLP(self.observation_summary.out_features + E,
                                         c.mlp_hidden, Z, c.min_var)
         self.decoder_rnn = nn.GRU(Z + U, H, batch_first=True)
         self.emission_trunk, width = trunk(H, c.mlp_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_emission_variance)
+        self.observation = observation_model(c, width, D, c.free_emission_variance)
 
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
-        g = self.observation_summary(observation_features(batch), batch.lengths)  # (B, T, C)
+        features = self.frame_input(observation_features(batch))               # (B, T, F + U)
+        g = self.observation_summary(features, batch.lengths)                  # (B, T, C)
         s = g.new_zeros(K * B, self.config.encoder_hidden)       # summary of z_{1:t-1}
         zs, means, variances = [], [], []
         for t in range(T):

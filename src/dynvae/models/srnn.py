@@ -44,9 +44,9 @@ from dynvae.models.common import (
     repeat_samples,
     stack_steps,
 )
+from dynvae.models.frames import frame_input, observation_model
 from dynvae.models.path_config import FeedbackPathConfig
 from dynvae.nn.mlp import GaussianMLP, trunk
-from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
 from dynvae.nn.transition import with_input
 
@@ -72,18 +72,22 @@ class SRNN(PathModel):
         c = self.config = config
         Z, H, D, U = c.latent_dim, c.hidden_size, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
-        self.forward_rnn = nn.GRU(2 * D + U, H, batch_first=True)
+        # frames reach the forward recurrence (x_{t-1}) and the backward encoder (x_t)
+        # through their own frame models: [x * mask, mask, u] -> features
+        self.previous_frames, width = frame_input(c, D, U)
+        self.forward_rnn = nn.GRU(width, H, batch_first=True)
         self.prior = GaussianMLP(Z + H, c.mlp_hidden, Z, c.min_var)
-        self.backward_summary = SequenceSummary(2 * D + U + H, c.encoder_hidden, "backward")
+        self.encoder_frames, width = frame_input(c, D, U)
+        self.backward_summary = SequenceSummary(width + H, c.encoder_hidden, "backward")
         self.posterior = GaussianMLP(Z + c.encoder_hidden, c.mlp_hidden, Z, c.min_var)
         self.emission_trunk, width = trunk(Z + H, c.mlp_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_emission_variance)
+        self.observation = observation_model(c, width, D, c.free_emission_variance)
         self.feedback = FEEDBACKS[c.generation_feedback]
 
     def deterministic_states(self, batch: SequenceBatch) -> Tensor:
         """h_t = GRU([x_{t-1}, u_t], h_{t-1}) of a prepared batch: (B, T, H)."""
-        return run_gru(self.forward_rnn, with_input(previous_observations(batch), batch.u))
+        previous = self.previous_frames(with_input(previous_observations(batch), batch.u))
+        return run_gru(self.forward_rnn, previous)
 
     def emission(self, z: Tensor, h: Tensor) -> tuple[Tensor, ...]:
         """Parameters of p(x_t | z_t, h_t): z (…, Z), h (…, H) -> each (…, D)."""
@@ -92,8 +96,8 @@ class SRNN(PathModel):
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
         h = self.deterministic_states(batch)                                   # (B, T, H)
-        a = self.backward_summary(torch.cat([observation_features(batch), h], -1),
-                                  batch.lengths)                               # (B, T, A)
+        features = self.encoder_frames(observation_features(batch))           # (B, T, F + U)
+        a = self.backward_summary(torch.cat([features, h], -1), batch.lengths)  # (B, T, A)
         z_prev = h.new_zeros(K, B, Z)
         moments: list[list[Tensor]] = [[], [], [], [], []]          # z, q mean/var, p mean/var
         for t in range(T):
@@ -128,8 +132,8 @@ class SRNN(PathModel):
         h, z, previous = state                                     # (N, H), (N, Z), (N, 2D)
         params_seq, draws = [], []
         for j in range(steps):
-            h = step_gru(self.forward_rnn, with_input(previous, None if u is None else u[:, j]),
-                         h)
+            inputs = with_input(previous, None if u is None else u[:, j])   # (N, 2D + U)
+            h = step_gru(self.forward_rnn, self.previous_frames(inputs), h)
             p_mean, p_var = self.prior(torch.cat([z, h], -1))
             z = p_mean + p_var.sqrt() * torch.randn_like(p_mean)
             params = self.emission(z, h)

@@ -42,9 +42,9 @@ from dynvae.models.common import (
     stack_steps,
     stepwise_normal,
 )
+from dynvae.models.frames import frame_input, observation_model
 from dynvae.models.path_config import FeedbackPathConfig
 from dynvae.nn.mlp import GaussianMLP, trunk
-from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.recurrent import run_gru, step_gru
 from dynvae.nn.transition import with_input
 
@@ -70,23 +70,28 @@ class STORN(PathModel):
         c = self.config = config
         Z, H, D, U = c.latent_dim, c.hidden_size, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
-        self.encoder_rnn = nn.GRU(2 * D + U, c.encoder_hidden, batch_first=True)
+        # frames reach the encoder (x_t) and the decoder recurrence (x_{t-1}) through
+        # their own frame models: [x * mask, mask, u] or [x * mask, mask] -> features
+        self.encoder_frames, width = frame_input(c, D, U)
+        self.encoder_rnn = nn.GRU(width, c.encoder_hidden, batch_first=True)
         self.encoder_head = GaussianMLP(c.encoder_hidden, c.mlp_hidden, Z, c.min_var)
-        self.decoder_rnn = nn.GRU(2 * D + Z + U, H, batch_first=True)
+        self.previous_frames, width = frame_input(c, D, 0)
+        self.decoder_rnn = nn.GRU(width + Z + U, H, batch_first=True)
         self.emission_trunk, width = trunk(H, c.mlp_hidden)
-        self.observation = OBSERVATIONS[c.observation](width, D, c.min_var,
-                                                       c.free_emission_variance)
+        self.observation = observation_model(c, width, D, c.free_emission_variance)
         self.feedback = FEEDBACKS[c.generation_feedback]
 
     def posterior(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
         """q(z_t | x_{1:t}, u_{1:t}): mean, var (B, T, Z) of a prepared batch."""
-        return self.encoder_head(run_gru(self.encoder_rnn, observation_features(batch)))
+        features = self.encoder_frames(observation_features(batch))           # (B, T, F + U)
+        return self.encoder_head(run_gru(self.encoder_rnn, features))
 
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T) = n_samples, batch.x.shape[:2]
         q_mean, q_var = self.posterior(batch)                                  # (B, T, Z)
         z = q_mean + q_var.sqrt() * stepwise_normal(K, B, T, q_mean.shape[-1], q_mean)
-        previous = previous_observations(batch).expand(K, -1, -1, -1)          # (K, B, T, 2D)
+        previous = self.previous_frames(previous_observations(batch))         # (B, T, F)
+        previous = previous.expand(K, -1, -1, -1)                              # (K, B, T, F)
         inputs = with_input(torch.cat([previous, z], -1), batch.u)
         h = run_gru(self.decoder_rnn, inputs.reshape(K * B, T, -1)).reshape(K, B, T, -1)
         params = self.observation(self.emission_trunk(h))                      # (K, B, T, D)
@@ -112,7 +117,8 @@ class STORN(PathModel):
         for j in range(steps):
             z = torch.randn((h.shape[0], self.config.latent_dim), dtype=h.dtype,
                             device=h.device)                                    # z_t ~ N(0, I)
-            inputs = with_input(torch.cat([previous, z], -1), None if u is None else u[:, j])
+            inputs = with_input(torch.cat([self.previous_frames(previous), z], -1),
+                                None if u is None else u[:, j])
             h = step_gru(self.decoder_rnn, inputs, h)
             params = self.observation(self.emission_trunk(h))
             draw = self.observation.sample(params)

@@ -54,6 +54,22 @@ def chunks(n: int, size: int = CHUNK) -> list[list[int]]:
     return [list(range(a, min(a + size, n))) for a in range(0, n, size)]
 
 
+# entries of one (K, B, T, D) Monte Carlo tensor of a prediction chunk: a Monte Carlo
+# model holds a few such tensors (and a conv frame decoder activations several times
+# larger), so 64 sequences of 20 frames of 64x64 pixels at K = 64 would need tens of GB
+PREDICTION_ENTRIES = 2 ** 24
+
+
+def prediction_chunk(model: DVAE, data: SequenceDataset, draws: int | None = None) -> int:
+    """Sequences predicted at once: at most CHUNK, and at most PREDICTION_ENTRIES
+    entries over ``draws`` posterior draws (default: the model's ``n_predict_samples``),
+    steps and D."""
+    if draws is None:
+        draws = int(getattr(getattr(model, "config", None), "n_predict_samples", 1) or 1)
+    per_sequence = draws * int(data.lengths.max()) * data.dim
+    return max(1, min(CHUNK, PREDICTION_ENTRIES // per_sequence))
+
+
 BERNOULLI_CLIP = 1e-7  # float32 resolution of a sigmoid near 0 and 1
 
 
@@ -84,7 +100,7 @@ def likelihood_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     bar.set_description(f"{prefix or 'test_'}likelihood (IWAE k={k})")
     log_scale = torch.as_tensor(np.log(standardizer.std), dtype=torch.float64)
     elbo = bound = steps = 0.0
-    for idx in chunks(len(data)):
+    for idx in chunks(len(data), prediction_chunk(model, data, draws=min(k, 64))):
         batch = data.to_batch(idx, dtype=torch.float64)
         jacobian = float((model.scored_mask(batch).cpu().double() * log_scale).sum())
         steps += float(batch.lengths.sum())
@@ -119,7 +135,7 @@ def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
         bar.update(len(data))
         return {}
     means, stds = [], []
-    for idx in chunks(len(data)):
+    for idx in chunks(len(data), prediction_chunk(model, data)):
         part = data.to_batch(idx, dtype=torch.float64)
         hide = hidden[idx][:, :part.x.shape[1]]
         mean, std = _to_original(standardizer, model.reconstruct(part.with_mask(
@@ -171,7 +187,7 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
     past, future = split_history(data, horizon)
     t_future = torch.tensor(np.stack([f[0] for f in future]), dtype=torch.float64)
     parts = []
-    for idx in chunks(len(data)):
+    for idx in chunks(len(data), prediction_chunk(model, data)):
         parts.append(_to_original(standardizer, model.forecast(
             past.to_batch(idx, dtype=torch.float64), t_future[idx])))
         bar.update(len(idx))
