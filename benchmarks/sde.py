@@ -17,6 +17,11 @@ adjoint on the same networks. ``peak_rss_mib`` is the growth of the process's pe
 resident memory during the step; ``graph_mib`` the bytes autograd saved for backward.
 
     python benchmarks/sde.py --memory --quick --json sde_memory.json
+
+A row whose memory or time, extrapolated linearly from the same implementation's
+longest shorter row in the run, exceeds ``--max-row-mib`` or ``--max-row-seconds`` is
+not run; the reason, with the per-step figure it came from, is printed and written to
+``PATH_skipped.json`` beside ``--json PATH``.
 """
 
 from __future__ import annotations
@@ -247,6 +252,28 @@ def _one_step(impl: str, steps: int, batch: int, z_dim: int, hidden: int) -> dic
             "graph_mib": saved[0] / 2 ** 20}
 
 
+def over_budget(rows: list[dict], impl: str, steps: int, max_mib: float,
+                max_seconds: float) -> str | None:
+    """Why ``impl`` at ``steps`` is not run, or None. Predicted from the longest row of
+    the same impl measured earlier in this run, scaled linearly in the steps: its peak
+    memory (an upper bound for the adjoint, whose memory is flat) and its time."""
+    done = [r for r in rows if r["impl"] == impl and r["steps"] < steps]
+    if not done:
+        return None
+    ref = max(done, key=lambda r: r["steps"])
+    scale = steps / ref["steps"]
+    mib = max(ref["peak_rss_mib"], ref["graph_mib"]) * scale
+    seconds = ref["seconds"] * scale
+    per_step = f"{max(ref['peak_rss_mib'], ref['graph_mib']) / ref['steps']:.3f} MiB"
+    if mib > max_mib:
+        return (f"predicted {mib:,.0f} MiB ({per_step} per step at {ref['steps']} steps) "
+                f"> --max-row-mib {max_mib:,.0f}")
+    if seconds > max_seconds:
+        return (f"predicted {seconds:,.0f} s ({ref['seconds']:.2f} s at {ref['steps']} "
+                f"steps) > --max-row-seconds {max_seconds:,.0f}")
+    return None
+
+
 def memory_rows(args) -> list[dict]:
     """memory_row for every impl and length, each in its own process."""
     impls = args.impls
@@ -258,9 +285,14 @@ def memory_rows(args) -> list[dict]:
     print(f"batch {args.batch}, z {args.z_dims[0]}, hidden {args.hidden}, threads "
           f"{args.threads}, float32, Euler, one training step")
     print(f"{'steps':>8} {'impl':<18}{'seconds':>9}{'peak MiB':>10}{'graph MiB':>11}")
-    rows = []
-    for steps in args.lengths:
+    rows, skipped = [], []
+    for steps in sorted(args.lengths):
         for impl in impls:
+            reason = over_budget(rows, impl, steps, args.max_row_mib, args.max_row_seconds)
+            if reason is not None:
+                skipped.append({"steps": steps, "impl": impl, "reason": reason})
+                print(f"{steps:>8} {impl:<18}skipped: {reason}", flush=True)
+                continue
             cmd = [sys.executable, __file__, "--memory-row", impl, str(steps),
                    "--batch", str(args.batch), "--hidden", str(args.hidden),
                    "--threads", str(args.threads), "--z-dims", str(args.z_dims[0])]
@@ -269,6 +301,7 @@ def memory_rows(args) -> list[dict]:
             rows.append(row)
             print(f"{steps:>8} {impl:<18}{row['seconds']:>9.2f}{row['peak_rss_mib']:>10.1f}"
                   f"{row['graph_mib']:>11.2f}", flush=True)
+    args.skipped = skipped
     by = {(r["steps"], r["impl"]): r for r in rows}
     for steps in args.lengths:
         if (steps, "torchsde-adjoint") in by and (steps, "adjoint") in by:
@@ -295,9 +328,15 @@ def main(argv=None):
     p.add_argument("--memory", action="store_true",
                    help="peak memory and time of a training step vs solver steps")
     p.add_argument("--lengths", type=int, nargs="+", default=None,
-                   help="solver steps for --memory (default 100 1000 10000; quick 100 400 1600)")
+                   help="solver steps for --memory (default 100 1000 10000 100000; "
+                        "quick 100 400 1600)")
     p.add_argument("--impls", nargs="+", default=list(MEMORY_IMPLS), choices=MEMORY_IMPLS,
                    help="implementations for --memory (default all)")
+    p.add_argument("--max-row-mib", type=float, default=4096,
+                   help="--memory: skip a row whose memory, predicted linearly from the "
+                        "same impl's longest shorter row, exceeds this (default 4096)")
+    p.add_argument("--max-row-seconds", type=float, default=900,
+                   help="--memory: the same for its time (default 900)")
     p.add_argument("--memory-row", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -308,12 +347,15 @@ def main(argv=None):
         return [row]
     if args.memory:
         if args.lengths is None:
-            args.lengths = [100, 400, 1600] if args.quick else [100, 1000, 10000]
+            args.lengths = [100, 400, 1600] if args.quick else [100, 1000, 10000, 100000]
         if args.quick and args.batch == 1024:
             args.batch = 256
         rows = memory_rows(args)
         if args.json is not None:
             atomic_write_json(args.json, rows)
+            if args.skipped:
+                skipped_path = args.json.with_name(args.json.stem + "_skipped.json")
+                atomic_write_json(skipped_path, args.skipped)
         return rows
     if args.quick and args.compile:
         args.compile = False

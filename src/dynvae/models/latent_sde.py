@@ -21,6 +21,9 @@ The importance-weighted bound uses, per posterior path, log w = log p(x | z) +
 log p(z_0) - log q(z_0) + log dP/dQ, with log dP/dQ = -int u . dW - 1/2 int |u|^2 dt
 (u = (f_q - f_p) / g) carried as an extra state of the posterior SDE and solved with
 Euler-Maruyama, for which it is the exact log-ratio of the discretised path densities.
+Both bounds use the same step grid and Brownian increments as training; with the
+default Euler solver they bound the same Euler-Maruyama model, with Milstein the IWAE
+still scores the Euler-Maruyama one (docs/sde.md, sec. 12).
 """
 
 from __future__ import annotations
