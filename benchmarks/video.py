@@ -1,12 +1,17 @@
-"""Next-frames forecasting on moving-mnist: conv vs MLP frame models vs two baselines.
+"""Moving-mnist forecasting and dropped-frame imputation: conv vs MLP frames vs baselines.
 
 Each model (DKF and VRNN, each with conv frames and with MLP frames, Bernoulli pixels)
-is trained for the same wall-clock budget on moving-mnist training sequences; on the
-test sequences it sees the first ``--context`` frames and forecasts the next
-``--horizon`` (posterior predictive mean). Scores: per-pixel MSE and Bernoulli
-cross-entropy of the forecast frames against the true frames, and training steps per
-second. Baselines: the mean training frame, copy-last-frame and linear-in-time
-extrapolation of the last two frames (clipped to [0, 1]).
+is trained for the same wall-clock budget on moving-mnist training sequences. Forecast:
+on the test sequences it sees the first ``--context`` frames and forecasts the next
+``--horizon`` (posterior predictive mean). Imputation: the same trained model gets the
+whole test sequences with ``--drop-fraction`` of their frames dropped (all pixels
+masked; drawn with a fixed seed, never the first or last frame) and imputes them with
+its ``reconstruct`` posterior predictive mean. Scores: per-pixel MSE and Bernoulli
+cross-entropy against the true frames (forecast frames, resp. dropped frames), and
+training steps per second. Baselines: the mean training frame; copy-last-frame
+(forecast) / copy the previous observed frame (imputation); linear in time:
+extrapolation of the last two frames (clipped to [0, 1]) / interpolation between the
+nearest observed frames before and after.
 
     PYTHONPATH=src python benchmarks/video.py [--quick] [--json PATH]
 """
@@ -14,7 +19,6 @@ extrapolation of the last two frames (clipped to [0, 1]).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -24,6 +28,7 @@ from dynvae.data import load_dataset
 from dynvae.data.dataset import Sequence, SequenceDataset
 from dynvae.models.registry import model_class
 from dynvae.train.trainer import TrainConfig, Trainer
+from dynvae.utils import atomic_write_json
 
 CONV = dict(frame_encoder="conv", frame_decoder="conv", frame_channels=(16, 32, 32),
             frame_features=128)
@@ -48,8 +53,42 @@ def context_of(data: SequenceDataset, context: int) -> SequenceDataset:
     return SequenceDataset(seqs, data.feature_names, frame_shape=data.frame_shape)
 
 
+def dropped_frames(n: int, T: int, fraction: float, seed: int) -> np.ndarray:
+    """(N, T) bool, True on round(fraction * T) frames per sequence drawn at random among
+    frames 1..T-2 (the first and last stay observed, so interpolation is defined)."""
+    k = min(T - 2, max(1, round(fraction * T)))
+    rng = np.random.default_rng(seed)
+    drop = np.zeros((n, T), dtype=bool)
+    for row in drop:
+        row[1 + rng.choice(T - 2, size=k, replace=False)] = True
+    return drop
+
+
+def imputation_baselines(x: np.ndarray, drop: np.ndarray, mean_frame: np.ndarray) -> dict:
+    """Imputation scores of the mean frame, previous observed frame and linear interpolation
+    in time between the nearest observed frames; x (N, T, D), drop (N, T)."""
+    T = x.shape[1]
+    steps = np.arange(T)
+    locf, linear = x.copy(), x.copy()
+    for i, dropped in enumerate(drop):
+        seen = steps[~dropped]
+        for t in steps[dropped]:
+            before, after = seen[seen < t].max(), seen[seen > t].min()
+            w = (t - before) / (after - before)
+            locf[i, t] = x[i, before]
+            linear[i, t] = (1 - w) * x[i, before] + w * x[i, after]
+    truth = x[drop]                                                        # (M, D)
+    mean = np.broadcast_to(mean_frame, truth.shape)
+    return {"mean-frame": scores(mean, truth), "copy-last-frame": scores(locf[drop], truth),
+            "linear-in-time": scores(linear[drop], truth)}
+
+
+def with_imputation(row: dict, imputed: dict) -> dict:
+    return dict(row, imputation_mse=imputed["mse"], imputation_bce=imputed["bce"])
+
+
 def baselines(train: SequenceDataset, test: SequenceDataset, context: int,
-              horizon: int) -> list[dict]:
+              horizon: int, drop: np.ndarray) -> list[dict]:
     x = np.stack([s.x for s in test])                                      # (N, T, D)
     mean_frame = np.concatenate([s.x for s in train]).mean(0)              # (D,)
     last, before = x[:, context - 1], x[:, context - 2]
@@ -58,13 +97,29 @@ def baselines(train: SequenceDataset, test: SequenceDataset, context: int,
     copy = np.repeat(last[:, None], horizon, 1)
     linear = np.clip(last[:, None] + k * (last - before)[:, None], 0.0, 1.0)
     mean = np.broadcast_to(mean_frame, truth.shape)
-    return [dict(case="moving-mnist", impl="mean-frame", seconds=0.0, **scores(mean, truth)),
-            dict(case="moving-mnist", impl="copy-last-frame", seconds=0.0, **scores(copy, truth)),
-            dict(case="moving-mnist", impl="linear-in-time", seconds=0.0,
-                 **scores(linear, truth))]
+    forecast = {"mean-frame": scores(mean, truth), "copy-last-frame": scores(copy, truth),
+                "linear-in-time": scores(linear, truth)}
+    imputed = imputation_baselines(x, drop, mean_frame)
+    return [with_imputation(dict(case="moving-mnist", impl=name, seconds=0.0, **forecast[name]),
+                            imputed[name]) for name in forecast]
 
 
-def train_and_forecast(name: str, train, valid, test, args) -> dict:
+@torch.no_grad()
+def impute(model, test: SequenceDataset, drop: np.ndarray, chunk: int = 10) -> dict:
+    """Scores of the posterior predictive mean on the dropped frames, ``chunk`` sequences
+    per ``reconstruct`` call (bounded memory with conv decoders)."""
+    preds = []
+    for start in range(0, len(test), chunk):
+        idx = list(range(start, min(start + chunk, len(test))))
+        batch = test.to_batch(idx)
+        hide = torch.as_tensor(drop[idx])[..., None]                       # (b, T, 1)
+        mean = model.reconstruct(batch.with_mask(batch.mask & ~hide)).mean  # (b, T, D)
+        preds.append(mean.double().numpy())
+    x = np.stack([s.x for s in test])                                      # (N, T, D)
+    return scores(np.concatenate(preds)[drop], x[drop])
+
+
+def train_and_score(name: str, train, valid, test, drop: np.ndarray, args) -> dict:
     kind, config = MODELS[name]
     cls = model_class(kind)
     torch.manual_seed(args.seed)
@@ -85,8 +140,14 @@ def train_and_forecast(name: str, train, valid, test, args) -> dict:
         pred = model.forecast(past, t_future).mean.double().numpy()          # (N, H, D)
     truth = np.stack([s.x[args.context:args.context + args.horizon] for s in test])
     steps = len(result.history)
-    return dict(case="moving-mnist", impl=name, seconds=seconds, steps=steps,
-                steps_per_s=steps / seconds, **scores(pred, truth))
+    row = dict(case="moving-mnist", impl=name, seconds=seconds, steps=steps,
+               steps_per_s=steps / seconds, **scores(pred, truth))
+    return with_imputation(row, impute(model, test, drop))
+
+
+def report(row: dict) -> str:
+    return (f"{row['impl']:>16}: forecast mse {row['mse']:.4f} bce {row['bce']:.4f}  "
+            f"imputation mse {row['imputation_mse']:.4f} bce {row['imputation_bce']:.4f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--horizon", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--drop-fraction", type=float, default=0.3,
+                        help="share of each test sequence's frames dropped for imputation")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.quick:
@@ -111,22 +174,23 @@ def main(argv: list[str] | None = None) -> int:
                          frames=frames, seed=args.seed)
     test = load_dataset("moving-mnist", split="test", n_sequences=args.n_test, frames=frames,
                         seed=args.seed)
-    rows = baselines(train, test, args.context, args.horizon)
+    drop = dropped_frames(len(test), frames, args.drop_fraction, args.seed + 1)   # (N, T)
+    print(f"imputation: {int(drop.sum(1)[0])} of {frames} frames dropped per test sequence")
+    rows = baselines(train, test, args.context, args.horizon, drop)
     n_baselines = len(rows)
     for row in rows:
-        print(f"{row['impl']:>16}: mse {row['mse']:.4f}  bce {row['bce']:.4f}", flush=True)
+        print(report(row), flush=True)
     for name in args.models.split(","):
-        row = train_and_forecast(name, train, valid, test, args)
+        row = train_and_score(name, train, valid, test, drop, args)
         rows.append(row)
-        print(f"{name:>16}: mse {row['mse']:.4f}  bce {row['bce']:.4f}  "
-              f"{row['steps']} steps in {row['seconds']:.0f} s "
+        print(f"{report(row)}  {row['steps']} steps in {row['seconds']:.0f} s "
               f"({row['steps_per_s']:.2f} steps/s)", flush=True)
-    best = min(r["mse"] for r in rows[:n_baselines])
-    for row in rows[n_baselines:]:
-        print(f"{row['impl']:>16}: MSE / best baseline MSE = {row['mse'] / best:.3f}")
+    for key in ("mse", "imputation_mse"):
+        best = min(r[key] for r in rows[:n_baselines])
+        for row in rows[n_baselines:]:
+            print(f"{row['impl']:>16}: {key} / best baseline {key} = {row[key] / best:.3f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        atomic_write_json(args.json, rows)
     return 0
 
 
