@@ -67,8 +67,8 @@ class TrainConfig:
     progress: bool = False  # a tqdm bar (the CLI turns it on)
 
     def __post_init__(self) -> None:
-        positive = ("lr", "variance_lr", "batch_size", "max_epochs", "eval_every", "checkpoint_every",
-                    "n_samples", "eval_batch_size", "beta")
+        positive = ("lr", "variance_lr", "batch_size", "max_epochs", "eval_every",
+                    "checkpoint_every", "n_samples", "eval_batch_size", "beta")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0, got {getattr(self, name)}")
