@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         "shard", help="write a table as sharded Parquet in bounded memory",
         description="Read INPUT (CSV, also compressed, or Parquet; long format) batch by "
         "batch and write OUT_DIR: Parquet shards each holding whole sequences, index.json "
-        "(ids, lengths, shards), moments.npz and stats.json (standardisation statistics). "
+        "(columns, shard files), sequences.parquet (per sequence: id, length, shard, "
+        "moments) and stats.json (standardisation statistics). "
         "Memory is bounded by one batch and the largest shard, not by the table.")
     s.add_argument("input", metavar="INPUT", help="CSV or Parquet file")
     s.add_argument("out_dir", metavar="OUT_DIR", help="shard directory to write")

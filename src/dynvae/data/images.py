@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dynvae.data.dataset import Sequence, SequenceDataset
+from dynvae.data.io import refuse_table_options
 from dynvae.errors import DataError
 
 GRAY_MODES = {"1": 255.0, "L": 255.0, "LA": 255.0, "I;16": 65535.0, "I;16B": 65535.0,
@@ -80,12 +81,9 @@ def read_image_folders(path, id_col=None, time_col=None, value_cols=None, input_
                        date_format=None) -> SequenceDataset:
     """Read ``DIR/<sequence id>/<frames>`` (see the module docstring) into a dataset
     with ``frame_shape`` (C, H, W). Column keywords do not apply (DataError if given)."""
-    given = {k: v for k, v in dict(id_col=id_col, time_col=time_col, value_cols=value_cols,
-                                   input_cols=input_cols, date_format=date_format).items()
-             if v is not None}
-    if given:
-        raise DataError(f"{sorted(given)} apply to tables only; a folder of image folders "
-                        f"has one frame per file")
+    refuse_table_options("a folder of image folders has one frame per file",
+                         id_col=id_col, time_col=time_col, value_cols=value_cols,
+                         input_cols=input_cols, date_format=date_format)
     root = Path(os.fspath(path))
     if not root.is_dir():
         raise DataError(f"not a folder: {root}")

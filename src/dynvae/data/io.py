@@ -80,12 +80,9 @@ def read_numpy(path, id_col=None, time_col=None, value_cols=None, input_cols=Non
     ``t`` (T,) or (N, T), ``u`` (N, T, U), ``lengths`` (N,), ``feature_names`` (D,) and
     ``input_names`` (U,); see :func:`from_numpy`. Column keywords do not apply."""
     path = _existing_file(path)
-    given = {k: v for k, v in dict(id_col=id_col, time_col=time_col, value_cols=value_cols,
-                                   input_cols=input_cols, date_format=date_format).items()
-             if v is not None}
-    if given:
-        raise DataError(f"{sorted(given)} apply to tables only; a NumPy file holds arrays "
-                        f"named {list(_NPZ_KEYS)}")
+    refuse_table_options(f"a NumPy file holds arrays named {list(_NPZ_KEYS)}",
+                         id_col=id_col, time_col=time_col, value_cols=value_cols,
+                         input_cols=input_cols, date_format=date_format)
     try:
         loaded = np.load(path, allow_pickle=False)
         if isinstance(loaded, np.ndarray):
@@ -115,6 +112,14 @@ def _reader_for(path: Path) -> Callable[..., SequenceDataset]:
         raise DataError(f"unknown file suffix {suffix or '(none)'!r} of {path}; "
                         f"known: {sorted(readers)}")
     return readers[suffix]
+
+
+def refuse_table_options(why: str, **options) -> None:
+    """DataError naming the table options (id_col, time_col, ...) that were given to a
+    reader of arrays or images, where they do not apply; ``why`` says what it reads."""
+    given = sorted(k for k, v in options.items() if v is not None)
+    if given:
+        raise DataError(f"{given} apply to tables only; {why}")
 
 
 def _existing_file(path) -> Path:

@@ -123,17 +123,52 @@ def encoder_mask(batch: SequenceBatch, rate: float, training: bool) -> Tensor:
     return torch.where(emptied[:, None, None], batch.mask, hidden)
 
 
-def observation_features(batch: SequenceBatch, mask: Tensor | None = None) -> Tensor:
-    """(B, T, 2D + U) encoder input: [x * mask, mask, u]; missing entries are visible
-    to the encoder only through the mask channel, and u is 0 on padding steps (an
-    encoder that reads neighbouring steps must not see what lies beyond a sequence's
-    end). ``mask`` (B, T, D) replaces the batch's (e.g. :func:`encoder_mask`)."""
+def observation_features(batch: SequenceBatch, mask: Tensor | None = None,
+                         fill: str = "linear") -> Tensor:
+    """(B, T, 2D + U) encoder input: [x filled, mask, u]. ``mask`` (B, T, D) replaces the
+    batch's (e.g. :func:`encoder_mask`); u is 0 on padding steps (an encoder that reads
+    neighbouring steps must not see what lies beyond a sequence's end).
+
+    fill: what unseen entries of x hold. "linear" (the default): the linear
+    interpolation in time between the feature's nearest seen values before and after
+    (the nearest one at either end of the sequence, 0 when the feature is never seen):
+    an encoder then starts from what linear interpolation knows. It reads values after
+    step t, so only inference networks may use it. "zero": 0, seen through the mask
+    channel only (for networks inside a generative recurrence, e.g. the VRNN's phi_x).
+    Either way only seen entries of the sequence itself enter: masked values and
+    padding change nothing."""
     mask = batch.mask if mask is None else mask
     x = torch.where(mask, batch.x, torch.zeros_like(batch.x))
+    if fill == "linear":
+        x = torch.where(mask, x, linear_fill(x, mask, batch.t, batch.valid))
+    elif fill != "zero":
+        raise ValueError(f"fill must be 'linear' or 'zero', got {fill!r}")
     parts = [x, mask.to(x.dtype)]
     if batch.u is not None:
         parts.append(torch.where(batch.valid[..., None], batch.u, torch.zeros_like(batch.u)))
     return torch.cat(parts, -1)
+
+
+def linear_fill(x: Tensor, mask: Tensor, t: Tensor, valid: Tensor) -> Tensor:
+    """(B, T, D): at every valid step, the linear interpolation in time ``t`` (B, T) of
+    each feature's nearest ``mask``ed-in values of ``x`` before and after the step (the
+    nearest one where only one side has any; 0 where none); 0 on padding (``valid``
+    (B, T) False). ``x`` must be finite (zero where unseen)."""
+    B, T, D = x.shape
+    steps = torch.arange(T, device=x.device).view(1, T, 1).expand(B, T, D)
+    before = torch.where(mask, steps, torch.full_like(steps, -1)).cummax(1).values
+    after = torch.where(mask, steps, torch.full_like(steps, T)).flip(1).cummin(1).values
+    after = after.flip(1)                                                 # (B, T, D)
+    p, n = before.clamp(0, T - 1), after.clamp(0, T - 1)
+    tt = torch.where(valid, t, torch.zeros_like(t))[..., None].expand(B, T, D)
+    x_p, x_n, t_p, t_n = x.gather(1, p), x.gather(1, n), tt.gather(1, p), tt.gather(1, n)
+    span = torch.where(n > p, t_n - t_p, torch.ones_like(tt))
+    w = ((tt - t_p) / span).clamp(0.0, 1.0)
+    has_before, has_after = before >= 0, after < T
+    zero = torch.zeros_like(x)
+    fill = torch.where(has_before, torch.where(has_after, x_p + w * (x_n - x_p), x_p),
+                       torch.where(has_after, x_n, zero))
+    return torch.where(valid[..., None], fill, zero)
 
 
 STEP_TOLERANCE = 0.25  # a discrete-time t_future may be off the grid by a quarter step
