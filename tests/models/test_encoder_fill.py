@@ -26,8 +26,10 @@ def ragged_batch(seed: int = 0, B: int = 5, T: int = 12, D: int = 3) -> Sequence
     return SequenceBatch(torch.tensor(x), torch.tensor(mask), torch.tensor(t), lengths)
 
 
-def np_fill(batch: SequenceBatch) -> np.ndarray:
+def np_fill(batch: SequenceBatch, by: str = "time") -> np.ndarray:
     x, mask, t = batch.x.numpy(), batch.mask.numpy(), batch.t.numpy()
+    if by == "steps":
+        t = np.broadcast_to(np.arange(x.shape[1], dtype=float), t.shape)
     out = np.zeros_like(x)
     for b, n in enumerate(batch.lengths.tolist()):
         for d in range(x.shape[2]):
@@ -38,13 +40,15 @@ def np_fill(batch: SequenceBatch) -> np.ndarray:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_linear_fill_equals_numpy_interp(seed):
+@pytest.mark.parametrize("by", ["time", "steps"])
+def test_linear_fill_equals_numpy_interp(seed, by):
     batch = ragged_batch(seed)
     D = batch.x.shape[2]
-    features = observation_features(batch)
-    np.testing.assert_allclose(features[..., :D].numpy(), np_fill(batch), rtol=0, atol=1e-12)
+    features = observation_features(batch, fill=by)
+    np.testing.assert_allclose(features[..., :D].numpy(), np_fill(batch, by), rtol=0,
+                               atol=1e-12)
     np.testing.assert_array_equal(features[..., D:].numpy(), batch.mask.numpy())
-    zero = observation_features(batch, fill="zero")[..., :D].numpy()
+    zero = observation_features(batch)[..., :D].numpy()                 # the default
     np.testing.assert_array_equal(zero, np.where(batch.mask.numpy(), batch.x.numpy(), 0.0))
 
 
@@ -53,7 +57,7 @@ def test_fill_reads_only_the_mask_it_is_given():
     seen = batch.mask & (torch.rand(batch.mask.shape, generator=torch.Generator().manual_seed(0))
                          < 0.6)                            # e.g. the encoder's mask
     expect = np_fill(SequenceBatch(batch.x, seen, batch.t, batch.lengths))
-    got = observation_features(batch, seen)[..., :batch.x.shape[2]].numpy()
+    got = observation_features(batch, seen, "time")[..., :batch.x.shape[2]].numpy()
     np.testing.assert_allclose(got, expect, rtol=0, atol=1e-12)
 
 

@@ -144,8 +144,8 @@ def test_posterior_mean_is_a_residual_on_the_prior_mean():
     h = m.deterministic_states(batch)
     z_prev = torch.cat([torch.zeros_like(paths.z[:, :, :1]), paths.z[:, :, :-1]], 2)
     p_mean, p_var = m.prior(torch.cat([z_prev, h.expand(2, -1, -1, -1)], -1))
-    inputs = torch.cat([z_prev, m.backward_summary(torch.cat([observation_features(batch), h],
-                                                             -1), batch.lengths)
+    features = torch.cat([observation_features(batch, fill="steps"), h], -1)
+    inputs = torch.cat([z_prev, m.backward_summary(features, batch.lengths)
                         .expand(2, -1, -1, -1)], -1)
     q_var = m.posterior(inputs)[1]
     kl = 0.5 * (torch.log(p_var / q_var) + q_var / p_var - 1).sum(-1)

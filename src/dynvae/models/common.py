@@ -124,25 +124,28 @@ def encoder_mask(batch: SequenceBatch, rate: float, training: bool) -> Tensor:
 
 
 def observation_features(batch: SequenceBatch, mask: Tensor | None = None,
-                         fill: str = "linear") -> Tensor:
+                         fill: str = "zero") -> Tensor:
     """(B, T, 2D + U) encoder input: [x filled, mask, u]. ``mask`` (B, T, D) replaces the
     batch's (e.g. :func:`encoder_mask`); u is 0 on padding steps (an encoder that reads
     neighbouring steps must not see what lies beyond a sequence's end).
 
-    fill: what unseen entries of x hold. "linear" (the default): the linear
-    interpolation in time between the feature's nearest seen values before and after
-    (the nearest one at either end of the sequence, 0 when the feature is never seen):
-    an encoder then starts from what linear interpolation knows. It reads values after
-    step t, so only inference networks may use it. "zero": 0, seen through the mask
-    channel only (for networks inside a generative recurrence, e.g. the VRNN's phi_x).
-    Either way only seen entries of the sequence itself enter: masked values and
-    padding change nothing."""
+    fill: what unseen entries of x hold. "zero": 0, seen through the mask channel only
+    (the only choice for causal encoders and for networks inside a generative
+    recurrence, e.g. the VRNN's phi_x). "steps" / "time": the linear interpolation,
+    in step index (discrete-time models) or in time t (continuous-time models),
+    between the feature's nearest seen values before and after (the nearest one at
+    either end of the sequence, 0 when the feature is never seen): an encoder then
+    starts from what linear interpolation knows. It reads values after step t, so only
+    inference networks that read the future anyway may use it. Either way only seen
+    entries of the sequence itself enter: masked values and padding change nothing."""
     mask = batch.mask if mask is None else mask
     x = torch.where(mask, batch.x, torch.zeros_like(batch.x))
-    if fill == "linear":
-        x = torch.where(mask, x, linear_fill(x, mask, batch.t, batch.valid))
+    if fill in ("steps", "time"):
+        t = batch.t if fill == "time" else torch.arange(
+            x.shape[1], dtype=x.dtype, device=x.device).expand(x.shape[:2])
+        x = torch.where(mask, x, linear_fill(x, mask, t, batch.valid))
     elif fill != "zero":
-        raise ValueError(f"fill must be 'linear' or 'zero', got {fill!r}")
+        raise ValueError(f"fill must be 'zero', 'steps' or 'time', got {fill!r}")
     parts = [x, mask.to(x.dtype)]
     if batch.u is not None:
         parts.append(torch.where(batch.valid[..., None], batch.u, torch.zeros_like(batch.u)))

@@ -171,7 +171,8 @@ class GPVAE(DVAE):
     def sites(self, batch: SequenceBatch) -> gp_sites.Sites:
         """The encoder's sites; a step carries one where the encoder sees an entry."""
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
-        mean, var = self.encoder(self.frame_input(observation_features(batch, seen)))  # (B, T, Z)
+        features = self.frame_input(observation_features(batch, seen, "time"))
+        mean, var = self.encoder(features)                                        # (B, T, Z)
         return gp_sites.Sites(mean, var, seen.any(-1))
 
     def posterior(self, batch: SequenceBatch) -> tuple[gp_sites.Sites, gp_sites.SitePosterior]:

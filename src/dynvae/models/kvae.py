@@ -158,7 +158,8 @@ class KVAE(DVAE):
     def encode(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
         """q(a_t | x_t) of a prepared batch: mean, variance (B, T, P) and the frames O with
         an observed entry (B, T) bool."""
-        features = self.frame_input(observation_features(batch)[..., :2 * self.data_dim])
+        features = self.frame_input(observation_features(batch, fill="steps")[
+            ..., :2 * self.data_dim])
         mean, var = self.encoder_head(self.encoder_trunk(features))
         return mean, var, batch.mask.any(-1)
 

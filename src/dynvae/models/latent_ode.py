@@ -171,7 +171,7 @@ class LatentODE(DVAE):
 
     def initial_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(z_0 | x) of a prepared batch, (B, Z) each."""
-        features = self.frame_input(observation_features(batch))             # (B, T, F)
+        features = self.frame_input(observation_features(batch, fill="time"))  # (B, T, F)
         h0 = self.encoder(features, batch.t, batch.lengths)
         return self.initial_posterior(h0)
 

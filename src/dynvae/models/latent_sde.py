@@ -253,7 +253,7 @@ class LatentSDE(DVAE):
         ``z0_noise`` (K, B, Z) fixes the standard normal draws."""
         K, B, Z = n_samples, batch.batch_size, self.config.latent_dim
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
-        features = torch.cat([self.frame_input(observation_features(batch, seen)),
+        features = torch.cat([self.frame_input(observation_features(batch, seen, "time")),
                               time_features(batch)], -1)
         ctx = self.encoder(features, batch.lengths)                           # (B, T, C)
         q_mean, q_var = self.initial_posterior(ctx[:, 0])                     # (B, Z)

@@ -96,7 +96,7 @@ class SRNN(PathModel):
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
         h = self.deterministic_states(batch)                                   # (B, T, H)
-        features = self.encoder_frames(observation_features(batch))           # (B, T, F + U)
+        features = self.encoder_frames(observation_features(batch, fill="steps"))  # (B,T,F+U)
         a = self.backward_summary(torch.cat([features, h], -1), batch.lengths)  # (B, T, A)
         z_prev = h.new_zeros(K, B, Z)
         moments: list[list[Tensor]] = [[], [], [], [], []]          # z, q mean/var, p mean/var

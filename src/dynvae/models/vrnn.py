@@ -173,7 +173,7 @@ class VRNN(DVAE):
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
         # phi_x also feeds the generative recurrence h_t: unseen entries stay 0 there (a
         # time-interpolated fill would read x after step t into the prior of x_t)
-        fx = self.phi_x(observation_features(batch, seen, fill="zero"))      # (B, T, F)
+        fx = self.phi_x(observation_features(batch, seen))      # (B, T, F)
         context = [rep(self.backward_summary(fx, batch.lengths))] if self.backward_rnn \
             else []                                                          # (N, T, H)
         fx = rep(fx)                                                         # (N, T, F)
