@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -130,12 +131,13 @@ class _Index:
     def positions_of(self, ids: list[str]) -> np.ndarray:
         """The positions of the sequences named ``ids``; DataError naming the first id
         that is not in the index."""
-        want = set(ids)
+        wanted = pa.array(list(ids), pa.string())
         found: dict[str, int] = {}
         for first, batch in self._batches(["id"]):
-            for k, value in enumerate(batch.column(0).to_pylist()):
-                if value in want:
-                    found[value] = first + k
+            hits = np.flatnonzero(pc.is_in(batch.column(0), value_set=wanted)
+                                  .to_numpy(zero_copy_only=False))
+            found.update(zip(batch.column(0).take(pa.array(hits)).to_pylist(),
+                             (first + hits).tolist(), strict=True))
         missing = [i for i in ids if i not in found]
         if missing:
             raise DataError(f"sequence {missing[0]!r} is not in {self.sequences_path.parent}"
@@ -291,23 +293,35 @@ class ShardedDataset(StreamedData):
         """plan[rank][step]: the indices (into this view) of each rank's batch at each
         step of the epoch (see the module docstring). Slices differ by at most one
         sequence; every rank gets the same number of non-empty batches."""
-        return [[b.tolist() for b in self.rank_plan(seed, epoch, batch_size, world_size, r)]
+        order = self._epoch_order(seed, epoch, world_size)
+        return [[b.tolist() for b in self._rank_batches(order, batch_size, world_size, r)]
                 for r in range(world_size)]
 
     def rank_plan(self, seed: int, epoch: int, batch_size: int, world_size: int,
                   rank: int) -> list[np.ndarray]:
         """Rank ``rank``'s part of :meth:`epoch_plan`, as (batch,) index arrays (8 bytes a
         sequence, not a Python int each)."""
-        n, w = len(self), world_size
-        if n < w:
-            raise DataError(f"{n} sequences cannot be spread over {w} processes")
+        order = self._epoch_order(seed, epoch, world_size)
+        return self._rank_batches(order, batch_size, world_size, rank)
+
+    def _epoch_order(self, seed: int, epoch: int, world_size: int) -> np.ndarray:
+        """(N,) this view's indices in the epoch's order: shards in a seeded order, the
+        sequences of each shard in a seeded order."""
+        if len(self) < world_size:
+            raise DataError(f"{len(self)} sequences cannot be spread over {world_size} "
+                            "processes")
         gen = np.random.default_rng([seed, epoch, 0x5EED])
         shard_of = self._index.shard[self.positions]                       # (N,)
         by_shard = np.argsort(shard_of, kind="stable")
         bounds = np.searchsorted(shard_of[by_shard], np.arange(len(self._index.files) + 1))
         present = np.flatnonzero(np.diff(bounds))
-        order = np.concatenate([gen.permutation(by_shard[bounds[s]:bounds[s + 1]])
-                                for s in gen.permutation(present)])
+        return np.concatenate([gen.permutation(by_shard[bounds[s]:bounds[s + 1]])
+                               for s in gen.permutation(present)])
+
+    def _rank_batches(self, order: np.ndarray, batch_size: int, world_size: int,
+                      rank: int) -> list[np.ndarray]:
+        """Rank ``rank``'s contiguous slice of ``order`` cut into the epoch's batches."""
+        n, w = len(order), world_size
         sizes = n // w + (np.arange(w) < n % w)
         steps = min(math.ceil(n / batch_size), int(sizes.min()))
         starts = np.concatenate([[0], np.cumsum(sizes)])

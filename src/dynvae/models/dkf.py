@@ -155,7 +155,7 @@ class DeepKalmanFilter(DVAE):
         """K = n_samples reparametrised ancestral draws z_t ~ q(z_t | z_{t-1}, context_t)."""
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
         # encoders that read x after step t start from the linear fill of unseen entries
-        fill = "steps" if self.config.encoder in ("backward", "bidirectional") else "zero"
+        fill = "steps" if self.encoder.reads_future else "zero"
         ctx = self.encoder.summarise(self.frame_input(observation_features(batch, seen, fill)),
                                      batch.lengths)
         K, B = n_samples, batch.batch_size

@@ -32,7 +32,12 @@ def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
 
 
 class Encoder(nn.Module, abc.ABC):
-    """q(z_t | z_{t-1}, context_t) with context = summarise(features)."""
+    """q(z_t | z_{t-1}, context_t) with context = summarise(features).
+
+    reads_future: whether context_t depends on x after step t (then the features may
+    fill unseen entries from later observations, ``observation_features(fill=...)``)."""
+
+    reads_future: bool = False
 
     def __init__(self, feature_dim: int, latent_dim: int) -> None:
         super().__init__()

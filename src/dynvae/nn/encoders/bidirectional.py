@@ -16,6 +16,8 @@ class BidirectionalEncoder(CombinerEncoder):
     """Step t sees the whole sequence: context_t = [forward state over x_{1:t},
     backward state over x_{t:T}], each LSTM of ``hidden_size`` units."""
 
+    reads_future = True
+
     def __init__(self, feature_dim: int, latent_dim: int, hidden_size: int = 64,
                  min_var: float = 1e-4) -> None:
         super().__init__(feature_dim, latent_dim, 2 * hidden_size, min_var)
