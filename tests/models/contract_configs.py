@@ -2,6 +2,9 @@
 (tests/models/test_contract.py). A model added to dynvae.models.registry.MODELS adds its
 entry here: the suite fails, naming the model, while one is missing.
 
+VARIANTS adds configurations of a registered model that take another code path (the
+DKF's posterior flow), checked by the same suite under their own case name.
+
 Each entry is a mapping of the model's Config fields (as in a run's config.json) that
 keeps one ELBO of 3 sequences x 6 steps x 2 channels in the milliseconds.
 """
@@ -31,4 +34,9 @@ SMALL_CONFIGS: dict[str, dict] = {
     "latent-ode": dict(latent_dim=2, encoder_hidden=4, encoder_field_hidden=(4,),
                        field_hidden=(5,), emission_hidden=(4,), solver="rk4", dt=0.3,
                        n_predict_samples=4),
+}
+
+# case name -> (registered model, config): run through the whole suite as well
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "dkf-iaf": ("dkf", dict(SMALL_CONFIGS["dkf"], posterior_flow=2, flow_hidden=4)),
 }

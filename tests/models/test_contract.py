@@ -1,6 +1,7 @@
 """The DVAE contract (dynvae.models.base), checked on every model registered in
 dynvae.models.registry.MODELS with its small config from contract_configs.py: a newly
-registered model is covered without touching this file.
+registered model is covered without touching this file. The VARIANTS there (other code
+paths of a registered model) run through the same checks under their own case names.
 
 Terms compared "under one seed" are computed after resetting the global RNG; terms
 whose Monte Carlo noise may be drawn in a different order (a longer padded batch, two
@@ -21,16 +22,24 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
 from dynvae.models.registry import MODELS, model_class
 from dynvae.train.checkpoint import load_checkpoint, save_checkpoint
-from tests.models.contract_configs import SMALL_CONFIGS
+from tests.models.contract_configs import SMALL_CONFIGS, VARIANTS
 
 F32, F64 = torch.float32, torch.float64
 NAMES = sorted(MODELS)
+CASES = NAMES + sorted(VARIANTS)
 D, B, T, DT = 2, 3, 6, 0.5
 LENGTHS = (6, 4, 5)
 ORIGINS = (0.0, 1.0, 2.5)                         # each sequence's first time
 
 
+def registered(name: str) -> str:
+    """The registered model of a case name (a variant's model, else the name itself)."""
+    return VARIANTS[name][0] if name in VARIANTS else name
+
+
 def small_config(name: str) -> dict:
+    if name in VARIANTS:
+        return dict(VARIANTS[name][1])
     if name not in SMALL_CONFIGS:
         pytest.fail(f"model {name!r} is registered in dynvae.models.registry.MODELS but has no "
                     "small config in tests/models/contract_configs.py SMALL_CONFIGS")
@@ -39,14 +48,15 @@ def small_config(name: str) -> dict:
 
 def inputs_of(name: str) -> int:
     """U = 1 for models that take inputs (so that the inputs path is exercised), else 0."""
-    return 1 if model_class(name).takes_inputs else 0
+    return 1 if model_class(registered(name)).takes_inputs else 0
 
 
 def build(name: str, U: int = 0, dtype=F64, **overrides):
     """The small model, its parameters moved off their initial values (zero input
     weights and the like would hide bugs)."""
     torch.manual_seed(0)
-    model = model_class(name).from_config({**small_config(name), **overrides}, D, U).to(dtype)
+    config = {**small_config(name), **overrides}
+    model = model_class(registered(name)).from_config(config, D, U).to(dtype)
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.1 * torch.randn_like(p))
@@ -113,7 +123,7 @@ def test_every_registered_model_has_a_small_config():
     assert sorted(SMALL_CONFIGS) == NAMES, "SMALL_CONFIGS must list exactly the registered models"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_masked_values_and_padding_content_change_no_term(name):
     U = inputs_of(name)
     model, batch = build(name, U), make_batch(U)
@@ -134,7 +144,7 @@ def mc_mean(fn, *args, repeats: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
     return values.mean(0), values.std(0) / math.sqrt(repeats)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_longer_padding_changes_no_term(name):
     model, batch = build(name), make_batch()
     longer = padded(batch, 3)
@@ -146,7 +156,7 @@ def test_longer_padding_changes_no_term(name):
 
 
 @pytest.mark.parametrize("dtype", [F32, F64])
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_dtype_is_kept_and_results_carry_no_graph(name, dtype):
     U = inputs_of(name)
     model, batch = build(name, U, dtype), make_batch(U)                      # float64 data
@@ -170,7 +180,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
 
 
 @pytest.mark.parametrize("device", DEVICES)
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_runs_on_the_device_it_is_moved_to(name, device):
     U = inputs_of(name)
     model, batch = build(name, U, F32).to(device), make_batch(U)             # batch on cpu
@@ -185,12 +195,12 @@ def test_runs_on_the_device_it_is_moved_to(name, device):
     assert all(p.grad is None or p.grad.device.type == device for p in model.parameters())
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_forecast_honours_the_spacing_of_t_future(name):
     """A time's forecast does not depend on the other times asked for, and t_last + 3 dt
     is not the one-step forecast. Discrete-time models: exact under one seed, and off-grid
     times are an error. Continuous-time models: in distribution."""
-    cls = model_class(name)
+    cls = model_class(registered(name))
     many = {} if not cls.continuous_time else {"n_predict_samples": 2000}
     if cls.continuous_time and "n_predict_samples" not in {
             f.name for f in dataclasses.fields(cls.Config)}:
@@ -213,7 +223,7 @@ def test_forecast_honours_the_spacing_of_t_future(name):
         torch.testing.assert_close(alone.std, grid.std[:, 1:], rtol=0.15, atol=0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_sample_and_forecast_with_and_without_inputs(name):
     t = torch.arange(4.0, dtype=F64)
     plain, batch = build(name), make_batch()
@@ -222,9 +232,9 @@ def test_sample_and_forecast_with_and_without_inputs(name):
         plain.sample(3, t, torch.ones(4, 1))
     with pytest.raises(DataError, match="without control inputs"):
         plain.forecast(batch, future(batch, [1, 2]), torch.ones(B, 2, 1))
-    if not model_class(name).takes_inputs:
+    if not model_class(registered(name)).takes_inputs:
         with pytest.raises(ConfigError):
-            model_class(name).from_config(small_config(name), D, 1)
+            model_class(registered(name)).from_config(small_config(name), D, 1)
         return
     model, batch = build(name, 1), make_batch(1)
     u = torch.linspace(-1, 1, 4, dtype=F64)[:, None]
@@ -242,7 +252,7 @@ def test_sample_and_forecast_with_and_without_inputs(name):
     assert not torch.allclose(fc.mean, moved.mean), "u_future is ignored"
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_iwae_is_above_the_elbo_on_average_and_grows_with_k(name):
     model, batch = build(name), make_batch()
     with torch.no_grad():
@@ -257,7 +267,7 @@ def test_iwae_is_above_the_elbo_on_average_and_grows_with_k(name):
     assert float(m64) >= float(elbo) - tol(s64, s0)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_every_parameter_gets_a_finite_gradient_that_matches_finite_differences(name):
     """Directional gradient check in float64: for each parameter tensor p and a random
     direction v, <grad, v> against the central difference of the loss (the noise is
@@ -283,12 +293,13 @@ def test_every_parameter_gets_a_finite_gradient_that_matches_finite_differences(
         assert abs(numeric - analytic) <= 1e-6 + 1e-4 * abs(numeric), (pname, numeric, analytic)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_save_load_gives_identical_outputs(name, tmp_path):
     U = inputs_of(name)
     model, batch = build(name, U), make_batch(U)
     config = json.loads(json.dumps(dataclasses.asdict(model.config)))     # as in config.json
-    save_checkpoint(tmp_path / "model.pt", {"model": name, "model_config": config,
+    save_checkpoint(tmp_path / "model.pt", {"model": registered(name),
+                                            "model_config": config,
                                             "state_dict": model.state_dict()})
     payload = load_checkpoint(tmp_path / "model.pt")
     torch.manual_seed(123)                                      # a different initialisation
@@ -337,21 +348,22 @@ def bad_calls(model, batch: SequenceBatch, continuous: bool):
     return calls
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_each_bad_input_gets_one_clear_line(name):
     U = inputs_of(name)
     model, batch = build(name, U), make_batch(U)
-    for what, call, error in bad_calls(model, batch, model_class(name).continuous_time):
+    continuous = model_class(registered(name)).continuous_time
+    for what, call, error in bad_calls(model, batch, continuous):
         with pytest.raises(error) as info:
             call()
         assert "\n" not in str(info.value) and str(info.value), what
     with pytest.raises(ConfigError, match="unknown"):
-        model_class(name).from_config({**small_config(name), "no_such_key": 1}, D)
+        model_class(registered(name)).from_config({**small_config(name), "no_such_key": 1}, D)
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", CASES)
 def test_a_bernoulli_observation_is_reported_as_such(name):
-    cls = model_class(name)
+    cls = model_class(registered(name))
     if "observation" not in {f.name for f in dataclasses.fields(cls.Config)}:
         assert build(name).observation_family == "gaussian"
         return

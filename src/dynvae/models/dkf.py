@@ -7,10 +7,13 @@ Generative model, steps t = 0..T-1 (0-indexed like dynvae.ssm):
 Inference: q(z_{0:T-1} | x) = prod_t q(z_t | z_{t-1}, context_t(x)) (eq. 16/19; the
 encoder strategy decides which part of x step t sees). The ELBO (eq. 20-21) uses
 reparametrised ancestral samples from q and the closed-form KL between q(z_t | ·) and
-p(z_t | z_{t-1}) at the sampled z_{t-1}. Discrete time: one transition per row
-(``forecast`` maps t_future to steps on each sequence's grid; irregular times are warned
-about once; ``time_gap_input`` adds the time gap as an input, see
-dynvae.models.time_gaps); padding beyond ``lengths`` is excluded from every term.
+p(z_t | z_{t-1}) at the sampled z_{t-1}. With ``posterior_flow`` > 0 each factor of q is
+that Gaussian followed by an inverse autoregressive flow (Kingma et al. 2016), and the
+KL is the Monte Carlo estimate log q(z_t | ·) - log p(z_t | z_{t-1}) along the sampled
+path. Discrete time: one transition per row (``forecast`` maps t_future to steps on
+each sequence's grid; irregular times are warned about once; ``time_gap_input`` adds the
+time gap as an input, see dynvae.models.time_gaps); padding beyond ``lengths`` is
+excluded from every term.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 from torch import Tensor
 
 from dynvae.data.batch import SequenceBatch
+from dynvae.errors import ConfigError
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
@@ -46,6 +50,7 @@ from dynvae.models.common import (
 from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import ENCODERS
+from dynvae.nn.iaf import InverseAutoregressiveFlow
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import INITIAL_PRIORS, TRANSITIONS, with_input
@@ -66,7 +71,13 @@ class DKFConfig(FrameOptions, DictConfig):
     scored; see ``dynvae.models.common.encoder_mask``). time_gap_input: add
     log(dt / median dt) as an input channel (dynvae.models.time_gaps). frame_encoder,
     frame_decoder: "conv" for convolutional frame models on image data
-    (dynvae.models.frames).
+    (dynvae.models.frames). posterior_flow: number of inverse autoregressive flow steps
+    (Kingma et al. 2016) after each Gaussian factor q(z_t | z_{t-1}, context_t), each
+    conditioned on [context_t, z_{t-1}] (0: the Gaussian posterior). With a flow the KL
+    term is a single-sample Monte Carlo estimate, not closed form, and is not split over
+    latent dimensions: ``ELBOTerms.kl_dims`` is None, so metrics.csv has no kl_dim
+    columns, the collapse diagnostic is skipped and ``free_bits`` is unavailable.
+    flow_hidden: hidden units of each flow step's masked autoregressive network.
     """
 
     model_name = "DKF"
@@ -85,6 +96,8 @@ class DKFConfig(FrameOptions, DictConfig):
     n_predict_samples: int = 64
     hide_from_encoder: float = 0.0
     time_gap_input: bool = False
+    posterior_flow: int = 0
+    flow_hidden: int = 64
 
     def __post_init__(self) -> None:
         check_hide_rate(self.hide_from_encoder)
@@ -96,18 +109,27 @@ class DKFConfig(FrameOptions, DictConfig):
         self.transition_hidden = as_sizes("transition_hidden", self.transition_hidden)
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
         check_positive(latent_dim=self.latent_dim, encoder_hidden=self.encoder_hidden,
-                       n_predict_samples=self.n_predict_samples)
+                       n_predict_samples=self.n_predict_samples, flow_hidden=self.flow_hidden)
+        if isinstance(self.posterior_flow, bool) or not isinstance(self.posterior_flow, int) \
+                or self.posterior_flow < 0:
+            raise ConfigError(f"posterior_flow must be an integer >= 0 (flow steps), got "
+                              f"{self.posterior_flow!r}")
         check_observation(self.observation, bool(self.free_emission_variance), self.min_var)
 
 
 class PosteriorPaths(NamedTuple):
-    """Ancestral samples from q and the densities along them, all (K, B, T, Z)."""
+    """Ancestral samples from q and the densities along them, all (K, B, T, Z).
+
+    q_mean, q_var: the Gaussian factor of q (before the flow, when there is one).
+    log_q: (K, B, T) log q(z_t | z_{t-1}, context_t) with a flow, else None.
+    """
 
     z: Tensor
     q_mean: Tensor
     q_var: Tensor
     p_mean: Tensor
     p_var: Tensor
+    log_q: Tensor | None = None
 
 
 class DeepKalmanFilter(DVAE):
@@ -133,6 +155,8 @@ class DeepKalmanFilter(DVAE):
         self.emission_trunk, width = trunk(Z + U, c.emission_hidden)
         free = resolved_free_variance(c.observation, c.free_emission_variance)
         self.observation = observation_model(c, width, D, free)
+        self.flow = None if not c.posterior_flow else InverseAutoregressiveFlow(
+            Z, self.encoder.context_dim + Z, c.posterior_flow, c.flow_hidden)
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
@@ -160,39 +184,63 @@ class DeepKalmanFilter(DVAE):
                                      batch.lengths)
         K, B = n_samples, batch.batch_size
         z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
-        zs, means, variances = [], [], []
+        zs, means, variances, log_qs = [], [], [], []
         # unbind once: indexing ctx[:, t] in the loop would make autograd allocate a
         # full-size gradient per step (quadratic in T)
         for ctx_t in ctx.unbind(1):
             mean, var = self.encoder.step(ctx_t, z_prev)                       # (K, B, Z)
             eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
-            z_prev = mean + var.sqrt() * eps
+            z_t = mean + var.sqrt() * eps
+            if self.flow is not None:
+                z_t, log_q_t = self.flow_step(z_t, mean, var, ctx_t, z_prev)
+                log_qs.append(log_q_t)
+            z_prev = z_t
             zs.append(z_prev)
             means.append(mean)
             variances.append(var)
         z = torch.stack(zs, -2)                                                # (K, B, T, Z)
         p_mean, p_var = self.latent_prior(z, batch.u)
+        log_q = torch.stack(log_qs, -1) if log_qs else None                    # (K, B, T)
         return PosteriorPaths(z, torch.stack(means, -2), torch.stack(variances, -2), p_mean,
-                              p_var)
+                              p_var, log_q)
 
-    def path_terms(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor, Tensor]:
+    def flow_step(self, z_base: Tensor, mean: Tensor, var: Tensor, context: Tensor,
+                  z_prev: Tensor) -> tuple[Tensor, Tensor]:
+        """The flow on a draw z_base ~ N(mean, var) of the Gaussian factor, conditioned on
+        [context_t, z_{t-1}]: z_base, mean, var, z_prev (K, B, Z), context (B, C) ->
+        z_t (K, B, Z) and log q(z_t | ·) (K, B) = log N(z_base | mean, var) - log |det
+        dz_t/dz_base| (change of variables, Kingma et al. 2016, eq. 9-11)."""
+        h = torch.cat([context.expand(*z_prev.shape[:-1], -1), z_prev], -1)    # (K, B, C+Z)
+        z_t, log_det = self.flow(z_base, h)
+        return z_t, diag_gaussian_log_prob(z_base, mean, var).sum(-1) - log_det
+
+    def path_terms(self, batch: SequenceBatch, n_samples: int
+                   ) -> tuple[Tensor, Tensor | None, Tensor]:
         """Per-sample log-likelihood (K, B), closed-form KL per latent dimension (K, B, Z)
-        and log p(z)/q(z) (K, B) of each path."""
+        (None with a posterior flow, whose KL has no closed form) and log p(z)/q(z)
+        (K, B) of each path."""
         batch = self._prepare(batch)
         paths = self.posterior_paths(batch, n_samples)
         params = self.emission(paths.z, batch.u)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
         valid = batch.valid.to(paths.z.dtype)                                  # (B, T)
-        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var)
         log_p = diag_gaussian_log_prob(paths.z, paths.p_mean, paths.p_var).sum(-1)
+        if paths.log_q is not None:
+            return log_lik, None, ((log_p - paths.log_q) * valid).sum(-1)
+        kl = kl_diag_gaussians(paths.q_mean, paths.q_var, paths.p_mean, paths.p_var)
         log_q = diag_gaussian_log_prob(paths.z, paths.q_mean, paths.q_var).sum(-1)
         return log_lik, (kl * valid[..., None]).sum(-2), ((log_p - log_q) * valid).sum(-1)
 
     # ------------------------------------------------------------------ contract
     def elbo(self, batch: SequenceBatch, n_samples: int = 1) -> ELBOTerms:
-        """Seed eq. 20-21, averaged over ``n_samples`` posterior paths."""
+        """Seed eq. 20-21, averaged over ``n_samples`` posterior paths. With a posterior
+        flow the KL of each path is log q(z) - log p(z) at its draws (Kingma et al. 2016,
+        eq. 3) and ``kl_dims`` is None."""
         check_positive(n_samples=n_samples)
-        log_lik, kl_dims, _ = self.path_terms(batch, n_samples)
+        log_lik, kl_dims, log_ratio = self.path_terms(batch, n_samples)
+        if kl_dims is None:
+            return ELBOTerms(log_lik.mean(0), -log_ratio.mean(0),
+                             batch.n_observed().to(log_lik))
         kl_dims = kl_dims.mean(0)                                              # (B, Z)
         return ELBOTerms(log_lik.mean(0), kl_dims.sum(-1), batch.n_observed().to(log_lik),
                          kl_dims)

@@ -35,9 +35,11 @@ class Encoder(nn.Module, abc.ABC):
     """q(z_t | z_{t-1}, context_t) with context = summarise(features).
 
     reads_future: whether context_t depends on x after step t (then the features may
-    fill unseen entries from later observations, ``observation_features(fill=...)``)."""
+    fill unseen entries from later observations, ``observation_features(fill=...)``).
+    context_dim: C, the width of context_t."""
 
     reads_future: bool = False
+    context_dim: int
 
     def __init__(self, feature_dim: int, latent_dim: int) -> None:
         super().__init__()
@@ -63,6 +65,7 @@ class CombinerEncoder(Encoder):
     def __init__(self, feature_dim: int, latent_dim: int, context_dim: int,
                  min_var: float = 1e-4) -> None:
         super().__init__(feature_dim, latent_dim)
+        self.context_dim = context_dim
         self.combiner = Combiner(latent_dim, context_dim, min_var=min_var)
 
     def step(self, context: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
