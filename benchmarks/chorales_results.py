@@ -1,5 +1,8 @@
 """Test NLL per time step on the Bach chorales: DKF (each encoder), VRNN and a Pyro DMM.
 
+``dkf-backward-iaf`` is the backward-encoder DKF whose posterior factors are followed by
+IAF_STEPS inverse autoregressive flow steps (``posterior_flow``), sizes otherwise equal.
+
 Every model trains for the same wall-clock budget on the same split (dynvae's
 ``chorales`` dataset), keeps its best validation parameters, and is scored on the
 test split by the ELBO and by the importance-weighted bound with K samples.
@@ -40,6 +43,9 @@ VRNN = dict(latent_dim=SIZES["z_dim"], hidden_size=SIZES["rnn_dim"],
 MODELS = {f"dkf-{e}": ("dkf", dict(DKF, encoder=e))
           for e in ("backward", "local", "filtering", "bidirectional")}
 MODELS["vrnn"] = ("vrnn", VRNN)
+IAF_STEPS = 2
+MODELS["dkf-backward-iaf"] = ("dkf", dict(DKF, encoder="backward", posterior_flow=IAF_STEPS,
+                                          flow_hidden=SIZES["transition_dim"]))
 
 
 def train_dynvae(name: str, data, args) -> dict:

@@ -18,6 +18,7 @@ excluded from every term.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -184,35 +185,46 @@ class DeepKalmanFilter(DVAE):
                                      batch.lengths)
         K, B = n_samples, batch.batch_size
         z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
-        zs, means, variances, log_qs = [], [], [], []
+        flow = None if self.flow is None else self.conditioned_flow(ctx)
+        zs, means, variances, bases, log_dets = [], [], [], [], []
         # unbind once: indexing ctx[:, t] in the loop would make autograd allocate a
         # full-size gradient per step (quadratic in T)
-        for ctx_t in ctx.unbind(1):
+        for t, ctx_t in enumerate(ctx.unbind(1)):
             mean, var = self.encoder.step(ctx_t, z_prev)                       # (K, B, Z)
             eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
             z_t = mean + var.sqrt() * eps
-            if self.flow is not None:
-                z_t, log_q_t = self.flow_step(z_t, mean, var, ctx_t, z_prev)
-                log_qs.append(log_q_t)
+            if flow is not None:
+                bases.append(z_t)
+                z_t, log_det = flow(t, z_t, z_prev)
+                log_dets.append(log_det)
             z_prev = z_t
             zs.append(z_prev)
             means.append(mean)
             variances.append(var)
         z = torch.stack(zs, -2)                                                # (K, B, T, Z)
         p_mean, p_var = self.latent_prior(z, batch.u)
-        log_q = torch.stack(log_qs, -1) if log_qs else None                    # (K, B, T)
-        return PosteriorPaths(z, torch.stack(means, -2), torch.stack(variances, -2), p_mean,
-                              p_var, log_q)
+        q_mean, q_var = torch.stack(means, -2), torch.stack(variances, -2)
+        log_q = None
+        if flow is not None:    # change of variables (Kingma et al. 2016, eq. 9-11)
+            log_q = diag_gaussian_log_prob(torch.stack(bases, -2), q_mean, q_var).sum(-1) \
+                - torch.stack(log_dets, -1)                                    # (K, B, T)
+        return PosteriorPaths(z, q_mean, q_var, p_mean, p_var, log_q)
 
-    def flow_step(self, z_base: Tensor, mean: Tensor, var: Tensor, context: Tensor,
-                  z_prev: Tensor) -> tuple[Tensor, Tensor]:
-        """The flow on a draw z_base ~ N(mean, var) of the Gaussian factor, conditioned on
-        [context_t, z_{t-1}]: z_base, mean, var, z_prev (K, B, Z), context (B, C) ->
-        z_t (K, B, Z) and log q(z_t | ·) (K, B) = log N(z_base | mean, var) - log |det
-        dz_t/dz_base| (change of variables, Kingma et al. 2016, eq. 9-11)."""
-        h = torch.cat([context.expand(*z_prev.shape[:-1], -1), z_prev], -1)    # (K, B, C+Z)
-        z_t, log_det = self.flow(z_base, h)
-        return z_t, diag_gaussian_log_prob(z_base, mean, var).sum(-1) - log_det
+    def conditioned_flow(self, ctx: Tensor) -> Callable[[int, Tensor, Tensor],
+                                                        tuple[Tensor, Tensor]]:
+        """The posterior flow of each step t, conditioned on h_t = [context_t, z_{t-1}]:
+        ctx (B, T, C) -> a map (t, z_base (K, B, Z), z_prev (K, B, Z)) -> z_t (K, B, Z),
+        log |det dz_t / dz_base| (K, B). The flow's condition map is affine in h_t, so the
+        context's share of it is computed for every step at once."""
+        C = ctx.shape[-1]
+        weight, bias = self.flow.condition.weight, self.flow.condition.bias
+        from_context = torch.nn.functional.linear(ctx, weight[:, :C], bias).unbind(1)
+        from_latent, masked = weight[:, C:], self.flow.masked_weights()
+
+        def step(t: int, z_base: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
+            conditioning = from_context[t] + z_prev @ from_latent.T       # (K, B, n_steps H)
+            return self.flow.transform(z_base, conditioning, masked)
+        return step
 
     def path_terms(self, batch: SequenceBatch, n_samples: int
                    ) -> tuple[Tensor, Tensor | None, Tensor]:

@@ -20,7 +20,8 @@ from torch.nn import functional as F
 
 from dynvae.errors import ConfigError
 
-GATE_BIAS = 1.0   # initial s: sigma = 0.73, a step starts near the identity (Kingma et al. 2016)
+GATE_BIAS = 2.0   # initial s: sigma = 0.88, each step starts near the identity (Kingma et al.
+#                   2016, Sec. 4: "+1 or +2")
 
 
 def made_masks(order: Tensor, hidden: int) -> tuple[Tensor, Tensor]:
@@ -37,33 +38,32 @@ def made_masks(order: Tensor, hidden: int) -> tuple[Tensor, Tensor]:
 
 
 class IAFStep(nn.Module):
-    """One IAF step z (…, Z), context h (…, C) -> z' (…, Z), log sigma (…, Z).
+    """The masked weights of one IAF step; reverse: the order Z, ..., 1 instead of 1, ..., Z.
 
-    reverse: the order Z, Z-1, ..., 1 instead of 1, 2, ..., Z.
+    The context enters through the flow's ``condition`` map (one affine map for all steps).
     """
 
-    def __init__(self, latent_dim: int, context_dim: int, hidden: int, reverse: bool) -> None:
+    def __init__(self, latent_dim: int, hidden: int, reverse: bool) -> None:
         super().__init__()
         order = torch.arange(1, latent_dim + 1)
         in_mask, out_mask = made_masks(order.flip(0) if reverse else order, hidden)
         self.register_buffer("in_mask", in_mask, persistent=False)             # (H, Z)
         self.register_buffer("out_mask", out_mask.repeat(2, 1), persistent=False)  # (2Z, H)
-        self.from_latent = nn.Linear(latent_dim, hidden)
-        self.from_context = nn.Linear(context_dim, hidden, bias=False)
+        self.from_latent = nn.Linear(latent_dim, hidden, bias=False)
         self.out = nn.Linear(hidden, 2 * latent_dim)                           # [m, s]
         with torch.no_grad():
             self.out.bias[latent_dim:].fill_(GATE_BIAS)
 
-    def forward(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        a = F.linear(z, self.from_latent.weight * self.in_mask, self.from_latent.bias)
-        a = F.elu(a + self.from_context(h))                                    # (…, H)
-        m, s = F.linear(a, self.out.weight * self.out_mask, self.out.bias).chunk(2, -1)
-        gate = torch.sigmoid(s)                                                # (…, Z)
-        return gate * z + (1 - gate) * m, F.logsigmoid(s)
+    def masked_weights(self) -> tuple[Tensor, Tensor, Tensor]:
+        """(H, Z) input weights, (2Z, H) output weights, (2Z,) output bias."""
+        return self.from_latent.weight * self.in_mask, self.out.weight * self.out_mask, \
+            self.out.bias
 
 
 class InverseAutoregressiveFlow(nn.Module):
-    """``n_steps`` IAF steps with alternating orders, all conditioned on the same h.
+    """``n_steps`` IAF steps with alternating orders, all conditioned on the same h (…, C)
+    through ``condition``, an affine map to each step's share of the hidden
+    pre-activations, c = A h + a (…, n_steps H).
 
     forward: z (…, Z), h (…, C) -> z (…, Z) transformed, log |det dz_out/dz_in| (…).
     """
@@ -73,12 +73,27 @@ class InverseAutoregressiveFlow(nn.Module):
         if n_steps < 1 or hidden < 1:
             raise ConfigError(f"an inverse autoregressive flow needs n_steps >= 1 and "
                               f"hidden >= 1, got {n_steps} and {hidden}")
-        self.steps = nn.ModuleList(IAFStep(latent_dim, context_dim, hidden, bool(k % 2))
+        self.condition = nn.Linear(context_dim, n_steps * hidden)
+        self.steps = nn.ModuleList(IAFStep(latent_dim, hidden, bool(k % 2))
                                    for k in range(n_steps))
 
     def forward(self, z: Tensor, h: Tensor) -> tuple[Tensor, Tensor]:
-        log_det = z.new_zeros(z.shape[:-1])
-        for step in self.steps:
-            z, log_gate = step(z, h)
-            log_det = log_det + log_gate.sum(-1)
-        return z, log_det
+        return self.transform(z, self.condition(h), self.masked_weights())
+
+    def masked_weights(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Each step's masked weights, computed once for many calls of ``transform``."""
+        return [step.masked_weights() for step in self.steps]
+
+    @staticmethod
+    def transform(z: Tensor, conditioning: Tensor, weights: list[tuple[Tensor, Tensor, Tensor]]
+                  ) -> tuple[Tensor, Tensor]:
+        """z (…, Z), conditioning = condition(h) (…, n_steps H), ``masked_weights()`` ->
+        z (…, Z) transformed and log |det dz_out/dz_in| (…)."""
+        log_gates = 0
+        for c, (w_in, w_out, b_out) in zip(conditioning.chunk(len(weights), -1), weights,
+                                             strict=True):
+            a = F.elu(F.linear(z, w_in) + c)                                   # (…, H)
+            m, s = F.linear(a, w_out, b_out).chunk(2, -1)                      # (…, Z) each
+            z = torch.lerp(m, z, torch.sigmoid(s))   # sigma z + (1 - sigma) m, eq. 14
+            log_gates = log_gates + F.logsigmoid(s)                            # (…, Z)
+        return z, log_gates.sum(-1)
