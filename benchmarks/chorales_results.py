@@ -54,7 +54,8 @@ def train_dynvae(name: str, data, args) -> dict:
     torch.manual_seed(args.seed)
     model = cls.from_config(cls.Config(**config), 88, 0)
     cfg = TrainConfig(lr=args.lr, batch_size=args.batch_size, max_epochs=100_000,
-                      max_seconds=args.budget_seconds, kl_anneal_steps=args.anneal_steps,
+                      max_seconds=args.budget_seconds, max_steps=args.max_steps,
+                      kl_anneal_steps=args.anneal_steps,
                       eval_every=args.eval_every, patience=None, seed=args.seed,
                       eval_batch_size=16, progress=False)
     start = time.perf_counter()
@@ -120,6 +121,8 @@ def _pyro_bound(dmm, dataset, k: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget-seconds", type=float, default=180.0)
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="also stop dynvae models after this many optimizer steps")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--quick", action="store_true",
                         help="12 pieces, 5 s per model, K=5 (a smoke run)")
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             out = train_dynvae(name, data, args)
         row = {"case": "chorales", "impl": name, "budget_seconds": args.budget_seconds,
+               "max_steps": args.max_steps,
                "k": args.k, **out}
         rows.append(row)
         print(json.dumps(row), flush=True)
