@@ -248,10 +248,16 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
 def convergence_note(history: list[dict], fit) -> str:
     """Whether a self-fitting model's iterations converged. Its history has one row per
     parameter set visited, row 0 the start: max_iter + 1 rows mean the iteration limit
-    ended the fit, fewer that the tolerance did (dynvae.models.lgssm.LGSSM.fit_em)."""
+    ended the fit, fewer that the tolerance did (dynvae.models.lgssm.LGSSM.fit_em), a
+    last row with time_budget_reached that max_seconds did."""
     method = {"em": "EM", "lbfgs": "L-BFGS", "adam": "Adam"}.get(getattr(fit, "method", ""),
                                                                   "fitting")
     steps = len(history) - 1
+    if history and history[-1].get("time_budget_reached"):
+        kept = ("the parameters of the last completed iteration are kept" if steps else
+                "no iteration completed: the starting parameters are kept")
+        return (f"{method} stopped at max_seconds = {fit.max_seconds:g} s after {steps} "
+                f"iterations, before converging (tol = {fit.tol:g}); {kept}")
     if steps < fit.max_iter:
         return (f"{method} converged after {steps} iterations (log-likelihood per entry "
                 f"changed by less than tol = {fit.tol:g})")

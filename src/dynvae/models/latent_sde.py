@@ -90,6 +90,10 @@ class LatentSDEConfig(FrameOptions, DictConfig):
 
     solver: a name in ``SOLVERS`` ("euler", "milstein", "euler-compiled"). dt: largest
     solver step in the data's time unit (None: one step per observation interval).
+    time_unit: the model's unit of time, in the data's: every time (and dt) is divided
+    by it before it reaches the SDEs, so that drift, diffusion and the Girsanov KL see
+    gaps of order one whether the data counts seconds, hours or steps (`dynvae train`
+    sets it to the training data's median step, dynvae.train.defaults).
     gradients: how the posterior solve is differentiated: "backprop" (every step kept),
     "checkpoint" (blocks of 64 steps recomputed) or "adjoint" (``dynvae.sde.Adjoint``:
     memory independent of the number of steps, about 2-4x the time of backprop).
@@ -114,11 +118,13 @@ class LatentSDEConfig(FrameOptions, DictConfig):
     min_diffusion: float = 1e-3
     n_predict_samples: int = 32
     hide_from_encoder: float = 0.0
+    time_unit: float = 1.0
 
     def __post_init__(self) -> None:
         check_hide_rate(self.hide_from_encoder)
         self.check_frames()
         check_choice("solver", self.solver, SOLVERS)
+        check_positive(time_unit=self.time_unit)
         check_choice("gradients", self.gradients, GRADIENTS)
         self.drift_hidden = as_sizes("drift_hidden", self.drift_hidden)
         self.emission_hidden = as_sizes("emission_hidden", self.emission_hidden)
@@ -232,6 +238,16 @@ class LatentSDE(DVAE):
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         return prepare_batch(batch, self.data_dim, 0, next(self.observation.parameters()))
 
+    def model_time(self, t: Tensor) -> Tensor:
+        """Times in the model's unit (``config.time_unit``)."""
+        return t / self.config.time_unit
+
+    @property
+    def solver_dt(self) -> float | None:
+        """``config.dt`` in the model's unit of time."""
+        dt = self.config.dt
+        return None if dt is None else dt / self.config.time_unit
+
     def emission(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and variance of p(x | z): z (…, Z) -> each (…, D)."""
         return self.observation(self.emission_trunk(z))
@@ -254,7 +270,7 @@ class LatentSDE(DVAE):
         K, B, Z = n_samples, batch.batch_size, self.config.latent_dim
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
         features = torch.cat([self.frame_input(observation_features(batch, seen, "time")),
-                              time_features(batch)], -1)
+                              self.model_time(time_features(batch))], -1)
         ctx = self.encoder(features, batch.lengths)                           # (B, T, C)
         q_mean, q_var = self.initial_posterior(ctx[:, 0])                     # (B, Z)
         p_mean, p_var = self.initial_prior((B,), q_mean)
@@ -263,7 +279,7 @@ class LatentSDE(DVAE):
         z0 = q_mean + q_var.sqrt() * eps                                      # (K, B, Z)
         log_ratio0 = (diag_gaussian_log_prob(z0, p_mean, p_var)
                       - diag_gaussian_log_prob(z0, q_mean, q_var)).sum(-1)    # (K, B)
-        times = solver_grid(batch, self.config.dt or 1.0)
+        times = self.model_time(solver_grid(batch, self.config.dt or self.config.time_unit))
         times = times if times.dim() == 1 else times.repeat(K, 1)             # (K * B, T)
         contexts = ctx.repeat(K, 1, 1)                                       # (K * B, T, C)
         read = contexts
@@ -293,7 +309,7 @@ class LatentSDE(DVAE):
         solver; ``path`` is the Girsanov KL integrand. ``bm`` (K * B, Z) and ``z0_noise``
         (K, B, Z) fix the noise (path index k * B + b)."""
         start = self.posterior_start(batch, n_samples, z0_noise)
-        sol = sdeint(start.sde, start.z0, start.times, self.solver, self.config.dt, bm,
+        sol = sdeint(start.sde, start.z0, start.times, self.solver, self.solver_dt, bm,
                      gradients=self.gradients(start))
         return self._at_last_times(batch, start, sol.z, sol.running_cost)
 
@@ -305,7 +321,7 @@ class LatentSDE(DVAE):
         start = self.posterior_start(batch, n_samples, z0_noise)
         s0 = torch.cat([start.z0, start.z0.new_zeros(start.z0.shape[0], 1)], -1)
         s = sdeint(GirsanovLogRatio(start.sde), s0, start.times, EulerMaruyama(),
-                   self.config.dt, bm, gradients=self.gradients(start)).z  # (KB, T, Z + 1)
+                   self.solver_dt, bm, gradients=self.gradients(start)).z  # (KB, T, Z + 1)
         return self._at_last_times(batch, start, s[..., :-1], s[..., -1])
 
     def _at_last_times(self, batch: SequenceBatch, start: PosteriorStart, z: Tensor,
@@ -368,7 +384,8 @@ class LatentSDE(DVAE):
         z_last = last_valid(paths.z, batch.lengths).reshape(K * B, -1)       # (K * B, Z)
         t_last = last_valid(batch.t[..., None], batch.lengths)               # (B, 1)
         grid = torch.cat([t_last, t_future.to(t_last)], 1).repeat(K, 1)      # (K * B, H + 1)
-        z = sdeint(self.prior_sde(), z_last, grid, self.solver, self.config.dt).z
+        z = sdeint(self.prior_sde(), z_last, self.model_time(grid), self.solver,
+                   self.solver_dt).z
         mean, var = self.observation.moments(self.emission(z[:, 1:].reshape(K, B, H, -1)))
         return Prediction(t_future, *mixture_moments(mean, var))
 
@@ -385,4 +402,5 @@ class LatentSDE(DVAE):
         like = next(self.observation.parameters())
         mean, var = self.initial_prior((n,), like)
         z0 = mean + var.sqrt() * torch.randn_like(mean)                       # (n, Z)
-        return sdeint(self.prior_sde(), z0, t.to(like), self.solver, self.config.dt).z
+        return sdeint(self.prior_sde(), z0, self.model_time(t.to(like)), self.solver,
+                      self.solver_dt).z

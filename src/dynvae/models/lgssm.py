@@ -318,15 +318,16 @@ class LGSSM(DVAE, SelfFitting):
             self.emission_bias.assign(mean.unsqueeze(-1))
 
     def fit_em(self, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
-               progress: bool = False) -> list[dict]:
+               progress: bool = False, max_seconds: float | None = None) -> list[dict]:
         """Expectation-maximisation; see :func:`dynvae.models.lgssm_fit.fit_em`."""
-        return fitting.fit_em(self, batch, n_iter, tol, progress)
+        return fitting.fit_em(self, batch, n_iter, tol, progress, max_seconds)
 
     def fit_gradient(self, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,
-                     tol: float = 1e-9, progress: bool = False, gradient: str = "fisher"
-                     ) -> list[dict]:
+                     tol: float = 1e-9, progress: bool = False, gradient: str = "fisher",
+                     max_seconds: float | None = None) -> list[dict]:
         """Gradient ascent; see :func:`dynvae.models.lgssm_fit.fit_gradient`."""
-        return fitting.fit_gradient(self, batch, optimizer, steps, tol, progress, gradient)
+        return fitting.fit_gradient(self, batch, optimizer, steps, tol, progress, gradient,
+                                    max_seconds)
 
     @torch.no_grad()
     def refresh_initial(self, batch: SequenceBatch) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import math
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -73,6 +74,10 @@ class FitConfig:
     tol: stop when the log-likelihood per observed entry changes by less than tol.
     lr: learning rate of Adam (L-BFGS uses a line search).
     init_from_data: set noise scales (and a PCA emission) from the data first.
+    max_seconds: wall-clock budget of the fit (None: none). EM stops after the first
+        E-step past it; L-BFGS and Adam stop at the first objective evaluation past it
+        and keep the parameters of the last completed step. The last history row then
+        has ``time_budget_reached`` = 1.
     """
 
     method: str = "lbfgs"
@@ -81,6 +86,13 @@ class FitConfig:
     tol: float = 1e-9
     lr: float = 0.05
     init_from_data: bool = True
+    max_seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_seconds is not None and not (
+                isinstance(self.max_seconds, (int, float)) and self.max_seconds > 0):
+            raise ConfigError(f"max_seconds must be a positive number of seconds or None, "
+                              f"got {self.max_seconds!r}")
 
 
 GRADIENTS = ("fisher", "autograd")
@@ -91,6 +103,25 @@ def progress_range(n: int, progress: bool, desc: str):
     last change (see :func:`show`), but no ETA: n is a cap, and fits stop far earlier."""
     return tqdm((i for i in range(n)), disable=not progress, desc=desc, leave=False,
                 unit="step")
+
+
+class Budget:
+    """A fit's wall-clock budget: ``spent()`` once ``seconds`` (None: never) have passed
+    since it was made."""
+
+    def __init__(self, seconds: float | None) -> None:
+        self.start = time.monotonic()
+        self.seconds = seconds
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+    def spent(self) -> bool:
+        return self.seconds is not None and self.elapsed() >= self.seconds
+
+
+class _OutOfTime(Exception):
+    """Raised inside an optimiser's closure once the fit's budget is spent."""
 
 
 def show(bar, score: float, previous: float | None, n_obs: float, tol: float) -> None:
@@ -123,20 +154,29 @@ def check_fittable(model, batch: SequenceBatch) -> float:
     return n_obs
 
 
-def _row(step: int, score: float, n_obs: float) -> dict:
-    return {"step": step, "log_likelihood": score, "log_likelihood_per_entry": score / n_obs}
+def _row(step: int, score: float, n_obs: float, budget: Budget) -> dict:
+    return {"step": step, "log_likelihood": score, "log_likelihood_per_entry": score / n_obs,
+            "seconds": budget.elapsed()}
+
+
+def _out_of_time(history: list[dict]) -> list[dict]:
+    history[-1]["time_budget_reached"] = 1.0
+    return history
 
 
 def fit_em(model, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
-           progress: bool = False) -> list[dict]:
+           progress: bool = False, max_seconds: float | None = None) -> list[dict]:
     """Expectation-maximisation over all sequences of ``batch``; missing entries by
     their conditional moments (see dynvae.models.lgssm_em). Stops when the full
-    log-likelihood per observed entry changes by less than ``tol``.
+    log-likelihood per observed entry changes by less than ``tol``, or after the first
+    E-step that ends past ``max_seconds`` (the parameters it scored are kept).
 
     Returns one row per parameter set visited (row 0: the starting point): step,
     log_likelihood (the score of ``model.log_likelihood``, summed over sequences),
-    log_likelihood_per_entry.
+    log_likelihood_per_entry, seconds since the start (and time_budget_reached = 1 on
+    the last row when the budget ended the fit).
     """
+    budget = Budget(max_seconds)
     n_obs = check_fittable(model, batch)
     x, mask, u = model._inputs(batch)
     groups = model.step_groups(batch)
@@ -148,16 +188,18 @@ def fit_em(model, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
             score = float(model._score(model.ssm(batch), x, mask, u, stats.filtered).sum())
         _check_finite(score, "EM")
         show(bar, score, history[-1]["log_likelihood"] if history else None, n_obs, tol)
-        history.append(_row(step, score, n_obs))
+        history.append(_row(step, score, n_obs, budget))
         full = float(stats.log_likelihood.sum()) / float(mask.sum())
         if previous is not None and abs(full - previous) < tol:
             break
+        if budget.spent():
+            return _out_of_time(history)
         previous = full
         model.m_step(stats, groups)
     else:
         with torch.no_grad():
             score = float(model.log_likelihood(batch).sum())
-        history.append(_row(n_iter, score, n_obs))
+        history.append(_row(n_iter, score, n_obs, budget))
     return history
 
 
@@ -216,40 +258,55 @@ def _objective(model, batch: SequenceBatch, gradient: str) -> Tensor:
 
 
 def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int = 50,
-                 tol: float = 1e-9, progress: bool = False, gradient: str = "fisher"
-                 ) -> list[dict]:
+                 tol: float = 1e-9, progress: bool = False, gradient: str = "fisher",
+                 max_seconds: float | None = None) -> list[dict]:
     """Maximise ``model.log_likelihood`` per scored entry with ``optimizer`` (``LBFGS()``
-    or ``Adam(lr)``); ``gradient``: "fisher" or "autograd" (module docstring).
+    or ``Adam(lr)``); ``gradient``: "fisher" or "autograd" (module docstring). The first
+    objective evaluation that starts past ``max_seconds`` ends the fit with the
+    parameters of the last completed step.
 
     Returns one row per parameter set visited (row 0: the starting point, as in
-    :func:`fit_em`): step, log_likelihood, log_likelihood_per_entry.
+    :func:`fit_em`): step, log_likelihood, log_likelihood_per_entry, seconds.
     """
     if gradient not in GRADIENTS:
         raise ConfigError(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}")
+    budget = Budget(max_seconds)
     n_obs = check_fittable(model, batch)
     opt = optimizer.build(model.parameters())
     with torch.no_grad():
         start = float(model.log_likelihood(batch).sum())
+    bar = progress_range(steps, progress, "fit")
+    evaluations = 0
 
     def closure():
+        nonlocal evaluations
+        if budget.spent():
+            raise _OutOfTime
         opt.zero_grad()
         loss = -_objective(model, batch, gradient) / n_obs
         loss.backward()
+        evaluations += 1           # an L-BFGS step evaluates up to 20 times: show each
+        bar.set_postfix_str(f"log-lik/entry {-float(loss.detach()):.6f}, {evaluations} evaluations",
+                            refresh=True)
         return loss
 
-    history = [_row(0, start, n_obs)]
+    history = [_row(0, start, n_obs, budget)]
     previous = start if math.isfinite(start) else None
-    bar = progress_range(steps, progress, "fit")
     for step in bar:
+        kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
         try:
             opt.step(closure)
             with torch.no_grad():
                 score = float(model.log_likelihood(batch).sum())
+        except _OutOfTime:
+            model.load_state_dict(kept)
+            _out_of_time(history)
+            break
         except torch.linalg.LinAlgError:    # a line search into degenerate covariances
             raise DataError("a covariance stopped being positive definite during fitting "
                             "(too few or degenerate observations?); try method='em'"
                             ) from None
-        history.append(_row(step + 1, score, n_obs))
+        history.append(_row(step + 1, score, n_obs, budget))
         _check_finite(score, "gradient")
         show(bar, score, previous, n_obs, tol)
         if previous is not None and abs(score - previous) / n_obs < tol:
@@ -260,7 +317,8 @@ def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int =
 
 
 def _fit_em(model, batch, config: FitConfig, progress: bool) -> list[dict]:
-    return model.fit_em(batch, n_iter=config.max_iter, tol=config.tol, progress=progress)
+    return model.fit_em(batch, n_iter=config.max_iter, tol=config.tol, progress=progress,
+                        max_seconds=config.max_seconds)
 
 
 def _fit_lbfgs(model, batch, config: FitConfig, progress: bool) -> list[dict]:
@@ -268,12 +326,13 @@ def _fit_lbfgs(model, batch, config: FitConfig, progress: bool) -> list[dict]:
     # by less than tol
     return model.fit_gradient(batch, optimizer=LBFGS(tolerance_change=config.tol),
                               steps=config.max_iter, tol=config.tol, progress=progress,
-                              gradient=config.gradient)
+                              gradient=config.gradient, max_seconds=config.max_seconds)
 
 
 def _fit_adam(model, batch, config: FitConfig, progress: bool) -> list[dict]:
     return model.fit_gradient(batch, optimizer=Adam(config.lr), steps=config.max_iter,
-                              tol=config.tol, progress=progress, gradient=config.gradient)
+                              tol=config.tol, progress=progress, gradient=config.gradient,
+                              max_seconds=config.max_seconds)
 
 
 FIT_METHODS: dict[str, Callable] = {"em": _fit_em, "lbfgs": _fit_lbfgs, "adam": _fit_adam}

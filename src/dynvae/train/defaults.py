@@ -19,6 +19,9 @@ number of features D, and the median time step dt; it is the same for every data
   network and still scores them (``dynvae.models.common.encoder_mask``), so what the
   model learns is to infer entries from their observed neighbours: imputation.
 * the GP-VAE's initial lengthscale is 3 dt (the kernel learns it from there).
+* the latent SDE's unit of time is dt (``time_unit``): its drift, diffusion and Girsanov
+  KL see gaps of order one whatever the data's unit (seconds at 10 Hz gave gaps of 0.1,
+  which its initial networks and KL treat very differently from gaps of 1).
 
 A model's configuration takes the width W for its fields named ``*_hidden``,
 ``hidden_size`` or ``feature_size`` (an int, or every layer of a tuple of sizes), and Z
@@ -88,6 +91,8 @@ def model_defaults(config, size: DataSize) -> dict[str, Any]:
             out[f.name] = HIDE_FROM_ENCODER
         elif f.name == "lengthscale":
             out[f.name] = float(f"{LENGTHSCALE_STEPS * size.median_step:.6g}")
+        elif f.name == "time_unit":
+            out[f.name] = float(f"{size.median_step:.6g}")
         elif f.name.endswith("_hidden") or f.name in WIDTH_FIELDS:
             if isinstance(value, tuple):
                 out[f.name] = (size.width,) * len(value)
