@@ -382,6 +382,16 @@ def merge(old: list[dict], new: list[dict]) -> list[dict]:
     return [r for r in old if key(r) not in replaced] + new
 
 
+def written_notes(path: Path) -> str:
+    """The sections written by hand below the generated table of an existing results
+    file (from its first level-2 heading on), kept when the table is regenerated."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    start = text.find("\n## ")
+    return "" if start < 0 else text[start:]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 s per training run")
@@ -419,12 +429,14 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/quality.py " + " ".join(argv if argv is not None
                                                          else sys.argv[1:])
 
+    notes = written_notes(args.markdown)
+
     def save(new_rows: list[dict]) -> None:      # after every cell: nothing measured is lost
         merged = merge(old, rows + new_rows)
         atomic_write_json(args.json, merged)
         atomic_write_text(args.markdown, markdown(
             [r for r in merged if r.get("budget_seconds") == budget], command.strip(),
-            budget))
+            budget) + notes)
 
     cap = args.cap_seconds if args.cap_seconds is not None else 3 * budget + 600
     run_cells(cells, args.jobs, cap=cap, on_row=save)
