@@ -299,7 +299,7 @@ def markdown(rows: list[dict], command: str, budget: float) -> str:
                            f"{total - total_before} |")
     loads = [v for r in rows for v in r.get("load_average", [])]
     head = [
-        "# Model quality on real data", "",
+        f"# Model quality on real data, {budget:g} s per training run", "",
         f"Measured on {datetime.date.today().isoformat()} with", "", "```bash", command,
         "```", "",
         f"Every model trained as `dynvae train --set max_seconds={budget:g}` trains it "
@@ -432,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     notes = written_notes(args.markdown)
 
     def save(new_rows: list[dict]) -> None:      # after every cell: nothing measured is lost
-        merged = merge(old, rows + new_rows)
+        # read the file again: another run of this script may have added rows meanwhile
+        on_disk = json.loads(args.json.read_text()) if args.json.is_file() else old
+        merged = merge(on_disk, rows + new_rows)
         atomic_write_json(args.json, merged)
         atomic_write_text(args.markdown, markdown(
             [r for r in merged if r.get("budget_seconds") == budget], command.strip(),
