@@ -103,3 +103,22 @@ def test_convergence_note_names_the_budget():
     assert "last completed iteration are kept" in note
     start = convergence_note([{"time_budget_reached": 1.0}], config)
     assert "after 0 iterations" in start and "starting parameters are kept" in start
+
+
+def test_command_line_fit_stops_at_the_budget_and_says_so(tmp_path, capsys):
+    """Any fit takes longer than 1e-9 s: L-BFGS stops before its first evaluation."""
+    import csv
+
+    from dynvae.cli import main
+    from dynvae.plots.training import curve_columns
+    run = tmp_path / "run"
+    assert main(["train", "--model", "lgssm", "--dataset", "synthetic-lgssm",
+                 "--set", "max_seconds=1e-9", "--out", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "L-BFGS stopped at max_seconds = 1e-09 s after 0 iterations" in out
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert len(rows) == 1 and rows[0]["time_budget_reached"] == "1.0"
+    assert float(rows[0]["seconds"]) > 0
+    shown, _ = curve_columns([{k: float(v) for k, v in r.items() if v} for r in rows])
+    assert "time_budget_reached" not in shown and "seconds" not in shown
+    assert (run / "plots" / "training_curve.png").is_file()

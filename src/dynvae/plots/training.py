@@ -10,8 +10,9 @@ from matplotlib.ticker import MaxNLocator
 
 from dynvae.plots.base import legend_above, panels, plt, save
 
-# columns that say when a row was written, not how well the model fits
-_CLOCK_COLUMNS = ("step", "epoch", "seconds")
+# columns that say when (or why at that point) a row was written, not how well the
+# model fits; time_budget_reached marks the last row of a fit its budget stopped
+_CLOCK_COLUMNS = ("step", "epoch", "seconds", "time_budget_reached")
 
 
 def curve_columns(history: list[dict]) -> tuple[list[str], dict[str, float]]:
