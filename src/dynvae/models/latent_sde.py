@@ -254,14 +254,16 @@ class LatentSDE(DVAE):
 
     def prior_sde(self) -> DiagonalSDE:
         """dz = f_p(z) dt + g(z) dW."""
-        return DiagonalSDE(lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z))
+        return DiagonalSDE(lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z),
+                           lambda t, z: self.diffusion.value_and_derivative(z))
 
     def posterior_sde(self, times: Tensor, contexts: Tensor) -> GirsanovKL:
         """dz = f_q(z, c(t)) dt + g(z) dW with the Girsanov running cost; times (T,) or
         (R, T), contexts (R, T, C)."""
         lookup = interval_context(times, contexts)
         return GirsanovKL(lambda t, z: self.posterior_drift(torch.cat([z, lookup(t)], -1)),
-                          lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z))
+                          lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z),
+                          lambda t, z: self.diffusion.value_and_derivative(z))
 
     def posterior_start(self, batch: SequenceBatch, n_samples: int,
                         z0_noise: Tensor | None = None) -> PosteriorStart:

@@ -38,3 +38,12 @@ class DiagonalDiffusion(nn.Module):
         """z (…, Z) -> g (…, Z), positive."""
         h = torch.tanh(z.unsqueeze(-1) * self.w1 + self.b1)                # (…, Z, H)
         return softplus((h * self.w2).sum(-1) + self.b2) + self.min_diffusion
+
+    def value_and_derivative(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """z (…, Z) -> (g, dg_i/dz_i), each (…, Z), in one pass (what Milstein's
+        correction needs): dg_i/dz_i = sigmoid(a_i) sum_k w2_ik (1 - h_ik^2) w1_ik with
+        a_i = w2_i . h_i + b2_i, h_ik = tanh(w1_ik z_i + b1_ik)."""
+        h = torch.tanh(z.unsqueeze(-1) * self.w1 + self.b1)                # (…, Z, H)
+        a = (h * self.w2).sum(-1) + self.b2
+        slope = ((1 - h * h) * (self.w1 * self.w2)).sum(-1)
+        return softplus(a) + self.min_diffusion, torch.sigmoid(a) * slope

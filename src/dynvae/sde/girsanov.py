@@ -32,16 +32,23 @@ from dynvae.sde.sde import SDE, NoiseType, SDEType, SDEWithRunningCost
 
 # (t, z (B, Z)) -> (B, Z): a drift, or the diagonal of a diffusion.
 VectorField = Callable[[Tensor, Tensor], Tensor]
+# (t, z) -> (g, dg/dz) of a diagonal diffusion (see SDE.diffusion_and_derivative)
+DiffusionDerivative = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 class DiagonalSDE(SDE):
-    """The Ito SDE dz = f(t, z) dt + diag(g(t, z)) dW from two callables (B, Z) -> (B, Z)."""
+    """The Ito SDE dz = f(t, z) dt + diag(g(t, z)) dW from two callables (B, Z) -> (B, Z);
+    ``derivative`` (optional) gives (g, dg/dz) in one pass for Milstein."""
 
     noise = NoiseType.DIAGONAL
     sde_type = SDEType.ITO
 
-    def __init__(self, drift: VectorField, diffusion: VectorField) -> None:
-        self._drift, self._diffusion = drift, diffusion
+    def __init__(self, drift: VectorField, diffusion: VectorField,
+                 derivative: DiffusionDerivative | None = None) -> None:
+        self._drift, self._diffusion, self._derivative = drift, diffusion, derivative
+
+    def diffusion_and_derivative(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor] | None:
+        return None if self._derivative is None else self._derivative(t, z)
 
     def drift(self, t: Tensor, z: Tensor) -> Tensor:
         return self._drift(t, z)
@@ -57,9 +64,14 @@ class GirsanovKL(SDEWithRunningCost):
     sde_type = SDEType.ITO
 
     def __init__(self, posterior_drift: VectorField, prior_drift: VectorField,
-                 diffusion: VectorField) -> None:
+                 diffusion: VectorField, derivative: DiffusionDerivative | None = None
+                 ) -> None:
         self.posterior_drift, self.prior_drift = posterior_drift, prior_drift
-        self._diffusion = diffusion
+        self._diffusion, self._derivative = diffusion, derivative
+
+    def diffusion_and_derivative(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor] | None:
+        """(g, dg/dz) from ``derivative`` (optional; see SDE.diffusion_and_derivative)."""
+        return None if self._derivative is None else self._derivative(t, z)
 
     def drift(self, t: Tensor, z: Tensor) -> Tensor:
         return self.posterior_drift(t, z)

@@ -68,6 +68,12 @@ class SDE(abc.ABC):
     def diffusion(self, t: Tensor, z: Tensor) -> Tensor:
         """g(t, z): (B, Z), (B, Z, 1) or (B, Z, W) depending on ``noise``."""
 
+    def diffusion_and_derivative(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor] | None:
+        """For diagonal noise whose g_i depends on z through z_i only: (g, d) with
+        d_i = dg_i/dz_i, both (B, Z), from one pass (closed form). None (the default): not
+        known; Milstein then takes g dg/dz from autograd, a second pass through g."""
+        return None
+
 
 class SDEWithRunningCost(SDE):
     """An SDE with a running cost c(t, z) integrated along the path by ``sdeint``."""

@@ -4,7 +4,9 @@
     z1 = z + f h + g dW + 1/2 (g . grad g) (dW^2 - h)      (Ito)
     z1 = z + f h + g dW + 1/2 (g . grad g) dW^2            (Stratonovich)
 
-The correction g . grad g comes from autograd (exact), or with ``derivative_free``
+The correction g . grad g comes from the SDE's closed-form derivative where it gives
+one (``SDE.diffusion_and_derivative``: diagonal noise, no second pass), else from
+autograd (exact), or with ``derivative_free``
 from the finite difference (g(z + g sqrt h) - g(z)) / sqrt h (Kloeden & Platen eq.
 11.1.5), which costs one diffusion call and no backward pass. The autograd version
 keeps a graph whenever grad mode is on (so parameters of g get exact gradients): run
@@ -66,6 +68,17 @@ def diffusion_directional_derivative(sde: SDE, t: Tensor, z: Tensor) -> tuple[Te
     return g, gdg
 
 
+def _diffusion_and_correction(sde: SDE, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+    """g and g dg/dz: in closed form where a diagonal-noise SDE gives its derivative
+    (``SDE.diffusion_and_derivative``, one pass), else by autograd."""
+    if sde.noise is NoiseType.DIAGONAL:
+        known = sde.diffusion_and_derivative(t, z)
+        if known is not None:
+            g, derivative = known
+            return g, g * derivative
+    return diffusion_directional_derivative(sde, t, z)
+
+
 @dataclass(frozen=True)
 class _Milstein(Solver):
     derivative_free: bool = False
@@ -92,7 +105,7 @@ class _Milstein(Solver):
             g_bar = g_bar if noise is NoiseType.DIAGONAL else g_bar.squeeze(-1)
             gdg = (g_bar - g_flat) / sq
         else:
-            g, gdg = diffusion_directional_derivative(sde, t0, z)
+            g, gdg = _diffusion_and_correction(sde, t0, z)
         z1 = z + f * h + noise.prod(g, dW) + 0.5 * gdg * v
         return z1, scale_cost(c, h)
 
