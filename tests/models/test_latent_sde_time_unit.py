@@ -71,8 +71,8 @@ def test_the_unit_changes_the_model_when_the_data_keeps_its_times():
     batch = irregular_batch()
     bm, eps = fixed_noise(batch)
     a = base.elbo(batch, bm=bm, z0_noise=eps)
-    grid = other.model_time(batch.t[:, :1].min() + torch.zeros(1, dtype=torch.float64))
-    bm_b = BrownianPath(float(grid) - 1.0, float(grid) + 1.0, (batch.batch_size, Z), seed=2)
+    # the other model's times are batch.t / UNIT, inside [0, 1]
+    bm_b = BrownianPath(0.0, 1.0, (batch.batch_size, Z), dtype=torch.float64, seed=2)
     b = other.elbo(batch, bm=bm_b, z0_noise=eps)
     assert not torch.allclose(a.kl, b.kl)
 

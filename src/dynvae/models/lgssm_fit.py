@@ -293,7 +293,9 @@ def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int =
     history = [_row(0, start, n_obs, budget)]
     previous = start if math.isfinite(start) else None
     for step in bar:
-        kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        # what a step cut short by the budget restores (only a budget can cut one short)
+        kept = None if max_seconds is None else {
+            k: v.detach().clone() for k, v in model.state_dict().items()}
         try:
             opt.step(closure)
             with torch.no_grad():
