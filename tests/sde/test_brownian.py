@@ -91,3 +91,60 @@ def test_bad_queries_raise_clear_errors():
         bm.increments(torch.zeros(3, 4, dtype=F64))
     with pytest.raises(DataError, match="t0 < t1"):
         BrownianPath(1, 1, (2, 1))
+
+
+def _assert_brownian_law(t: torch.Tensor, dw: torch.Tensor, area: torch.Tensor):
+    """Increments N(0, h), areas N(0, h/12), every pair of them uncorrelated.
+
+    t: (n, N) or (N,) grid; dw, area: (n, N-1) for one noise channel."""
+    h = torch.diff(t, dim=-1).expand_as(dw)
+    z = torch.cat([dw / h.sqrt(), area / (h / 12).sqrt()], dim=1)  # (n, 2(N-1))
+    _assert_unit_chi2(z)
+    corr = (z.T @ z) / z.shape[0]
+    off = corr - torch.diag(torch.diagonal(corr))
+    assert off.abs().max() < 5 / math.sqrt(z.shape[0]), off.abs().max()
+
+
+def test_single_time_queries_in_random_order_give_the_brownian_law():
+    # Each query inserts one knot somewhere in the middle: pieces are kept, moved and
+    # split in every pattern, and the stored capacity grows several times.
+    gen = torch.Generator().manual_seed(11)
+    times = torch.rand(15, generator=gen, dtype=F64) * 2.0
+    bm = BrownianPath(0.0, 2.0, (N_PATHS, 1), seed=12)
+    for k in torch.randperm(15, generator=gen).tolist():
+        bm.value(times[k:k + 1])
+    grid = torch.cat([torch.tensor([0.0], dtype=F64), times.sort().values,
+                      torch.tensor([2.0], dtype=F64)])
+    dw, area = bm.increments(grid)
+    _assert_brownian_law(grid, dw[..., 0], area[..., 0])
+
+
+def test_per_sequence_single_time_queries_give_the_brownian_law():
+    gen = torch.Generator().manual_seed(13)
+    times = torch.rand(N_PATHS, 6, generator=gen, dtype=F64)
+    bm = BrownianPath(0.0, 1.0, (N_PATHS, 1), seed=14)
+    bm.value(torch.tensor([0.5], dtype=F64))  # one shared knot first, then per sequence
+    for k in (3, 0, 5, 1, 4, 2):
+        bm.value(times[:, k:k + 1])
+    ends = torch.tensor([[0.0, 0.5, 1.0]], dtype=F64).expand(N_PATHS, -1)
+    grid = torch.cat([times, ends], dim=1).sort(dim=1).values
+    dw, area = bm.increments(grid)
+    _assert_brownian_law(grid, dw[..., 0], area[..., 0])
+
+
+def test_forward_block_queries_keep_earlier_pieces_exactly():
+    # The solver's pattern: consecutive blocks of a step grid, forward in time. Pieces
+    # a later query does not split are never recomputed: every earlier answer is
+    # returned again bit for bit, and the blocks add up to the whole grid's increments.
+    bm = BrownianPath(0.0, 1.0, (32, 3), seed=15)
+    grid = torch.linspace(0, 1, 41, dtype=F64)
+    blocks = [bm.increments(grid[s:s + 5]) for s in range(0, 40, 4)]
+    for s, (dw, area) in zip(range(0, 40, 4), blocks, strict=True):
+        again = bm.increments(grid[s:s + 5])
+        assert torch.equal(again[0], dw) and torch.equal(again[1], area)
+    dw_all, area_all = bm.increments(grid)
+    torch.testing.assert_close(dw_all, torch.cat([b[0] for b in blocks], 1), rtol=0,
+                               atol=1e-14)
+    torch.testing.assert_close(area_all, torch.cat([b[1] for b in blocks], 1), rtol=0,
+                               atol=1e-12)
+    torch.testing.assert_close(bm.value(grid[-1:])[:, 0], dw_all.sum(1), rtol=0, atol=1e-13)

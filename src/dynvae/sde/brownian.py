@@ -69,6 +69,23 @@ def _align_rows(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return a.expand(rows, -1).contiguous(), b.expand(rows, -1).contiguous()
 
 
+def _take(x: Tensor, idx: Tensor) -> Tensor:
+    """x[..., b, idx[r], :] along the piece axis: x (..., B, M, W), idx (R, n) with R = 1
+    (one index list for every row, a plain index_select) or R = B."""
+    if idx.shape[0] == 1:
+        return x.index_select(-2, idx[0])
+    full = idx.unsqueeze(-1).expand(*x.shape[:-3], x.shape[-3], -1, x.shape[-1])
+    return x.gather(-2, full)
+
+
+def _put_add(x: Tensor, idx: Tensor, src: Tensor) -> Tensor:
+    """x with src (..., B, n, W) added at the piece positions idx (R, n), as in _take."""
+    if idx.shape[0] == 1:
+        return x.index_add(-2, idx[0], src)
+    full = idx.unsqueeze(-1).expand(*src.shape[:-3], src.shape[-3], -1, src.shape[-1])
+    return x.scatter_add(-2, full, src)
+
+
 class BrownianMotion(abc.ABC):
     """One Brownian sample path per batch element on [t0, t1], queryable at any times.
 
@@ -150,14 +167,16 @@ class BrownianPath(BrownianMotion):
         self._W = shape[-1]
         h = t1 - t0
         self._ts = torch.tensor([[t0, t1]], dtype=dtype, device=self.device)  # (R, M)
-        self._dw = self._randn(1) * math.sqrt(h)  # (B, M-1, W)
-        self._area = self._randn(1) * math.sqrt(h / 12.0)  # (B, M-1, W)
+        # (dW, H) of the M-1 pieces between knots: (2, B, capacity, W), the first M-1
+        # of the capacity used; _dw and _area are views (B, M-1, W) of it.
+        self._store(torch.stack([self._randn(1) * math.sqrt(h),
+                                 self._randn(1) * math.sqrt(h / 12.0)]))
 
     # ---------------------------------------------------------------- queries
     def increments(self, t: Tensor) -> tuple[Tensor, Tensor]:
         q = self._prepare(t)  # (R', N)
         self._refine(q)
-        w_at, iw_at = self._cumulative(q)  # (B, N, W) each
+        w_at, iw_at = self._cumulative(q, local=True)  # (B, N, W) each
         dw = torch.diff(w_at, dim=1)
         h = torch.diff(q, dim=-1).unsqueeze(-1)  # (R', N-1, 1)
         # int_a^b (W(r) - W(a)) dr from the cumulative integral of W.
@@ -184,7 +203,7 @@ class BrownianPath(BrownianMotion):
         new.shape = (int(index.numel()), self._W)
         new._B = new.shape[0]
         new._ts = self._ts if self._ts.shape[0] == 1 else self._ts[index]
-        new._dw, new._area = self._dw[index], self._area[index]
+        new._store(torch.stack([self._dw[index], self._area[index]]))
         # A fresh generator for the child's own refinements, derived without consuming
         # the parent's stream (so calling rows() never changes the parent path).
         child_seed = (self._gen.initial_seed() * 1_000_003 + 7919 * int(index.sum()) + 1) % 2**62
@@ -210,50 +229,143 @@ class BrownianPath(BrownianMotion):
         return torch.where(torch.isinf(cand), torch.full_like(cand, self.t0), cand)
 
     def _refine(self, q: Tensor) -> None:
-        """Insert the query times as knots, sampling the new pieces conditionally."""
+        """Insert the query times as knots, sampling the new pieces conditionally.
+
+        Only the stored intervals that a new knot splits are resampled: an interval
+        left whole keeps its (dW, H) and draws no random numbers, so a query costs
+        random draws and arithmetic in proportion to the pieces it creates (plus one
+        copy of the stored knots to make room for them).
+        """
         new = self._new_times(q)
         if new is None:
             return
         ts = self._ts
         rows = max(ts.shape[0], new.shape[0])
         ts, new = ts.expand(rows, -1), new.expand(rows, -1)
-        merged, order = torch.cat([ts, new], dim=-1).sort(dim=-1, stable=True)  # (R, M+K)
+        merged, order = torch.cat([ts, new], dim=-1).sort(dim=-1, stable=True)  # (R, E+1)
         is_old = order < ts.shape[-1]
         # Parent (old) interval of each new elementary interval: old knots at or before it.
-        parent = (is_old.long().cumsum(-1) - 1)[:, :-1].clamp(0, ts.shape[-1] - 2)  # (R, M+K-1)
-        h = torch.diff(merged, dim=-1)  # (R, M+K-1)
-        mid = 0.5 * (merged[:, 1:] + merged[:, :-1])
+        parent = (is_old.long().cumsum(-1) - 1)[:, :-1].clamp(0, ts.shape[-1] - 2)  # (R, E)
+        h = torch.diff(merged, dim=-1)  # (R, E)
         s_p, u_p = ts.gather(-1, parent), ts.gather(-1, parent + 1)
         h_p = u_p - s_p
-        safe_hp = torch.where(h_p > 0, h_p, torch.ones_like(h_p))
-        n_el = h.shape[-1]
-        dw_free = self._randn(n_el) * h.clamp_min(0).sqrt().unsqueeze(-1)  # (B, n_el, W)
-        area_free = self._randn(n_el) * (h.clamp_min(0) / 12).sqrt().unsqueeze(-1)
-        c_dw = ((0.5 * (s_p + u_p) - mid) / safe_hp).unsqueeze(-1)  # d H_parent / d dW_i
-        c_area = (h / safe_hp).unsqueeze(-1)  # d H_parent / d H_i
-        idx = parent.unsqueeze(-1).expand(self._B, -1, self._W)
-        zeros = torch.zeros_like(self._dw)
-        sum_dw = zeros.scatter_add(1, idx, dw_free)
-        sum_area = zeros.scatter_add(1, idx, c_dw * dw_free + c_area * area_free)
-        # Matheron's rule: x | y = x_free + Cov(x, y) Cov(y)^{-1} (y - y_free), where
-        # y = (dW, H) of the parent has Cov(y) = diag(h_p, h_p / 12).
-        r_dw = (self._dw - sum_dw).gather(1, idx)
-        r_area = (self._area - sum_area).gather(1, idx)
-        hh = h.unsqueeze(-1)
-        self._dw = dw_free + hh * (r_dw / safe_hp.unsqueeze(-1) + 12.0 * c_dw * r_area
-                                   / safe_hp.unsqueeze(-1))
-        self._area = area_free + c_area.pow(2) * r_area
+        B, W = self._B, self._W
+        # A piece that is its whole parent keeps the parent's (dW, H); a piece of zero
+        # length holds zeros; the rest (0 < h < h_p) are drawn below.
+        whole = (h == h_p) & (h > 0)  # (R, E)
+        active = (h > 0) & (h < h_p)
+        n_act = int(active.sum(-1).max())
+        if n_act > 0:
+            # The active pieces of each row, first, in time order; the slots past a
+            # row's count hold other pieces of that row, written back unchanged.
+            sel = torch.sort((~active).to(torch.int8), dim=-1, stable=True).indices[:, :n_act]
+            ok = active.gather(-1, sel)
+            h_a = torch.where(ok, h.gather(-1, sel), torch.zeros_like(h[:, :1]))  # (R, n)
+            par_a = parent.gather(-1, sel)
+            mid_a = 0.5 * (merged.gather(-1, sel) + merged.gather(-1, sel + 1))
+            sp_a, up_a = s_p.gather(-1, sel), u_p.gather(-1, sel)
+            hp_a = torch.where(ok, up_a - sp_a, torch.ones_like(h_a))
+            dw_free = self._randn(n_act) * h_a.sqrt().unsqueeze(-1)  # (B, n, W)
+            area_free = self._randn(n_act) * (h_a / 12).sqrt().unsqueeze(-1)
+            c_dw = ((0.5 * (sp_a + up_a) - mid_a) / hp_a).unsqueeze(-1)  # dH_parent/d dW_i
+            c_area = (h_a / hp_a).unsqueeze(-1)  # dH_parent / dH_i
+            # Per split parent: its (dW, H) minus the sums its free pieces imply (summed
+            # over the split parents only, numbered compactly).
+            _, local = torch.unique(par_a, return_inverse=True)
+            n_par = int(local.max()) + 1
+            local = local.expand(rows, -1)
+            zeros = torch.zeros(2, B, n_par, W, dtype=self.dtype, device=self.device)
+            implied = torch.stack([dw_free, c_dw * dw_free + c_area * area_free])
+            sums = _take(_put_add(zeros, local, implied), local)
+            r_dw, r_area = (_take(self._buf[:, :, :self._dw.shape[1]], par_a) - sums).unbind(0)
+            # Matheron's rule: x | y = x_free + Cov(x, y) Cov(y)^{-1} (y - y_free), where
+            # y = (dW, H) of the parent has Cov(y) = diag(h_p, h_p / 12).
+            hh, hpp = h_a.unsqueeze(-1), hp_a.unsqueeze(-1)
+            dw_a = dw_free + hh * (r_dw / hpp + 12.0 * c_dw * r_area / hpp)
+            area_a = area_free + c_area.pow(2) * r_area
+        if rows == 1:
+            self._insert_shared(whole[0], parent[0], h[0], sel[0] if n_act > 0 else None,
+                                (dw_a, area_a) if n_act > 0 else None)
+        else:
+            keep = whole.unsqueeze(-1)
+            idx = parent.unsqueeze(-1).expand(B, -1, W)
+            zero = torch.zeros((), dtype=self.dtype, device=self.device)
+            new_dw = torch.where(keep, self._dw.gather(1, idx), zero)
+            new_area = torch.where(keep, self._area.gather(1, idx), zero)
+            if n_act > 0:
+                sidx = sel.unsqueeze(-1).expand(B, -1, W)
+                okw = ok.unsqueeze(-1).expand(B, -1, W)
+                new_dw = new_dw.scatter(1, sidx, torch.where(okw, dw_a, new_dw.gather(1, sidx)))
+                new_area = new_area.scatter(
+                    1, sidx, torch.where(okw, area_a, new_area.gather(1, sidx)))
+            self._store(torch.stack([new_dw, new_area]))
         self._ts = merged
 
-    def _cumulative(self, q: Tensor) -> tuple[Tensor, Tensor]:
-        """W(q) - W(t0) and int_{t0}^q (W(r) - W(t0)) dr at query times: (B, N, W) each."""
-        ts = self._ts
+    def _store(self, pieces: Tensor) -> None:
+        """Hold (2, B, M-1, W) pieces (dW, H) as the path's knots' data."""
+        self._buf = pieces
+        self._dw, self._area = pieces[0], pieces[1]
+
+    def _insert_shared(self, whole: Tensor, parent: Tensor, h: Tensor, sel: Tensor | None,
+                       drawn: tuple[Tensor, Tensor] | None) -> None:
+        """Write the refined pieces of a path with one knot grid for the whole batch.
+
+        whole, parent, h: (E,) per new piece; sel: (n,) positions of the drawn pieces
+        and drawn: their (dW, H), (B, n, W) each. Pieces before the first change stay
+        where they are; the rest are written in place into spare capacity (grown by
+        doubling), so queries moving forward in time copy only what follows them.
+        """
+        B, W = self._B, self._W
+        n_el, n_old = int(h.shape[0]), int(self._dw.shape[1])
+        pos = torch.arange(n_el, device=self.device)
+        changed = (~(whole & (parent == pos))).nonzero().squeeze(-1)
+        p0 = int(changed[0])
+        tail = torch.empty(2, B, n_el - p0, W, dtype=self.dtype, device=self.device)
+        old = self._buf[:, :, p0:n_old]
+        w_pos = whole[p0:].nonzero().squeeze(-1)  # positions in the tail
+        src = parent[p0:][w_pos] - p0  # positions in the old suffix
+        # Whole pieces come in runs contiguous in both layouts: copy them as slices
+        # unless there are many runs.
+        brk = ((torch.diff(w_pos) != 1) | (torch.diff(src) != 1)).nonzero().squeeze(-1)
+        if brk.numel() < 64:
+            cuts = (brk + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, int(w_pos.numel())], strict=True):
+                if b > a:
+                    d0, s0 = int(w_pos[a]), int(src[a])
+                    tail[:, :, d0:d0 + b - a].copy_(old[:, :, s0:s0 + b - a])
+        else:
+            tail.index_copy_(2, w_pos, old.index_select(2, src))
+        tail.index_fill_(2, (h[p0:] <= 0).nonzero().squeeze(-1), 0.0)
+        if drawn is not None:
+            tail.index_copy_(2, sel - p0, torch.stack(drawn))
+        if self._buf.shape[2] < n_el:
+            buf = torch.empty(2, B, max(n_el, 2 * self._buf.shape[2]), W, dtype=self.dtype,
+                              device=self.device)
+            buf[:, :, :p0].copy_(self._buf[:, :, :p0])
+        else:
+            buf = self._buf
+        buf[:, :, p0:n_el].copy_(tail)
+        self._buf = buf
+        self._dw, self._area = buf[0, :, :n_el], buf[1, :, :n_el]
+
+    def _cumulative(self, q: Tensor, local: bool = False) -> tuple[Tensor, Tensor]:
+        """W(q) - W(t0) and int_{t0}^q (W(r) - W(t0)) dr at query times: (B, N, W) each.
+
+        local: measure both from the first queried knot a instead of t0 (W(q) - W(a)
+        and int_a^q (W(r) - W(a)) dr), summing only the knots the query spans;
+        increments and areas of the query grid are the same either way.
+        """
+        ts, q = _align_rows(self._ts, q)
+        pos = torch.searchsorted(ts, q)  # exact knots after refine
+        dw, area, lo = self._dw, self._area, 0
+        if local:
+            lo, hi = int(pos.min()), int(pos.max())
+            ts, pos = ts[:, lo:hi + 1], pos - lo
+            dw, area = dw[:, lo:hi], area[:, lo:hi]
         h = torch.diff(ts, dim=-1).unsqueeze(-1)  # (R, M-1, 1)
-        w_knot = torch.cat([torch.zeros_like(self._dw[:, :1]), self._dw.cumsum(1)], dim=1)
-        k = h * (self._area + 0.5 * self._dw)  # int over each piece of W(r) - W(s)
+        w_knot = torch.cat([torch.zeros_like(dw[:, :1]), dw.cumsum(1)], dim=1)
+        k = h * (area + 0.5 * dw)  # int over each piece of W(r) - W(s)
         iw_knot = torch.cat([torch.zeros_like(k[:, :1]), (h * w_knot[:, :-1] + k).cumsum(1)],
                             dim=1)
-        ts, q = _align_rows(ts, q)
-        pos = torch.searchsorted(ts, q)  # exact knots after refine
-        idx = pos.expand(self._B, -1).unsqueeze(-1).expand(-1, -1, self._W)
-        return w_knot.gather(1, idx), iw_knot.gather(1, idx)
+        both = _take(torch.stack([w_knot, iw_knot]), pos)
+        return both[0], both[1]
