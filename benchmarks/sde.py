@@ -4,7 +4,9 @@ Same SDE modules (MLP drift, diagonal MLP diffusion), same steps, same batch, sa
 process. Prints steps/s and the speedup of dynvae over the faster of two torchsde
 calls (its default, and one given a Brownian interval that knows the step size), and
 the time of the networks alone (drift and diffusion evaluated once per step, no
-solver): torchsde's time over that row bounds what any eager solver can gain.
+solver): torchsde's time over that row bounds what any eager solver can gain. For
+Milstein, ``networks+dg`` also evaluates the diffusion's closed-form derivative and the
+correction term once per step: the arithmetic of a Milstein step without a solver.
 ``--json PATH`` writes one row per (case, impl). The accuracy column ``max_abs_diff`` compares both
 libraries on one shared Brownian path (outside the timed runs).
 
@@ -184,6 +186,18 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
             out = out + (net.drift(None, z) * args.dt + net.diffusion(None, z) * dW[i]).sum()
         return out
     fns["networks-only"] = _runner(networks_only, net, z0, backward)
+    if method == "milstein":
+        # The same with the diffusion's derivative in closed form and the correction term
+        # (no solver): what Milstein's arithmetic costs before any solver overhead.
+        def networks_and_derivative():
+            z = z0.detach().requires_grad_(backward)
+            out = z0.new_zeros(())
+            for i in range(args.steps):
+                g, dg = net.diffusion_and_derivative(None, z)
+                out = out + (net.drift(None, z) * args.dt + g * dW[i]
+                             + 0.5 * g * dg * (dW[i] * dW[i] - args.dt)).sum()
+            return out
+        fns["networks+dg"] = _runner(networks_and_derivative, net, z0, backward)
     if torchsde is not None:
         # Default call (the Brownian interval it builds knows no step size) and the tuned
         # call with a Brownian interval told the step size, as torchsde recommends.

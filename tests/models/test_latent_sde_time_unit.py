@@ -3,6 +3,8 @@ u times larger, read by a model with time_unit = u, give exactly the terms, impu
 forecasts and samples of the original data read by time_unit = 1 (same weights, same
 noise); and ``dynvae train``'s rule sets it to the median step."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -90,3 +92,42 @@ def test_unit_must_be_positive(bad):
     from dynvae.errors import ConfigError
     with pytest.raises(ConfigError, match="time_unit"):
         model_class("latent-sde").Config(time_unit=bad)
+
+
+def _long_sine(n_seq: int = 4, n_times: int = 1000, step: float = 0.01) -> SequenceDataset:
+    rng = np.random.default_rng(3)
+    t = np.arange(n_times) * step
+    seqs = [Sequence(t, np.stack([np.sin(t + p), np.cos(2 * t + p)], 1)
+                     + 0.1 * rng.normal(size=(n_times, 2)), id=str(i))
+            for i, p in enumerate(rng.uniform(0, 6, n_seq))]
+    return SequenceDataset(seqs, ["a", "b"])
+
+
+def test_rule_keeps_a_sequence_within_a_hundred_units_of_model_time():
+    data = _long_sine(n_times=1000, step=0.01)             # span 9.99: unit 0.0999
+    size = DataSize.of(data)
+    assert size.median_step == pytest.approx(0.01)
+    chosen = model_defaults(model_class("latent-sde").Config(), size)
+    assert chosen["time_unit"] == pytest.approx(9.99 / 100)
+    short = DataSize.of(_long_sine(n_times=50, step=0.01))  # 49 steps: the median step
+    assert model_defaults(model_class("latent-sde").Config(), short)["time_unit"] == \
+        pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("unit", ["rule", "median-step"])
+def test_the_rules_unit_gives_a_finite_first_loss_on_long_sequences(unit):
+    # 1,000 observation times: read in steps (1,000 units of model time), the untrained
+    # drift networks overflow the solve; the rule's unit (~100 units) does not.
+    data = _long_sine()
+    cls = model_class("latent-sde")
+    config = cls.Config(**model_defaults(cls.Config(), DataSize.of(data)))
+    if unit == "median-step":
+        config = cls.Config(**{**config.__dict__, "time_unit": 0.01})
+    torch.manual_seed(0)
+    model = cls(config, 2)
+    with torch.no_grad():
+        loss = float(model.elbo(data.to_batch(), 1).loss())
+    if unit == "rule":
+        assert math.isfinite(loss) and loss < 50, loss
+    else:   # guard: the case the rule prevents does overflow
+        assert not math.isfinite(loss) or loss > 1e6, loss

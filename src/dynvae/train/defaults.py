@@ -21,7 +21,11 @@ number of features D, and the median time step dt; it is the same for every data
 * the GP-VAE's initial lengthscale is 3 dt (the kernel learns it from there).
 * the latent SDE's unit of time is dt (``time_unit``): its drift, diffusion and Girsanov
   KL see gaps of order one whatever the data's unit (seconds at 10 Hz gave gaps of 0.1,
-  which its initial networks and KL treat very differently from gaps of 1).
+  which its initial networks and KL treat very differently from gaps of 1); but at
+  least a hundredth of the median sequence's span (``MAX_HORIZON``), so that a sequence
+  lasts at most ~100 units of model time: its untrained drift networks, integrated over
+  a thousand units and more, overflow (1,000-step sequences read in steps gave a loss
+  of 1.6e25 at the first step, 10,000-step ones NaN).
 
 A model's configuration takes the width W for its fields named ``*_hidden``,
 ``hidden_size`` or ``feature_size`` (an int, or every layer of a tuple of sizes), and Z
@@ -41,22 +45,33 @@ import numpy as np
 LEARNING_RATE = 3e-3
 HIDE_FROM_ENCODER = 0.3
 LENGTHSCALE_STEPS = 3.0
+MAX_HORIZON = 100.0  # the longest median sequence span, in the latent SDE's time units
 WIDTH_FIELDS = ("hidden_size", "feature_size")
 
 
 @dataclass(frozen=True)
 class DataSize:
     """What the rule reads from a training set: N sequences, D features, the median
-    time step (1.0 for sequences of one step)."""
+    time step (1.0 for sequences of one step) and the median span t_last - t_first of a
+    sequence (0.0 when every sequence has one step)."""
 
     n_sequences: int
     dim: int
     median_step: float
+    median_span: float = 0.0
 
     @classmethod
     def of(cls, dataset) -> DataSize:
         steps = np.concatenate([np.diff(s.t) for s in dataset.sequences])
-        return cls(len(dataset), dataset.dim, float(np.median(steps)) if steps.size else 1.0)
+        spans = np.array([float(s.t[-1] - s.t[0]) for s in dataset.sequences])
+        return cls(len(dataset), dataset.dim, float(np.median(steps)) if steps.size else 1.0,
+                   float(np.median(spans)) if spans.size else 0.0)
+
+    @property
+    def time_unit(self) -> float:
+        """The latent SDE's unit of time: the median step, or a MAX_HORIZON-th of the
+        median span where that is longer."""
+        return max(self.median_step, self.median_span / MAX_HORIZON)
 
     @property
     def batch_size(self) -> int:
@@ -92,7 +107,7 @@ def model_defaults(config, size: DataSize) -> dict[str, Any]:
         elif f.name == "lengthscale":
             out[f.name] = float(f"{LENGTHSCALE_STEPS * size.median_step:.6g}")
         elif f.name == "time_unit":
-            out[f.name] = float(f"{size.median_step:.6g}")
+            out[f.name] = float(f"{size.time_unit:.6g}")
         elif f.name.endswith("_hidden") or f.name in WIDTH_FIELDS:
             if isinstance(value, tuple):
                 out[f.name] = (size.width,) * len(value)
