@@ -16,6 +16,7 @@ with the same batch, state and block size reuses one graph.
 from __future__ import annotations
 
 import functools
+import logging
 import types
 from dataclasses import dataclass, field
 
@@ -129,6 +130,25 @@ def _keep_expensive(ctx, op, *args, **kwargs) -> CheckpointPolicy:
 
 def _saving_expensive(fn, *args):
     """fn(*args) with a selective-checkpoint policy that the compiler's partitioner
-    follows: keep expensive results, recompute cheap elementwise ones."""
+    follows: keep expensive results, recompute cheap elementwise ones.
+
+    Run eagerly (torch.compile falling back to Python, e.g. past its recompilation
+    limit), fn is called as it is: eager autograd keeps what it needs anyway, and an
+    eager selective checkpoint would reject an in-place update of a kept result (a
+    user's ``torch.sigmoid(z).add_(1)``) that the compiled graph handles."""
+    if not torch.compiler.is_compiling():
+        return fn(*args)
     return checkpoint(fn, *args, use_reentrant=False, context_fn=functools.partial(
         create_selective_checkpoint_contexts, _keep_expensive))
+
+
+class _DropPolicyNotice(logging.Filter):
+    """Drops torch's notice that a selective-checkpoint policy is in use under compile
+    (it asks to avoid in-place operations in the region; the compiled graph is
+    functionalised, and the eager fallback above does not checkpoint)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "context_fn is passed to torch.utils.checkpoint" not in record.getMessage()
+
+
+logging.getLogger("torch._higher_order_ops.wrap").addFilter(_DropPolicyNotice())
