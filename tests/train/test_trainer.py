@@ -220,3 +220,22 @@ def test_beta_weights_the_kl_of_the_training_loss():
     expected = -(terms.log_lik - 0.3 * terms.kl).sum() / terms.n_obs.sum()
     assert abs(row["loss"] - float(expected)) < 1e-10
     assert float(terms.kl.sum()) > 0  # the KL term is present, so beta matters
+
+
+@pytest.mark.parametrize("progress", [True, False])
+def test_validation_status_lines_when_the_bar_is_not_drawn(tmp_path, capsys, progress):
+    # Standard error is captured (not a terminal): no bar, one line per validation.
+    data = make_data(30)
+    train, val = ListDataset(data[:24]), ListDataset(data[24:])
+    result = Trainer(_model(), _config(max_steps=30, eval_every=10, progress=progress),
+                     tmp_path).fit(train, val)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train:")]
+    if not progress:
+        assert lines == []
+        return
+    assert [ln.split(",")[0] for ln in lines] == [f"train: step {k}/30" for k in (10, 20, 30)]
+    values = [r["val_elbo_per_step"] for r in result.history if "val_elbo_per_step" in r]
+    assert len(values) == 3
+    for line, value in zip(lines, values, strict=True):
+        assert f"validation ELBO/step {value:.4f}" in line
+    assert f"(best {max(values):.4f} at step" in lines[-1]

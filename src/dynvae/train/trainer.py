@@ -133,6 +133,7 @@ class _BudgetBar:
     def __init__(self, total_steps: int, max_seconds: float | None, step: int,
                  enabled: bool) -> None:
         self.total_steps, self.max_seconds = total_steps, max_seconds
+        self.enabled = enabled
         self.shown = float(step) if max_seconds is None else 100.0 * step / total_steps
         if max_seconds is None:
             self.bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
@@ -155,6 +156,17 @@ class _BudgetBar:
         limit = "time" if seconds / self.max_seconds >= step / self.total_steps else "steps"
         self.bar.set_postfix_str(f"step {step}/{self.total_steps}, {seconds:.0f}/"
                                  f"{self.max_seconds:g} s ({limit} first), loss={loss:.4f}")
+
+    def evaluated(self, step: int, seconds: float, loss: float | None, value: float,
+                  best: float, best_step: int) -> None:
+        """One plain status line per validation on standard error where the bar is not
+        drawn (output redirected to a log), so a long run shows how it goes."""
+        if not self.enabled or not self.bar.disable:
+            return
+        loss_text = "" if loss is None else f", loss {loss:.4f}"
+        print(f"train: step {step}/{self.total_steps}, {seconds:.0f} s{loss_text}, "
+              f"validation ELBO/step {value:.4f} (best {best:.4f} at step {best_step})",
+              file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.bar.close()
@@ -277,6 +289,9 @@ class Trainer:
                         stopped, message = "early_stopping", (
                             f"no improvement of the validation bound in {cfg.patience} "
                             f"evaluations; best at step {state.best_step}")
+                    bar.evaluated(state.step, row["seconds"], running,
+                                  state.history[-1]["val_elbo_per_step"], state.best_val,
+                                  state.best_step)
                 if state.step % cfg.checkpoint_every == 0:
                     self._save_last(state)
                 if stopped == "max_epochs" and self._reached_max_steps(state):
