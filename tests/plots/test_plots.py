@@ -60,6 +60,31 @@ def test_training_curve_draws_the_validation_bound_and_drops_constant_columns(fi
     assert (tmp_path / "c.png").stat().st_size > 0
 
 
+def test_a_spike_at_the_start_does_not_flatten_the_curve(figure, tmp_path):
+    rng = np.random.default_rng(0)
+    loss = 2.0 - np.linspace(0, 1, 300) + 0.05 * rng.normal(size=300)
+    loss[1] = 1500.0                                    # one diverging first step
+    history = [{"step": s + 1, "loss": float(v), "grad_norm": 1.0 + 0.1 * (s % 7)}
+               for s, v in enumerate(loss)]
+    fig = figure(plots.plot_training_curve, history, tmp_path / "c.png")
+    bottom, top = fig.axes[0].get_ylim()
+    assert 2.0 < top < 3.0 and bottom > 0.5             # the slope is readable
+    notes = [t.get_text() for t in fig.axes[0].texts]
+    assert notes == [f"1 of 300 steps off the scale (range {loss.min():.3g} to 1.5e+03)"]
+    assert len(fig.axes[1].texts) == 0                  # a curve without outliers: untouched
+    lo, hi = fig.axes[1].get_ylim()
+    assert lo <= 1.0 and hi >= 1.6
+
+
+def test_robust_limits_leave_well_behaved_series_alone():
+    from dynvae.plots.training import robust_limits
+    assert robust_limits(np.linspace(-3, 5, 100)) is None
+    assert robust_limits(np.array([1.0, 1e6, 2.0])) is None     # too few points to judge
+    y = np.r_[np.linspace(0, 1, 99), -50.0]                     # one low outlier
+    lo, hi = robust_limits(y)
+    assert -1 < lo < 0 and 1 <= hi < 1.1
+
+
 def test_title_leaves_no_blank_band_over_tall_figures(figure, tmp_path):
     history = [{"step": s, **{f"m{k}": float(s * k + s % 2) for k in range(8)}}
                for s in range(1, 30)]

@@ -47,6 +47,29 @@ def _smoothed(y: np.ndarray) -> np.ndarray:
     return out
 
 
+def robust_limits(y: np.ndarray) -> tuple[float, float] | None:
+    """y-limits that leave out a few extreme points (a loss spike at the first steps
+    would otherwise flatten the rest of the curve): on a side where some finite point
+    lies more than three 2nd-98th percentile ranges beyond that percentile, the limit
+    is half a range beyond it; the other side keeps the data's extreme. None when no
+    point is that far out."""
+    finite = y[np.isfinite(y)]
+    if finite.size < 20:
+        return None
+    lo, hi = np.percentile(finite, [2, 98])
+    spread = hi - lo
+    if not spread > 0:
+        return None
+    low_out, high_out = finite.min() < lo - 3 * spread, finite.max() > hi + 3 * spread
+    if not (low_out or high_out):
+        return None
+    inside = finite[(finite >= lo - 3 * spread) & (finite <= hi + 3 * spread)]
+    bottom = lo - 0.5 * spread if low_out else float(inside.min())
+    top = hi + 0.5 * spread if high_out else float(inside.max())
+    pad = 0.05 * (top - bottom)
+    return float(bottom - pad), float(top + pad)
+
+
 def plot_training_curve(history: list[dict], path: str | os.PathLike,
                         title: str | None = "training curve (on the scale the model is "
                         "fitted on)") -> None:
@@ -69,6 +92,15 @@ def plot_training_curve(history: list[dict], path: str | os.PathLike,
         else:
             ax.plot(pts[:, 0], pts[:, 1], lw=0.5, color="C0", alpha=0.45, label="per step")
             ax.plot(pts[:, 0], _smoothed(pts[:, 1]), lw=1.3, color="C0", label="smoothed")
+            limits = robust_limits(pts[:, 1])
+            if limits is not None:
+                ax.set_ylim(*limits)
+                y = pts[:, 1]
+                off = int(np.sum((y < limits[0]) | (y > limits[1])))
+                ax.text(0.995, 0.96, f"{off} of {len(y)} steps off the scale "
+                        f"(range {np.nanmin(y):.3g} to {np.nanmax(y):.3g})",
+                        transform=ax.transAxes, ha="right", va="top", fontsize=7,
+                        color="0.35")
         ax.set_ylabel(key, fontsize=8)
     legend_above(axes[0])               # only panels with a smoothed line have one
     axes[-1].set_xlabel("step")
