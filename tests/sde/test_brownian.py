@@ -148,3 +148,26 @@ def test_forward_block_queries_keep_earlier_pieces_exactly():
     torch.testing.assert_close(area_all, torch.cat([b[1] for b in blocks], 1), rtol=0,
                                atol=1e-12)
     torch.testing.assert_close(bm.value(grid[-1:])[:, 0], dw_all.sum(1), rtol=0, atol=1e-13)
+
+
+def test_a_query_splitting_many_scattered_pieces_keeps_the_others_exactly():
+    # New knots in every other piece of a 200-piece path: the kept pieces form ~100
+    # separate runs (the index-copy branch rather than slice copies).
+    bm = BrownianPath(0.0, 1.0, (16, 2), seed=16)
+    coarse = torch.linspace(0, 1, 201, dtype=F64)
+    dw_c, area_c = bm.increments(coarse)
+    mids = 0.5 * (coarse[:-1] + coarse[1:])[::2]                 # 100 new knots
+    fine = torch.cat([coarse, mids]).sort().values
+    dw_f, area_f = bm.increments(fine)
+    again_c = bm.increments(coarse)
+    torch.testing.assert_close(again_c[0], dw_c, rtol=0, atol=1e-14)
+    torch.testing.assert_close(again_c[1], area_c, rtol=0, atol=1e-12)
+    # the pieces no knot fell in (every second one) are the coarse pieces themselves,
+    # the split ones add up to theirs (a misplaced copy would be off by O(sqrt(h)))
+    odd, even = torch.arange(1, 200, 2), torch.arange(0, 200, 2)
+    kept = [int(torch.searchsorted(fine, coarse[k])) for k in odd.tolist()]
+    torch.testing.assert_close(dw_f[:, kept], dw_c[:, odd], rtol=0, atol=1e-13)
+    torch.testing.assert_close(area_f[:, kept], area_c[:, odd], rtol=0, atol=1e-12)
+    first = [int(torch.searchsorted(fine, coarse[k])) for k in even.tolist()]
+    halves = dw_f[:, first] + dw_f[:, [i + 1 for i in first]]
+    torch.testing.assert_close(halves, dw_c[:, even], rtol=0, atol=1e-13)
