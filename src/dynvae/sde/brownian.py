@@ -233,8 +233,8 @@ class BrownianPath(BrownianMotion):
 
         Only the stored intervals that a new knot splits are resampled: an interval
         left whole keeps its (dW, H) and draws no random numbers, so a query costs
-        random draws and arithmetic in proportion to the pieces it creates (plus one
-        copy of the stored knots to make room for them).
+        random draws and arithmetic in proportion to the pieces it creates (plus moving
+        the pieces after them; see _insert_shared).
         """
         new = self._new_times(q)
         if new is None:
@@ -301,10 +301,12 @@ class BrownianPath(BrownianMotion):
             self._store(torch.stack([new_dw, new_area]))
         self._ts = merged
 
-    def _store(self, pieces: Tensor) -> None:
-        """Hold (2, B, M-1, W) pieces (dW, H) as the path's knots' data."""
-        self._buf = pieces
-        self._dw, self._area = pieces[0], pieces[1]
+    def _store(self, buf: Tensor, n: int | None = None) -> None:
+        """Hold buf (2, B, capacity, W), whose first n (default all) pieces are the
+        path's (dW, H); _dw and _area are views (B, n, W) of them."""
+        n = buf.shape[2] if n is None else n
+        self._buf = buf
+        self._dw, self._area = buf[0, :, :n], buf[1, :, :n]
 
     def _insert_shared(self, whole: Tensor, parent: Tensor, h: Tensor, sel: Tensor | None,
                        drawn: tuple[Tensor, Tensor] | None) -> None:
@@ -345,8 +347,7 @@ class BrownianPath(BrownianMotion):
         else:
             buf = self._buf
         buf[:, :, p0:n_el].copy_(tail)
-        self._buf = buf
-        self._dw, self._area = buf[0, :, :n_el], buf[1, :, :n_el]
+        self._store(buf, n_el)
 
     def _cumulative(self, q: Tensor, local: bool = False) -> tuple[Tensor, Tensor]:
         """W(q) - W(t0) and int_{t0}^q (W(r) - W(t0)) dr at query times: (B, N, W) each.
@@ -357,7 +358,7 @@ class BrownianPath(BrownianMotion):
         """
         ts, q = _align_rows(self._ts, q)
         pos = torch.searchsorted(ts, q)  # exact knots after refine
-        dw, area, lo = self._dw, self._area, 0
+        dw, area = self._dw, self._area
         if local:
             lo, hi = int(pos.min()), int(pos.max())
             ts, pos = ts[:, lo:hi + 1], pos - lo

@@ -157,14 +157,13 @@ class _BudgetBar:
         self.bar.set_postfix_str(f"step {step}/{self.total_steps}, {seconds:.0f}/"
                                  f"{self.max_seconds:g} s ({limit} first), loss={loss:.4f}")
 
-    def evaluated(self, step: int, seconds: float, loss: float | None, value: float,
+    def evaluated(self, step: int, seconds: float, loss: float, value: float,
                   best: float, best_step: int) -> None:
         """One plain status line per validation on standard error where the bar is not
         drawn (output redirected to a log), so a long run shows how it goes."""
         if not self.enabled or not self.bar.disable:
             return
-        loss_text = "" if loss is None else f", loss {loss:.4f}"
-        print(f"train: step {step}/{self.total_steps}, {seconds:.0f} s{loss_text}, "
+        print(f"train: step {step}/{self.total_steps}, {seconds:.0f} s, loss {loss:.4f}, "
               f"validation ELBO/step {value:.4f} (best {best:.4f} at step {best_step})",
               file=sys.stderr, flush=True)
 
