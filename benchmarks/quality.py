@@ -405,6 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-set", action="append", default=[], metavar="KEY=VALUE",
                         help="more fit options of self-fitting models (the LGSSM), whose "
                         "fit stops at the same time budget (FitConfig.max_seconds)")
+    parser.add_argument("--set", dest="train_set", action="append", default=[],
+                        metavar="KEY=VALUE", help="more --set items of the gradient-trained "
+                        "models (as `dynvae train --set`), for experiments; the table "
+                        "states them")
     parser.add_argument("--cap-seconds", type=float, default=None,
                         help="wall-clock limit of one cell, training and scoring "
                         "(default: 3 x budget + 600 s)")
@@ -423,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     for dataset in datasets:
         rows += [dict(r, budget_seconds=budget) for r in baseline_rows(dataset, args.seed)]
     fit_extra = tuple(args.fit_set)
-    cells = [(d, m, budget, args.seed, args.threads, (), fit_extra)
+    cells = [(d, m, budget, args.seed, args.threads, tuple(args.train_set), fit_extra)
              for d in datasets for m in models]
     old = json.loads(args.json.read_text()) if args.json.is_file() else []
     command = "python benchmarks/quality.py " + " ".join(argv if argv is not None

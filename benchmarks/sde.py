@@ -44,6 +44,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
+from dynvae.nn.diffusion import tanh_layer, tanh_layer_and_slope  # noqa: E402
 from dynvae.sde import (  # noqa: E402
     SDE,
     Adjoint,
@@ -74,14 +75,16 @@ class NeuralSDE(nn.Module):
         return self.f_net(z)
 
     def diffusion(self, t, z):
-        h = torch.tanh(z.unsqueeze(-1) * self.g_in + self.g_b)  # (B, Z, 16)
-        return torch.sigmoid((h * self.g_out).sum(-1))  # (B, Z)
+        # sigmoid(sum_k g_out_k tanh(g_in_k z + g_b_k)) per coordinate, in the layout
+        # that vectorises the sum over the 16 units (dynvae.nn.diffusion.tanh_layer)
+        return torch.sigmoid(tanh_layer(z, self.g_in, self.g_b, self.g_out))  # (B, Z)
 
     def diffusion_and_derivative(self, t, z):
-        """g and dg_i/dz_i in one pass: sigma'(a) sum_k g_out_k (1 - h_k^2) g_in_k."""
-        h = torch.tanh(z.unsqueeze(-1) * self.g_in + self.g_b)  # (B, Z, 16)
-        g = torch.sigmoid((h * self.g_out).sum(-1))
-        return g, g * (1 - g) * ((1 - h * h) * (self.g_out * self.g_in)).sum(-1)
+        """g and dg_i/dz_i in one pass: sigma'(a) sum_k g_out_k (1 - h_k^2) g_in_k, the
+        tanh layer and its slope fused (dynvae.nn.diffusion.tanh_layer_and_slope)."""
+        a, slope = tanh_layer_and_slope(z, self.g_in, self.g_b, self.g_out)
+        g = torch.sigmoid(a)
+        return g, g * (1 - g) * slope
 
 
 class DynvaeNeuralSDE(SDE):
@@ -360,6 +363,8 @@ def main(argv=None):
                    help="steps traced into one graph by the compiled solver (default 8)")
     p.add_argument("--z-dims", type=int, nargs="+", default=[4, 64],
                    help="state dimensions to run (default 4 64)")
+    p.add_argument("--methods", nargs="+", default=["euler", "milstein"],
+                   choices=["euler", "milstein"], help="solvers to time (default: both)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the torch.compile rows (always skipped with --quick)")
     p.add_argument("--memory", action="store_true",
@@ -414,6 +419,8 @@ def main(argv=None):
     rows = []
     for z_dim in args.z_dims:
         for solver, method in ((EulerMaruyama(), "euler"), (Milstein(), "milstein")):
+            if method not in args.methods:
+                continue
             for backward in (False, True):
                 case_rows = run_case(torchsde, z_dim, solver, method, backward, args)
                 for r in case_rows:
