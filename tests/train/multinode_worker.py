@@ -33,10 +33,10 @@ def die_at(step: int) -> None:
     """Make rank 1 exit abruptly (like a lost node) when it is about to take ``step``."""
     take_step = Trainer._train_step
 
-    def dying(self, batch, indices, at, epoch):
+    def dying(self, batch, indices, at, epoch, *rest):
         if self.world.rank == 1 and at + 1 == step:
             os._exit(17)
-        return take_step(self, batch, indices, at, epoch)
+        return take_step(self, batch, indices, at, epoch, *rest)
     Trainer._train_step = dying
 
 

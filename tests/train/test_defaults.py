@@ -29,7 +29,19 @@ def dataset(n, D, T=20, step=0.5):
 def test_rule_scales_with_the_data(n, D, batch, width, latent, anneal):
     size = DataSize.of(dataset(n, D, T=3))
     assert (size.batch_size, size.width, size.latent_dim) == (batch, width, latent)
-    assert train_defaults(size) == {"batch_size": batch, "lr": 3e-3, "kl_anneal_steps": anneal}
+    assert train_defaults(size) == {"batch_size": batch, "lr": 3e-3, "lr_schedule": "constant",
+                                    "kl_anneal_steps": anneal}
+
+
+@pytest.mark.parametrize("given, unlimited", [
+    ({"max_seconds"}, True), ({"max_cpu_seconds", "lr"}, True), (set(), False),
+    ({"max_seconds", "max_epochs"}, False), ({"max_seconds", "max_steps"}, False)])
+def test_a_time_budget_alone_lifts_the_epoch_limit(given, unlimited):
+    from dynvae.train.trainer import TrainConfig
+    out = data_defaults({"train": TrainConfig(max_seconds=30.0, max_epochs=7)},
+                        dataset(64, 6), given=given)
+    expected = 1_000_000 if unlimited else 7
+    assert out["train"].max_epochs == expected and out["train"].lr_schedule == "constant"
 
 
 def test_rule_fills_model_fields_by_their_role():

@@ -239,3 +239,76 @@ def test_validation_status_lines_when_the_bar_is_not_drawn(tmp_path, capsys, pro
     for line, value in zip(lines, values, strict=True):
         assert f"validation ELBO/step {value:.4f}" in line
     assert f"(best {max(values):.4f} at step" in lines[-1]
+
+
+def test_lr_factor_of_the_schedules():
+    from dynvae.train.trainer import LR_FLOOR, lr_factor
+    assert lr_factor("constant", 0.7) == 1.0
+    assert lr_factor("cosine", 0.0) == 1.0
+    assert lr_factor("cosine", 1.0) == pytest.approx(LR_FLOOR, abs=1e-15)
+    assert lr_factor("cosine", 0.5) == pytest.approx(LR_FLOOR + (1 - LR_FLOOR) / 2)
+    assert lr_factor("cosine", 3.0) == lr_factor("cosine", 1.0)
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        _config(lr_schedule="linear")
+
+
+def test_cosine_schedule_over_the_steps_scales_every_group():
+    model = _model()
+    cfg = _config(max_steps=20, lr_schedule="cosine", variance_lr=4.0)
+    trainer = Trainer(model, cfg)
+    trainer.optimizer.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))],
+                                       "lr": cfg.lr * 4.0, "base_lr": cfg.lr * 4.0})
+    result = trainer.fit(ListDataset(make_data(10)))
+    lrs = [row["lr"] for row in result.history]
+    assert lrs[0] == pytest.approx(cfg.lr)                           # progress 0 at step 1
+    assert lrs[-1] == pytest.approx(cfg.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * 19 / 20))))
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    groups = trainer.optimizer.param_groups
+    assert groups[-1]["lr"] / groups[0]["lr"] == pytest.approx(4.0)
+    constant = Trainer(_model(), _config(max_steps=20)).fit(ListDataset(make_data(10)))
+    assert {row["lr"] for row in constant.history} == {0.02}
+
+
+def test_cosine_schedule_follows_the_time_budget_when_it_ends_first():
+    trainer = Trainer(_model(), _config(max_seconds=120.0, max_epochs=10,
+                                        lr_schedule="cosine"))
+    assert trainer._progress(5, 100, 60.0, 1.0) == 0.5              # time ends first
+    assert trainer._progress(80, 100, 60.0, 1.0) == 0.8             # steps end first
+    assert trainer._progress(5, 100, 600.0, 1.0) == 1.0
+    cpu = Trainer(_model(), _config(max_cpu_seconds=10.0, lr_schedule="cosine"))
+    assert cpu._progress(5, 100, 60.0, 2.5) == 0.25
+    result = Trainer(_model(), _config(max_seconds=0.5, max_epochs=10_000,
+                                       lr_schedule="cosine")).fit(ListDataset(make_data(10)))
+    lrs = [row["lr"] for row in result.history]
+    assert result.stopped == "max_seconds" and lrs[0] == pytest.approx(0.02, rel=1e-4)
+    assert 0.02 * 0.05 <= lrs[-1] < 0.02 * 0.2           # near the floor as time runs out
+
+
+class _Crash(TinyLinearDVAE):
+    """Raises at the given elbo call: a run killed between two checkpoints."""
+
+    def __init__(self, *args, crash_at=None, **kw):
+        super().__init__(*args, **kw)
+        self.calls, self.crash_at = 0, crash_at
+
+    def elbo(self, batch, n_samples=1):
+        self.calls += 1
+        if self.calls == self.crash_at:
+            raise KeyboardInterrupt
+        return super().elbo(batch, n_samples)
+
+
+def test_resume_of_a_killed_run_keeps_the_schedule(tmp_path):
+    data = make_data(30)
+    train = ListDataset(data[:23])
+    cfg = _config(max_steps=16, lr_schedule="cosine", eval_every=100)
+
+    def model(crash_at=None):
+        torch.manual_seed(0)
+        return _Crash(3, 2, crash_at=crash_at).double()
+    full = Trainer(model(), cfg, tmp_path / "a").fit(train)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(model(crash_at=11), cfg, tmp_path / "b").fit(train)  # last.pt at step 8
+    resumed = Trainer.resume(tmp_path / "b", model(), train)
+    assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]

@@ -76,7 +76,10 @@ def _transposed(z: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
 
 
 def _fused(z: Tensor, w1: Tensor) -> bool:
-    return z.numel() * w1.shape[-1] >= FUSED_MIN_ELEMENTS
+    """The (N, H, Z) path with the hand-written backward: large inputs, in eager mode
+    (under torch.compile the plain expressions are traced and fused anyway)."""
+    return (z.numel() * w1.shape[-1] >= FUSED_MIN_ELEMENTS
+            and not torch.compiler.is_compiling())
 
 
 def tanh_layer(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:

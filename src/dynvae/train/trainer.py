@@ -37,11 +37,29 @@ from dynvae.train.schema import dataclass_from
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
+LR_SCHEDULES = ("constant", "cosine")
+LR_FLOOR = 0.05  # the cosine schedule's last learning rate, as a fraction of lr
+
+
+def lr_factor(schedule: str, progress: float) -> float:
+    """The learning rate's multiple at ``progress`` in [0, 1] of the run: 1 for
+    "constant"; for "cosine", LR_FLOOR + (1 - LR_FLOOR) (1 + cos(pi progress)) / 2
+    (Loshchilov & Hutter 2017, one cycle): large steps while the fit is coarse, small
+    ones at the end, where a constant rate keeps the parameters bouncing around the
+    minimum it has found."""
+    if schedule == "constant":
+        return 1.0
+    p = min(max(progress, 0.0), 1.0)
+    return LR_FLOOR + (1.0 - LR_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * p))
+
+
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (saved with every checkpoint)."""
 
     lr: float = 1e-3  # Adam learning rate
+    lr_schedule: str = "constant"  # constant, or cosine: lr decays to LR_FLOOR x lr over
+    #                                the run (steps or time budget, whichever ends first)
     variance_lr: float = 10.0  # learning rate of free variances, as a multiple of lr
     batch_size: int = 20  # sequences per training step (all processes together)
     max_epochs: int = 100  # passes over the training sequences
@@ -84,6 +102,9 @@ class TrainConfig:
         if not 0.0 <= self.missing_rate < 1.0:
             raise ConfigError(f"TrainConfig.missing_rate must lie in [0, 1), "
                               f"got {self.missing_rate}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"TrainConfig.lr_schedule must be one of {list(LR_SCHEDULES)}, "
+                              f"got {self.lr_schedule!r}")
         if self.dtype not in _DTYPES:
             raise ConfigError(f"TrainConfig.dtype must be one of {sorted(_DTYPES)}, "
                               f"got {self.dtype!r}")
@@ -232,6 +253,8 @@ class Trainer:
         self.model = model.to(device=self.device, dtype=self.dtype)
         self.optimizer = torch.optim.Adam(param_groups(self.model, self.config),
                                           lr=self.config.lr)
+        for group in self.optimizer.param_groups:  # what lr_schedule scales
+            group["base_lr"] = group["lr"]
         self._wrapped = self._wrap(self.model)
         self._noise_state = self._seeded_noise_state()
 
@@ -269,7 +292,9 @@ class Trainer:
         while state.epoch < cfg.max_epochs and stopped == "max_epochs":
             loader = self._epoch_loader(train, state)
             for indices, batch in loader:
-                row = self._train_step(batch, indices, state.step, state.epoch)
+                progress = self._progress(state.step, total, time.perf_counter() - start,
+                                          time.process_time() - cpu_start)
+                row = self._train_step(batch, indices, state.step, state.epoch, progress)
                 row["seconds"] = time.perf_counter() - start
                 row["cpu_seconds"] = time.process_time() - cpu_start
                 state.history.append(row)
@@ -322,12 +347,34 @@ class Trainer:
                 return name
         return None
 
+    def _progress(self, step: int, total: int, seconds: float, cpu_seconds: float) -> float:
+        """How far the run is, in [0, 1]: the furthest of steps over the step limit and
+        time used over each time budget (the limit that ends the run sets the pace).
+        Under DDP rank 0's clocks decide, as they decide the end of the run."""
+        cfg = self.config
+        if cfg.lr_schedule == "constant":
+            return 0.0
+        fractions = [step / total]
+        clocks = torch.tensor([seconds, cpu_seconds], dtype=torch.float64)
+        if self.world.distributed and (cfg.max_seconds or cfg.max_cpu_seconds):
+            clocks = clocks.to(self.device)
+            torch.distributed.broadcast(clocks, src=0)
+        for budget, used in zip((cfg.max_seconds, cfg.max_cpu_seconds), clocks.tolist(),
+                                strict=True):
+            if budget is not None:
+                fractions.append(used / budget)
+        return min(1.0, max(fractions))
+
     def _reached_max_steps(self, state: _State) -> bool:
         return self.config.max_steps is not None and state.step >= self.config.max_steps
 
     # ----------------------------------------------------------- training step
-    def _train_step(self, batch, indices: list[int], step: int, epoch: int) -> dict:
+    def _train_step(self, batch, indices: list[int], step: int, epoch: int,
+                    progress: float = 0.0) -> dict:
         cfg = self.config
+        factor = lr_factor(cfg.lr_schedule, progress)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
         beta = kl_weight(step, cfg.kl_anneal_steps, cfg.beta)
         if cfg.missing_rate > 0:
             batch = drop_observed(batch, cfg.missing_rate, cfg.seed, step, indices)
@@ -494,6 +541,8 @@ class Trainer:
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
+            for group in self.optimizer.param_groups:  # checkpoints from before schedules
+                group.setdefault("base_lr", group["lr"])
             noise = ckpt["noise_states"][self.world.rank]
             self._noise_state = {k: v.cpu() for k, v in noise.items()}
             state = _State(**{key: ckpt[key] for key in _LAST_KEYS})
