@@ -241,6 +241,18 @@ def test_validation_status_lines_when_the_bar_is_not_drawn(tmp_path, capsys, pro
     assert f"(best {max(values):.4f} at step" in lines[-1]
 
 
+def test_status_names_no_step_total_the_time_budget_will_not_reach():
+    from dynvae.train.trainer import _BudgetBar
+    bar = _BudgetBar(7_000_000, 20.0, 0, enabled=False)       # no epoch limit, 20 s
+    assert bar._where(100, 19.6) == "step 100, 20/20 s"
+    steps = _BudgetBar(200, 600.0, 0, enabled=False)           # steps end first
+    assert steps._where(100, 30.0) == "step 100/200, 30/600 s"
+    plain = _BudgetBar(200, None, 0, enabled=False)
+    assert plain._where(100, 30.0) == "step 100/200, 30 s"
+    for b in (bar, steps, plain):
+        b.close()
+
+
 def test_lr_factor_of_the_schedules():
     from dynvae.train.trainer import LR_FLOOR, lr_factor
     assert lr_factor("constant", 0.7) == 1.0

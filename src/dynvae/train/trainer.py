@@ -174,9 +174,23 @@ class _BudgetBar:
         done = min(100.0, 100.0 * max(step / self.total_steps, seconds / self.max_seconds))
         self.bar.update(done - self.shown)
         self.shown = done
-        limit = "time" if seconds / self.max_seconds >= step / self.total_steps else "steps"
-        self.bar.set_postfix_str(f"step {step}/{self.total_steps}, {seconds:.0f}/"
-                                 f"{self.max_seconds:g} s ({limit} first), loss={loss:.4f}")
+        limit = "time" if self._time_first(step, seconds) else "steps"
+        self.bar.set_postfix_str(f"{self._where(step, seconds)} ({limit} first), "
+                                 f"loss={loss:.4f}")
+
+    def _time_first(self, step: int, seconds: float) -> bool:
+        return (self.max_seconds is not None
+                and seconds / self.max_seconds >= step / self.total_steps)
+
+    def _where(self, step: int, seconds: float) -> str:
+        """"step 50/2000, 480 s" or, when the time budget ends the run first at this pace
+        (e.g. with no epoch limit), "step 50, 480/600 s": no step total that the run
+        will not reach."""
+        if self.max_seconds is None:
+            return f"step {step}/{self.total_steps}, {seconds:.0f} s"
+        if self._time_first(step, seconds):
+            return f"step {step}, {seconds:.0f}/{self.max_seconds:g} s"
+        return f"step {step}/{self.total_steps}, {seconds:.0f}/{self.max_seconds:g} s"
 
     def evaluated(self, step: int, seconds: float, loss: float, value: float,
                   best: float, best_step: int) -> None:
@@ -184,7 +198,7 @@ class _BudgetBar:
         drawn (output redirected to a log), so a long run shows how it goes."""
         if not self.enabled or not self.bar.disable:
             return
-        print(f"train: step {step}/{self.total_steps}, {seconds:.0f} s, loss {loss:.4f}, "
+        print(f"train: {self._where(step, seconds)}, loss {loss:.4f}, "
               f"validation ELBO/step {value:.4f} (best {best:.4f} at step {best_step})",
               file=sys.stderr, flush=True)
 
