@@ -101,7 +101,7 @@ def test_encoder_mask_never_empties_a_sequence():
     assert encoder_mask(batch, 0.9, training=True).flatten(1).any(1).all()
 
 
-@pytest.mark.parametrize("name", ["dkf", "vrnn", "gpvae", "latent-sde"])
+@pytest.mark.parametrize("name", ["dkf", "vrnn", "gpvae", "latent-sde", "kvae"])
 def test_hidden_entries_still_enter_the_likelihood(name):
     """Hiding from the encoder leaves the scored entries (n_obs) and, in evaluation,
     every output unchanged."""
@@ -119,3 +119,18 @@ def test_hidden_entries_still_enter_the_likelihood(name):
     a = model.elbo(batch).elbo()
     torch.manual_seed(1)
     torch.testing.assert_close(a, plain.elbo(batch).elbo())
+
+
+def test_kvae_recognition_network_reads_the_hidden_entries_as_unseen():
+    cls = model_class("kvae")
+    torch.manual_seed(0)
+    model = cls.from_config({"hide_from_encoder": 0.5}, 3).double()
+    plain = cls.from_config({}, 3).double()
+    plain.load_state_dict(model.state_dict())
+    batch = model._prepare(_batch().to(dtype=torch.float64))
+    torch.manual_seed(2)
+    hidden = model.train().encode(batch)[0]
+    torch.manual_seed(2)
+    seen = plain.train().encode(batch)[0]
+    assert (hidden - seen).abs().max() > 1e-3                  # training hides entries
+    torch.testing.assert_close(model.eval().encode(batch)[0], plain.eval().encode(batch)[0])

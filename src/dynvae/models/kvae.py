@@ -43,9 +43,11 @@ from dynvae.models.common import (
     at_steps,
     check_choice,
     check_dims,
+    check_hide_rate,
     check_observation,
     check_positive,
     check_sample_times,
+    encoder_mask,
     forecast_steps,
     iwae_bound,
     last_valid,
@@ -75,7 +77,10 @@ class KVAEConfig(FrameOptions, DictConfig):
     "parallel" (associative scan) or "sequential". observation: "gaussian" or "bernoulli";
     free_emission_variance: for the Gaussian, True (the default, None) learns one variance
     per channel, False makes it a function of a_t. Empty hidden sizes make the encoder or
-    decoder affine. frame_encoder, frame_decoder: "conv" for convolutional maps between
+    decoder affine. hide_from_encoder: share of the observed entries hidden from the
+    recognition network q(a_t | x_t) at random while training (still scored; see
+    ``dynvae.models.common.encoder_mask``). frame_encoder, frame_decoder: "conv" for
+    convolutional maps between
     frames x_t and pseudo-observations a_t on image data, the recognition and emission
     networks of Fraccaro et al. (2017) (dynvae.models.frames).
     """
@@ -97,9 +102,11 @@ class KVAEConfig(FrameOptions, DictConfig):
     engine: str = "parallel"
     min_var: float = 1e-4
     n_predict_samples: int = 32
+    hide_from_encoder: float = 0.0
 
     def __post_init__(self) -> None:
         check_choice("engine", self.engine, ENGINES)
+        check_hide_rate(self.hide_from_encoder)
         check_choice("observation", self.observation, OBSERVATIONS)
         self.check_frames()
         self.encoder_hidden = as_sizes("encoder_hidden", self.encoder_hidden)
@@ -157,8 +164,10 @@ class KVAE(DVAE):
 
     def encode(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
         """q(a_t | x_t) of a prepared batch: mean, variance (B, T, P) and the frames O with
-        an observed entry (B, T) bool."""
-        features = self.frame_input(observation_features(batch, fill="steps")[
+        an observed entry (B, T) bool. While training, the recognition network reads a
+        share ``hide_from_encoder`` of the observed entries as unseen (linear fill)."""
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        features = self.frame_input(observation_features(batch, seen, fill="steps")[
             ..., :2 * self.data_dim])
         mean, var = self.encoder_head(self.encoder_trunk(features))
         return mean, var, batch.mask.any(-1)
