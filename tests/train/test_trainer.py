@@ -285,11 +285,14 @@ def test_cosine_schedule_over_the_steps_scales_every_group():
 def test_cosine_schedule_follows_the_time_budget_when_it_ends_first():
     trainer = Trainer(_model(), _config(max_seconds=120.0, max_epochs=10,
                                         lr_schedule="cosine"))
-    assert trainer._progress(5, 100, 60.0, 1.0) == 0.5              # time ends first
-    assert trainer._progress(80, 100, 60.0, 1.0) == 0.8             # steps end first
-    assert trainer._progress(5, 100, 600.0, 1.0) == 1.0
+    trainer._clocks = (60.0, 1.0)                                   # wall, CPU seconds
+    assert trainer._progress(5, 100) == 0.5                         # time ends first
+    assert trainer._progress(80, 100) == 0.8                        # steps end first
+    trainer._clocks = (600.0, 1.0)
+    assert trainer._progress(5, 100) == 1.0
     cpu = Trainer(_model(), _config(max_cpu_seconds=10.0, lr_schedule="cosine"))
-    assert cpu._progress(5, 100, 60.0, 2.5) == 0.25
+    cpu._clocks = (60.0, 2.5)
+    assert cpu._progress(5, 100) == 0.25
     result = Trainer(_model(), _config(max_seconds=0.5, max_epochs=10_000,
                                        lr_schedule="cosine")).fit(ListDataset(make_data(10)))
     lrs = [row["lr"] for row in result.history]

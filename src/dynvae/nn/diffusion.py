@@ -11,6 +11,20 @@ from torch.nn.functional import softplus
 from dynvae.errors import ConfigError
 
 
+def _fused_forward(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, keep_h: bool
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """(a, s, h) in the (N, H, Z) layout: z (N, Z), parameters (H, Z). With ``keep_h``
+    h stays the tanh output (for the backward, one scratch tensor more); else h is
+    overwritten in place."""
+    c = w1 * w2
+    h = torch.addcmul(b1, z.unsqueeze(-2), w1).tanh_()                      # (N, H, Z)
+    scratch = h * w2
+    a = scratch.sum(-2)                                                     # (N, Z)
+    squares = torch.mul(h, h, out=scratch) if keep_h else h.mul_(h)
+    s = c.sum(-2) - squares.mul_(c).sum(-2)                                 # (N, Z)
+    return a, s, h
+
+
 class _TanhLayerAndSlope(torch.autograd.Function):
     """(a, s) of :func:`tanh_layer_and_slope` with a hand-written backward.
 
@@ -24,12 +38,7 @@ class _TanhLayerAndSlope(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, z, w1, b1, w2):                    # z (N, Z); w1, b1, w2 (H, Z)
-        c = w1 * w2
-        h = torch.addcmul(b1, z.unsqueeze(-2), w1).tanh_()                  # (N, H, Z)
-        scratch = h * w2
-        a = scratch.sum(-2)                                                 # (N, Z)
-        torch.mul(h, h, out=scratch).mul_(c)
-        s = c.sum(-2) - scratch.sum(-2)                                     # (N, Z)
+        a, s, h = _fused_forward(z, w1, b1, w2, keep_h=True)
         ctx.save_for_backward(z, w1, w2, h)
         return a, s
 
@@ -116,10 +125,7 @@ def tanh_layer_and_slope(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple
         a, s = _TanhLayerAndSlope.apply(flat, w1t, b1t, w2t)
     else:
         with torch.no_grad():
-            c = w1t * w2t
-            h = torch.addcmul(b1t, flat.unsqueeze(-2), w1t).tanh_()         # (N, H, Z)
-            a = (h * w2t).sum(-2)
-            s = c.sum(-2) - h.mul_(h).mul_(c).sum(-2)
+            a, s, _ = _fused_forward(flat, w1t, b1t, w2t, keep_h=False)
     return a.reshape(z.shape), s.reshape(z.shape)
 
 

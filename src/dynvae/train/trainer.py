@@ -303,12 +303,12 @@ class Trainer:
         if self._reached_max_steps(state):
             stopped = "max_steps"
         start, cpu_start = time.perf_counter(), time.process_time()
+        self._clocks = (0.0, 0.0)
         while state.epoch < cfg.max_epochs and stopped == "max_epochs":
             loader = self._epoch_loader(train, state)
             for indices, batch in loader:
-                progress = self._progress(state.step, total, time.perf_counter() - start,
-                                          time.process_time() - cpu_start)
-                row = self._train_step(batch, indices, state.step, state.epoch, progress)
+                row = self._train_step(batch, indices, state.step, state.epoch,
+                                       self._progress(state.step, total))
                 row["seconds"] = time.perf_counter() - start
                 row["cpu_seconds"] = time.process_time() - cpu_start
                 state.history.append(row)
@@ -355,28 +355,24 @@ class Trainer:
         if self.world.distributed:
             elapsed = elapsed.to(self.device)
             torch.distributed.broadcast(elapsed, src=0)
+        self._clocks = tuple(elapsed.tolist())      # also the pace of lr_schedule
         for name, budget, used in zip(("max_seconds", "max_cpu_seconds"), budgets,
-                                      elapsed.tolist(), strict=True):
+                                      self._clocks, strict=True):
             if budget is not None and used >= budget:
                 return name
         return None
 
-    def _progress(self, step: int, total: int, seconds: float, cpu_seconds: float) -> float:
+    def _progress(self, step: int, total: int) -> float:
         """How far the run is, in [0, 1]: the furthest of steps over the step limit and
-        time used over each time budget (the limit that ends the run sets the pace).
-        Under DDP rank 0's clocks decide, as they decide the end of the run."""
+        time used over each time budget (the limit that ends the run sets the pace). The
+        times are those :meth:`_out_of_time` read after the previous step (rank 0's
+        under DDP, as they decide the end of the run)."""
         cfg = self.config
         if cfg.lr_schedule == "constant":
             return 0.0
-        fractions = [step / total]
-        clocks = torch.tensor([seconds, cpu_seconds], dtype=torch.float64)
-        if self.world.distributed and (cfg.max_seconds or cfg.max_cpu_seconds):
-            clocks = clocks.to(self.device)
-            torch.distributed.broadcast(clocks, src=0)
-        for budget, used in zip((cfg.max_seconds, cfg.max_cpu_seconds), clocks.tolist(),
-                                strict=True):
-            if budget is not None:
-                fractions.append(used / budget)
+        budgets = (cfg.max_seconds, cfg.max_cpu_seconds)
+        fractions = [step / total] + [used / budget for budget, used in
+                                      zip(budgets, self._clocks, strict=True) if budget]
         return min(1.0, max(fractions))
 
     def _reached_max_steps(self, state: _State) -> bool:
