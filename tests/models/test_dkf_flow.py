@@ -164,22 +164,26 @@ def gaussian_posterior_reference(model: DeepKalmanFilter, batch: SequenceBatch, 
     return log_lik, (kl * valid[..., None]).sum(-2), ((log_p - log_q) * valid).sum(-1)
 
 
-def test_no_flow_keeps_the_gaussian_posterior_bit_for_bit():
+def test_no_flow_keeps_the_gaussian_posterior():
+    """Without a flow the DKF is the Gaussian posterior written out step by step; the
+    model's loop (dynvae.nn.combiner.Combiner.steps) reassociates the combiner's sums,
+    so the two agree to rounding (float64)."""
     model, batch = small_model(0), small_batch()
     assert model.flow is None
     assert set(model.state_dict()) == set(small_model(0).state_dict())
+    close = {"rtol": 1e-12, "atol": 1e-12}
     torch.manual_seed(3)
     terms = model.elbo(batch, 4)
     torch.manual_seed(3)
     log_lik, kl_dims, log_ratio = gaussian_posterior_reference(model, batch, 4)
-    assert torch.equal(terms.log_lik, log_lik.mean(0))
-    assert torch.equal(terms.kl_dims, kl_dims.mean(0))
-    assert torch.equal(terms.kl, kl_dims.mean(0).sum(-1))
+    torch.testing.assert_close(terms.log_lik, log_lik.mean(0), **close)
+    torch.testing.assert_close(terms.kl_dims, kl_dims.mean(0), **close)
+    torch.testing.assert_close(terms.kl, kl_dims.mean(0).sum(-1), **close)
     torch.manual_seed(3)
     bound = model.log_likelihood_bound(batch, 5)
     torch.manual_seed(3)
     log_lik, _, log_ratio = gaussian_posterior_reference(model, batch, 5)
-    assert torch.equal(bound, log_mean_exp(log_lik + log_ratio))
+    torch.testing.assert_close(bound, log_mean_exp(log_lik + log_ratio), **close)
 
 
 def test_the_flow_changes_q_and_its_kl_has_no_per_dimension_split():

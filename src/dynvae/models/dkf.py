@@ -184,15 +184,15 @@ class DeepKalmanFilter(DVAE):
         ctx = self.encoder.summarise(self.frame_input(observation_features(batch, seen, fill)),
                                      batch.lengths)
         K, B = n_samples, batch.batch_size
-        z_prev = self.encoder.initial_latent((K, B))                           # (K, B, Z)
-        flow = None if self.flow is None else self.conditioned_flow(ctx)
+        # the loop runs on K B rows, sample-major (row k B + b: sample k of sequence b)
+        step = self.encoder.steps(ctx, K)
+        flow = None if self.flow is None else self.conditioned_flow(ctx, K)
+        z_prev = self.encoder.initial_latent((K * B,))                         # (K B, Z)
         zs, means, variances, bases, log_dets = [], [], [], [], []
-        # unbind once: indexing ctx[:, t] in the loop would make autograd allocate a
-        # full-size gradient per step (quadratic in T)
-        for t, ctx_t in enumerate(ctx.unbind(1)):
-            mean, var = self.encoder.step(ctx_t, z_prev)                       # (K, B, Z)
+        for t in range(ctx.shape[1]):
+            mean, var = step(t, z_prev)                                        # (K B, Z)
             eps = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device)
-            z_t = mean + var.sqrt() * eps
+            z_t = torch.addcmul(mean, var.sqrt(), eps)
             if flow is not None:
                 bases.append(z_t)
                 z_t, log_det = flow(t, z_t, z_prev)
@@ -201,28 +201,36 @@ class DeepKalmanFilter(DVAE):
             zs.append(z_prev)
             means.append(mean)
             variances.append(var)
-        z = torch.stack(zs, -2)                                                # (K, B, T, Z)
+
+        def paths(steps: list[Tensor]) -> Tensor:                             # (K, B, T, ·)
+            out = torch.stack(steps, 1)
+            return out.reshape(K, B, *out.shape[1:])
+        z = paths(zs)
         p_mean, p_var = self.latent_prior(z, batch.u)
-        q_mean, q_var = torch.stack(means, -2), torch.stack(variances, -2)
+        q_mean, q_var = paths(means), paths(variances)
         log_q = None
         if flow is not None:    # change of variables (Kingma et al. 2016, eq. 9-11)
-            log_q = diag_gaussian_log_prob(torch.stack(bases, -2), q_mean, q_var).sum(-1) \
-                - torch.stack(log_dets, -1)                                    # (K, B, T)
+            log_q = diag_gaussian_log_prob(paths(bases), q_mean, q_var).sum(-1) \
+                - paths(log_dets)                                              # (K, B, T)
         return PosteriorPaths(z, q_mean, q_var, p_mean, p_var, log_q)
 
-    def conditioned_flow(self, ctx: Tensor) -> Callable[[int, Tensor, Tensor],
-                                                        tuple[Tensor, Tensor]]:
+    def conditioned_flow(self, ctx: Tensor, n_samples: int = 1
+                         ) -> Callable[[int, Tensor, Tensor], tuple[Tensor, Tensor]]:
         """The posterior flow of each step t, conditioned on h_t = [context_t, z_{t-1}]:
-        ctx (B, T, C) -> a map (t, z_base (K, B, Z), z_prev (K, B, Z)) -> z_t (K, B, Z),
-        log |det dz_t / dz_base| (K, B). The flow's condition map is affine in h_t, so the
-        context's share of it is computed for every step at once."""
+        ctx (B, T, C) -> a map (t, z_base (K B, Z), z_prev (K B, Z)) -> z_t (K B, Z),
+        log |det dz_t / dz_base| (K B,), rows sample-major as in :meth:`posterior_paths`
+        (K = ``n_samples``). The flow's condition map is affine in h_t, so the context's
+        share of it is computed for every step at once."""
         C = ctx.shape[-1]
         weight, bias = self.flow.condition.weight, self.flow.condition.bias
-        from_context = torch.nn.functional.linear(ctx, weight[:, :C], bias).unbind(1)
+        from_context = torch.nn.functional.linear(ctx, weight[:, :C], bias)   # (B, T, ·)
+        if n_samples > 1:
+            from_context = from_context.expand(n_samples, *from_context.shape).flatten(0, 1)
+        from_context = from_context.unbind(1)
         from_latent, masked = weight[:, C:], self.flow.masked_weights()
 
         def step(t: int, z_base: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
-            conditioning = from_context[t] + z_prev @ from_latent.T       # (K, B, n_steps H)
+            conditioning = from_context[t] + z_prev @ from_latent.T       # (K B, n_steps H)
             return self.flow.transform(z_base, conditioning, masked)
         return step
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import linear, softplus
 
 from dynvae.nn.mlp import GaussianHead
 
@@ -24,3 +27,34 @@ class Combiner(nn.Module):
         """z_prev (…, Z), context (…, C) -> mean (…, Z), var (…, Z)."""
         h = 0.5 * (torch.tanh(self.latent_to_hidden(z_prev)) + context)   # (…, C)
         return self.head(h)
+
+    def steps(self, context: Tensor, n_samples: int) -> Callable[[int, Tensor],
+                                                                 tuple[Tensor, Tensor]]:
+        """The factors q(z_t | z_{t-1}, context_t) of a whole sequence, for ancestral
+        sampling: context (B, T, C) -> a map (t, z_prev (K B, Z)) -> mean, var (K B, Z),
+        rows sample-major (row k B + b: sample k of sequence b), K = ``n_samples``.
+
+        The same function as :meth:`forward`, arranged for a loop over T steps of small
+        matrices, whose cost is the number of operations: the head is affine in h, so
+        head(h_t) = 0.5 W tanh(W_z z_{t-1} + b_z) + (0.5 W context_t + b) and the
+        context's share is one product for all steps outside the loop; the mean and
+        variance rows of the head are one matrix (one product a step, not two); and 2-d
+        rows need no reshaping around each product."""
+        head = self.head
+        if not isinstance(head.variance, nn.Linear):
+            raise TypeError("Combiner.steps needs the head's input-dependent variance")
+        weight = torch.cat([head.mean.weight, head.variance.weight])            # (2Z, C)
+        bias = torch.cat([head.mean.bias, head.variance.bias])
+        base = linear(0.5 * context, weight, bias)                               # (B, T, 2Z)
+        if n_samples > 1:
+            base = base.expand(n_samples, *base.shape).flatten(0, 1)
+        per_step = base.unbind(1)       # once: indexing in the loop costs a full-size grad
+        half_t = (0.5 * weight).t()
+        w_z, b_z = self.latent_to_hidden.weight, self.latent_to_hidden.bias
+        z_dim, min_var = head.mean.out_features, head.min_var
+
+        def step(t: int, z_prev: Tensor) -> tuple[Tensor, Tensor]:
+            out = torch.addmm(per_step[t], torch.tanh(linear(z_prev, w_z, b_z)), half_t)
+            mean, raw = out.split(z_dim, -1)
+            return mean, softplus(raw) + min_var
+        return step

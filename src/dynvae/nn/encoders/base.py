@@ -11,6 +11,7 @@ the first step.
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -58,6 +59,20 @@ class Encoder(nn.Module, abc.ABC):
     def step(self, context: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
         """context (…, C), z_prev (…, Z) -> mean (…, Z), var (…, Z) of q(z_t | ·)."""
 
+    def steps(self, context: Tensor, n_samples: int) -> Callable[[int, Tensor],
+                                                                 tuple[Tensor, Tensor]]:
+        """:meth:`step` along a whole sequence: context (B, T, C) -> a map (t, z_prev
+        (K B, Z)) -> mean, var (K B, Z), rows sample-major (row k B + b: sample k of
+        sequence b), K = ``n_samples``. Encoders may precompute what does not depend on
+        z_{t-1} here."""
+        if n_samples > 1:
+            context = context.expand(n_samples, *context.shape).flatten(0, 1)
+        per_step = context.unbind(1)
+
+        def step(t: int, z_prev: Tensor) -> tuple[Tensor, Tensor]:
+            return self.step(per_step[t], z_prev)
+        return step
+
 
 class CombinerEncoder(Encoder):
     """Encoders whose step is the combiner of Krishnan et al. (2017)."""
@@ -70,3 +85,7 @@ class CombinerEncoder(Encoder):
 
     def step(self, context: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:
         return self.combiner(z_prev, context)
+
+    def steps(self, context: Tensor, n_samples: int) -> Callable[[int, Tensor],
+                                                                 tuple[Tensor, Tensor]]:
+        return self.combiner.steps(context, n_samples)
