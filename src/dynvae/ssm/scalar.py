@@ -42,14 +42,17 @@ _LOG_2PI = math.log(2 * math.pi)
 
 
 def _mm(a: Tensor, b: Tensor) -> Tensor:
-    """a @ b for batches of tiny matrices (…, S, S) as one broadcast product and sum:
-    torch's batched matmul runs one small GEMM per matrix, far slower at S <= 4."""
-    return (a.unsqueeze(-1) * b.unsqueeze(-3)).sum(-2)
+    """a @ b for batches of tiny matrices (…, S, S). torch's batched matmul: at S = 2-3
+    on (20, 8, 99) matrices it measured 3-7x faster forward and 2-4x backward than the
+    broadcast product and sum over a middle axis (the reduction over an axis of size S
+    that is not the last one is slow on CPU)."""
+    return a @ b
 
 
 def _mv(a: Tensor, v: Tensor) -> Tensor:
-    """a @ v for (…, S, S) and (…, S)."""
-    return (a * v.unsqueeze(-2)).sum(-1)
+    """a @ v for (…, S, S) and (…, S) (a matrix product too: 3-6x faster than the
+    broadcast product and sum at S = 2-3)."""
+    return (a @ v.unsqueeze(-1)).squeeze(-1)
 
 
 def _check(model: LinearGaussianSSM, y: Tensor, mask: Tensor) -> None:
