@@ -50,6 +50,7 @@ from dynvae.models.common import (
 from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import reverse_padded
+from dynvae.nn.loops import gaussian_mlp_steps, gru_cell_steps
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import with_input
@@ -182,16 +183,19 @@ class VRNN(DVAE):
         # prior p(z_t | h_{t-1}) and the decoder p(x_t | z_t, h_{t-1}) are evaluated for
         # all steps at once afterwards. Per-step views are made once: indexing [:, t] in
         # the loop would make autograd allocate a full-size gradient per step.
-        fx_t = fx.unbind(1)
-        q_in_t = torch.cat([fx, *context], -1).unbind(1)                     # (N, F [+ H])
+        # the encoder's and the GRU's products with the inputs known beforehand (phi_x,
+        # the backward summary) are made for all steps at once (dynvae.nn.loops)
+        posterior = gaussian_mlp_steps(self.encoder_trunk, self.encoder_head,
+                                       self.config.hidden_size, torch.cat([fx, *context], -1))
+        recur = gru_cell_steps(self.rnn, fx)
         hs, zs, fzs, q_means, q_vars = [h], [], [], [], []
         for t in range(T):
-            qm, qv = self.encoder_head(self.encoder_trunk(torch.cat([h, q_in_t[t]], -1)))
+            qm, qv = posterior(t, h)
             # one draw per step (K, B, Z): padding steps after the end change no draw
             eps = torch.randn((K, B, qm.shape[-1]), dtype=qm.dtype, device=qm.device)
-            z = qm + qv.sqrt() * eps.reshape(K * B, -1)                      # (N, Z)
+            z = torch.addcmul(qm, qv.sqrt(), eps.reshape(K * B, -1))         # (N, Z)
             fz = self.phi_z(z)
-            h = self.rnn(torch.cat([fx_t[t], fz], -1), h)
+            h = recur(t, fz, h)
             hs.append(h)
             zs.append(z)
             fzs.append(fz)
