@@ -10,7 +10,13 @@ from dynvae.data import Sequence, SequenceDataset
 from dynvae.data.batch import SequenceBatch
 from dynvae.models.common import encoder_mask
 from dynvae.models.registry import model_class
-from dynvae.train.defaults import DataSize, data_defaults, model_defaults, train_defaults
+from dynvae.train.defaults import (
+    MIN_STEPS,
+    DataSize,
+    data_defaults,
+    model_defaults,
+    train_defaults,
+)
 
 
 def dataset(n, D, T=20, step=0.5):
@@ -19,29 +25,44 @@ def dataset(n, D, T=20, step=0.5):
                             for i in range(n)], [f"f{d}" for d in range(D)])
 
 
-@pytest.mark.parametrize("n, D, batch, width, latent, anneal", [
-    (10, 1, 8, 32, 4, 50),          # tiny: floors
-    (64, 6, 8, 64, 6, 80),          # basic-motions-like
-    (512, 12, 32, 128, 12, 160),
-    (1258, 64, 32, 128, 16, 400),
-    (5000, 88, 32, 128, 16, 500),   # caps
+@pytest.mark.parametrize("n, D, batch, width, latent, anneal, epochs", [
+    (10, 1, 8, 32, 4, 50, 2000),          # tiny: floors
+    (64, 6, 8, 64, 6, 80, 500),           # basic-motions-like
+    (512, 12, 32, 128, 12, 160, 250),
+    (1258, 64, 32, 128, 16, 400, 100),
+    (5000, 88, 32, 128, 16, 500, 100),    # caps
 ])
-def test_rule_scales_with_the_data(n, D, batch, width, latent, anneal):
+def test_rule_scales_with_the_data(n, D, batch, width, latent, anneal, epochs):
     size = DataSize.of(dataset(n, D, T=3))
     assert (size.batch_size, size.width, size.latent_dim) == (batch, width, latent)
     assert train_defaults(size) == {"batch_size": batch, "lr": 3e-3, "lr_schedule": "constant",
-                                    "kl_anneal_steps": anneal}
+                                    "kl_anneal_steps": anneal, "max_epochs": epochs}
 
 
 @pytest.mark.parametrize("given, unlimited", [
-    ({"max_seconds"}, True), ({"max_cpu_seconds", "lr"}, True), (set(), False),
-    ({"max_seconds", "max_epochs"}, False), ({"max_seconds", "max_steps"}, False)])
-def test_a_time_budget_alone_lifts_the_epoch_limit(given, unlimited):
+    ({"max_seconds"}, True), ({"max_cpu_seconds", "lr"}, True), ({"max_steps"}, True),
+    ({"max_seconds", "max_steps"}, True), ({"max_seconds", "max_epochs"}, False),
+    ({"max_epochs"}, False)])
+def test_a_limit_the_user_gives_lifts_the_epoch_limit(given, unlimited):
     from dynvae.train.trainer import TrainConfig
     out = data_defaults({"train": TrainConfig(max_seconds=30.0, max_epochs=7)},
                         dataset(64, 6), given=given)
     expected = 1_000_000 if unlimited else 7
     assert out["train"].max_epochs == expected and out["train"].lr_schedule == "constant"
+
+
+@pytest.mark.parametrize("n, epochs", [
+    (42, 667),       # seattle-temps: 6 steps an epoch -> 4002 steps
+    (64, 500),       # 8 steps an epoch
+    (229, 445),      # 28 a batch, 9 steps an epoch
+    (5000, 100),     # 157 steps an epoch: 100 epochs are already more than 4000 steps
+])
+def test_runs_without_limits_train_at_least_min_steps(n, epochs):
+    from dynvae.train.trainer import TrainConfig
+    out = data_defaults({"train": TrainConfig()}, dataset(n, 3, T=3), given=set())
+    assert out["train"].max_epochs == epochs
+    steps_per_epoch = -(-n // out["train"].batch_size)
+    assert epochs * steps_per_epoch >= MIN_STEPS or epochs == 100
 
 
 def test_rule_fills_model_fields_by_their_role():
