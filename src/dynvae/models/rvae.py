@@ -39,6 +39,7 @@ from dynvae.models.common import (
 )
 from dynvae.models.frames import frame_input, observation_model
 from dynvae.models.path_config import PathConfig
+from dynvae.nn.loops import gaussian_net_steps
 from dynvae.nn.mlp import GaussianMLP, trunk
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
 from dynvae.nn.transition import with_input
@@ -91,12 +92,15 @@ class RVAE(PathModel):
         features = self.frame_input(observation_features(batch))               # (B, T, F + U)
         g = self.observation_summary(features, batch.lengths)                  # (B, T, C)
         s = g.new_zeros(K * B, self.config.encoder_hidden)       # summary of z_{1:t-1}
+        # the encoder's product with g_t is made once per sequence for all steps
+        # (dynvae.nn.loops), on rows k B + b (sample k of sequence b)
+        encoder = gaussian_net_steps(self.encoder_head, self.config.encoder_hidden, g, K,
+                                     state_first=False)
         zs, means, variances = [], [], []
         for t in range(T):
-            g_t = g[:, t].expand(K, -1, -1).reshape(K * B, -1)
-            q_mean, q_var = self.encoder_head(torch.cat([g_t, s], -1))         # (K*B, Z)
+            q_mean, q_var = encoder(t, s)                                      # (K*B, Z)
             eps = torch.randn((K, B, Z), dtype=g.dtype, device=g.device).reshape(K * B, Z)
-            z = q_mean + q_var.sqrt() * eps
+            z = torch.addcmul(q_mean, q_var.sqrt(), eps)
             if t + 1 < T:
                 s = step_gru(self.latent_rnn, z, s)
             zs.append(z)

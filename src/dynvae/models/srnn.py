@@ -46,6 +46,7 @@ from dynvae.models.common import (
 )
 from dynvae.models.frames import frame_input, observation_model
 from dynvae.models.path_config import FeedbackPathConfig
+from dynvae.nn.loops import gaussian_net_steps
 from dynvae.nn.mlp import GaussianMLP, trunk
 from dynvae.nn.recurrent import SequenceSummary, run_gru, step_gru
 from dynvae.nn.transition import with_input
@@ -98,19 +99,23 @@ class SRNN(PathModel):
         h = self.deterministic_states(batch)                                   # (B, T, H)
         features = self.encoder_frames(observation_features(batch, fill="steps"))  # (B,T,F+U)
         a = self.backward_summary(torch.cat([features, h], -1), batch.lengths)  # (B, T, A)
-        z_prev = h.new_zeros(K, B, Z)
+        # the prior's and the posterior's products with h_t and a_t are made once per
+        # sequence for all steps (dynvae.nn.loops), on rows k B + b (sample k of sequence b)
+        prior = gaussian_net_steps(self.prior, Z, h, K)
+        posterior = gaussian_net_steps(self.posterior, Z, a, K)
+        z_prev = h.new_zeros(K * B, Z)
         moments: list[list[Tensor]] = [[], [], [], [], []]          # z, q mean/var, p mean/var
         for t in range(T):
-            p_mean, p_var = self.prior(torch.cat([z_prev, h[:, t].expand(K, -1, -1)], -1))
-            residual, q_var = self.posterior(torch.cat([z_prev, a[:, t].expand(K, -1, -1)],
-                                                       -1))
-            q_mean = p_mean + residual                                         # (K, B, Z)
-            z_prev = q_mean + q_var.sqrt() * torch.randn((K, B, Z), dtype=h.dtype,
-                                                         device=h.device)
+            p_mean, p_var = prior(t, z_prev)
+            residual, q_var = posterior(t, z_prev)
+            q_mean = p_mean + residual                                         # (K B, Z)
+            eps = torch.randn((K, B, Z), dtype=h.dtype, device=h.device)
+            z_prev = torch.addcmul(q_mean, q_var.sqrt(), eps.reshape(K * B, Z))
             for store, value in zip(moments, (z_prev, q_mean, q_var, p_mean, p_var),
                                     strict=True):
                 store.append(value)
-        z, q_mean, q_var, p_mean, p_var = (torch.stack(m, 2) for m in moments)  # (K, B, T, Z)
+        z, q_mean, q_var, p_mean, p_var = (torch.stack(m, 1).reshape(K, B, T, Z)
+                                           for m in moments)                   # (K, B, T, Z)
         params = self.emission(z, h.expand(K, -1, -1, -1))                     # (K, B, T, D)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
         kl, log_ratio = latent_terms(z, q_mean, q_var, p_mean, p_var, batch.valid)

@@ -175,19 +175,18 @@ class VRNN(DVAE):
         # phi_x also feeds the generative recurrence h_t: unseen entries stay 0 there (a
         # time-interpolated fill would read x after step t into the prior of x_t)
         fx = self.phi_x(observation_features(batch, seen))      # (B, T, F)
-        context = [rep(self.backward_summary(fx, batch.lengths))] if self.backward_rnn \
-            else []                                                          # (N, T, H)
-        fx = rep(fx)                                                         # (N, T, F)
+        context = [self.backward_summary(fx, batch.lengths)] if self.backward_rnn \
+            else []                                                          # (B, T, H)
         h = x.new_zeros(K * B, self.config.hidden_size)
         # the loop runs only what the recurrence needs (q, the draw, phi_z, the GRU); the
         # prior p(z_t | h_{t-1}) and the decoder p(x_t | z_t, h_{t-1}) are evaluated for
-        # all steps at once afterwards. Per-step views are made once: indexing [:, t] in
-        # the loop would make autograd allocate a full-size gradient per step.
-        # the encoder's and the GRU's products with the inputs known beforehand (phi_x,
-        # the backward summary) are made for all steps at once (dynvae.nn.loops)
+        # all steps at once afterwards, and the encoder's and the GRU's products with the
+        # inputs known beforehand (phi_x, the backward summary) once per sequence for
+        # all steps (dynvae.nn.loops), on rows k B + b (sample k of sequence b)
         posterior = gaussian_mlp_steps(self.encoder_trunk, self.encoder_head,
-                                       self.config.hidden_size, torch.cat([fx, *context], -1))
-        recur = gru_cell_steps(self.rnn, fx)
+                                       self.config.hidden_size, torch.cat([fx, *context], -1),
+                                       K)
+        recur = gru_cell_steps(self.rnn, fx, K)
         hs, zs, fzs, q_means, q_vars = [h], [], [], [], []
         for t in range(T):
             qm, qv = posterior(t, h)

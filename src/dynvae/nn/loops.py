@@ -18,17 +18,24 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import linear, softplus
 
-from dynvae.nn.mlp import MLP, GaussianHead
+from dynvae.nn.mlp import MLP, GaussianHead, GaussianMLP
 
 
-def input_share(weight: Tensor, bias: Tensor | None, state_width: int, inputs: Tensor
-                ) -> tuple[tuple[Tensor, ...], Tensor]:
-    """For y_t = W [s_t; x_t] + b with s_t the first ``state_width`` columns: the
-    input's share W_x x_t + b of every step, inputs (N, T, X) -> T tensors (N, out)
-    (unbound once: indexing [:, t] in the loop makes autograd allocate a full-size
-    gradient per step), and W_s^T (state_width, out)."""
-    share = linear(inputs, weight[:, state_width:], bias)
-    return share.unbind(1), weight[:, :state_width].t()
+def per_step_rows(v: Tensor, n_samples: int) -> tuple[Tensor, ...]:
+    """v (B, T, …) -> T tensors (K B, …), rows sample-major (row k B + b: sample k of
+    sequence b), K = ``n_samples``; unbound once (indexing [:, t] in a loop makes
+    autograd allocate a full-size gradient per step)."""
+    if n_samples > 1:
+        v = v.expand(n_samples, *v.shape).flatten(0, 1)
+    return v.unbind(1)
+
+
+def input_share(weight: Tensor, bias: Tensor | None, columns: slice, inputs: Tensor,
+                n_samples: int) -> tuple[Tensor, ...]:
+    """The input's share W[:, columns] x_t + b of an affine map of a concatenation, for
+    every step: inputs (B, T, X) -> T tensors (K B, out), see :func:`per_step_rows`. It
+    is computed once per sequence, then repeated for the K samples."""
+    return per_step_rows(linear(inputs, weight[:, columns], bias), n_samples)
 
 
 def fused_head(head: GaussianHead) -> tuple[Tensor, Tensor]:
@@ -39,22 +46,32 @@ def fused_head(head: GaussianHead) -> tuple[Tensor, Tensor]:
 
 
 def gaussian_mlp_steps(trunk: nn.Module, head: nn.Module, state_width: int,
-                       inputs: Tensor) -> Callable[[int, Tensor], tuple[Tensor, Tensor]]:
-    """head(trunk([s_t; x_t])) along a loop: inputs x (N, T, X) -> a map (t, s_t
-    (N, state_width)) -> mean, var (N, Z). Split as the module docstring says when
-    ``trunk`` is nn.Identity or a dynvae.nn.mlp.MLP and ``head`` a GaussianHead with an
+                       inputs: Tensor, n_samples: int = 1, state_first: bool = True
+                       ) -> Callable[[int, Tensor], tuple[Tensor, Tensor]]:
+    """head(trunk([s_t; x_t])) along a loop (``state_first=False``: of [x_t; s_t]):
+    inputs x (B, T, X) -> a map (t, s_t (K B, state_width)) -> mean, var (K B, Z), rows
+    as :func:`per_step_rows`. Split as the module docstring says when ``trunk`` is
+    nn.Identity or a dynvae.nn.mlp.MLP and ``head`` a GaussianHead with an
     input-dependent variance; other modules are applied to the concatenation."""
     if not (isinstance(head, GaussianHead) and isinstance(head.variance, nn.Linear)
             and isinstance(trunk, nn.Identity | MLP)):
-        per_step = inputs.unbind(1)
-        return lambda t, state: head(trunk(torch.cat([state, per_step[t]], -1)))
+        per_step = per_step_rows(inputs, n_samples)
+
+        def generic(t: int, state: Tensor) -> tuple[Tensor, Tensor]:
+            parts = [state, per_step[t]] if state_first else [per_step[t], state]
+            return head(trunk(torch.cat(parts, -1)))
+        return generic
     weight, bias = fused_head(head)
     z_dim, min_var = head.mean.out_features, head.min_var
     if isinstance(trunk, nn.Identity):
         first, rest = (weight, bias), None
     else:
         first, rest = (trunk.net[0].weight, trunk.net[0].bias), trunk.net[1:]
-    share, w_state = input_share(*first, state_width, inputs)
+    X = inputs.shape[-1]
+    state_cols, input_cols = ((slice(None, state_width), slice(state_width, None))
+                              if state_first else (slice(X, None), slice(None, X)))
+    share = input_share(*first, input_cols, inputs, n_samples)
+    w_state = first[0][:, state_cols].t()
 
     def step(t: int, state: Tensor) -> tuple[Tensor, Tensor]:
         out = torch.addmm(share[t], state, w_state)
@@ -65,14 +82,28 @@ def gaussian_mlp_steps(trunk: nn.Module, head: nn.Module, state_width: int,
     return step
 
 
-def gru_cell_steps(cell: nn.GRUCell, inputs: Tensor) -> Callable[[int, Tensor, Tensor],
-                                                                  Tensor]:
-    """cell([x_t; e_t], h) along a loop, x (N, T, X) known beforehand: a map (t, e_t
-    (N, E), h (N, H)) -> the next state (N, H). PyTorch's GRU cell (gates r, z, n):
+def gaussian_net_steps(net: nn.Module, state_width: int, inputs: Tensor, n_samples: int = 1,
+                       state_first: bool = True
+                       ) -> Callable[[int, Tensor], tuple[Tensor, Tensor]]:
+    """:func:`gaussian_mlp_steps` of a GaussianMLP's trunk and head; any other module
+    mapping the concatenation to (mean, var) is applied to it."""
+    if isinstance(net, GaussianMLP):
+        return gaussian_mlp_steps(net.trunk, net.head, state_width, inputs, n_samples,
+                                  state_first)
+    return gaussian_mlp_steps(nn.Identity(), net, state_width, inputs, n_samples,
+                              state_first)
+
+
+def gru_cell_steps(cell: nn.GRUCell, inputs: Tensor, n_samples: int = 1
+                   ) -> Callable[[int, Tensor, Tensor], Tensor]:
+    """cell([x_t; e_t], h) along a loop, x (B, T, X) known beforehand: a map (t, e_t
+    (K B, E), h (K B, H)) -> the next state (K B, H), rows as :func:`per_step_rows`.
+    PyTorch's GRU cell (gates r, z, n):
     r, z = sigmoid(W_i[r,z] [x; e] + b_i + W_h[r,z] h + b_h),
     n = tanh(W_in [x; e] + b_in + r (W_hn h + b_hn)), h' = (1 - z) n + z h."""
-    share = linear(inputs, cell.weight_ih[:, :inputs.shape[-1]], cell.bias_ih).unbind(1)
-    w_extra = cell.weight_ih[:, inputs.shape[-1]:].t()
+    X = inputs.shape[-1]
+    share = input_share(cell.weight_ih, cell.bias_ih, slice(None, X), inputs, n_samples)
+    w_extra = cell.weight_ih[:, X:].t()
     w_hh, b_hh = cell.weight_hh.t(), cell.bias_hh
     H = cell.hidden_size
 
