@@ -44,6 +44,23 @@ def test_one_step_equals_the_full_pass():
     torch.testing.assert_close(step_gru(rnn, x[:, 3], h), full[:, 3])
 
 
+def test_one_step_has_the_full_pass_gradients():
+    """The cell form of a one-layer GRU and the module on a length-one sequence: same
+    values and gradients with respect to inputs, state and weights."""
+    torch.manual_seed(2)
+    rnn = torch.nn.GRU(3, 4, batch_first=True).double()
+    x = torch.randn(5, 3, dtype=torch.float64, requires_grad=True)
+    h = torch.randn(5, 4, dtype=torch.float64, requires_grad=True)
+    wrt = [x, h, *rnn.parameters()]
+    weights = torch.randn(5, 4, dtype=torch.float64)
+    module = rnn(x.unsqueeze(1), h.unsqueeze(0))[0][:, 0]
+    step = step_gru(rnn, x, h)
+    torch.testing.assert_close(step, module, rtol=1e-13, atol=1e-14)
+    for a, b in zip(torch.autograd.grad((step * weights).sum(), wrt),
+                    torch.autograd.grad((module * weights).sum(), wrt), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-13)
+
+
 def test_unknown_direction_is_a_config_error():
     with pytest.raises(ConfigError, match="direction"):
         SequenceSummary(3, 4, "sideways")
