@@ -74,6 +74,7 @@ def train_and_score(name: str, data: dict, args) -> dict:
     iwae = evaluate_iwae(model, data["test"], k=args.k, seed=1)
     return dict(seconds=seconds, steps=len(result.history), best_step=result.best_step,
                 missing_mse=scores["test_missing_mse"], missing_nll=scores["test_missing_bce"],
+                missing_binary_error=scores["test_missing_binary_error"],
                 test_elbo_per_step=elbo.per_step, test_iwae_per_step=iwae.per_step)
 
 
@@ -87,12 +88,15 @@ def parse_setting(item: str) -> tuple[str, object]:
 
 
 def scores_of(imputed: np.ndarray, observed: np.ndarray, truth: np.ndarray) -> dict:
-    """MSE and Bernoulli cross-entropy of imputed values on the missing entries."""
+    """MSE, Bernoulli cross-entropy and binary error rate (rounded imputation against
+    the rounded truth, as dynvae.train.metrics.missing_entry_metrics) of imputed values
+    on the missing entries."""
     missing = np.isnan(observed)
     p = np.clip(imputed, 1e-6, 1 - 1e-6)[missing]
     y = truth[missing]
     return dict(missing_mse=float(np.mean((p - y) ** 2)),
-                missing_nll=float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))))
+                missing_nll=float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p))),
+                missing_binary_error=float(np.mean((p > 0.5) != (y > 0.5))))
 
 
 def mean_imputation(data: dict) -> list[dict]:
@@ -173,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             f"  steps {r['steps']:5d}  test ELBO/step {r['test_elbo_per_step']:9.3f}  "
             f"IWAE/step {r['test_iwae_per_step']:9.3f}")
         print(f"  {r['impl']:14s} MSE {r['missing_mse']:.4f}  NLL {r['missing_nll']:.4f}  "
-              f"{r['seconds']:7.1f} s{extra}")
+              f"binary error {r['missing_binary_error']:.4f}  {r['seconds']:7.1f} s{extra}")
     if args.json:
         atomic_write_json(args.json, rows)
     return 0

@@ -55,3 +55,30 @@ def test_missing_entry_metrics_on_the_original_scale_with_a_standardizer():
     assert out["test_missing_mse"] == pytest.approx(((truth - 0.35) ** 2).mean())
     bce = -(truth * math.log(0.35) + (1 - truth) * math.log(0.65)).mean()
     assert out["test_missing_bce"] == pytest.approx(bce)
+
+
+class _Truthful(TinyLinearDVAE):
+    """Imputes every entry with a fixed tensor (set per test)."""
+
+    values: torch.Tensor
+
+    def reconstruct(self, batch):
+        v = self.values[: batch.batch_size].to(batch.x)
+        return Prediction(batch.t, v, v)
+
+
+def test_missing_binary_error_counts_rounded_disagreements():
+    observed = load_healing_digits("all", n_sequences=6, length=3, seed=4)
+    complete = load_healing_digits("all", n_sequences=6, length=3, seed=4, complete=True)
+    truth = torch.as_tensor(np.stack([s.x for s in complete]))
+    missing = np.isnan(np.stack([s.x for s in observed]))
+    g = torch.Generator().manual_seed(0)
+    guess = torch.rand(truth.shape, generator=g, dtype=torch.float64)
+    model = _Truthful(64)
+    model.values = guess
+    out = missing_entry_metrics(model, observed, complete, batch_size=6)
+    wrong = ((guess > 0.5) != (truth > 0.5)).numpy()[missing]
+    assert 0.2 < wrong.mean() < 0.8
+    assert out["test_missing_binary_error"] == pytest.approx(wrong.mean(), abs=0)
+    model.values = truth.clone()               # the truth itself: no disagreement
+    assert missing_entry_metrics(model, observed, complete)["test_missing_binary_error"] == 0
