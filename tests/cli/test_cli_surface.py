@@ -67,9 +67,11 @@ def test_list_keys_prints_types_defaults_and_docs(capsys):
     assert "float | None" in line and "None" in line and "wall-clock" in line
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("observation"))
     assert "'gaussian'" in line and "bernoulli" in line
+    assert "dynvae.train.defaults" in out and "at least 4000 optimizer steps" in out
     assert main(["train", "--model", "lgssm", "--list-keys"]) == 0
     out = capsys.readouterr().out
     assert "fit (FitConfig):" in out and "method" in out and "'lbfgs'" in out
+    assert "dynvae.train.defaults" not in out       # a self-fitting model: no train rule
 
 
 def test_train_without_out_or_data_is_one_clear_error(capsys):

@@ -48,6 +48,15 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
+RULE_NOTE = """
+The defaults above are the classes'. dynvae train sizes some fields from the training
+data instead, unless --set gives them (the rule of dynvae.train.defaults): batch_size,
+lr, lr_schedule, kl_anneal_steps and max_epochs (at least 4000 optimizer steps; no
+epoch limit when max_steps or a time budget is given), and the model's hidden widths,
+latent_dim, hide_from_encoder, lengthscale and time_unit where it has them.
+RUN/config.json records the values a run used."""
+
+
 def fit_sections(cls) -> dict[str, type]:
     """Config sections of a model: its Config, and its FitConfig (self-fitting models)
     or the gradient trainer's TrainConfig (imported only when needed)."""
@@ -354,7 +363,10 @@ def run(args: argparse.Namespace) -> int:
     cls = model_class(args.model)
     if args.list_keys:
         from dynvae.commands.config_keys import describe
-        print(describe(fit_sections(cls)))
+        sections = fit_sections(cls)
+        print(describe(sections))
+        if "train" in sections:
+            print(RULE_NOTE)
         return 0
     if args.out is None:
         raise ConfigError("give --out RUN, the run directory to write")
