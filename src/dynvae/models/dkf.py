@@ -52,6 +52,7 @@ from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.models.time_gaps import TimeGapFeature, input_width, with_time_gaps
 from dynvae.nn.encoders import ENCODERS
 from dynvae.nn.iaf import InverseAutoregressiveFlow
+from dynvae.nn.loops import input_share
 from dynvae.nn.mlp import trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import INITIAL_PRIORS, TRANSITIONS, with_input
@@ -223,10 +224,7 @@ class DeepKalmanFilter(DVAE):
         share of it is computed for every step at once."""
         C = ctx.shape[-1]
         weight, bias = self.flow.condition.weight, self.flow.condition.bias
-        from_context = torch.nn.functional.linear(ctx, weight[:, :C], bias)   # (B, T, ·)
-        if n_samples > 1:
-            from_context = from_context.expand(n_samples, *from_context.shape).flatten(0, 1)
-        from_context = from_context.unbind(1)
+        from_context = input_share(weight, bias, slice(None, C), ctx, n_samples)
         from_latent, masked = weight[:, C:], self.flow.masked_weights()
 
         def step(t: int, z_base: Tensor, z_prev: Tensor) -> tuple[Tensor, Tensor]:

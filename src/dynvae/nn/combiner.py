@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.functional import linear, softplus
 
+from dynvae.nn.loops import fused_head, per_step_rows
 from dynvae.nn.mlp import GaussianHead
 
 
@@ -40,18 +41,11 @@ class Combiner(nn.Module):
         context's share is one product for all steps outside the loop; the mean and
         variance rows of the head are one matrix (one product a step, not two); and 2-d
         rows need no reshaping around each product."""
-        head = self.head
-        if not isinstance(head.variance, nn.Linear):
-            raise TypeError("Combiner.steps needs the head's input-dependent variance")
-        weight = torch.cat([head.mean.weight, head.variance.weight])            # (2Z, C)
-        bias = torch.cat([head.mean.bias, head.variance.bias])
-        base = linear(0.5 * context, weight, bias)                               # (B, T, 2Z)
-        if n_samples > 1:
-            base = base.expand(n_samples, *base.shape).flatten(0, 1)
-        per_step = base.unbind(1)       # once: indexing in the loop costs a full-size grad
+        weight, bias = fused_head(self.head)                                   # (2Z, C)
+        per_step = per_step_rows(linear(0.5 * context, weight, bias), n_samples)
         half_t = (0.5 * weight).t()
         w_z, b_z = self.latent_to_hidden.weight, self.latent_to_hidden.bias
-        z_dim, min_var = head.mean.out_features, head.min_var
+        z_dim, min_var = self.head.mean.out_features, self.head.min_var
 
         def step(t: int, z_prev: Tensor) -> tuple[Tensor, Tensor]:
             out = torch.addmm(per_step[t], torch.tanh(linear(z_prev, w_z, b_z)), half_t)

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from dynvae.nn.combiner import Combiner
+from dynvae.nn.loops import per_step_rows
 
 
 def reverse_padded(x: Tensor, lengths: Tensor) -> Tensor:
@@ -65,9 +66,7 @@ class Encoder(nn.Module, abc.ABC):
         (K B, Z)) -> mean, var (K B, Z), rows sample-major (row k B + b: sample k of
         sequence b), K = ``n_samples``. Encoders may precompute what does not depend on
         z_{t-1} here."""
-        if n_samples > 1:
-            context = context.expand(n_samples, *context.shape).flatten(0, 1)
-        per_step = context.unbind(1)
+        per_step = per_step_rows(context, n_samples)
 
         def step(t: int, z_prev: Tensor) -> tuple[Tensor, Tensor]:
             return self.step(per_step[t], z_prev)
