@@ -28,12 +28,14 @@ still scores the Euler-Maruyama one (docs/sde.md, sec. 12).
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import linear, softplus
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError
@@ -194,6 +196,80 @@ def interval_context(times: Tensor, contexts: Tensor) -> Callable[[Tensor], Tens
     return lookup
 
 
+def interval_rows(times: Tensor, table: Tensor) -> Callable[[Tensor], Tensor]:
+    """As :func:`interval_context`, for a table read at every step of a backpropagated
+    solve: on a shared grid the rows are taken from ``table.unbind(1)``, one view per
+    interval, whose backward stacks the steps' gradients once, where an index per
+    step would allocate and fill a gradient of the whole (R, T, F) table at every step
+    (a cost growing with T per step). Per-row grids gather as interval_context does."""
+    if times.dim() != 1:
+        return interval_context(times, table)
+    rows, grid = table.unbind(1), times.tolist()
+
+    def lookup(t: Tensor) -> Tensor:
+        return rows[min(bisect.bisect_right(grid, float(t)), len(rows) - 1)]
+    return lookup
+
+
+class FusedPosterior(GirsanovKL):
+    """The latent SDE's posterior SDE with its Girsanov cost, its networks run as one.
+
+    Same SDE as ``GirsanovKL(f_q, f_p, g)`` of the separate networks (equal up to the
+    rounding of reordered sums), with fewer operations a step: the prior and posterior
+    drifts, MLPs of the same hidden sizes, run side by side as one network whose first
+    layer reads z through the stacked rows [W_p; W_q,z] with a bias per observation
+    interval, [b_p; W_q,c c_k + b_q], computed for every interval before the solve
+    (the context c is constant on an interval), and whose deeper layers are
+    block-diagonal. The diffusion g that the cost divides by is handed back when the
+    solver asks for g at the same state (Euler-Maruyama asks for both), so a step
+    evaluates each network once. Used under plain backpropagation (the adjoint and
+    compiled solves take ``GirsanovKL``: they differentiate or trace the networks step by
+    step).
+
+    posterior_drift, prior_drift: the model's MLPs (Linear and Softplus layers);
+    diffusion: its DiagonalDiffusion; times (T,) or (R, T) and contexts (R, T, C) as
+    for :func:`interval_context`.
+    """
+
+    def __init__(self, posterior_drift: MLP, prior_drift: MLP, diffusion: DiagonalDiffusion,
+                 times: Tensor, contexts: Tensor) -> None:
+        q_layers = [m for m in posterior_drift.net if isinstance(m, nn.Linear)]
+        p_layers = [m for m in prior_drift.net if isinstance(m, nn.Linear)]
+        if len(q_layers) != len(p_layers):
+            raise ConfigError("the fused posterior needs drifts of the same depth")
+        Z = self.latent_dim = prior_drift.in_features
+        q0, p0 = q_layers[0], p_layers[0]
+        share = linear(contexts, q0.weight[:, Z:], q0.bias)                   # (R, T, H)
+        first_bias = torch.cat([p0.bias.expand(*share.shape[:-1], -1), share], -1)
+        self.first_weight = torch.cat([p0.weight, q0.weight[:, :Z]]).t()     # (Z, 2H)
+        self.first_bias = interval_rows(times, first_bias)
+        self.layers = [(torch.block_diag(p.weight, q.weight).t(), torch.cat([p.bias, q.bias]))
+                       for p, q in zip(p_layers[1:], q_layers[1:], strict=True)]
+        self.net = diffusion
+        self._last: tuple[Tensor, int, Tensor] | None = None
+        super().__init__(lambda t, z: self.drifts(t, z)[1], lambda t, z: prior_drift(z),
+                         diffusion, lambda t, z: diffusion.value_and_derivative(z))
+
+    def drifts(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(f_p, f_q) at (t, z), each (R, Z)."""
+        h = torch.addmm(self.first_bias(t), z, self.first_weight)            # (R, 2H)
+        for weight, bias in self.layers:
+            h = torch.addmm(bias, softplus(h), weight)
+        return h[:, :self.latent_dim], h[:, self.latent_dim:]
+
+    def drift_difference(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        f_p, f_q = self.drifts(t, z)
+        g = self.net(z)
+        self._last = (z, z._version, g)
+        return f_q, (f_q - f_p) / g
+
+    def diffusion(self, t: Tensor, z: Tensor) -> Tensor:
+        last = self._last
+        if last is not None and last[0] is z and last[1] == z._version:
+            return last[2]
+        return self.net(z)
+
+
 def time_features(batch: SequenceBatch) -> Tensor:
     """(B, T, 2): gaps to the next and from the previous valid time (0 at the ends)."""
     valid = batch.valid
@@ -260,6 +336,9 @@ class LatentSDE(DVAE):
     def posterior_sde(self, times: Tensor, contexts: Tensor) -> GirsanovKL:
         """dz = f_q(z, c(t)) dt + g(z) dW with the Girsanov running cost; times (T,) or
         (R, T), contexts (R, T, C)."""
+        if self.config.gradients == "backprop" and not isinstance(self.solver, Compiled):
+            return FusedPosterior(self.posterior_drift, self.prior_drift, self.diffusion,
+                                  times, contexts)
         lookup = interval_context(times, contexts)
         return GirsanovKL(lambda t, z: self.posterior_drift(torch.cat([z, lookup(t)], -1)),
                           lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z),
