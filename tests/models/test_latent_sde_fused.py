@@ -113,3 +113,25 @@ def test_interval_rows_reads_the_interval_ahead_and_sends_gradients_back_once():
     for i in range(3):
         expected[:, i + 1] += i + 1
     assert torch.equal(table.grad, expected)
+
+
+def test_interval_rows_on_per_row_grids_same_or_different_intervals():
+    times = torch.tensor([[0.0, 1.0, 2.0, 3.0], [0.0, 0.5, 2.5, 2.6]], dtype=torch.float64)
+    table = torch.randn(2, 4, 3, dtype=torch.float64, requires_grad=True)
+    rows, ref = interval_rows(times, table), interval_context(times, table)
+    reads = [times[:, i:i + 1] for i in range(3)]                  # every row on interval i
+    reads += [torch.tensor([[0.2], [0.7]], dtype=torch.float64),   # intervals 0 and 1
+              torch.tensor([[2.9], [9.0]], dtype=torch.float64)]   # 2 and past the end
+    out = 0.0
+    for j, t in enumerate(reads):
+        assert torch.equal(rows(t), ref(t))
+        out = out + (j + 1) * rows(t).sum()
+    out.backward()
+    expected = torch.zeros(2, 4, 3, dtype=torch.float64)
+    for i in range(3):
+        expected[:, i + 1] += i + 1
+    expected[0, 1] += 4
+    expected[1, 2] += 4
+    expected[0, 3] += 5
+    expected[1, 3] += 5
+    assert torch.equal(table.grad, expected)

@@ -198,17 +198,28 @@ def interval_context(times: Tensor, contexts: Tensor) -> Callable[[Tensor], Tens
 
 def interval_rows(times: Tensor, table: Tensor) -> Callable[[Tensor], Tensor]:
     """As :func:`interval_context`, for a table read at every step of a backpropagated
-    solve: on a shared grid the rows are taken from ``table.unbind(1)``, one view per
-    interval, whose backward stacks the steps' gradients once, where an index per
-    step would allocate and fill a gradient of the whole (R, T, F) table at every step
-    (a cost growing with T per step). Per-row grids gather as interval_context does."""
-    if times.dim() != 1:
-        return interval_context(times, table)
-    rows, grid = table.unbind(1), times.tolist()
+    solve: rows are taken from ``table.unbind(1)``, one view per interval, whose
+    backward stacks the steps' gradients once, where an index per step would allocate
+    and fill a gradient of the whole (R, T, F) table at every step (a cost growing with
+    T per step). On per-row grids every row is usually on the same interval (one step
+    per interval: step i of each row is its interval i); rows on different intervals
+    are gathered as interval_context does."""
+    rows, last = table.unbind(1), table.shape[1] - 1
+    if times.dim() == 1:
+        grid = times.tolist()
 
-    def lookup(t: Tensor) -> Tensor:
-        return rows[min(bisect.bisect_right(grid, float(t)), len(rows) - 1)]
-    return lookup
+        def lookup(t: Tensor) -> Tensor:
+            return rows[min(bisect.bisect_right(grid, float(t)), last)]
+        return lookup
+    times, F = times.contiguous(), table.shape[2]
+
+    def lookup_rows(t: Tensor) -> Tensor:
+        k = torch.searchsorted(times, t.contiguous(), right=True).clamp_max(last)  # (R, 1)
+        lo, hi = torch.aminmax(k)
+        if lo == hi:
+            return rows[int(lo)]
+        return table.gather(1, k.unsqueeze(-1).expand(-1, 1, F)).squeeze(1)
+    return lookup_rows
 
 
 class FusedPosterior(GirsanovKL):
