@@ -92,6 +92,11 @@ def scale_cost(c: Tensor | None, h: StepSize) -> Tensor | None:
     return None if c is None else c * h
 
 
+def drift_step(z: Tensor, f: Tensor, h: StepSize) -> Tensor:
+    """z + f h as a new tensor; one operation when h is a float (a shared grid)."""
+    return torch.add(z, f, alpha=h) if isinstance(h, float) else z + f * h
+
+
 def safe_sqrt(h: StepSize) -> StepSize:
     """sqrt(h), with 1 in place of zero-length steps (whose terms vanish anyway)."""
     if isinstance(h, Tensor):

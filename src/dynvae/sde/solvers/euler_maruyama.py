@@ -7,7 +7,7 @@ from typing import ClassVar
 from torch import Tensor
 
 from dynvae.sde.sde import NoiseType, SDEType
-from dynvae.sde.solvers.base import Solver, scale_cost
+from dynvae.sde.solvers.base import Solver, drift_step, scale_cost
 
 
 class EulerMaruyama(Solver):
@@ -28,5 +28,5 @@ class EulerMaruyama(Solver):
 def _euler_update(noise: NoiseType, z: Tensor, f: Tensor, g: Tensor, h, dW: Tensor) -> Tensor:
     """z + f h + g dW with fused kernels for the diagonal case."""
     if noise is NoiseType.DIAGONAL:
-        return (z + f * h).addcmul_(g, dW)
+        return drift_step(z, f, h).addcmul_(g, dW)
     return z + f * h + noise.prod(g, dW)
