@@ -233,9 +233,9 @@ class FusedPosterior(GirsanovKL):
     (the context c is constant on an interval), and whose deeper layers are
     block-diagonal. The diffusion g that the cost divides by is handed back when the
     solver asks for g at the same state (Euler-Maruyama asks for both), so a step
-    evaluates each network once. Used under plain backpropagation (the adjoint and
-    compiled solves take ``GirsanovKL``: they differentiate or trace the networks step by
-    step).
+    evaluates each network once. Used under plain backpropagation (the default); the
+    checkpointed, adjoint and compiled solves keep ``GirsanovKL`` of the separate
+    networks (they recompute, differentiate or trace the networks step by step).
 
     posterior_drift, prior_drift: the model's MLPs (Linear and Softplus layers);
     diffusion: its DiagonalDiffusion; times (T,) or (R, T) and contexts (R, T, C) as
