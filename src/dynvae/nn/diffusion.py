@@ -100,7 +100,7 @@ def tanh_layer(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
     about 4x slower); the value equals :func:`tanh_layer_and_slope`'s first output.
     """
     if not _fused(z, w1):
-        return (torch.tanh(z.unsqueeze(-1) * w1 + b1) * w2).sum(-1)
+        return (torch.tanh(torch.addcmul(b1, z.unsqueeze(-1), w1)) * w2).sum(-1)
     flat, w1t, b1t, w2t = _transposed(z, w1, b1, w2)
     h = torch.tanh(torch.addcmul(b1t, flat.unsqueeze(-2), w1t))            # (N, H, Z)
     return (h * w2t).sum(-2).reshape(z.shape)
@@ -118,7 +118,7 @@ def tanh_layer_and_slope(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple
     (``_TanhLayerAndSlope``). Differentiable once in every argument.
     """
     if not _fused(z, w1):
-        h = torch.tanh(z.unsqueeze(-1) * w1 + b1)                          # (..., Z, H)
+        h = torch.tanh(torch.addcmul(b1, z.unsqueeze(-1), w1))             # (..., Z, H)
         return (h * w2).sum(-1), ((1 - h * h) * (w1 * w2)).sum(-1)
     flat, w1t, b1t, w2t = _transposed(z, w1, b1, w2)
     if torch.is_grad_enabled() and any(v.requires_grad for v in (z, w1, b1, w2)):
