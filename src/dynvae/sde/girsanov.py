@@ -101,13 +101,25 @@ class GirsanovLogRatio(SDE):
 
     def __init__(self, kl_sde: GirsanovKL) -> None:
         self.kl_sde = kl_sde
+        self._last: tuple | None = None
+
+    def _parts(self, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(z, f_q, u) at (t, s). A solver asks for the drift and the diffusion at the same
+        (t, s) (Euler-Maruyama does): the second call reuses the first's networks, and
+        passes the same z on to the diffusion (which ``FusedPosterior`` recognises)."""
+        last = self._last
+        if last is not None and last[0] is s and last[1] is t and last[2] == s._version:
+            return last[3]
+        z = s[..., :-1]
+        parts = (z, *self.kl_sde.drift_difference(t, z))
+        self._last = (s, t, s._version, parts)
+        return parts
 
     def drift(self, t: Tensor, s: Tensor) -> Tensor:
-        f_q, u = self.kl_sde.drift_difference(t, s[..., :-1])
+        _, f_q, u = self._parts(t, s)
         return torch.cat([f_q, -0.5 * u.pow(2).sum(-1, keepdim=True)], -1)  # (B, Z + 1)
 
     def diffusion(self, t: Tensor, s: Tensor) -> Tensor:
-        z = s[..., :-1]
-        _, u = self.kl_sde.drift_difference(t, z)
+        z, _, u = self._parts(t, s)
         g = torch.diag_embed(self.kl_sde.diffusion(t, z))                   # (B, Z, Z)
         return torch.cat([g, -u.unsqueeze(-2)], -2)                         # (B, Z + 1, Z)
