@@ -256,10 +256,10 @@ class FusedPosterior(GirsanovKL):
         self.first_bias = interval_rows(times, first_bias)
         self.layers = [(torch.block_diag(p.weight, q.weight).t(), torch.cat([p.bias, q.bias]))
                        for p, q in zip(p_layers[1:], q_layers[1:], strict=True)]
-        self.net = diffusion
         self._last: tuple[Tensor, int, Tensor] | None = None
         super().__init__(lambda t, z: self.drifts(t, z)[1], lambda t, z: prior_drift(z),
-                         diffusion, lambda t, z: diffusion.value_and_derivative(z))
+                         lambda t, z: diffusion(z),
+                         lambda t, z: diffusion.value_and_derivative(z))
 
     def drifts(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """(f_p, f_q) at (t, z), each (R, Z)."""
@@ -270,7 +270,7 @@ class FusedPosterior(GirsanovKL):
 
     def drift_difference(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         f_p, f_q = self.drifts(t, z)
-        g = self.net(z)
+        g = self._diffusion(t, z)
         self._last = (z, z._version, g)
         return f_q, (f_q - f_p) / g
 
@@ -278,7 +278,7 @@ class FusedPosterior(GirsanovKL):
         last = self._last
         if last is not None and last[0] is z and last[1] == z._version:
             return last[2]
-        return self.net(z)
+        return self._diffusion(t, z)
 
 
 def time_features(batch: SequenceBatch) -> Tensor:
