@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dynvae.errors import CheckpointError, ConfigError
-from dynvae.train.augment import drop_observed
+from dynvae.train.augment import crop_windows, drop_observed, window_length
 from dynvae.train.batching import epoch_batches
 from dynvae.train.checkpoint import load_checkpoint
 from dynvae.train.history import kl_weight
@@ -171,6 +171,78 @@ def test_drop_observed_rate_and_batch_independence():
     assert dropped.mask.any(dim=(1, 2)).all()
     part = drop_observed(data.to_batch([7, 3]), 0.3, seed=0, step=5, indices=[7, 3])
     assert torch.equal(part.mask, dropped.mask[[7, 3]])
+
+
+def test_window_length_grows_geometrically_to_the_whole_sequence():
+    assert [window_length(160, 10, p) for p in (0.0, 0.25, 0.5, 0.75, 1.0)] == \
+        [10, 20, 40, 80, 160]
+    assert window_length(7, 10, 0.0) == 7 and window_length(160, 10, 2.0) == 160
+    assert window_length(160, 10, -1.0) == 10
+
+
+def test_crop_windows_cuts_each_sequence_to_a_window_of_its_own():
+    torch.manual_seed(0)
+    B, T, D = 6, 40, 3
+    x = torch.randn(B, T, D, dtype=torch.float64)
+    x[1, 25:] = float("nan")                            # a shorter sequence (25 steps)
+    x[2, :, :] = float("nan")
+    x[2, 30, 1] = 1.5                                   # one observed entry, at step 30
+    from dynvae.data.batch import SequenceBatch
+    t = torch.cumsum(torch.rand(B, T, dtype=torch.float64) + 0.1, 1)    # irregular times
+    batch = SequenceBatch.from_tensor(x, t=t)
+    batch = SequenceBatch(x=batch.x, mask=batch.mask, t=batch.t,
+                          lengths=torch.tensor([40, 25, 40, 40, 40, 40]),
+                          u=torch.randn(B, T, 2, dtype=torch.float64))
+    indices = [11, 12, 13, 14, 15, 16]
+    out = crop_windows(batch, 10, 0.5, seed=0, step=3, indices=indices)
+    widths = out.lengths.tolist()
+    assert widths[0] == window_length(40, 10, 0.5) == 20 and widths[1] == 16
+    assert widths[2] in (20, 40)                        # its window, or the whole sequence
+    assert out.mask[2].any()                            # never a window without data
+    for b in range(B):
+        w = widths[b]
+        match = [a for a in range(int(batch.lengths[b]) - w + 1)
+                 if torch.equal(out.t[b, :w], batch.t[b, a:a + w])]
+        assert len(match) == 1                          # a contiguous run of the sequence
+        a = match[0]
+        assert torch.equal(out.x[b, :w], batch.x[b, a:a + w])
+        assert torch.equal(out.mask[b, :w], batch.mask[b, a:a + w])
+        assert torch.equal(out.u[b, :w], batch.u[b, a:a + w])
+        assert not out.mask[b, w:].any() and (out.x[b, w:] == 0).all()
+        assert (out.t[b, 1:] > out.t[b, :-1]).all()      # padding continues the times
+    # the same windows whatever the batch holds (seeded per sequence)
+    part = crop_windows(SequenceBatch(x=batch.x[[4, 0]], mask=batch.mask[[4, 0]],
+                                      t=batch.t[[4, 0]], lengths=batch.lengths[[4, 0]],
+                                      u=batch.u[[4, 0]]), 10, 0.5, 0, 3, [15, 11])
+    assert part.lengths.tolist() == [widths[4], widths[0]]
+    assert torch.equal(part.t[0, :widths[4]], out.t[4, :widths[4]])
+    again = crop_windows(batch, 10, 0.5, seed=0, step=4, indices=indices)
+    assert not torch.equal(again.t[:, 0], out.t[:, 0])  # another step, other windows
+    full = crop_windows(batch, 10, 1.0, seed=0, step=3, indices=indices)
+    assert torch.equal(full.lengths, batch.lengths) and torch.equal(full.x, batch.x)
+    assert torch.equal(full.t[batch.valid], batch.t[batch.valid])
+
+
+def test_horizon_warm_up_trains_on_windows_then_whole_sequences():
+    seen = []
+
+    class Recording(TinyLinearDVAE):
+        def elbo(self, batch, n_samples=1):
+            if self.training:
+                seen.append(batch.lengths.tolist())
+            return super().elbo(batch, n_samples)
+
+    torch.manual_seed(0)
+    model = Recording(3, 2).double()
+    data = ListDataset(make_data(10, T=40))
+    Trainer(model, _config(max_steps=8, max_epochs=100, horizon_warmup_steps=4,
+                           horizon_start=5, batch_size=10)).fit(data)
+    assert [max(w) for w in seen[:4]] == [window_length(40, 5, s / 4) for s in range(4)]
+    assert all(w == [40] * 10 for w in seen[4:]) and len(seen) == 8
+    with pytest.raises(ConfigError, match="horizon_start"):
+        TrainConfig(horizon_start=0)
+    with pytest.raises(ConfigError, match="horizon_warmup_steps"):
+        TrainConfig(horizon_warmup_steps=-1)
 
 
 def test_time_budget_stops_training():

@@ -68,9 +68,12 @@ class LatentODEConfig(FrameOptions, DictConfig):
     Empty hidden sizes make maps affine. frame_encoder, frame_decoder: "conv" for
     convolutional frame models on image data: the ODE-RNN reads the conv encoder's
     features of each frame, the emission is the conv decoder (dynvae.models.frames).
+    ``dynvae train`` trains it on windows that grow to whole sequences over the first
+    1,000 steps (TrainConfig.horizon_warmup_steps, dynvae.train.defaults).
     """
 
     model_name = "latent ODE"
+    horizon_warmup = True   # `dynvae train` grows its training windows (train.defaults)
 
     latent_dim: int = 8
     encoder_hidden: int = 32

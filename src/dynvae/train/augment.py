@@ -1,18 +1,30 @@
-"""Training-time data augmentation: hide extra observed entries at random.
+"""Training-time data augmentation: hide extra observed entries at random, and train
+on windows of the sequences whose length grows to the whole sequence (horizon warm-up).
 
 Training on sequences with entries hidden at random teaches a model to impute
 (the masking used by GP-VAE, Fortuin et al. 2020, Sec. 4). Each sequence draws its
-own mask from a generator seeded by (seed, step, dataset index), so the result does
-not depend on how a batch is split across processes.
+own mask (and its window's start) from a generator seeded by (seed, step, dataset
+index), so the result does not depend on how a batch is split across processes.
+
+Windows: a model whose whole path follows from one initial state (the latent ODE)
+meets a loss that oscillates in its frequencies when it is fitted to many periods at
+once, and stays at the per-feature mean (docs/models.md#horizon-warm-up). Fitted to
+short windows first, it learns the local dynamics, which the longer windows then
+extend: each sequence of length L trains on a window of
+``round(start * (L / start) ** progress)`` consecutive steps at a random position,
+``progress`` going from 0 to 1 over the warm-up. Times are kept as they are (a window
+is the same sequence observed over a shorter interval).
 """
 
 from __future__ import annotations
 
 import torch
+from torch import Tensor
 
 from dynvae.data.batch import SequenceBatch
 
 _SEED_MIX = (1_000_003, 10_007)
+_WINDOW_SEED = 7_919  # offsets the window generator from the one of drop_observed
 
 
 def sequence_generator(seed: int, step: int, index: int) -> torch.Generator:
@@ -40,3 +52,59 @@ def drop_observed(batch: SequenceBatch, rate: float, seed: int, step: int,
     emptied = ~new_mask.any(dim=(1, 2))  # (B,)
     new_mask = torch.where(emptied[:, None, None], batch.mask, new_mask)
     return batch.with_mask(new_mask)
+
+
+def window_length(length: int, start: int, progress: float) -> int:
+    """Steps of a training window of a sequence of ``length`` steps at ``progress`` in
+    [0, 1] of the horizon warm-up: ``start`` steps at 0, growing geometrically to the
+    whole sequence at 1 (never more than ``length``, never fewer than 1)."""
+    if length <= start:
+        return length
+    return max(1, min(length, round(start * (length / start) ** min(max(progress, 0.0), 1.0))))
+
+
+def crop_windows(batch: SequenceBatch, start: int, progress: float, seed: int, step: int,
+                 indices: list[int]) -> SequenceBatch:
+    """Each sequence of ``batch`` cut to one window of :func:`window_length` steps at a
+    random start (drawn per sequence from (seed, step, dataset index)).
+
+    A window without an observed entry is replaced by the whole sequence, so every
+    sequence keeps at least one observation. The result is a new padded batch (padding
+    as :func:`dynvae.data.dataset.collate` makes it: x = 0, mask = False, u = 0, times
+    continuing past the last one with its last step).
+    """
+    B, T, D = batch.x.shape
+    lengths = batch.lengths.tolist()
+    widths, starts = [], []
+    for b, index in enumerate(indices):
+        n = int(lengths[b])
+        w = window_length(n, start, progress)
+        g = sequence_generator(seed + _WINDOW_SEED, step, index)
+        a = int(torch.randint(0, n - w + 1, (1,), generator=g))
+        if not bool(batch.mask[b, a:a + w].any()):
+            a, w = 0, n
+        widths.append(w)
+        starts.append(a)
+    device = batch.x.device
+    width = torch.tensor(widths, dtype=torch.long, device=device)         # (B,)
+    first = torch.tensor(starts, dtype=torch.long, device=device)         # (B,)
+    Tw = max(widths)
+    j = torch.arange(Tw, device=device)
+    inside = j[None] < width[:, None]                                      # (B, Tw)
+    src = (first[:, None] + j[None]).clamp(max=T - 1)                      # (B, Tw)
+
+    def take(v: Tensor) -> Tensor:                                         # (B, T, F) rows
+        return v.gather(1, src[..., None].expand(B, Tw, v.shape[-1]))
+
+    x = take(batch.x) * inside[..., None]
+    mask = take(batch.mask) & inside[..., None]
+    u = None if batch.u is None else take(batch.u) * inside[..., None]
+    t = batch.t.gather(1, src)                                             # (B, Tw)
+    last = (first + width - 1)[:, None]                                    # (B, 1)
+    t_last = batch.t.gather(1, last)
+    t_prev = batch.t.gather(1, (last - 1).clamp(min=0))
+    dt = torch.where(width[:, None] > 1, t_last - t_prev, torch.ones_like(t_last))
+    past = (j[None] - width[:, None] + 1).to(t)                            # (B, Tw)
+    t = torch.where(inside, t, t_last + dt * past)
+    return SequenceBatch(x=x, mask=mask, t=t, lengths=width, u=u,
+                         frame_shape=batch.frame_shape)

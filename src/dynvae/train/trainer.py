@@ -26,7 +26,7 @@ from dynvae.models.base import DVAE
 from dynvae.nn.mlp import FreeVariance
 from dynvae.progress import shown
 from dynvae.train import distributed as dist_utils
-from dynvae.train.augment import drop_observed
+from dynvae.train.augment import crop_windows, drop_observed
 from dynvae.train.batching import StreamedData, epoch_batches, local_batches
 from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
 from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
@@ -81,6 +81,10 @@ class TrainConfig:
     n_samples: int = 1  # Monte Carlo samples of the training ELBO
     eval_batch_size: int = 64  # sequences per batch of the validation bound
     missing_rate: float = 0.0  # extra observed entries hidden at random while training
+    horizon_warmup_steps: int = 0  # steps over which training windows grow from
+    #                                horizon_start steps to whole sequences; 0: whole
+    #                                sequences throughout (dynvae.train.augment)
+    horizon_start: int = 10  # steps of the first training windows
     num_workers: int = 0  # DataLoader worker processes assembling batches
     progress: bool = False  # a tqdm bar (the CLI turns it on)
 
@@ -94,8 +98,11 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0 or None, got {value}")
-        if self.kl_anneal_steps < 0 or self.num_workers < 0:
-            raise ConfigError("TrainConfig.kl_anneal_steps and num_workers must be >= 0")
+        for name in ("kl_anneal_steps", "num_workers", "horizon_warmup_steps"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.horizon_start < 1:
+            raise ConfigError(f"TrainConfig.horizon_start must be >= 1, got {self.horizon_start}")
         if not (self.free_bits >= 0 and self.collapse_threshold >= 0):
             raise ConfigError(f"TrainConfig.free_bits and collapse_threshold must be >= 0, "
                               f"got {self.free_bits}, {self.collapse_threshold}")
@@ -386,6 +393,9 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         beta = kl_weight(step, cfg.kl_anneal_steps, cfg.beta)
+        if step < cfg.horizon_warmup_steps:
+            batch = crop_windows(batch, cfg.horizon_start, step / cfg.horizon_warmup_steps,
+                                 cfg.seed, step, indices)
         if cfg.missing_rate > 0:
             batch = drop_observed(batch, cfg.missing_rate, cfg.seed, step, indices)
         self.model.train()
