@@ -21,6 +21,7 @@ import torch
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
 from dynvae.models.registry import MODELS, model_class
+from dynvae.train.augment import crop_windows
 from dynvae.train.checkpoint import load_checkpoint, save_checkpoint
 from tests.models.contract_configs import SMALL_CONFIGS, VARIANTS
 
@@ -134,6 +135,37 @@ def test_masked_values_and_padding_content_change_no_term(name):
     other = SequenceBatch(torch.where(batch.mask, batch.x, garbage(batch.x)), batch.mask,
                           torch.where(valid, batch.t, garbage(batch.t)), batch.lengths, u)
     a, b = outputs(model, batch), outputs(model, other)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-9, atol=1e-9, msg=key)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_training_window_is_scored_as_that_part_of_the_sequence(name):
+    """The horizon warm-up's windows (dynvae.train.augment.crop_windows) are batches of
+    subsequences: every term equals the one of the same subsequences collated anew."""
+    U = inputs_of(name)
+    model, batch = build(name, U), make_batch(U)
+    windows = crop_windows(batch, 3, 0.5, seed=0, step=0, indices=[0, 1, 2])
+    widths = windows.lengths.tolist()
+    assert widths == [4, 3, 4]                # one row padded
+    starts = [round((float(windows.t[b, 0]) - ORIGINS[b]) / DT) for b in range(B)]
+    g = torch.Generator().manual_seed(4)
+    Tw = windows.n_steps
+
+    def part(v, b):                           # row b's window, then garbage padding
+        w, a = widths[b], starts[b]
+        return torch.cat([v[b, a:a + w], 1e3 * torch.randn(Tw - w, *v.shape[2:],
+                                                           generator=g, dtype=v.dtype)])
+    x = torch.stack([part(batch.x, b) for b in range(B)])
+    mask = torch.stack([torch.cat([batch.mask[b, starts[b]:starts[b] + widths[b]],
+                                   torch.zeros(Tw - widths[b], D, dtype=torch.bool)])
+                        for b in range(B)])
+    t = torch.stack([torch.cat([batch.t[b, starts[b]:starts[b] + widths[b]],
+                                batch.t[b, starts[b] + widths[b] - 1] + 1 + torch.arange(
+                                    Tw - widths[b], dtype=F64)]) for b in range(B)])
+    u = None if batch.u is None else torch.stack([part(batch.u, b) for b in range(B)])
+    anew = SequenceBatch(torch.where(mask, x, 0.0), mask, t, torch.tensor(widths), u)
+    a, b = outputs(model, windows), outputs(model, anew)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=1e-9, atol=1e-9, msg=key)
 
