@@ -61,7 +61,8 @@ def test_training_improves_validation_bound(tmp_path):
 def test_resume_matches_uninterrupted_run(tmp_path, num_workers):
     data = make_data(30)
     train, val = ListDataset(data[:23]), ListDataset(data[23:])
-    cfg = dict(kl_anneal_steps=7, missing_rate=0.2, n_samples=2, num_workers=num_workers)
+    cfg = dict(kl_anneal_steps=7, missing_rate=0.2, n_samples=2, num_workers=num_workers,
+               horizon_warmup_steps=12, horizon_start=4)      # resumed within both warm-ups
     full = _model()
     Trainer(full, _config(max_steps=16, **cfg), tmp_path / "a").fit(train, val)
     half = _model()
