@@ -61,6 +61,7 @@ from dynvae.models.frames import FrameOptions, frame_input, observation_model
 from dynvae.nn.diffusion import DiagonalDiffusion
 from dynvae.nn.encoders import BackwardContext
 from dynvae.nn.mlp import MLP, GaussianHead, trunk
+from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.transition import LearnedGaussianPrior
 from dynvae.sde import (
     Adjoint,
@@ -99,7 +100,9 @@ class LatentSDEConfig(FrameOptions, DictConfig):
     gradients: how the posterior solve is differentiated: "backprop" (every step kept),
     "checkpoint" (blocks of 64 steps recomputed) or "adjoint" (``dynvae.sde.Adjoint``:
     memory independent of the number of steps, about 2-4x the time of backprop).
-    Empty ``emission_hidden`` makes the decoder affine. hide_from_encoder: share of the
+    Empty ``emission_hidden`` makes the decoder affine. observation: "gaussian" (one free
+    variance per channel) or "bernoulli" (data in [0, 1]; `dynvae train` picks it for
+    such data). hide_from_encoder: share of the
     observed entries hidden from the encoder at random while training (still scored;
     ``dynvae.models.common.encoder_mask``). frame_encoder, frame_decoder: "conv" for
     convolutional frame models on image data (dynvae.models.frames).
@@ -113,6 +116,7 @@ class LatentSDEConfig(FrameOptions, DictConfig):
     drift_hidden: tuple[int, ...] = (64, 64)
     diffusion_hidden: int = 16
     emission_hidden: tuple[int, ...] = (32,)
+    observation: str = "gaussian"
     solver: str = "euler"
     dt: float | None = None
     gradients: str = "backprop"
@@ -126,6 +130,7 @@ class LatentSDEConfig(FrameOptions, DictConfig):
         check_hide_rate(self.hide_from_encoder)
         self.check_frames()
         check_choice("solver", self.solver, SOLVERS)
+        check_choice("observation", self.observation, OBSERVATIONS)
         check_positive(time_unit=self.time_unit)
         check_choice("gradients", self.gradients, GRADIENTS)
         self.drift_hidden = as_sizes("drift_hidden", self.drift_hidden)
@@ -318,12 +323,15 @@ class LatentSDE(DVAE):
         self.prior_drift = MLP(Z, c.drift_hidden, Z, activation=nn.Softplus)
         self.diffusion = DiagonalDiffusion(Z, c.diffusion_hidden, c.min_diffusion)
         self.emission_trunk, width = trunk(Z, c.emission_hidden)
-        self.observation = observation_model(c, width, D, free_variance=True)
+        self.observation = observation_model(c, width, D,
+                                             free_variance=c.observation == "gaussian")
         self.solver = SOLVERS[c.solver]()
 
     # ------------------------------------------------------------ building blocks
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
-        return prepare_batch(batch, self.data_dim, 0, next(self.observation.parameters()))
+        batch = prepare_batch(batch, self.data_dim, 0, next(self.observation.parameters()))
+        self.observation.check_data(batch.x, batch.mask)
+        return batch
 
     def model_time(self, t: Tensor) -> Tensor:
         """Times in the model's unit (``config.time_unit``)."""
