@@ -224,6 +224,23 @@ def test_crop_windows_cuts_each_sequence_to_a_window_of_its_own():
     assert torch.equal(full.t[batch.valid], batch.t[batch.valid])
 
 
+def test_a_window_holding_the_one_observation_is_kept_at_either_end():
+    from dynvae.data.batch import SequenceBatch
+    x = torch.full((1, 40, 2), float("nan"), dtype=torch.float64)
+    x[0, 20, 1] = 0.5                                   # the one observed entry, step 20
+    batch = SequenceBatch.from_tensor(x)
+    offsets = set()
+    for step in range(200):
+        out = crop_windows(batch, 10, 0.5, seed=0, step=step, indices=[0])
+        w = int(out.lengths[0])
+        if w == 40:                                     # fell back to the whole sequence
+            assert torch.equal(out.mask, batch.mask)
+            continue
+        assert w == 20 and int(out.mask[0].sum()) == 1  # a window holding the observation
+        offsets.add(int(out.mask[0].any(-1).nonzero()[0, 0]))
+    assert {0, 19} <= offsets                           # at its first and at its last step
+
+
 def test_horizon_warm_up_trains_on_windows_then_whole_sequences():
     seen = []
 

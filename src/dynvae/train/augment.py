@@ -60,7 +60,7 @@ def window_length(length: int, start: int, progress: float) -> int:
     whole sequence at 1 (never more than ``length``, never fewer than 1)."""
     if length <= start:
         return length
-    return max(1, min(length, round(start * (length / start) ** min(max(progress, 0.0), 1.0))))
+    return round(start * (length / start) ** min(max(progress, 0.0), 1.0))
 
 
 def crop_windows(batch: SequenceBatch, start: int, progress: float, seed: int, step: int,
@@ -75,16 +75,19 @@ def crop_windows(batch: SequenceBatch, start: int, progress: float, seed: int, s
     """
     B, T, D = batch.x.shape
     lengths = batch.lengths.tolist()
-    widths, starts = [], []
-    for b, index in enumerate(indices):
-        n = int(lengths[b])
-        w = window_length(n, start, progress)
-        g = sequence_generator(seed + _WINDOW_SEED, step, index)
-        a = int(torch.randint(0, n - w + 1, (1,), generator=g))
-        if not bool(batch.mask[b, a:a + w].any()):
-            a, w = 0, n
-        widths.append(w)
-        starts.append(a)
+    widths = [window_length(n, start, progress) for n in lengths]
+    starts = [int(torch.randint(0, n - w + 1, (1,), generator=sequence_generator(
+        seed + _WINDOW_SEED, step, index))) for n, w, index in zip(lengths, widths, indices,
+                                                                  strict=True)]
+    # observed steps in each window, from a running count (one transfer for the batch)
+    seen = torch.nn.functional.pad(batch.mask.any(-1).long().cumsum(1), (1, 0))  # (B, T+1)
+    ends = torch.tensor([a + w for a, w in zip(starts, widths, strict=True)],
+                        device=seen.device)
+    begins = torch.tensor(starts, device=seen.device)
+    counts = (seen.gather(1, ends[:, None]) - seen.gather(1, begins[:, None]))[:, 0].tolist()
+    for b, count in enumerate(counts):
+        if count == 0:                          # nothing observed in it: the whole sequence
+            starts[b], widths[b] = 0, lengths[b]
     device = batch.x.device
     width = torch.tensor(widths, dtype=torch.long, device=device)         # (B,)
     first = torch.tensor(starts, dtype=torch.long, device=device)         # (B,)
