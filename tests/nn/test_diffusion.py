@@ -1,6 +1,7 @@
-"""The per-coordinate tanh layers of diagonal diffusions (dynvae.nn.diffusion): the
-fused (N, H, Z) path with its hand-written backward and the plain small-input path
-both equal the textbook expressions, in value, slope and every first derivative."""
+"""The per-coordinate tanh layers of diagonal diffusions (dynvae.nn.diffusion), computed
+through sigmoids: the fused (N, H, Z) path with its hand-written backward and the plain
+small-input path both equal the textbook tanh expressions, in value, slope and every
+first derivative (and the value alone in its second derivatives)."""
 
 from __future__ import annotations
 
@@ -86,6 +87,20 @@ def test_the_fused_backward_refuses_a_second_derivative(monkeypatch):
     a, s = tanh_layer_and_slope(z, w1, b1, w2)
     (gz,) = torch.autograd.grad(s.sum(), z, create_graph=True)
     assert torch.autograd.grad(gz.sum(), w1)[0].abs().sum() > 0
+
+
+def test_the_value_alone_is_differentiable_twice_on_both_paths(path):
+    """tanh_layer is plain autograd operations on either path: Milstein's correction by
+    autograd (create_graph=True) and its gradient equal the tanh expressions'."""
+    z, w1, b1, w2 = _inputs(seed=6)
+    ours, ref = tanh_layer(z, w1, b1, w2), _reference(z, w1, b1, w2)[0]
+    (dz,) = torch.autograd.grad(ours.sum(), z, create_graph=True)
+    (rdz,) = torch.autograd.grad(ref.sum(), z, create_graph=True)
+    torch.testing.assert_close(dz, rdz, rtol=1e-12, atol=1e-13)
+    for mine, theirs in zip(torch.autograd.grad((dz * ours).sum(), (z, w1, b1, w2)),
+                            torch.autograd.grad((rdz * ref).sum(), (z, w1, b1, w2)),
+                            strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
 
 
 def test_the_threshold_picks_the_path(monkeypatch):
