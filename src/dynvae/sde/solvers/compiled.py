@@ -43,7 +43,8 @@ class Compiled(Solver):
     the backward pass (least memory). The default keeps the results of matrix products
     and transcendental functions (tanh, sigmoid, exp, ...) from the forward pass, as
     eager autograd does, and recomputes only cheap elementwise work: faster when the
-    networks' activations dominate (15-17% on a 64-dimensional neural SDE).
+    networks' activations are dear (15-17% on a 64-dimensional neural SDE with tanh
+    activations; alike once its diffusion's activations became sigmoids, docs/sde.md).
     """
 
     inner: Solver
