@@ -31,11 +31,9 @@ def _fused_forward(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor
     p = torch.addcmul(b1 + b1, z.unsqueeze(-2), w1, value=2.0).sigmoid_()   # (N, H, Z)
     scratch = p * (w2 + w2)
     a = scratch.sum(-2).sub_(w2.sum(0))                                      # (N, Z)
-    # s = sum_k 4 w1_k w2_k p_k (1 - p_k) = sum_k c_k p_k - sum_k c_k p_k^2, c = 4 w1 w2,
-    # from the scratch tensor 2 w2 p: two products and two sums
-    scratch.mul_(w1 + w1)
-    s = scratch.sum(-2)
-    s.sub_(scratch.mul_(p).sum(-2))
+    # s = sum_k 4 w1_k w2_k p_k (1 - p_k): the scratch tensor 2 w2 p times (1 - p) in one
+    # pass (no difference of two sums to cancel), times 2 w1, summed
+    s = scratch.addcmul_(scratch, p, value=-1.0).mul_(w1 + w1).sum(-2)
     return a, s, p
 
 
@@ -67,8 +65,7 @@ class _TanhLayerAndSlope(torch.autograd.Function):
         ga = torch.zeros_like(z) if grad_a is None else grad_a              # (N, Z)
         gs = (torch.zeros_like(z) if grad_s is None else grad_s).unsqueeze(-2)
         c = 4.0 * w1 * w2
-        variance = torch.mul(p, p)
-        torch.sub(p, variance, out=variance)                                # p (1 - p)
+        variance = torch.addcmul(p, p, p, value=-1.0)                       # p (1 - p)
         gu = gs * c                                                         # (N, H, Z)
         gu.addcmul_(gu, p, value=-2.0).addcmul_(ga.unsqueeze(-2), w2, value=2.0)
         gu.mul_(variance)                                                   # dL/du
@@ -149,7 +146,7 @@ def tanh_layer_and_slope(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple
     if not _fused(z, w1):
         p = _sigmoids(z, w1, b1, -1)                                        # (..., Z, H)
         a = (p * (w2 + w2)).sum(-1) - w2.sum(-1)
-        return a, ((p - p * p) * (4.0 * w1 * w2)).sum(-1)
+        return a, (torch.addcmul(p, p, p, value=-1.0) * (4.0 * w1 * w2)).sum(-1)
     flat, w1t, b1t, w2t = _transposed(z, w1, b1, w2)
     if _needs_graph(z, w1, b1, w2):
         a, s = _TanhLayerAndSlope.apply(flat, w1t, b1t, w2t)
