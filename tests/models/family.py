@@ -77,10 +77,16 @@ def check_dense_oracle(model, batch, dense, latents, n_paths: int = 1920) -> Non
         assert means[-1] < exact + 4 * iwae[-1].std() / len(iwae[-1]) ** 0.5, (b, means, exact)
 
 
-def constant_features(batch, b: int, N: int) -> list[Affine]:
-    """[x_t * mask_t, mask_t, u_t] of sequence b's valid steps, as constants."""
+def constant_features(batch, b: int, N: int, carry: bool = False) -> list[Affine]:
+    """[x_t * mask_t, mask_t, u_t] of sequence b's valid steps, as constants; with
+    ``carry`` an unseen entry holds its last seen value (0 before the first) instead."""
     L = int(batch.lengths[b])
     x, m = batch.x[b, :L], batch.mask[b, :L].to(batch.x.dtype)
-    parts = [x * m, m] + ([] if batch.u is None else [batch.u[b, :L]])
+    if carry:
+        x, last = x.clone(), torch.zeros_like(x[0])
+        for t in range(L):
+            last = torch.where(m[t] > 0, x[t], last)
+            x[t] = last
+    parts = [x * m if not carry else x, m] + ([] if batch.u is None else [batch.u[b, :L]])
     f = torch.cat(parts, -1)
     return [Affine.constant(f[t], N) for t in range(L)]

@@ -2,7 +2,8 @@
 log-likelihood has a closed form, and an encoder head that is its exact posterior.
 
 Configuration (float64, no hidden layers, min_var = 0, free emission variance):
-    phi_x = identity              the GRU reads the features [x_t * m_t, m_t, u_t] as they are
+    phi_x = identity              the GRU reads the features [x_t, m_t, u_t] as they are, an
+                                  unseen entry holding its last seen value (0 before it)
     phi_z = affine, z -> L z + l  so the decoder mean is affine in z_t
     GRU weights on phi_z = 0      z_t does not enter the recurrence
 Then h_{t-1} is a deterministic function of the observed x_{<t}, z_t ~ N(a_t, diag v_t)
@@ -81,6 +82,7 @@ def exact_log_likelihood(model: VRNN, batch: SequenceBatch) -> Tensor:
     for b in range(batch.batch_size):
         h = torch.zeros(1, model.config.hidden_size, dtype=F64)
         total = torch.zeros((), dtype=F64)
+        carried = torch.zeros(model.data_dim, dtype=F64)      # each entry's last seen value
         for t in range(int(batch.lengths[b])):
             x, m = batch.x[b, t], batch.mask[b, t]
             u = None if batch.u is None else batch.u[b, t][None]
@@ -89,7 +91,8 @@ def exact_log_likelihood(model: VRNN, batch: SequenceBatch) -> Tensor:
                 mean = C @ a[0] + g[0]
                 cov = C @ torch.diag(v[0]) @ C.T + torch.diag(r)
                 total = total + MultivariateNormal(mean[m], cov[m][:, m]).log_prob(x[m])
-            feats = torch.cat([torch.where(m, x, 0.0), m.to(F64)]
+            carried = torch.where(m, x, carried)
+            feats = torch.cat([carried, m.to(F64)]
                               + ([] if u is None else [u[0]]))
             zeros = torch.zeros(model.config.feature_size, dtype=F64)
             h = model.rnn(torch.cat([feats, zeros])[None], h)

@@ -64,3 +64,28 @@ def test_fill_reads_only_the_mask_it_is_given():
 def test_an_unknown_fill_is_an_error():
     with pytest.raises(ValueError, match="fill must be"):
         observation_features(ragged_batch(), fill="mean")
+
+
+def test_causal_recurrences_read_the_last_seen_value():
+    """previous_observations (what STORN's and the SRNN's forward recurrences read for
+    x_{t-1}) holds each unseen entry's last seen value, 0 before its first, never a
+    later value, never the garbage in unseen entries; the mask channel is the mask."""
+    from dynvae.models.common import last_observation, previous_observations
+    batch = ragged_batch(seed=3)
+    x, mask = batch.x.numpy(), batch.mask.numpy()
+    B, T, D = x.shape
+    expected = np.zeros((B, T, 2 * D))
+    for b in range(B):
+        for d in range(D):
+            seen = 0.0
+            for t in range(1, T):
+                if mask[b, t - 1, d]:
+                    seen = x[b, t - 1, d]
+                expected[b, t, d] = seen
+                expected[b, t, D + d] = mask[b, t - 1, d]
+    got = previous_observations(batch).numpy()
+    for b, L in enumerate(batch.lengths.tolist()):
+        np.testing.assert_array_equal(got[b, :L], expected[b, :L])
+        last = last_observation(batch)[b].numpy()
+        if L < T:
+            np.testing.assert_array_equal(last, expected[b, L])

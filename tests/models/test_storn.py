@@ -24,17 +24,19 @@ def storn_dense(model, batch, b):
     bank, head = NoiseBank(N), model.observation.head
     h = Affine.constant(torch.zeros(model.config.hidden_size, dtype=x.dtype), N)
     previous = Affine.constant(torch.zeros(2 * D, dtype=x.dtype), N)
+    carried = Affine.constant(torch.zeros(D, dtype=x.dtype), N)   # last seen x, per entry
     xs, zs = [], []
     for t in range(L):
         z = bank.draw(torch.ones(Z, dtype=x.dtype))                       # z_t ~ N(0, I)
         u = [] if batch.u is None else [Affine.constant(batch.u[b, t], N)]
         h = model.decoder_rnn.step(Affine.cat([previous, z, *u]), h)
         x_t = bank.gaussian(head_mean(head, h), head_constant_var(head))
-        previous = Affine.cat([x_t.rows(m[t]), Affine.constant(m[t].to(x.dtype), N)])
+        carried = x_t.rows(m[t]) + carried.rows(~m[t])
+        previous = Affine.cat([carried, Affine.constant(m[t].to(x.dtype), N)])
         xs.append(x_t.select(m[t]))
         zs.append(z)
     q_bank, enc = NoiseBank(L * Z), model.encoder_head.head
-    g = model.encoder_rnn.run(constant_features(batch, b, L * Z), L * Z)
+    g = model.encoder_rnn.run(constant_features(batch, b, L * Z, carry=True), L * Z)
     q = [q_bank.gaussian(head_mean(enc, g_t), head_constant_var(enc, g_t.mean)) for g_t in g]
     return Affine.cat(xs + zs), Affine.cat(q), x[m]
 

@@ -129,9 +129,10 @@ def observation_features(batch: SequenceBatch, mask: Tensor | None = None,
     batch's (e.g. :func:`encoder_mask`); u is 0 on padding steps (an encoder that reads
     neighbouring steps must not see what lies beyond a sequence's end).
 
-    fill: what unseen entries of x hold. "zero": 0, seen through the mask channel only
-    (the only choice for causal encoders and for networks inside a generative
-    recurrence, e.g. the VRNN's phi_x). "steps" / "time": the linear interpolation,
+    fill: what unseen entries of x hold. "zero": 0, seen through the mask channel only.
+    "carry": the entry's last seen value (:func:`carried_forward`, 0 before its first):
+    causal, so causal encoders and networks inside a generative recurrence (e.g. the
+    VRNN's phi_x) may use it. "steps" / "time": the linear interpolation,
     in step index (discrete-time models) or in time t (continuous-time models),
     between the feature's nearest seen values before and after (the nearest one at
     either end of the sequence, 0 when the feature is never seen): an encoder then
@@ -144,8 +145,10 @@ def observation_features(batch: SequenceBatch, mask: Tensor | None = None,
         t = batch.t if fill == "time" else torch.arange(
             x.shape[1], dtype=x.dtype, device=x.device).expand(x.shape[:2])
         x = torch.where(mask, x, linear_fill(x, mask, t, batch.valid))
+    elif fill == "carry":
+        x = carried_forward(x, mask)
     elif fill != "zero":
-        raise ValueError(f"fill must be 'zero', 'steps' or 'time', got {fill!r}")
+        raise ValueError(f"fill must be 'zero', 'carry', 'steps' or 'time', got {fill!r}")
     parts = [x, mask.to(x.dtype)]
     if batch.u is not None:
         parts.append(torch.where(batch.valid[..., None], batch.u, torch.zeros_like(batch.u)))
@@ -312,18 +315,31 @@ FEEDBACKS = {
 }
 
 
+def carried_forward(x: Tensor, mask: Tensor) -> Tensor:
+    """(B, T, D): x where observed, else the entry's last observed value at or before
+    that step (0 before its first): what a causal recurrence may read for an unseen
+    entry without looking ahead."""
+    steps = torch.arange(x.shape[1], device=x.device).view(1, -1, 1).expand_as(x)
+    last = torch.where(mask, steps, torch.full_like(steps, -1)).cummax(1).values
+    carried = x.gather(1, last.clamp(min=0))
+    return torch.where(last >= 0, carried, torch.zeros_like(x))
+
+
 def previous_observations(batch: SequenceBatch) -> Tensor:
-    """(B, T, 2D) features of the previous step, [x_{t-1} * mask_{t-1}, mask_{t-1}], zero at
-    the first step (no previous observation): what a recurrence reading x_{t-1} sees.
-    Missing entries enter only through the mask channel, padding only after valid steps."""
-    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
+    """(B, T, 2D) features of the previous step, [x_{t-1}, mask_{t-1}], zero at the first
+    step (no previous observation): what a recurrence reading x_{t-1} sees. An unseen
+    entry holds its last seen value (:func:`carried_forward`: causal, so the model stays
+    a model of x_t given the past) and 0 in the mask channel; padding only after valid
+    steps."""
+    x = carried_forward(batch.x, batch.mask)
     current = torch.cat([x, batch.mask.to(x.dtype)], -1)                     # (B, T, 2D)
     return torch.cat([torch.zeros_like(current[:, :1]), current[:, :-1]], 1)
 
 
 def last_observation(batch: SequenceBatch) -> Tensor:
-    """(B, 2D) [x * mask, mask] at each sequence's last valid step."""
-    x = torch.where(batch.mask, batch.x, torch.zeros_like(batch.x))
+    """(B, 2D) [x, mask] at each sequence's last valid step, unseen entries carried
+    forward as in :func:`previous_observations`."""
+    x = carried_forward(batch.x, batch.mask)
     return last_valid(torch.cat([x, batch.mask.to(x.dtype)], -1), batch.lengths)
 
 

@@ -18,7 +18,9 @@ The posterior mean is a residual on the prior mean (Fraccaro et al. 2016, Sec. 3
 h_{t+1:T} are functions of h_t and x_{t:T}, x_{1:t-1} reaches q(z_t | ·) only through
 z_{t-1} and h_t, as in the true posterior. ELBO (seed eq. 13): closed-form
 KL(q(z_t | z_{t-1}, a_t) || p(z_t | z_{t-1}, h_t)) at the drawn z_{t-1}. Missing entries
-reach the recurrences as [x * mask, mask]; generation feeds the decoder mean or a draw
+reach the forward recurrence as [x, mask] with x an unseen entry's last seen value (0
+before it: causal) and the backward encoder filled by linear interpolation between seen
+values; generation feeds the decoder mean or a draw
 back as x_{t-1} (``generation_feedback``). One step per grid point; padding beyond
 ``lengths`` is excluded from every term.
 """

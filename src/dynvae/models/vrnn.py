@@ -7,7 +7,8 @@ phi_x, phi_z, for steps t = 0..T-1:
     decoder   p(x_t | z_t, h_{t-1}, u_t)     (Gaussian or Bernoulli)
     recurrence h_t = GRU([phi_x(x_t), phi_z(z_t)], h_{t-1})
 This is seed eq. 11-13 with p(x_t | x_{1:t-1}, z_{1:t}) and p(z_t | x_{1:t-1}, z_{1:t-1})
-both carried by h_{t-1}. Missing entries reach phi_x as [x * mask, mask, u]; padding beyond
+both carried by h_{t-1}. Missing entries reach phi_x as [x, mask, u], an unseen entry
+holding its last seen value (0 before it: causal, as the recurrence must be); padding beyond
 ``lengths`` is excluded from every term. Generation (``sample``, ``forecast``) must feed
 some x_t back into the recurrence: ``generation_feedback="mean"`` feeds the decoder's mean
 (deterministic feedback, the usual choice), ``"sample"`` feeds the drawn x_t (exact
@@ -172,9 +173,10 @@ class VRNN(DVAE):
         x, mask = rep(batch.x), rep(batch.mask)
         u = None if batch.u is None else rep(batch.u)
         seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
-        # phi_x also feeds the generative recurrence h_t: unseen entries stay 0 there (a
-        # time-interpolated fill would read x after step t into the prior of x_t)
-        fx = self.phi_x(observation_features(batch, seen))      # (B, T, F)
+        # phi_x also feeds the generative recurrence h_t: unseen entries hold their last
+        # seen value there (a time-interpolated fill would read x after step t into the
+        # prior of x_t)
+        fx = self.phi_x(observation_features(batch, seen, fill="carry"))      # (B, T, F)
         context = [self.backward_summary(fx, batch.lengths)] if self.backward_rnn \
             else []                                                          # (B, T, H)
         h = x.new_zeros(K * B, self.config.hidden_size)
