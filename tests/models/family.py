@@ -3,6 +3,7 @@ every variant and the checks against the dense linear-Gaussian oracle."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from dynvae.models.common import log_mean_exp
@@ -77,16 +78,24 @@ def check_dense_oracle(model, batch, dense, latents, n_paths: int = 1920) -> Non
         assert means[-1] < exact + 4 * iwae[-1].std() / len(iwae[-1]) ** 0.5, (b, means, exact)
 
 
-def constant_features(batch, b: int, N: int, carry: bool = False) -> list[Affine]:
-    """[x_t * mask_t, mask_t, u_t] of sequence b's valid steps, as constants; with
-    ``carry`` an unseen entry holds its last seen value (0 before the first) instead."""
+def constant_features(batch, b: int, N: int, fill: str = "zero") -> list[Affine]:
+    """[x_t, mask_t, u_t] of sequence b's valid steps, as constants, an unseen entry of x
+    holding (``fill``) 0, its last seen value ("carry", 0 before the first) or the linear
+    interpolation in step index between its nearest seen values ("steps": the nearest
+    one at either end, 0 if never seen; numpy's interp)."""
     L = int(batch.lengths[b])
-    x, m = batch.x[b, :L], batch.mask[b, :L].to(batch.x.dtype)
-    if carry:
-        x, last = x.clone(), torch.zeros_like(x[0])
-        for t in range(L):
-            last = torch.where(m[t] > 0, x[t], last)
-            x[t] = last
-    parts = [x * m if not carry else x, m] + ([] if batch.u is None else [batch.u[b, :L]])
+    x, m = batch.x[b, :L].clone(), batch.mask[b, :L]
+    for d in range(x.shape[1]):
+        seen = np.flatnonzero(m[:, d].numpy())
+        if fill == "zero" or seen.size == 0:
+            x[:, d] = torch.where(m[:, d], x[:, d], 0.0)
+        elif fill == "carry":
+            last = np.maximum.accumulate(np.where(m[:, d].numpy(), np.arange(L), -1))
+            values = x[:, d].numpy()[np.maximum(last, 0)]
+            x[:, d] = torch.as_tensor(np.where(last >= 0, values, 0.0), dtype=x.dtype)
+        else:
+            x[:, d] = torch.as_tensor(np.interp(np.arange(L), seen, x[seen, d].numpy()),
+                                      dtype=x.dtype)
+    parts = [x, m.to(x.dtype)] + ([] if batch.u is None else [batch.u[b, :L]])
     f = torch.cat(parts, -1)
     return [Affine.constant(f[t], N) for t in range(L)]

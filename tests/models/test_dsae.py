@@ -43,7 +43,7 @@ def dsae_dense(model, batch, b):
         xs.append(x_t.select(m[t]))
         zs.append(z)
     n_q = V + L * Z
-    q_bank, features = NoiseBank(n_q), constant_features(batch, b, n_q)
+    q_bank, features = NoiseBank(n_q), constant_features(batch, b, n_q, fill="steps")
     static = model.static_summary
     ends = Affine.cat([static.forward_rnn.run(features, n_q)[L - 1],
                        static.backward_rnn.run(features, n_q, reverse=True)[0]])

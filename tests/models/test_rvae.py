@@ -41,7 +41,8 @@ def rvae_dense(model, batch, b):
         xs.append(bank.gaussian(head_mean(head, h), head_constant_var(head)).select(m[t]))
         zs.append(z)
     summary = model.observation_summary
-    features = constant_features(batch, b, L * Z)
+    fill = "carry" if model.config.encoder == "causal" else "steps"
+    features = constant_features(batch, b, L * Z, fill=fill)
     if model.config.encoder == "causal":
         g = summary.forward_rnn.run(features, L * Z)                       # x_{1:t}
     else:

@@ -36,7 +36,7 @@ def storn_dense(model, batch, b):
         xs.append(x_t.select(m[t]))
         zs.append(z)
     q_bank, enc = NoiseBank(L * Z), model.encoder_head.head
-    g = model.encoder_rnn.run(constant_features(batch, b, L * Z, carry=True), L * Z)
+    g = model.encoder_rnn.run(constant_features(batch, b, L * Z, fill="carry"), L * Z)
     q = [q_bank.gaussian(head_mean(enc, g_t), head_constant_var(enc, g_t.mean)) for g_t in g]
     return Affine.cat(xs + zs), Affine.cat(q), x[m]
 

@@ -19,7 +19,8 @@ to z_{t-1} (an approximation of Li & Mandt's). ELBO (seed eq. 13 plus the static
     sum_t E_q log p(x_t | z_t, v) - KL(q(v | x) || p(v))
         - sum_t E_q KL(q(z_t | x, v) || p(z_t | z_{1:t-1}))
 with every KL closed-form (the dynamic ones at the drawn z_{1:t-1}). Missing entries
-reach the encoders as [x * mask, mask]. Forecasts and samples keep v fixed along a path.
+reach the encoders (both read the whole sequence) as [x, mask] with x filled by linear
+interpolation between the seen values. Forecasts and samples keep v fixed along a path.
 One step per grid point; padding beyond ``lengths`` is excluded from every term.
 """
 
@@ -77,7 +78,7 @@ class DSAE(PathModel):
         c = self.config = config
         Z, V, E, D, U = c.latent_dim, c.static_dim, c.encoder_hidden, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
-        # one frame model feeds both encoders: [x * mask, mask, u] -> features
+        # one frame model feeds both encoders: [x filled, mask, u] -> features
         self.frame_input, width = frame_input(c, D, U)
         self.static_summary = SequenceSummary(width, E, "bidirectional")
         self.static_head = GaussianMLP(2 * E, c.mlp_hidden, V, c.min_var)
@@ -89,9 +90,9 @@ class DSAE(PathModel):
         self.observation = observation_model(c, width, D, c.free_emission_variance)
 
     def encoder_features(self, batch: SequenceBatch) -> Tensor:
-        """(B, T, F) what both encoders read of a prepared batch: [x * mask, mask, u]
+        """(B, T, F) what both encoders read of a prepared batch: [x filled, mask, u]
         through the frame model."""
-        return self.frame_input(observation_features(batch))
+        return self.frame_input(observation_features(batch, fill="steps"))
 
     def static_posterior(self, batch: SequenceBatch, features: Tensor | None = None
                          ) -> tuple[Tensor, Tensor]:

@@ -16,7 +16,9 @@ s_{t-1}) (s_1 = 0) summarising the drawn z_{1:t-1}, and g_t a GRU summary of x:
         future observation, so inference runs online (an approximation of the posterior)
     q(z_t | ·) = N(mu([g_t, s_t]), diag sigma^2([g_t, s_t]))
 ELBO (seed eq. 13): closed-form KL(q(z_t | ·) || N(0, I)) at the drawn z_{1:t-1}. Missing
-entries reach the encoder as [x * mask, mask]; the decoder never reads x, so generation
+entries reach the encoder as [x, mask] with x filled by linear interpolation between the
+seen values (non-causal encoder) or carried forward from the last seen one (causal: 0
+before it); the decoder never reads x, so generation
 needs no feedback. One step per grid point; padding beyond ``lengths`` is excluded.
 """
 
@@ -78,7 +80,7 @@ class RVAE(PathModel):
         c = self.config = config
         Z, H, E, D, U = c.latent_dim, c.hidden_size, c.encoder_hidden, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
-        self.frame_input, width = frame_input(c, D, U)      # [x * mask, mask, u] -> encoder
+        self.frame_input, width = frame_input(c, D, U)      # [x filled, mask, u] -> encoder
         self.observation_summary = SequenceSummary(width, E, ENCODER_DIRECTIONS[c.encoder])
         self.latent_rnn = nn.GRU(Z, E, batch_first=True)
         self.encoder_head = GaussianMLP(self.observation_summary.out_features + E,
@@ -89,7 +91,10 @@ class RVAE(PathModel):
 
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
-        features = self.frame_input(observation_features(batch))               # (B, T, F + U)
+        # unseen entries: linear interpolation for the encoder that reads x_{t:T} anyway,
+        # the last seen value for the causal one (which must not look ahead)
+        fill = "carry" if self.config.encoder == "causal" else "steps"
+        features = self.frame_input(observation_features(batch, fill=fill))    # (B, T, F + U)
         g = self.observation_summary(features, batch.lengths)                  # (B, T, C)
         s = g.new_zeros(K * B, self.config.encoder_hidden)       # summary of z_{1:t-1}
         # the encoder's product with g_t is made once per sequence for all steps

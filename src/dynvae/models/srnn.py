@@ -76,7 +76,7 @@ class SRNN(PathModel):
         Z, H, D, U = c.latent_dim, c.hidden_size, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
         # frames reach the forward recurrence (x_{t-1}) and the backward encoder (x_t)
-        # through their own frame models: [x * mask, mask, u] -> features
+        # through their own frame models: [x filled, mask, u] -> features
         self.previous_frames, width = frame_input(c, D, U)
         self.forward_rnn = nn.GRU(width, H, batch_first=True)
         self.prior = GaussianMLP(Z + H, c.mlp_hidden, Z, c.min_var)

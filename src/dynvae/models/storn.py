@@ -17,7 +17,7 @@ independent of the drawn path. Missing entries reach both recurrences as [x, mas
 with x an unseen entry's last seen value (0 before it: causal, never a later value),
 so the decoder conditions on which entries of x_{t-1} were seen. (Filled with 0, a
 recurrence trained on complete sequences met the mask channel's 0 only at test time:
-imputation MSE 3-13x worse, docs/results/quality.md#causal-fill.)
+imputation MSE 3-13x worse, docs/results/quality.md.)
 Generation (``sample``, ``forecast``) feeds the decoder mean (``generation_feedback=
 "mean"``) or a draw (``"sample"``, exact ancestral sampling) back as x_{t-1}. Time stamps
 are not used: one step per grid point; padding beyond ``lengths`` is excluded.
@@ -74,7 +74,7 @@ class STORN(PathModel):
         Z, H, D, U = c.latent_dim, c.hidden_size, data_dim, input_dim
         self.data_dim, self.input_dim = D, U
         # frames reach the encoder (x_t) and the decoder recurrence (x_{t-1}) through
-        # their own frame models: [x * mask, mask, u] or [x * mask, mask] -> features
+        # their own frame models: [x filled, mask, u] or [x filled, mask] -> features
         self.encoder_frames, width = frame_input(c, D, U)
         self.encoder_rnn = nn.GRU(width, c.encoder_hidden, batch_first=True)
         self.encoder_head = GaussianMLP(c.encoder_hidden, c.mlp_hidden, Z, c.min_var)

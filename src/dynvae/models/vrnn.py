@@ -134,7 +134,7 @@ class VRNN(DVAE):
         U = input_width(input_dim, c.time_gap_input)
         self.data_dim, self.input_dim = D, input_dim
         self.time_gaps = TimeGapFeature() if c.time_gap_input else None
-        frames, width = frame_input(c, D, U)                  # [x * mask, mask, u] -> phi_x
+        frames, width = frame_input(c, D, U)                  # [x filled, mask, u] -> phi_x
         self.phi_x = MLP(width, c.mlp_hidden, F, activate_output=True)
         if c.frame_encoder != "mlp":
             self.phi_x = nn.Sequential(frames, self.phi_x)
