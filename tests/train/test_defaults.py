@@ -168,3 +168,29 @@ def test_kvae_recognition_network_reads_the_hidden_entries_as_unseen():
     seen = plain.train().encode(batch)[0]
     assert (hidden - seen).abs().max() > 1e-3                  # training hides entries
     torch.testing.assert_close(model.eval().encode(batch)[0], plain.eval().encode(batch)[0])
+
+
+@pytest.mark.parametrize("name", ["storn", "srnn"])
+def test_hiding_from_the_recurrence_while_training_only(name):
+    """hide_from_recurrence hides entries of x_{t-1} from the generative recurrence in
+    training (the bound changes, every entry is still scored) and nothing in evaluation;
+    the data-size rule sets it to the same share as hide_from_encoder."""
+    cls = model_class(name)
+    assert model_defaults(cls.Config(), DataSize.of(dataset(64, 6)))["hide_from_recurrence"] == 0.3
+    torch.manual_seed(0)
+    model = cls.from_config({"hide_from_recurrence": 0.5, "n_predict_samples": 2}, 3).double()
+    # a share that hides nothing but draws the same random numbers: the difference in
+    # training is the hiding's alone
+    plain = cls.from_config({"hide_from_recurrence": 1e-300, "n_predict_samples": 2},
+                            3).double()
+    plain.load_state_dict(model.state_dict())
+    batch = _batch().to(dtype=torch.float64)
+    results = []
+    for m in (model, plain):
+        torch.manual_seed(1)
+        terms = m.train().elbo(batch)
+        torch.testing.assert_close(terms.n_obs, batch.n_observed().double())
+        torch.manual_seed(1)
+        results.append((terms.elbo(), m.eval().elbo(batch).elbo()))
+    assert (results[0][0] - results[1][0]).abs().max() > 1e-6      # training hides entries
+    torch.testing.assert_close(results[0][1], results[1][1])

@@ -100,9 +100,9 @@ def prepare_batch(batch: SequenceBatch, data_dim: int, input_dim: int,
     return batch
 
 
-def check_hide_rate(rate: float) -> None:
+def check_hide_rate(rate: float, name: str = "hide_from_encoder") -> None:
     if not 0.0 <= rate < 1.0:
-        raise ConfigError(f"hide_from_encoder must lie in [0, 1), got {rate}")
+        raise ConfigError(f"{name} must lie in [0, 1), got {rate}")
 
 
 def encoder_mask(batch: SequenceBatch, rate: float, training: bool) -> Tensor:
@@ -325,14 +325,15 @@ def carried_forward(x: Tensor, mask: Tensor) -> Tensor:
     return torch.where(last >= 0, carried, torch.zeros_like(x))
 
 
-def previous_observations(batch: SequenceBatch) -> Tensor:
+def previous_observations(batch: SequenceBatch, mask: Tensor | None = None) -> Tensor:
     """(B, T, 2D) features of the previous step, [x_{t-1}, mask_{t-1}], zero at the first
     step (no previous observation): what a recurrence reading x_{t-1} sees. An unseen
     entry holds its last seen value (:func:`carried_forward`: causal, so the model stays
     a model of x_t given the past) and 0 in the mask channel; padding only after valid
-    steps."""
-    x = carried_forward(batch.x, batch.mask)
-    current = torch.cat([x, batch.mask.to(x.dtype)], -1)                     # (B, T, 2D)
+    steps. ``mask`` (B, T, D) replaces the batch's (e.g. :func:`encoder_mask`)."""
+    mask = batch.mask if mask is None else mask
+    x = carried_forward(batch.x, mask)
+    current = torch.cat([x, mask.to(x.dtype)], -1)                           # (B, T, 2D)
     return torch.cat([torch.zeros_like(current[:, :1]), current[:, :-1]], 1)
 
 

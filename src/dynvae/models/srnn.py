@@ -37,6 +37,8 @@ from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
     check_dims,
+    check_hide_rate,
+    encoder_mask,
     fed_back,
     last_observation,
     last_valid,
@@ -59,9 +61,18 @@ class SRNNConfig(FeedbackPathConfig):
     """Configuration of :class:`SRNN`. hidden_size: the forward GRU h_t; encoder_hidden: the
     backward GRU a_t; mlp_hidden: hidden layers of the prior, posterior and emission
     networks (empty: affine); observation: "gaussian" or "bernoulli";
-    generation_feedback: "mean" or "sample" (see the module docstring)."""
+    generation_feedback: "mean" or "sample" (see the module docstring).
+    hide_from_recurrence: share of the observed entries of x_{t-1} hidden at random from
+    the forward recurrence while training (still scored;
+    ``dynvae.models.common.encoder_mask``), so that it learns to read an unseen entry
+    (carried forward, mask 0) as imputation will show it one."""
 
     model_name = "SRNN"
+    hide_from_recurrence: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_hide_rate(self.hide_from_recurrence, "hide_from_recurrence")
 
 
 class SRNN(PathModel):
@@ -89,7 +100,8 @@ class SRNN(PathModel):
 
     def deterministic_states(self, batch: SequenceBatch) -> Tensor:
         """h_t = GRU([x_{t-1}, u_t], h_{t-1}) of a prepared batch: (B, T, H)."""
-        previous = self.previous_frames(with_input(previous_observations(batch), batch.u))
+        seen = encoder_mask(batch, self.config.hide_from_recurrence, self.training)
+        previous = self.previous_frames(with_input(previous_observations(batch, seen), batch.u))
         return run_gru(self.forward_rnn, previous)
 
     def emission(self, z: Tensor, h: Tensor) -> tuple[Tensor, ...]:

@@ -35,6 +35,8 @@ from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
     check_dims,
+    check_hide_rate,
+    encoder_mask,
     fed_back,
     last_observation,
     last_valid,
@@ -57,9 +59,17 @@ class STORNConfig(FeedbackPathConfig):
     """Configuration of :class:`STORN`. hidden_size: the decoder GRU h_t; encoder_hidden:
     the encoder GRU g_t; mlp_hidden: hidden layers of the encoder head and the emission
     (empty: affine); observation: "gaussian" or "bernoulli"; generation_feedback: "mean"
-    or "sample" (see the module docstring)."""
+    or "sample" (see the module docstring). hide_from_recurrence: share of the observed
+    entries of x_{t-1} hidden at random from the decoder recurrence while training
+    (still scored; ``dynvae.models.common.encoder_mask``), so that it learns to read an
+    unseen entry (carried forward, mask 0) as imputation will show it one."""
 
     model_name = "STORN"
+    hide_from_recurrence: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_hide_rate(self.hide_from_recurrence, "hide_from_recurrence")
 
 
 class STORN(PathModel):
@@ -93,7 +103,8 @@ class STORN(PathModel):
         K, (B, T) = n_samples, batch.x.shape[:2]
         q_mean, q_var = self.posterior(batch)                                  # (B, T, Z)
         z = q_mean + q_var.sqrt() * stepwise_normal(K, B, T, q_mean.shape[-1], q_mean)
-        previous = self.previous_frames(previous_observations(batch))         # (B, T, F)
+        seen = encoder_mask(batch, self.config.hide_from_recurrence, self.training)
+        previous = self.previous_frames(previous_observations(batch, seen))   # (B, T, F)
         previous = previous.expand(K, -1, -1, -1)                              # (K, B, T, F)
         inputs = with_input(torch.cat([previous, z], -1), batch.u)
         h = run_gru(self.decoder_rnn, inputs.reshape(K * B, T, -1)).reshape(K, B, T, -1)
