@@ -12,6 +12,7 @@ from dynvae.models.common import (
     DictConfig,
     as_sizes,
     check_choice,
+    check_hide_rate,
     check_observation,
     check_positive,
 )
@@ -53,10 +54,15 @@ class PathConfig(FrameOptions, DictConfig):
 class FeedbackPathConfig(PathConfig):
     """A path model whose generation feeds x_{t-1} back into a recurrence:
     generation_feedback "mean" (the decoder mean) or "sample" (a draw: exact ancestral
-    sampling)."""
+    sampling). hide_from_recurrence: share of the observed entries of x_{t-1} hidden at
+    random from that recurrence while training (still scored;
+    ``dynvae.models.common.encoder_mask``), so that it learns to read an unseen entry
+    (carried forward, mask 0) as imputation will show it one."""
 
     generation_feedback: str = "mean"
+    hide_from_recurrence: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice("generation_feedback", self.generation_feedback, FEEDBACKS)
+        check_hide_rate(self.hide_from_recurrence, "hide_from_recurrence")

@@ -37,7 +37,6 @@ from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
     check_dims,
-    check_hide_rate,
     encoder_mask,
     fed_back,
     last_observation,
@@ -62,17 +61,9 @@ class SRNNConfig(FeedbackPathConfig):
     backward GRU a_t; mlp_hidden: hidden layers of the prior, posterior and emission
     networks (empty: affine); observation: "gaussian" or "bernoulli";
     generation_feedback: "mean" or "sample" (see the module docstring).
-    hide_from_recurrence: share of the observed entries of x_{t-1} hidden at random from
-    the forward recurrence while training (still scored;
-    ``dynvae.models.common.encoder_mask``), so that it learns to read an unseen entry
-    (carried forward, mask 0) as imputation will show it one."""
+    hide_from_recurrence: see :class:`FeedbackPathConfig`."""
 
     model_name = "SRNN"
-    hide_from_recurrence: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_hide_rate(self.hide_from_recurrence, "hide_from_recurrence")
 
 
 class SRNN(PathModel):

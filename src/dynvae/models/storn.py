@@ -17,7 +17,7 @@ independent of the drawn path. Missing entries reach both recurrences as [x, mas
 with x an unseen entry's last seen value (0 before it: causal, never a later value),
 so the decoder conditions on which entries of x_{t-1} were seen. (Filled with 0, a
 recurrence trained on complete sequences met the mask channel's 0 only at test time:
-imputation MSE 3-13x worse, docs/results/quality.md.)
+45 s imputation MSE 3-23x worse, docs/results/quality.md.)
 Generation (``sample``, ``forecast``) feeds the decoder mean (``generation_feedback=
 "mean"``) or a draw (``"sample"``, exact ancestral sampling) back as x_{t-1}. Time stamps
 are not used: one step per grid point; padding beyond ``lengths`` is excluded.
@@ -35,7 +35,6 @@ from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
     check_dims,
-    check_hide_rate,
     encoder_mask,
     fed_back,
     last_observation,
@@ -59,17 +58,10 @@ class STORNConfig(FeedbackPathConfig):
     """Configuration of :class:`STORN`. hidden_size: the decoder GRU h_t; encoder_hidden:
     the encoder GRU g_t; mlp_hidden: hidden layers of the encoder head and the emission
     (empty: affine); observation: "gaussian" or "bernoulli"; generation_feedback: "mean"
-    or "sample" (see the module docstring). hide_from_recurrence: share of the observed
-    entries of x_{t-1} hidden at random from the decoder recurrence while training
-    (still scored; ``dynvae.models.common.encoder_mask``), so that it learns to read an
-    unseen entry (carried forward, mask 0) as imputation will show it one."""
+    or "sample" (see the module docstring). hide_from_recurrence: see
+    :class:`FeedbackPathConfig`."""
 
     model_name = "STORN"
-    hide_from_recurrence: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_hide_rate(self.hide_from_recurrence, "hide_from_recurrence")
 
 
 class STORN(PathModel):

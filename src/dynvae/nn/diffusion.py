@@ -69,25 +69,21 @@ class _TanhLayerAndSlope(torch.autograd.Function):
         gu = gs * c                                                         # (N, H, Z)
         gu.addcmul_(gu, p, value=-2.0).addcmul_(ga.unsqueeze(-2), w2, value=2.0)
         gu.mul_(variance)                                                   # dL/du
-        direct = variance.mul_(gs).sum(0).mul_(4.0)                         # (H, Z)
-        return _parameter_grads(ctx, gu, z, w1, w2, p, ga, direct)
-
-
-def _parameter_grads(ctx, gu: Tensor, z: Tensor, w1: Tensor, w2: Tensor, p: Tensor,
-                     ga: Tensor, direct: Tensor) -> tuple:
-    """Gradients of (z, w1, b1, w2) from dL/du (u = 2 w1 z + 2 b1), with ``direct`` the
-    slope's own 4 sum_n gs p (1 - p) (through c = 4 w1 w2): a = sum_k w2_k (2 p_k - 1)
-    gives w2 the term 2 sum_n ga p - sum_n ga."""
-    grads = [None, None, None, None]
-    if ctx.needs_input_grad[0]:
-        grads[0] = (gu * w1).sum(-2).mul_(2.0)
-    if ctx.needs_input_grad[1]:
-        grads[1] = (gu * z.unsqueeze(-2)).sum(0).mul_(2.0).addcmul_(direct, w2)
-    if ctx.needs_input_grad[2]:
-        grads[2] = gu.sum(0).mul_(2.0)
-    if ctx.needs_input_grad[3]:
-        grads[3] = (p * ga.unsqueeze(-2)).sum(0).mul_(2.0).sub_(ga.sum(0)).addcmul_(direct, w1)
-    return tuple(grads)
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
+            # the slope's own dependence on w1 and w2 through c: 4 sum_n gs p (1 - p)
+            direct = variance.mul_(gs).sum(0).mul_(4.0)                     # (H, Z)
+        # u = 2 w1 z + 2 b1; a = sum_k w2_k (2 p_k - 1) gives w2 2 sum_n ga p - sum_n ga
+        grads = [None, None, None, None]
+        if ctx.needs_input_grad[0]:
+            grads[0] = (gu * w1).sum(-2).mul_(2.0)
+        if ctx.needs_input_grad[1]:
+            grads[1] = (gu * z.unsqueeze(-2)).sum(0).mul_(2.0).addcmul_(direct, w2)
+        if ctx.needs_input_grad[2]:
+            grads[2] = gu.sum(0).mul_(2.0)
+        if ctx.needs_input_grad[3]:
+            grads[3] = (p * ga.unsqueeze(-2)).sum(0).mul_(2.0).sub_(ga.sum(0)).addcmul_(
+                direct, w1)
+        return tuple(grads)
 
 
 # Below this many activations (N Z H) the plain expressions in the parameters' own
@@ -106,10 +102,6 @@ def _fused(z: Tensor, w1: Tensor) -> bool:
     (under torch.compile the plain expressions are traced and fused anyway)."""
     return (z.numel() * w1.shape[-1] >= FUSED_MIN_ELEMENTS
             and not torch.compiler.is_compiling())
-
-
-def _needs_graph(*tensors: Tensor) -> bool:
-    return torch.is_grad_enabled() and any(v.requires_grad for v in tensors)
 
 
 def tanh_layer(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
@@ -148,7 +140,7 @@ def tanh_layer_and_slope(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple
         a = (p * (w2 + w2)).sum(-1) - w2.sum(-1)
         return a, (torch.addcmul(p, p, p, value=-1.0) * (4.0 * w1 * w2)).sum(-1)
     flat, w1t, b1t, w2t = _transposed(z, w1, b1, w2)
-    if _needs_graph(z, w1, b1, w2):
+    if torch.is_grad_enabled() and any(v.requires_grad for v in (z, w1, b1, w2)):
         a, s = _TanhLayerAndSlope.apply(flat, w1t, b1t, w2t)
     else:
         with torch.no_grad():

@@ -50,7 +50,7 @@ number of features D, and the median time step dt; it is the same for every data
   model learns is to infer entries from their observed neighbours: imputation.
   hide_from_recurrence = 0.3 likewise hides entries of x_{t-1} from the generative
   recurrences of STORN and the SRNN, which otherwise never read an unseen entry before
-  imputation shows them one: 45 s imputation MSE with -> without on japanese-vowels
+  imputation shows them one: 45 s imputation MSE with / without on japanese-vowels
   SRNN 0.003362 / 0.004895, STORN 0.005628 / 0.007364, seattle-temps 1.112 / 3.962 and
   1.786 / 2.73 (docs/results/quality.md).
 * the GP-VAE's initial lengthscale is 3 dt (the kernel learns it from there).
