@@ -162,6 +162,72 @@ def test_kl_weight_and_epoch_batches():
     assert b0 != epoch_batches(11, 4, seed=1, epoch=1)
 
 
+def _lengths_of(batches, lengths):
+    return [[lengths[i] for i in b] for b in batches]
+
+
+def test_epoch_batches_group_lengths():
+    gen = torch.Generator().manual_seed(0)
+    lengths = torch.randint(5, 200, (203,), generator=gen).tolist()
+    plain = epoch_batches(203, 8, seed=2, epoch=3)
+    grouped = epoch_batches(203, 8, seed=2, epoch=3, lengths=lengths)
+    # a partition into ceil(n / batch) batches, at most one smaller, reproducible, new
+    # batches every epoch
+    assert sorted(sum(grouped, [])) == list(range(203))
+    assert len(grouped) == math.ceil(203 / 8)
+    assert sum(len(b) < 8 for b in grouped) == 1
+    assert grouped == epoch_batches(203, 8, seed=2, epoch=3, lengths=lengths)
+    assert grouped != epoch_batches(203, 8, seed=2, epoch=4, lengths=lengths)
+    # less padding: each batch runs to its longest sequence
+    padded = lambda bs: sum(max(ls) * len(ls) for ls in _lengths_of(bs, lengths))
+    assert padded(grouped) < 0.8 * padded(plain)
+    # within one pool (here the whole set: 64 = 8 batches of 8) batches cover disjoint
+    # ranges of lengths: sorted then cut
+    distinct = torch.randperm(64, generator=gen).tolist()
+    pool = _lengths_of(epoch_batches(64, 8, seed=0, epoch=0, lengths=distinct), distinct)
+    ranges = sorted((min(ls), max(ls)) for ls in pool)
+    assert all(hi < lo for (_, hi), (lo, _) in zip(ranges, ranges[1:], strict=False))
+    # equal lengths: the plain permutation's batches
+    assert epoch_batches(203, 8, seed=2, epoch=3, lengths=[7] * 203) == plain
+    with pytest.raises(ValueError, match="202 lengths for 203"):
+        epoch_batches(203, 8, seed=2, epoch=3, lengths=lengths[1:])
+
+
+def _ragged(n, seed=0):
+    """A SequenceDataset of make_data's sequences cut to lengths 4..12."""
+    from dynvae.data.dataset import Sequence, SequenceDataset
+    x = make_data(n, T=12, seed=seed).numpy()
+    lengths = [4 + (7 * i) % 9 for i in range(n)]
+    return SequenceDataset([Sequence(t=range(T), x=x[i, :T], id=str(i))
+                            for i, T in enumerate(lengths)], ["a", "b", "c"])
+
+
+@pytest.mark.parametrize("group", [True, False])
+def test_trainer_batches_by_length_and_resumes_exactly(tmp_path, monkeypatch, group):
+    import dynvae.train.trainer as trainer_module
+    train, val = _ragged(23), _ragged(7, seed=1)
+    seen = []
+    real = trainer_module.local_batches
+
+    def recording(dataset, batches, *args, **kw):
+        seen.append([list(b) for b in batches])
+        return real(dataset, batches, *args, **kw)
+    monkeypatch.setattr(trainer_module, "local_batches", recording)
+    cfg = dict(group_lengths=group, max_epochs=3)
+    Trainer(_model(), _config(**cfg), tmp_path / "a").fit(train, val)
+    expect = [epoch_batches(23, 5, 3, epoch, train.lengths if group else None)
+              for epoch in range(3)]
+    assert seen == expect
+    # interrupted after 7 steps (mid-epoch) and resumed: the same parameters
+    Trainer(_model(), _config(max_steps=7, **cfg), tmp_path / "b").fit(train, val)
+    Trainer.resume(tmp_path / "b", _model(seed=5), train, val, config=_config(**cfg))
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == 15
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
 def test_drop_observed_rate_and_batch_independence():
     data = ListDataset(make_data(40, T=30, D=4))
     batch = data.to_batch(list(range(40)))

@@ -49,9 +49,13 @@ def gaussian_nll(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return 0.5 * math.log(2 * math.pi) + np.log(std) + 0.5 * ((x - mean) / std) ** 2
 
 
-def chunks(n: int, size: int = CHUNK) -> list[list[int]]:
-    """Consecutive index lists of at most ``size`` covering range(n)."""
-    return [list(range(a, min(a + size, n))) for a in range(0, n, size)]
+def chunks(n: int, size: int = CHUNK, lengths=None) -> list[list[int]]:
+    """Index lists of at most ``size`` covering range(n): consecutive, or with
+    ``lengths`` (N,) in order of length (ties in index order), so that each chunk,
+    padded to its longest sequence, holds little padding."""
+    order = (list(range(n)) if lengths is None
+             else np.argsort(np.asarray(lengths), kind="stable").tolist())
+    return [order[a:a + size] for a in range(0, n, size)]
 
 
 # entries of one (K, B, T, D) Monte Carlo tensor of a prediction chunk: a Monte Carlo
@@ -100,7 +104,8 @@ def likelihood_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     bar.set_description(f"{prefix or 'test_'}likelihood (IWAE k={k})")
     log_scale = torch.as_tensor(np.log(standardizer.std), dtype=torch.float64)
     elbo = bound = steps = 0.0
-    for idx in chunks(len(data), prediction_chunk(model, data, draws=min(k, 64))):
+    for idx in chunks(len(data), prediction_chunk(model, data, draws=min(k, 64)),
+                      data.lengths):
         batch = data.to_batch(idx, dtype=torch.float64)
         jacobian = float((model.scored_mask(batch).cpu().double() * log_scale).sum())
         steps += float(batch.lengths.sum())
@@ -134,28 +139,21 @@ def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     if not hidden.any():
         bar.update(len(data))
         return {}
-    means, stds = [], []
-    for idx in chunks(len(data), prediction_chunk(model, data)):
+    mean = np.zeros(batch.x.shape)
+    std = np.ones(batch.x.shape)
+    for idx in chunks(len(data), prediction_chunk(model, data), data.lengths):
         part = data.to_batch(idx, dtype=torch.float64)
         hide = hidden[idx][:, :part.x.shape[1]]
-        mean, std = _to_original(standardizer, model.reconstruct(part.with_mask(
+        m, s = _to_original(standardizer, model.reconstruct(part.with_mask(
             part.mask & ~hide)))
-        means.append(_pad_time(mean, batch.x.shape[1]))
-        stds.append(_pad_time(std, batch.x.shape[1], fill=1.0))
+        mean[idx, :m.shape[1]], std[idx, :s.shape[1]] = m, s
         bar.update(len(idx))
-    mean, std = np.concatenate(means), np.concatenate(stds)
     x = standardizer.inverse_mean(batch.x.double()).numpy()
     h = hidden.numpy()
     name, nll = predictive_nll(model, x, mean, std)
     return {"test_imputation_mse": float(((mean - x) ** 2)[h].mean()),
             f"test_imputation_{name}": float(nll[h].mean()),
             "test_imputation_entries": float(h.sum())}
-
-
-def _pad_time(values: np.ndarray, T: int, fill: float = 0.0) -> np.ndarray:
-    """(B, t, D) -> (B, T, D), padded with ``fill`` after step t."""
-    pad = np.full((values.shape[0], T - values.shape[1], values.shape[2]), fill)
-    return np.concatenate([values, pad], axis=1)
 
 
 def default_horizon(data: SequenceDataset) -> int:
@@ -186,13 +184,14 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
     bar.set_description(f"forecast ({horizon} steps)")
     past, future = split_history(data, horizon)
     t_future = torch.tensor(np.stack([f[0] for f in future]), dtype=torch.float64)
-    parts = []
-    for idx in chunks(len(data), prediction_chunk(model, data)):
-        parts.append(_to_original(standardizer, model.forecast(
-            past.to_batch(idx, dtype=torch.float64), t_future[idx])))
+    mean = std = None
+    for idx in chunks(len(data), prediction_chunk(model, data), past.lengths):
+        m, s = _to_original(standardizer, model.forecast(
+            past.to_batch(idx, dtype=torch.float64), t_future[idx]))
+        if mean is None:
+            mean, std = np.empty((len(data), *m.shape[1:])), np.empty((len(data), *s.shape[1:]))
+        mean[idx], std[idx] = m, s
         bar.update(len(idx))
-    mean = np.concatenate([m for m, _ in parts])
-    std = np.concatenate([s for _, s in parts])
     x = standardizer.inverse_mean(np.stack([f[1] for f in future]))   # (B, H, D), NaN missing
     seen = ~np.isnan(x)
     if not seen.any():

@@ -39,10 +39,15 @@ class BoundSummary:
 
 def iterate_batches(dataset, batch_size: int, world: World, dtype: torch.dtype,
                     device: torch.device):
-    """This rank's share of ``dataset`` in order, as SequenceBatch objects."""
+    """This rank's share of ``dataset`` as SequenceBatch objects: the sequences in order
+    of length (ties in dataset order) where the dataset has ``lengths``, so that each
+    batch, padded to its longest sequence, holds little padding; else in order."""
     n = len(dataset)
+    lengths = getattr(dataset, "lengths", None)
+    order = (list(range(n)) if lengths is None
+             else torch.sort(torch.as_tensor(lengths), stable=True).indices.tolist())
     for start in range(0, n, batch_size):
-        local = shard(list(range(start, min(start + batch_size, n))), world)
+        local = shard(order[start:start + batch_size], world)
         if local:
             yield dataset.to_batch(local, dtype=dtype, device=device)
 

@@ -62,6 +62,9 @@ class TrainConfig:
     #                                the run (steps or time budget, whichever ends first)
     variance_lr: float = 10.0  # learning rate of free variances, as a multiple of lr
     batch_size: int = 20  # sequences per training step (all processes together)
+    group_lengths: bool = False  # batches of sequences of similar length (less padding
+    #                              on data of varying lengths, batches less mixed;
+    #                              dynvae.train.batching.epoch_batches)
     max_epochs: int = 100  # passes over the training sequences
     max_steps: int | None = None  # None: limited by max_epochs only
     max_seconds: float | None = None  # wall-clock training budget; None: no limit
@@ -475,7 +478,10 @@ class Trainer:
             return train.stream(cfg.seed, state.epoch, cfg.batch_size, self.world,
                                 state.batch_in_epoch, self.dtype, self.device,
                                 cfg.num_workers)
-        batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, state.epoch)
+        # a dataset without lengths (any object with __len__ and to_batch) is batched
+        # by the plain permutation
+        lengths = getattr(train, "lengths", None) if cfg.group_lengths else None
+        batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, state.epoch, lengths)
         return local_batches(train, batches[state.batch_in_epoch:], self.world, self.dtype,
                              self.device, cfg.num_workers)
 
