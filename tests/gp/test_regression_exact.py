@@ -1,6 +1,8 @@
 """StateSpaceGP (Kalman, O(T)) against dense exact GP regression on irregular times with
 missing values: dynvae's own dense reference and scikit-learn's GaussianProcessRegressor."""
 
+import math
+
 import pytest
 import torch
 
@@ -168,3 +170,42 @@ def test_fit_into_degenerate_variances_is_a_clear_error():
     gp = StateSpaceGP(Matern52(0.05, 1.0), noise_variance=0.1, engine=ParallelKalman())
     with pytest.raises(DataError, match="1 observed values"):
         gp.fit(torch.tensor([1.0], dtype=DT), torch.zeros(1, dtype=DT), max_iter=100)
+
+
+class _FailingBackward(torch.autograd.Function):
+    """Identity whose backward raises as a failed Cholesky factor does."""
+
+    @staticmethod
+    def forward(ctx, value):
+        return value.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise torch.linalg.LinAlgError("linalg.cholesky: The factorization could not be "
+                                       "completed (raised in a backward pass)")
+
+
+def test_a_backward_pass_that_fails_rejects_the_trial_point(monkeypatch):
+    """An engine whose gradient fails at a trial point of the line search (found on the
+    README's CO2 fit: a Cholesky factor in the analytic backward pass) rejects that
+    point like a failed forward pass: the fit goes on and ends where an undisturbed fit
+    ends."""
+    t, x = irregular_data()
+
+    def fitted(fail_at):
+        gp = StateSpaceGP(Matern32(1.2, 0.8), noise_variance=0.3)
+        real = gp.log_marginal_likelihood
+        count = {"n": 0}
+
+        def patched(t_, x_):
+            count["n"] += 1
+            lml = real(t_, x_)
+            return _FailingBackward.apply(lml) if count["n"] in fail_at else lml
+        monkeypatch.setattr(gp, "log_marginal_likelihood", patched)
+        return gp, gp.fit(t, x, max_iter=200)
+    gp_ref, ref = fitted(fail_at=())
+    gp, fit = fitted(fail_at=(3,))        # the third evaluation: a line search's trial
+    assert math.isfinite(fit.log_marginal_likelihood)
+    assert fit.log_marginal_likelihood == pytest.approx(ref.log_marginal_likelihood, abs=1e-6)
+    for key, value in gp_ref.hyperparameters().items():
+        assert float(gp.hyperparameters()[key]) == pytest.approx(float(value), rel=1e-3), key

@@ -248,10 +248,11 @@ class StateSpaceGP(nn.Module):
 class _Objective:
     """-log p(x) / n_observed and its gradient, as an L-BFGS closure, counting evaluations.
 
-    A trial step of the line search into degenerate values (a failed Cholesky factor or a
-    non-finite likelihood) is rejected with a loss far above any seen, so that the strong
-    Wolfe search steps back (a finite value: its cubic interpolation turns inf into NaN);
-    at the very first evaluation such a failure is raised.
+    A trial step of the line search into degenerate values (a failed Cholesky factor, in
+    the forward or the backward pass, or a non-finite likelihood) is rejected with a loss
+    far above any seen, so that the strong Wolfe search steps back (a finite value: its
+    cubic interpolation turns inf into NaN); at the very first evaluation such a failure
+    is raised.
     """
 
     def __init__(self, gp: StateSpaceGP, t: Tensor, x: Tensor,
@@ -270,12 +271,15 @@ class _Objective:
                 raise DataError(f"log marginal likelihood became non-finite during fitting "
                                 f"(evaluation {self.count}; hyperparameters "
                                 f"{self.gp.hyperparameters()})")
+            loss = -lml / self.n_obs
+            # the backward pass factors matrices too (an engine's analytic gradient):
+            # a failure there rejects the trial point like one in the forward pass
+            loss.backward()
         except (torch.linalg.LinAlgError, DataError):
             if self.count == 1:
                 raise
+            self.optimizer.zero_grad()    # nothing of a failed backward pass is kept
             return torch.tensor(self.rejected, dtype=self.gp.log_noise_variance.dtype)
-        loss = -lml / self.n_obs
-        loss.backward()
         self.rejected = max(self.rejected, 10 * abs(float(loss.detach())))
         if self.callback is not None:
             self.callback(self.count, float(lml.detach()))
