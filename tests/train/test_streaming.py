@@ -87,3 +87,30 @@ def test_resume_mid_epoch_equals_an_uninterrupted_run(shards, tmp_path, workers)
         assert torch.equal(value, b["model"][key]), key
     assert [r["loss"] for r in a["history"]] == [r["loss"] for r in b["history"]]
     assert len(resumed.history) == 14
+
+
+def test_evaluation_batches_follow_length_except_for_streamed_data(shards, monkeypatch):
+    """iterate_batches (the validation and test bounds) reads in-memory data in order of
+    length, streamed shards in their own order (one read per shard)."""
+    from dynvae.data.sharded import ShardedDataset
+    from dynvae.train.metrics import iterate_batches
+    from tests.train.test_trainer import _ragged
+
+    def read_order(dataset):
+        taken = []
+        real = type(dataset).to_batch
+
+        def recording(self, idx, **kw):
+            taken.append(list(idx))
+            return real(self, idx, **kw)
+        monkeypatch.setattr(type(dataset), "to_batch", recording)
+        batches = list(iterate_batches(dataset, 4, World(0, 1), torch.float64, "cpu"))
+        monkeypatch.undo()
+        assert sum(len(b) for b in taken) == len(dataset) == sum(b.batch_size for b in batches)
+        return sum(taken, [])
+    ragged = _ragged(11)
+    assert read_order(ragged) == sorted(range(11), key=lambda i: ragged.lengths[i])
+    assert read_order(ragged) != list(range(11))
+    # the shards, given lengths that differ: still read in their order
+    monkeypatch.setattr(ShardedDataset, "lengths", property(lambda self: list(range(29, 0, -1))))
+    assert read_order(shards) == list(range(29))

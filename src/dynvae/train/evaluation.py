@@ -184,13 +184,11 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
     bar.set_description(f"forecast ({horizon} steps)")
     past, future = split_history(data, horizon)
     t_future = torch.tensor(np.stack([f[0] for f in future]), dtype=torch.float64)
-    mean = std = None
+    mean = np.empty((*t_future.shape, data.dim))                       # (B, H, D)
+    std = np.empty_like(mean)
     for idx in chunks(len(data), prediction_chunk(model, data), past.lengths):
-        m, s = _to_original(standardizer, model.forecast(
+        mean[idx], std[idx] = _to_original(standardizer, model.forecast(
             past.to_batch(idx, dtype=torch.float64), t_future[idx]))
-        if mean is None:
-            mean, std = np.empty((len(data), *m.shape[1:])), np.empty((len(data), *s.shape[1:]))
-        mean[idx], std[idx] = m, s
         bar.update(len(idx))
     x = standardizer.inverse_mean(np.stack([f[1] for f in future]))   # (B, H, D), NaN missing
     seen = ~np.isnan(x)

@@ -15,7 +15,9 @@ from torch import Tensor
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.models.base import DVAE
+from dynvae.train.batching import StreamedData
 from dynvae.train.distributed import World, all_reduce_sum, shard
+from dynvae.train.evaluation import chunks
 
 _SINGLE = World()
 
@@ -40,14 +42,12 @@ class BoundSummary:
 def iterate_batches(dataset, batch_size: int, world: World, dtype: torch.dtype,
                     device: torch.device):
     """This rank's share of ``dataset`` as SequenceBatch objects: the sequences in order
-    of length (ties in dataset order) where the dataset has ``lengths``, so that each
-    batch, padded to its longest sequence, holds little padding; else in order."""
-    n = len(dataset)
-    lengths = getattr(dataset, "lengths", None)
-    order = (list(range(n)) if lengths is None
-             else torch.sort(torch.as_tensor(lengths), stable=True).indices.tolist())
-    for start in range(0, n, batch_size):
-        local = shard(order[start:start + batch_size], world)
+    of length where the dataset has ``lengths`` (:func:`dynvae.train.evaluation.chunks`),
+    so that each batch, padded to its longest sequence, holds little padding; in order
+    for data without lengths and for streamed data (StreamedData: read shard by shard)."""
+    lengths = None if isinstance(dataset, StreamedData) else getattr(dataset, "lengths", None)
+    for indices in chunks(len(dataset), batch_size, lengths):
+        local = shard(indices, world)
         if local:
             yield dataset.to_batch(local, dtype=dtype, device=device)
 
