@@ -36,8 +36,8 @@ def test_rule_scales_with_the_data(n, D, batch, width, latent, epochs):
     size = DataSize.of(dataset(n, D, T=3))
     assert (size.batch_size, size.width, size.latent_dim) == (batch, width, latent)
     assert train_defaults(size) == {"batch_size": batch, "lr": 3e-3, "lr_schedule": "constant",
-                                    "kl_anneal_steps": 500, "horizon_warmup_steps": 0,
-                                    "max_epochs": epochs}
+                                    "average_decay": 0.995, "kl_anneal_steps": 500,
+                                    "horizon_warmup_steps": 0, "max_epochs": epochs}
 
 
 @pytest.mark.parametrize("given, unlimited", [
@@ -94,6 +94,8 @@ def test_command_line_setup_applies_the_rule_unless_set(tmp_path):
     spec = {"data": str(path), "id_col": "id", "time_col": "t"}
     setup = setup_run("dkf", ["batch_size=3", "model.latent_dim=5"], spec)
     assert setup.configs["train"].batch_size == 3 and setup.configs["model"].latent_dim == 5
+    assert setup.configs["train"].average_decay == 0.995
+    assert setup_run("dkf", ["average_decay=0"], spec).configs["train"].average_decay == 0.0
     assert setup.configs["train"].kl_anneal_steps == 500          # the warm-up of every size
     assert setup.configs["model"].hide_from_encoder == 0.3
     assert setup.configs["train"].horizon_warmup_steps == 0       # not asked for by the DKF

@@ -144,7 +144,8 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 @pytest.mark.parametrize("bad", [dict(lr=0), dict(batch_size=0), dict(missing_rate=1.0),
                                  dict(dtype="float16"), dict(device="tpu"),
-                                 dict(max_steps=-1), dict(beta=0.0)])
+                                 dict(max_steps=-1), dict(beta=0.0), dict(average_decay=1.0),
+                                 dict(average_decay=-0.1)])
 def test_bad_config(bad):
     with pytest.raises(ConfigError):
         TrainConfig(**bad)
@@ -484,3 +485,87 @@ def test_resume_of_a_killed_run_keeps_the_schedule(tmp_path):
     resumed = Trainer.resume(tmp_path / "b", model(), train)
     assert [r["lr"] for r in resumed.history] == [r["lr"] for r in full.history]
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in full.history]
+
+
+def _trajectory(trainer):
+    """Records the model's floating-point state after every optimizer step."""
+    seen = [_params(trainer.model)]
+    step = trainer.optimizer.step
+
+    def recorded(*args, **kw):
+        out = step(*args, **kw)
+        seen.append(_params(trainer.model))
+        return out
+    trainer.optimizer.step = recorded
+    return seen
+
+
+def _expected_average(seen, decay):
+    """a_0 = theta_0, a_{s+1} = d_s a_s + (1 - d_s) theta_{s+1},
+    d_s = min(decay, (1 + s) / (10 + s)), computed by hand."""
+    avg = dict(seen[0])
+    for s, theta in enumerate(seen[1:]):
+        d = min(decay, (1 + s) / (10 + s))
+        avg = {k: d * avg[k] + (1 - d) * theta[k] for k in avg}
+    return avg
+
+
+def test_parameter_average_is_the_final_model_and_leaves_the_iterates_alone():
+    train = ListDataset(make_data(20))
+    plain = Trainer(_model(), _config(max_steps=25)).fit(train)
+    trainer = Trainer(_model(), _config(max_steps=25, average_decay=0.8))
+    seen = _trajectory(trainer)
+    result = trainer.fit(train)
+    # averaging does not change the optimisation: the same losses step by step
+    assert [r["loss"] for r in result.history] == [r["loss"] for r in plain.history]
+    expected = _expected_average(seen, 0.8)
+    final = _params(trainer.model)
+    for key, value in expected.items():
+        torch.testing.assert_close(final[key], value, rtol=0, atol=1e-12)
+    # and the average is not the last iterate
+    assert max((final[k] - seen[-1][k]).abs().max() for k in final) > 1e-3
+
+
+def test_validation_and_best_parameters_use_the_average(tmp_path):
+    data = make_data(30)
+    train, val = ListDataset(data[:24]), ListDataset(data[24:])
+    cfg = _config(lr=0.3, max_steps=24, eval_every=4, checkpoint_every=24, average_decay=0.7)
+    trainer = Trainer(_model(analytic=True), cfg, tmp_path)
+    seen = _trajectory(trainer)
+    result = trainer.fit(train, val)
+    vals = {r["step"]: r["val_elbo_per_step"] for r in result.history
+            if "val_elbo_per_step" in r}
+    probe = _model(analytic=True)
+    for step, value in vals.items():
+        probe.load_state_dict(_expected_average(seen[:step + 1], 0.7))
+        assert evaluate_elbo(probe, val, seed=cfg.seed).per_step == pytest.approx(value,
+                                                                                 abs=1e-10)
+        probe.load_state_dict(seen[step])              # the iterate itself scores otherwise
+        assert abs(evaluate_elbo(probe, val, seed=cfg.seed).per_step - value) > 1e-6
+    assert result.best_val == max(vals.values())
+    best = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    for key, value in _expected_average(seen[:result.best_step + 1], 0.7).items():
+        torch.testing.assert_close(best["model"][key], value, rtol=0, atol=1e-12)
+        torch.testing.assert_close(trainer.model.state_dict()[key], value, rtol=0, atol=1e-12)
+
+
+def test_resume_keeps_the_parameter_average(tmp_path):
+    data = make_data(30)
+    train, val = ListDataset(data[:23]), ListDataset(data[23:])
+    cfg = dict(average_decay=0.9, eval_every=5)
+    full = Trainer(_model(), _config(max_steps=16, **cfg), tmp_path / "a")
+    full.fit(train, val)
+    Trainer(_model(), _config(max_steps=8, **cfg), tmp_path / "b").fit(train, val)
+    resumed = Trainer(_model(seed=5), _config(max_steps=16, **cfg), tmp_path / "b")
+    resumed.fit(train, val, resume=True)
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    for key, value in a["average"].items():
+        assert torch.equal(value, b["average"][key]), key
+    assert a["best_val"] == b["best_val"] and a["best_step"] == b["best_step"]
+    # a last.pt whose average does not fit the model is refused by name
+    broken = dict(b, average={"C": torch.zeros(1)})
+    torch.save(broken, tmp_path / "b" / "checkpoints" / "last.pt")
+    with pytest.raises(CheckpointError, match="'average'"):
+        Trainer(_model(), _config(max_steps=20, **cfg), tmp_path / "b").fit(train, val,
+                                                                           resume=True)

@@ -75,6 +75,10 @@ class TrainConfig:
     beta: float = 1.0  # KL weight of the training loss after the warm-up (1: the ELBO)
     free_bits: float = 0.0  # KL floor in nats per latent dim per time step (0: none)
     collapse_threshold: float = 0.01  # KL per step below which a latent dim is inactive
+    average_decay: float = 0.0  # decay of an exponential moving average of the
+    #                             parameters, which validation, early stopping, best.pt
+    #                             and the final model use (Polyak averaging); 0: the
+    #                             last iterate
     eval_every: int = 100  # steps between validation bounds
     patience: int | None = 10  # evaluations without improvement before stopping
     checkpoint_every: int = 100  # steps between writes of checkpoints/last.pt
@@ -109,6 +113,9 @@ class TrainConfig:
         if not (self.free_bits >= 0 and self.collapse_threshold >= 0):
             raise ConfigError(f"TrainConfig.free_bits and collapse_threshold must be >= 0, "
                               f"got {self.free_bits}, {self.collapse_threshold}")
+        if not 0.0 <= self.average_decay < 1.0:
+            raise ConfigError(f"TrainConfig.average_decay must lie in [0, 1), "
+                              f"got {self.average_decay}")
         if not 0.0 <= self.missing_rate < 1.0:
             raise ConfigError(f"TrainConfig.missing_rate must lie in [0, 1), "
                               f"got {self.missing_rate}")
@@ -281,6 +288,7 @@ class Trainer:
             group["base_lr"] = group["lr"]
         self._wrapped = self._wrap(self.model)
         self._noise_state = self._seeded_noise_state()
+        self._average: dict[str, torch.Tensor] | None = None   # see _update_average
 
     # ------------------------------------------------------------ public API
     @classmethod
@@ -306,6 +314,8 @@ class Trainer:
                               f"{self.world.size} processes")
         state = self._load_last() if resume else _State()
         cfg = self.config
+        if cfg.average_decay > 0 and self._average is None:
+            self._average = {k: v.detach().clone() for k, v in self._averaged_entries()}
         total = cfg.max_steps or cfg.max_epochs * self._steps_per_epoch(train)
         bar = _BudgetBar(total, cfg.max_seconds, state.step,
                          enabled=cfg.progress and self.world.is_main)
@@ -414,6 +424,7 @@ class Trainer:
             grad_norm = float(nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
             if math.isfinite(grad_norm):
                 self.optimizer.step()
+                self._update_average(step)
         return {"step": step + 1, "epoch": epoch, "loss": loss, "beta": beta,
                 "grad_norm": grad_norm, "lr": self.optimizer.param_groups[0]["lr"], **kl_row}
 
@@ -461,6 +472,46 @@ class Trainer:
             state["cuda"] = gen.get_state()
         return state
 
+    # ------------------------------------------------------- parameter average
+    def _averaged_entries(self) -> list[tuple[str, torch.Tensor]]:
+        """The model's floating-point state (parameters and buffers) that the average
+        covers, as live views of its storage (what the optimizer updates in place)."""
+        return [(k, v) for k, v in self.model.state_dict().items() if v.is_floating_point()]
+
+    def _update_average(self, step: int) -> None:
+        """After optimizer step ``step`` (0-based): average <- d average + (1 - d)
+        parameters, with d = min(average_decay, (1 + step) / (10 + step)) so that the
+        first steps' parameters (far from any fit) leave the average quickly."""
+        if self._average is None:
+            return
+        decay = min(self.config.average_decay, (1.0 + step) / (10.0 + step))
+        names = list(self._average)
+        live = dict(self._averaged_entries())
+        torch._foreach_lerp_([self._average[k] for k in names], [live[k] for k in names],
+                             1.0 - decay)
+
+    def _swap_average(self) -> None:
+        """Exchange the model's parameters with the average (twice: back as before)."""
+        live = dict(self._averaged_entries())
+        with torch.no_grad():
+            for name, avg in self._average.items():
+                held = live[name].clone()
+                live[name].copy_(avg)
+                avg.copy_(held)
+
+    @contextmanager
+    def _averaged(self):
+        """The model holds the averaged parameters inside the block (a no-op without
+        averaging)."""
+        if self._average is None:
+            yield
+            return
+        self._swap_average()
+        try:
+            yield
+        finally:
+            self._swap_average()
+
     # --------------------------------------------------------------- plumbing
     def _wrap(self, model: DVAE) -> nn.Module:
         wrapper = _ELBOModule(model)
@@ -493,13 +544,16 @@ class Trainer:
     def _validate(self, val, state: _State) -> bool:
         """Evaluate, keep a deep copy of the best parameters; True when patience ran out."""
         cfg = self.config
-        summary = evaluate_elbo(self.model, val, batch_size=cfg.eval_batch_size,
-                                n_samples=cfg.n_samples, seed=cfg.seed, world=self.world)
-        value = summary.per_step
-        state.history[-1]["val_elbo_per_step"] = value
-        if state.best_val is None or value > state.best_val:
+        with self._averaged():
+            summary = evaluate_elbo(self.model, val, batch_size=cfg.eval_batch_size,
+                                    n_samples=cfg.n_samples, seed=cfg.seed, world=self.world)
+            value = summary.per_step
+            state.history[-1]["val_elbo_per_step"] = value
+            better = state.best_val is None or value > state.best_val
+            if better:
+                state.best_params = copy.deepcopy(self.model.state_dict())
+        if better:
             state.best_val, state.best_step, state.bad_evals = value, state.step, 0
-            state.best_params = copy.deepcopy(self.model.state_dict())
             self._save_best(state)
             return False
         state.bad_evals += 1
@@ -515,6 +569,8 @@ class Trainer:
                 self._validate(val, state)
         if state.best_params is not None:
             self.model.load_state_dict(state.best_params)
+        elif self._average is not None and stopped != "non_finite":
+            self._swap_average()                   # no validation: the averaged parameters
         self._write_csv(state)
         if message and self.world.is_main:
             print(f"dynvae: {message}")
@@ -537,7 +593,7 @@ class Trainer:
             "step": state.step, "epoch": state.epoch, "batch_in_epoch": state.batch_in_epoch,
             "history": state.history, "best_step": state.best_step,
             "best_val": state.best_val, "best_params": state.best_params,
-            "bad_evals": state.bad_evals, "noise_states": noise,
+            "bad_evals": state.bad_evals, "noise_states": noise, "average": self._average,
             "world_size": self.world.size, "config": asdict(self.config),
             "run": self.run_info})
         self._write_csv(state)
@@ -552,6 +608,18 @@ class Trainer:
     def _write_csv(self, state: _State) -> None:
         if self.out_dir is not None and self.world.is_main:
             write_metrics_csv(self.out_dir / "metrics.csv", state.history)
+
+    def _loaded_average(self, saved, path: Path) -> dict[str, torch.Tensor] | None:
+        """The parameter average of a last.pt (None without averaging; a checkpoint
+        written without one starts it from the loaded parameters, in :meth:`fit`)."""
+        if self.config.average_decay == 0 or saved is None:
+            return None
+        live = dict(self._averaged_entries())
+        if not isinstance(saved, dict) or set(saved) != set(live) or any(
+                not isinstance(v, torch.Tensor) or v.shape != live[k].shape
+                for k, v in saved.items()):
+            raise CheckpointError(f"{path}: 'average' does not match the model's parameters")
+        return {k: v.to(live[k]) for k, v in saved.items()}
 
     def _load_last(self) -> _State:
         ckpt_dir = self._checkpoint_dir()
@@ -571,6 +639,7 @@ class Trainer:
                 group.setdefault("base_lr", group["lr"])
             noise = ckpt["noise_states"][self.world.rank]
             self._noise_state = {k: v.cpu() for k, v in noise.items()}
+            self._average = self._loaded_average(ckpt.get("average"), path)
             state = _State(**{key: ckpt[key] for key in _LAST_KEYS})
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError,
                 AttributeError) as err:
