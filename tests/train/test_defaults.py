@@ -74,6 +74,12 @@ def test_rule_fills_model_fields_by_their_role():
     gpvae = model_defaults(model_class("gpvae").Config(), size)
     assert gpvae["encoder_hidden"] == (64, 64) and gpvae["lengthscale"] == pytest.approx(0.3)
     assert "n_predict_samples" not in dkf and "min_var" not in gpvae
+    kvae = model_defaults(model_class("kvae").Config(), size)     # its own sized_for
+    assert (kvae["pseudo_dim"], kvae["state_dim"]) == (6, 12)
+    assert kvae["encoder_hidden"] == (64,) and kvae["dynamics_hidden"] == 64
+    wide = model_defaults(model_class("kvae").Config(), DataSize.of(dataset(64, 40)))
+    assert (wide["pseudo_dim"], wide["state_dim"]) == (16, 16)
+    assert "state_dim" not in model_defaults(model_class("lgssm").Config(), size)
 
 
 def test_given_keys_win_and_other_sections_are_kept():

@@ -62,6 +62,9 @@ from dynvae.nn.mlp import GaussianHead, inverse_softplus, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.ssm import LinearGaussianSSM
 
+# the largest state the defaults' rule gives (the Kalman recursions cost S^3 a step)
+MAX_RULE_STATE = 16
+
 # engines whose log-likelihood carries exact gradients through time-varying matrices
 ENGINES = {"parallel": ParallelKalman, "sequential": SequentialKalman}
 
@@ -103,6 +106,13 @@ class KVAEConfig(FrameOptions, DictConfig):
     min_var: float = 1e-4
     n_predict_samples: int = 32
     hide_from_encoder: float = 0.0
+
+    def sized_for(self, size) -> dict:
+        """The fields the defaults' rule sizes from the data (``dynvae.train.defaults``,
+        ``size`` a DataSize): pseudo_dim = Z, state_dim = min(2 Z, MAX_RULE_STATE),
+        Z = size.latent_dim."""
+        z = size.latent_dim
+        return {"pseudo_dim": z, "state_dim": min(2 * z, MAX_RULE_STATE)}
 
     def __post_init__(self) -> None:
         check_choice("engine", self.engine, ENGINES)
