@@ -38,6 +38,8 @@ def test_stop_note_names_the_budget_and_the_best_step():
     result = TrainResult([{}] * 40, best_step=30, best_val=-1.5, stopped="max_seconds")
     note = stop_note(result)
     assert "after 40 steps" in note and "time budget" in note and "step 30" in note
+    assert note.endswith("(the weights kept)")
+    assert stop_note(result, 0.995).endswith("(the weights averaged with decay 0.995 kept)")
 
 
 def _lgssm_and_data(n: int = 9):

@@ -252,7 +252,7 @@ def fit_model(model, name: str, configs: dict, train, val, out: Path, device: st
         train, val, resume=resume)
     if result.stopped == "non_finite":
         raise ConfigError(f"training diverged: {result.message}")
-    say(stop_note(result))
+    say(stop_note(result, configs["train"].average_decay))
     return result.history
 
 
@@ -276,15 +276,18 @@ def convergence_note(history: list[dict], fit) -> str:
             f"(tol = {fit.tol:g}): --set max_iter=N for more")
 
 
-def stop_note(result) -> str:
-    """Why gradient training stopped, and where its best validation bound was."""
+def stop_note(result, average_decay: float = 0.0) -> str:
+    """Why gradient training stopped, and where its best validation bound was (of the
+    parameter average when ``average_decay`` > 0)."""
     why = {"max_steps": "max_steps reached", "max_epochs": "max_epochs reached",
            "max_seconds": "max_seconds (the time budget) reached",
            "early_stopping": "early stopping"}.get(result.stopped, result.stopped)
     note = f"training stopped after {len(result.history)} steps: {why}"
+    kept = (f"weights averaged with decay {average_decay:g}" if average_decay > 0
+            else "weights")
     if result.best_step is not None:
         note += (f"; best validation ELBO per step {result.best_val:.4f} at step "
-                 f"{result.best_step} (the weights kept)")
+                 f"{result.best_step} (the {kept} kept)")
     return note
 
 
