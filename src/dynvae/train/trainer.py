@@ -289,6 +289,7 @@ class Trainer:
         self._wrapped = self._wrap(self.model)
         self._noise_state = self._seeded_noise_state()
         self._average: dict[str, torch.Tensor] | None = None   # see _update_average
+        self._average_pairs = None             # (average, live) tensor lists, built once
 
     # ------------------------------------------------------------ public API
     @classmethod
@@ -316,6 +317,7 @@ class Trainer:
         cfg = self.config
         if cfg.average_decay > 0 and self._average is None:
             self._average = {k: v.detach().clone() for k, v in self._averaged_entries()}
+            self._average_pairs = None
         total = cfg.max_steps or cfg.max_epochs * self._steps_per_epoch(train)
         bar = _BudgetBar(total, cfg.max_seconds, state.step,
                          enabled=cfg.progress and self.world.is_main)
@@ -485,16 +487,17 @@ class Trainer:
         if self._average is None:
             return
         decay = min(self.config.average_decay, (1.0 + step) / (10.0 + step))
-        names = list(self._average)
-        live = dict(self._averaged_entries())
-        torch._foreach_lerp_([self._average[k] for k in names], [live[k] for k in names],
-                             1.0 - decay)
+        if self._average_pairs is None:     # live views stay valid: updates are in place
+            live = dict(self._averaged_entries())
+            self._average_pairs = ([self._average[k] for k in self._average],
+                                   [live[k] for k in self._average])
+        torch._foreach_lerp_(*self._average_pairs, 1.0 - decay)
 
     def _swap_average(self) -> None:
         """Exchange the model's parameters with the average (twice: back as before)."""
         live = dict(self._averaged_entries())
         with torch.no_grad():
-            for name, avg in self._average.items():
+            for name, avg in self._average.items():    # in place: the views stay valid
                 held = live[name].clone()
                 live[name].copy_(avg)
                 avg.copy_(held)
@@ -640,6 +643,7 @@ class Trainer:
             noise = ckpt["noise_states"][self.world.rank]
             self._noise_state = {k: v.cpu() for k, v in noise.items()}
             self._average = self._loaded_average(ckpt.get("average"), path)
+            self._average_pairs = None
             state = _State(**{key: ckpt[key] for key in _LAST_KEYS})
         except (RuntimeError, ValueError, KeyError, TypeError, IndexError,
                 AttributeError) as err:
