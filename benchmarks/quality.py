@@ -59,6 +59,7 @@ DATASETS = {
     "seattle-temps": {"dataset": "seattle-temps"},
     "healing-digits": {"dataset": "healing-digits"},
     "chorales": {"dataset": "chorales"},
+    "co2": {"dataset": "co2"},
 }
 
 

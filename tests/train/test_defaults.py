@@ -37,7 +37,8 @@ def test_rule_scales_with_the_data(n, D, batch, width, latent, epochs):
     assert (size.batch_size, size.width, size.latent_dim) == (batch, width, latent)
     assert train_defaults(size) == {"batch_size": batch, "lr": 3e-3, "lr_schedule": "constant",
                                     "average_decay": 0.995, "kl_anneal_steps": 500,
-                                    "horizon_warmup_steps": 0, "max_epochs": epochs}
+                                    "horizon_warmup_steps": 0, "max_epochs": epochs,
+                                    "train_window": 0}
 
 
 @pytest.mark.parametrize("given, unlimited", [
@@ -64,6 +65,25 @@ def test_runs_without_limits_train_at_least_min_steps(n, epochs):
     assert out["train"].max_epochs == epochs
     steps_per_epoch = -(-n // out["train"].batch_size)
     assert epochs * steps_per_epoch >= MIN_STEPS or epochs == 100
+
+
+@pytest.mark.parametrize("n, T, window, batch, epochs", [
+    (40, 256, 0, 8, 800),        # at most 256 steps: whole sequences, batches of 8 of 40
+    (1, 2284, 64, 8, 800),       # one long series (co2): 36 windows in batches of 8
+    (40, 257, 64, 25, 500),      # 5 windows each: 200 windows in batches of 200 // 8
+])
+def test_long_sequences_train_on_windows_counted_by_the_rule(n, T, window, batch, epochs):
+    from dynvae.train.trainer import TrainConfig
+    size = DataSize.of(dataset(n, 2, T=T))
+    assert size.max_length == T and size.train_window == window
+    out = data_defaults({"train": TrainConfig()}, dataset(n, 2, T=T), given=set())
+    assert (out["train"].train_window, out["train"].batch_size) == (window, batch)
+    windows = n * (-(-T // 64)) if window else n
+    assert out["train"].max_epochs == epochs
+    assert epochs * -(-windows // batch) >= MIN_STEPS
+    given = data_defaults({"train": TrainConfig(train_window=0)}, dataset(1, 2, T=2284),
+                          given={"train_window"})
+    assert given["train"].train_window == 0
 
 
 def test_rule_fills_model_fields_by_their_role():

@@ -114,3 +114,21 @@ def test_evaluation_batches_follow_length_except_for_streamed_data(shards, monke
     # the shards, given lengths that differ: still read in their order
     monkeypatch.setattr(ShardedDataset, "lengths", property(lambda self: list(range(29, 0, -1))))
     assert read_order(shards) == list(range(29))
+
+
+def test_streamed_sequences_are_cropped_to_the_training_window(shards, tmp_path):
+    """Streamed data plan their own batches: with train_window each sequence of a batch is
+    cut to one window of that many steps (TrainingWindows is for indexed data)."""
+    seen = []
+
+    class Recording(TinyLinearDVAE):
+        def elbo(self, batch, n_samples=1):
+            if self.training:
+                seen.append(batch.lengths.tolist())
+            return super().elbo(batch, n_samples)
+
+    torch.manual_seed(0)
+    train = shards.subset(range(24))
+    Trainer(Recording(3, 2).double(), _config(max_steps=6, train_window=3, missing_rate=0.0),
+            tmp_path / "w").fit(train)
+    assert len(seen) == 6 and all(lengths == [3] * len(lengths) for lengths in seen)

@@ -569,3 +569,92 @@ def test_resume_keeps_the_parameter_average(tmp_path):
     with pytest.raises(CheckpointError, match="'average'"):
         Trainer(_model(), _config(max_steps=20, **cfg), tmp_path / "b").fit(train, val,
                                                                            resume=True)
+
+
+# ------------------------------------------------------------ training windows
+def _long(lengths, D=2, seed=0):
+    """A SequenceDataset of sequences of the given lengths, times 0.5 apart."""
+    from dynvae.data.dataset import Sequence, SequenceDataset
+    rng = torch.Generator().manual_seed(seed)
+    return SequenceDataset([Sequence(t=[0.5 * k for k in range(T)],
+                                     x=torch.randn(T, D, generator=rng).double().numpy(),
+                                     id=str(i)) for i, T in enumerate(lengths)],
+                           [f"f{d}" for d in range(D)])
+
+
+def test_training_windows_are_slices_of_their_sequences():
+    from dynvae.train.batching import TrainingWindows
+    data = _long([100, 30, 64, 65])
+    windows = TrainingWindows(data, 32, seed=1, epoch=0)
+    # ceil(L / 32) windows a sequence: 4, 1, 2, 3
+    assert windows.owner.tolist() == [0] * 4 + [1] + [2] * 2 + [3] * 3
+    assert windows.lengths.tolist() == [32] * 4 + [30] + [32] * 5
+    starts = []
+    for k in range(len(windows)):
+        seq, cut = data.sequences[windows.owner[k]], windows.window_of(k)
+        assert cut.id == seq.id and len(cut) == min(len(seq), 32)
+        a = int(round(cut.t[0] / 0.5))
+        assert (cut.x == seq.x[a:a + len(cut)]).all() and (cut.t == seq.t[a:a + len(cut)]).all()
+        starts.append(a)
+    assert starts[4] == 0                              # the 30-step sequence is one window
+    assert len(set(starts[:4])) > 1                    # new starts for each window
+    again = TrainingWindows(data, 32, seed=1, epoch=0)
+    later = TrainingWindows(data, 32, seed=1, epoch=1)
+    assert [again.window_of(k).t[0] for k in range(10)] == [0.5 * a for a in starts]
+    assert [later.window_of(k).t[0] for k in range(10)] != [0.5 * a for a in starts]
+    batch = windows.to_batch([0, 4, 9], dtype=torch.float64)
+    assert batch.x.shape == (3, 32, 2) and batch.lengths.tolist() == [32, 30, 32]
+    with pytest.raises(ConfigError, match="train_window"):
+        TrainingWindows(data, 0, seed=0, epoch=0)
+    with pytest.raises(ConfigError, match="SequenceDataset"):
+        TrainingWindows(ListDataset(make_data(3)), 8, seed=0, epoch=0)
+    with pytest.raises(ConfigError, match="train_window"):
+        TrainConfig(train_window=-1)
+
+
+def test_a_training_window_moves_to_the_nearest_observation():
+    import numpy as np
+
+    from dynvae.data.dataset import Sequence, SequenceDataset
+    from dynvae.train.batching import TrainingWindows
+    x = np.full((400, 1), np.nan)
+    x[390] = 1.0                                        # one observed step, near the end
+    data = SequenceDataset([Sequence(t=range(400), x=x, id="a")], ["v"])
+    windows = TrainingWindows(data, 20, seed=0, epoch=0)
+    assert len(windows) == 20
+    for k in range(len(windows)):
+        cut = windows.window_of(k)
+        assert len(cut) == 20 and (~np.isnan(cut.x)).sum() == 1
+
+
+@pytest.mark.parametrize("window", [0, 16])
+def test_trainer_reads_windows_and_resumes_exactly(tmp_path, window):
+    seen = []
+
+    class Recording(TinyLinearDVAE):
+        def elbo(self, batch, n_samples=1):
+            if self.training:
+                seen.append((batch.x.shape[1], batch.lengths.tolist()))
+            return super().elbo(batch, n_samples)
+
+    def model(seed=0):
+        torch.manual_seed(seed)
+        return Recording(2, 2).double()
+
+    train, val = _long([70, 10, 40]), _long([50], seed=1)
+    cfg = dict(train_window=window, batch_size=3, max_epochs=3)
+    Trainer(model(), _config(**cfg), tmp_path / "a").fit(train, val)
+    # windows: ceil(70/16) + 1 + ceil(40/16) = 9 an epoch in batches of 3
+    if window:
+        assert len(seen) == 9 and all(T <= 16 for T, _ in seen)
+        assert sorted(sum((w for _, w in seen[:3]), [])) == [10] + [16] * 8
+    else:
+        assert len(seen) == 3 and seen[0][0] == 70
+    # interrupted mid-epoch and resumed: the same windows, the same parameters
+    Trainer(model(), _config(max_steps=2, **cfg), tmp_path / "b").fit(train, val)
+    Trainer.resume(tmp_path / "b", model(seed=5), train, val, config=_config(**cfg))
+    a = load_checkpoint(tmp_path / "a" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "b" / "checkpoints" / "last.pt")
+    assert a["step"] == b["step"] == (9 if window else 3)
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key

@@ -5,8 +5,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
+from dynvae.errors import ConfigError
 from dynvae.train.distributed import World, shard
 
 LENGTH_POOL = 8  # batches whose sequences are grouped by length together
@@ -43,6 +45,60 @@ def epoch_batches(n: int, batch_size: int, seed: int, epoch: int,
         batches += [members[j:j + batch_size] for j in range(0, len(members), batch_size)]
     order = torch.randperm(len(batches), generator=gen).tolist()
     return [batches[k] for k in order]
+
+
+class TrainingWindows:
+    """An indexed training set read as windows of at most ``window`` consecutive steps:
+    a sequence of L steps is ceil(L / window) windows an epoch, each at a start drawn
+    from (seed, epoch, window index), so every epoch reads new windows and a resumed
+    run the same ones; a sequence of at most ``window`` steps is itself one window.
+    A long series then trains in batches of many short windows (steps of the cost of
+    ``window`` steps) instead of one pass over its whole length a step; evaluation still
+    reads whole sequences. Windows are cut before the batch is assembled, so a long
+    sequence is never copied whole. Times are kept as they are (a window is the same
+    sequence observed over a shorter interval); a window without an observed entry moves
+    to the nearest one that has one."""
+
+    def __init__(self, data, window: int, seed: int, epoch: int) -> None:
+        if window < 1:
+            raise ConfigError(f"train_window must be >= 1, got {window}")
+        if not hasattr(data, "sequences"):
+            raise ConfigError("train_window needs an indexed dataset of sequences "
+                              f"(a SequenceDataset), got {type(data).__name__}")
+        lengths = np.asarray(data.lengths, dtype=np.int64)
+        self.data, self.window, self.seed, self.epoch = data, int(window), seed, epoch
+        self.owner = np.repeat(np.arange(len(lengths)), np.maximum(1, -(-lengths // window)))
+        self.lengths = np.minimum(lengths[self.owner], window)   # (len(self),)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def window_of(self, k: int):
+        """Window ``k`` as a :class:`dynvae.data.dataset.Sequence`."""
+        from dynvae.data.dataset import Sequence as Seq
+        seq = self.data.sequences[int(self.owner[k])]
+        length, width = len(seq), self.window
+        if length <= width:
+            return seq
+        gen = torch.Generator().manual_seed(
+            ((self.seed * 1_000_003 + self.epoch) * 10_007 + k + _WINDOW_SLOT) % (2**63 - 1))
+        a = int(torch.randint(0, length - width + 1, (1,), generator=gen))
+        observed = ~np.isnan(seq.x[a:a + width]).all(1)
+        if not observed.any():                  # the nearest window with an observation
+            steps = np.flatnonzero(~np.isnan(seq.x).all(1))
+            nearest = int(steps[np.argmin(np.abs(steps - a))])
+            a = min(max(nearest - width // 2, 0), length - width)
+        cut = slice(a, a + width)
+        return Seq(t=seq.t[cut], x=seq.x[cut], u=None if seq.u is None else seq.u[cut],
+                   id=seq.id)
+
+    def to_batch(self, indices, dtype: torch.dtype = torch.float32, device=None):
+        from dynvae.data.dataset import collate
+        return collate([self.window_of(int(k)) for k in indices], dtype=dtype, device=device,
+                       frame_shape=getattr(self.data, "frame_shape", None))
+
+
+_WINDOW_SLOT = 104_729  # offsets TrainingWindows' generators from the batch order's
 
 
 def local_batches(dataset, batches: list[list[int]], world: World, dtype: torch.dtype,

@@ -52,6 +52,18 @@ number of features D, and the median time step dt; it is the same for every data
   (29.5 in a second run with the windows),
   japanese-vowels 0.00893 -> 0.00864, chorales 0.0376 -> 0.0350, basic-motions 22.55
   -> 22.95 (docs/results/quality.md#horizon-warm-up).
+* training windows: when the longest training sequence has more than LONG_SEQUENCE =
+  256 steps, training reads windows of TRAIN_WINDOW = 64 consecutive steps
+  (``train_window``; ceil(L / 64) windows of a sequence of L steps an epoch, at new
+  random starts each epoch, ``dynvae.train.batching.TrainingWindows``), and N above
+  counts windows; evaluation, imputation and forecasts still read whole sequences. A
+  step over one whole long series costs as much as its length (one pass of every
+  recurrence over 2,284 weekly CO2 values: ~1 s, 50 steps in 45 s) and gives one
+  gradient; windows give batches of short ones. Measured at 45 s on co2 (one series),
+  DKF imputation MSE whole series -> windows of 128, 64, 32 steps: 25.96 -> 0.151,
+  0.1427, 0.1443 (linear interpolation 0.1413); VRNN windows of 128 -> 64: 0.416 ->
+  0.355 (docs/results/quality.md#training-windows). Streamed data are cropped to one
+  window a sequence an epoch.
 * hidden width W = clip(2^ceil(log2(8 D)), 32, 128) and latent size Z = clip(D, 4, 16):
   more features need wider networks and more latent dimensions.
 * hide_from_encoder = 0.3: training hides 30 % of the observed entries from the inference
@@ -103,6 +115,8 @@ MIN_EPOCHS = 100
 KL_WARMUP_STEPS = MIN_STEPS // 8
 HORIZON_WARMUP_STEPS = MIN_STEPS // 4
 HIDE_FROM_ENCODER = 0.3
+TRAIN_WINDOW = 64      # steps of a training window on data of long sequences
+LONG_SEQUENCE = 256    # the longest training sequence above which training uses windows
 LENGTHSCALE_STEPS = 3.0
 MAX_HORIZON = 100.0  # the longest median sequence span, in the latent SDE's time units
 WIDTH_FIELDS = ("hidden_size", "feature_size")
@@ -111,20 +125,40 @@ WIDTH_FIELDS = ("hidden_size", "feature_size")
 @dataclass(frozen=True)
 class DataSize:
     """What the rule reads from a training set: N sequences, D features, the median
-    time step (1.0 for sequences of one step) and the median span t_last - t_first of a
-    sequence (0.0 when every sequence has one step)."""
+    time step (1.0 for sequences of one step), the median span t_last - t_first of a
+    sequence (0.0 when every sequence has one step), the longest sequence's steps and
+    the mean number of TRAIN_WINDOW-step windows a sequence holds (ceil(L / TRAIN_WINDOW);
+    read from the sequences at hand, e.g. a sample of a streamed set)."""
 
     n_sequences: int
     dim: int
     median_step: float
     median_span: float = 0.0
+    max_length: int = 1
+    windows_per_sequence: float = 1.0
 
     @classmethod
     def of(cls, dataset) -> DataSize:
         steps = np.concatenate([np.diff(s.t) for s in dataset.sequences])
         spans = np.array([float(s.t[-1] - s.t[0]) for s in dataset.sequences])
+        lengths = np.array([len(s.t) for s in dataset.sequences], dtype=np.int64)
         return cls(len(dataset), dataset.dim, float(np.median(steps)) if steps.size else 1.0,
-                   float(np.median(spans)) if spans.size else 0.0)
+                   float(np.median(spans)) if spans.size else 0.0,
+                   int(lengths.max()) if lengths.size else 1,
+                   float(np.mean(-(-lengths // TRAIN_WINDOW))) if lengths.size else 1.0)
+
+    @property
+    def train_window(self) -> int:
+        """TRAIN_WINDOW when the longest sequence has more than LONG_SEQUENCE steps, else 0
+        (whole sequences)."""
+        return TRAIN_WINDOW if self.max_length > LONG_SEQUENCE else 0
+
+    @property
+    def n_examples(self) -> int:
+        """What an epoch reads: the sequences, or their windows when training uses them."""
+        if not self.train_window:
+            return self.n_sequences
+        return max(self.n_sequences, round(self.n_sequences * self.windows_per_sequence))
 
     @property
     def time_unit(self) -> float:
@@ -134,7 +168,7 @@ class DataSize:
 
     @property
     def batch_size(self) -> int:
-        return int(np.clip(self.n_sequences // 8, 8, 32))
+        return int(np.clip(self.n_examples // 8, 8, 32))
 
     @property
     def width(self) -> int:
@@ -149,8 +183,9 @@ def train_defaults(size: DataSize, given: set[str] = frozenset(),
                    horizon_warmup: bool = False) -> dict[str, Any]:
     """TrainConfig fields of the rule (``given``: the fields the user set;
     ``horizon_warmup``: the model asks for growing training windows)."""
-    epoch = math.ceil(size.n_sequences / size.batch_size)
+    epoch = math.ceil(size.n_examples / size.batch_size)
     out = {"batch_size": size.batch_size, "lr": LEARNING_RATE, "lr_schedule": LR_SCHEDULE,
+           "train_window": size.train_window,
            "average_decay": AVERAGE_DECAY,
            "kl_anneal_steps": KL_WARMUP_STEPS,
            "horizon_warmup_steps": HORIZON_WARMUP_STEPS if horizon_warmup else 0}

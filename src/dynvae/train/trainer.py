@@ -27,7 +27,12 @@ from dynvae.nn.mlp import FreeVariance
 from dynvae.progress import shown
 from dynvae.train import distributed as dist_utils
 from dynvae.train.augment import crop_windows, drop_observed
-from dynvae.train.batching import StreamedData, epoch_batches, local_batches
+from dynvae.train.batching import (
+    StreamedData,
+    TrainingWindows,
+    epoch_batches,
+    local_batches,
+)
 from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
 from dynvae.train.collapse import collapse_report, free_bits_kl, kl_columns
 from dynvae.train.history import kl_weight, write_metrics_csv
@@ -92,6 +97,9 @@ class TrainConfig:
     #                                horizon_start steps to whole sequences; 0: whole
     #                                sequences throughout (dynvae.train.augment)
     horizon_start: int = 10  # steps of the first training windows
+    train_window: int = 0  # train on windows of at most this many consecutive steps,
+    #                        ceil(L / train_window) of a sequence of L steps an epoch
+    #                        (dynvae.train.batching.TrainingWindows); 0: whole sequences
     num_workers: int = 0  # DataLoader worker processes assembling batches
     progress: bool = False  # a tqdm bar (the CLI turns it on)
 
@@ -105,7 +113,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not value > 0:
                 raise ConfigError(f"TrainConfig.{name} must be > 0 or None, got {value}")
-        for name in ("kl_anneal_steps", "num_workers", "horizon_warmup_steps"):
+        for name in ("kl_anneal_steps", "num_workers", "horizon_warmup_steps",
+                     "train_window"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
         if self.horizon_start < 1:
@@ -307,9 +316,10 @@ class Trainer:
 
     def fit(self, train, val=None, resume: bool = False) -> TrainResult:
         """Train on ``train`` (a SequenceDataset), validate and stop early on ``val``."""
-        if len(train) < max(1, self.world.size):
-            raise ConfigError(f"the training set has {len(train)} sequences, fewer than "
-                              f"the {self.world.size} processes")
+        n_train = len(self._windows(train, 0))
+        if n_train < max(1, self.world.size):
+            raise ConfigError(f"the training set has {n_train} sequences (or windows), "
+                              f"fewer than the {self.world.size} processes")
         if self.config.batch_size < self.world.size:
             raise ConfigError(f"batch_size {self.config.batch_size} is smaller than the "
                               f"{self.world.size} processes")
@@ -326,11 +336,12 @@ class Trainer:
             stopped = "max_steps"
         start, cpu_start = time.perf_counter(), time.process_time()
         self._clocks = (0.0, 0.0)
+        streamed = isinstance(train, StreamedData)
         while state.epoch < cfg.max_epochs and stopped == "max_epochs":
             loader = self._epoch_loader(train, state)
             for indices, batch in loader:
                 row = self._train_step(batch, indices, state.step, state.epoch,
-                                       self._progress(state.step, total))
+                                       self._progress(state.step, total), streamed)
                 row["seconds"] = time.perf_counter() - start
                 row["cpu_seconds"] = time.process_time() - cpu_start
                 state.history.append(row)
@@ -402,12 +413,14 @@ class Trainer:
 
     # ----------------------------------------------------------- training step
     def _train_step(self, batch, indices: list[int], step: int, epoch: int,
-                    progress: float = 0.0) -> dict:
+                    progress: float = 0.0, streamed: bool = False) -> dict:
         cfg = self.config
         factor = lr_factor(cfg.lr_schedule, progress)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         beta = kl_weight(step, cfg.kl_anneal_steps, cfg.beta)
+        if streamed and cfg.train_window:       # indexed data come as TrainingWindows
+            batch = crop_windows(batch, cfg.train_window, 0.0, cfg.seed, step, indices)
         if step < cfg.horizon_warmup_steps:
             batch = crop_windows(batch, cfg.horizon_start, step / cfg.horizon_warmup_steps,
                                  cfg.seed, step, indices)
@@ -532,6 +545,7 @@ class Trainer:
             return train.stream(cfg.seed, state.epoch, cfg.batch_size, self.world,
                                 state.batch_in_epoch, self.dtype, self.device,
                                 cfg.num_workers)
+        train = self._windows(train, state.epoch)
         # a dataset without lengths (any object with __len__ and to_batch) is batched
         # by the plain permutation
         lengths = getattr(train, "lengths", None) if cfg.group_lengths else None
@@ -542,7 +556,15 @@ class Trainer:
     def _steps_per_epoch(self, train) -> int:
         if isinstance(train, StreamedData):
             return train.steps_per_epoch(self.config.batch_size, self.world.size)
-        return math.ceil(len(train) / self.config.batch_size)
+        return math.ceil(len(self._windows(train, 0)) / self.config.batch_size)
+
+    def _windows(self, train, epoch: int):
+        """The indexed training set as this epoch's TrainingWindows when train_window is
+        set; else (and for streamed data, cropped a batch at a time) ``train`` itself."""
+        window = self.config.train_window
+        if not window or isinstance(train, StreamedData):
+            return train
+        return TrainingWindows(train, window, self.config.seed, epoch)
 
     def _validate(self, val, state: _State) -> bool:
         """Evaluate, keep a deep copy of the best parameters; True when patience ran out."""
