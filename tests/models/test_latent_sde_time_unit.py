@@ -104,30 +104,43 @@ def _long_sine(n_seq: int = 4, n_times: int = 1000, step: float = 0.01) -> Seque
 
 
 def test_rule_keeps_a_sequence_within_a_hundred_units_of_model_time():
-    data = _long_sine(n_times=1000, step=0.01)             # span 9.99: unit 0.0999
+    data = _long_sine(n_times=250, step=0.01)              # span 2.49: unit 0.0249
     size = DataSize.of(data)
-    assert size.median_step == pytest.approx(0.01)
+    assert size.median_step == pytest.approx(0.01) and size.train_window == 0
     chosen = model_defaults(model_class("latent-sde").Config(), size)
-    assert chosen["time_unit"] == pytest.approx(9.99 / 100)
+    assert chosen["time_unit"] == pytest.approx(2.49 / 100)
     short = DataSize.of(_long_sine(n_times=50, step=0.01))  # 49 steps: the median step
     assert model_defaults(model_class("latent-sde").Config(), short)["time_unit"] == \
+        pytest.approx(0.01)
+    # 1,000 steps train on windows of 64 (63 units of model time at the median step)
+    windowed = DataSize.of(_long_sine(n_times=1000, step=0.01))
+    assert windowed.train_window == 64
+    assert model_defaults(model_class("latent-sde").Config(), windowed)["time_unit"] == \
         pytest.approx(0.01)
 
 
 @pytest.mark.parametrize("unit", ["rule", "median-step"])
 def test_the_rules_unit_gives_a_finite_first_loss_on_long_sequences(unit):
-    # 1,000 observation times: read in steps (1,000 units of model time), the untrained
-    # drift networks overflow the solve; the rule's unit (~100 units) does not.
+    # 1,000 observation times read in steps (1,000 units of model time): the untrained
+    # drift networks overflow the solve. The rule trains such sequences on windows of 64
+    # steps, whose first loss at its unit is finite.
+    from dynvae.train.batching import TrainingWindows
     data = _long_sine()
     cls = model_class("latent-sde")
-    config = cls.Config(**model_defaults(cls.Config(), DataSize.of(data)))
-    if unit == "median-step":
-        config = cls.Config(**{**config.__dict__, "time_unit": 0.01})
+    size = DataSize.of(data)
+    config = cls.Config(**model_defaults(cls.Config(), size))
     torch.manual_seed(0)
     model = cls(config, 2)
+    if unit == "rule":
+        windows = TrainingWindows(data, size.train_window, seed=0, epoch=0)
+        batch = windows.to_batch(range(len(windows)))
+        assert batch.x.shape[1] == 64
+    else:   # guard: the case the windows prevent does overflow
+        assert config.time_unit == pytest.approx(0.01)
+        batch = data.to_batch()
     with torch.no_grad():
-        loss = float(model.elbo(data.to_batch(), 1).loss())
+        loss = float(model.elbo(batch, 1).loss())
     if unit == "rule":
         assert math.isfinite(loss) and loss < 50, loss
-    else:   # guard: the case the rule prevents does overflow
+    else:
         assert not math.isfinite(loss) or loss > 1e6, loss

@@ -84,6 +84,18 @@ def test_long_sequences_train_on_windows_counted_by_the_rule(n, T, window, batch
     given = data_defaults({"train": TrainConfig(train_window=0)}, dataset(1, 2, T=2284),
                           given={"train_window"})
     assert given["train"].train_window == 0
+    # a path from one initial state (the latent ODE) trains on whole sequences
+    ode = train_defaults(size, horizon_warmup=True)
+    assert ode["train_window"] == 0 and ode["batch_size"] == max(8, min(32, n // 8))
+
+
+def test_latent_sde_time_unit_follows_the_training_windows():
+    whole = DataSize.of(dataset(8, 1, T=200, step=0.5))       # spans of 99.5: unit 0.995
+    assert whole.train_window == 0 and whole.time_unit == pytest.approx(0.995)
+    long = DataSize.of(dataset(1, 1, T=2284, step=0.0192))   # one series in windows of 64
+    assert long.train_window == 64 and long.time_unit == pytest.approx(0.0192)
+    chosen = model_defaults(model_class("latent-sde").Config(), long)
+    assert chosen["time_unit"] == pytest.approx(0.0192)
 
 
 def test_rule_fills_model_fields_by_their_role():

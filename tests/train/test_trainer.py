@@ -658,3 +658,19 @@ def test_trainer_reads_windows_and_resumes_exactly(tmp_path, window):
     assert a["step"] == b["step"] == (9 if window else 3)
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+def test_a_non_finite_validation_bound_is_never_the_best(tmp_path, monkeypatch):
+    import dynvae.train.trainer as trainer_module
+    values = iter([math.nan, -5.0, -math.inf, -6.0, -4.0])
+
+    class Summary:
+        def __init__(self):
+            self.per_step = next(values)
+    monkeypatch.setattr(trainer_module, "evaluate_elbo", lambda *a, **k: Summary())
+    data = ListDataset(make_data(10))
+    result = Trainer(_model(), _config(max_steps=15, eval_every=3, batch_size=10),
+                     tmp_path).fit(data, data)
+    assert (result.best_step, result.best_val) == (15, -4.0)
+    assert [r.get("val_elbo_per_step") for r in result.history if "val_elbo_per_step" in r
+            ][:2] == pytest.approx([math.nan, -5.0], nan_ok=True)

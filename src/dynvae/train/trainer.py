@@ -574,7 +574,8 @@ class Trainer:
                                     n_samples=cfg.n_samples, seed=cfg.seed, world=self.world)
             value = summary.per_step
             state.history[-1]["val_elbo_per_step"] = value
-            better = state.best_val is None or value > state.best_val
+            # a non-finite bound (e.g. a solve that overflowed) is never the best
+            better = math.isfinite(value) and (state.best_val is None or value > state.best_val)
             if better:
                 state.best_params = copy.deepcopy(self.model.state_dict())
         if better:
