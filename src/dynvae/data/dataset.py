@@ -349,12 +349,17 @@ class Standardizer:
         self.feature_names = list(dataset.feature_names)
         return self
 
-    def _fitted(self, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    def _fitted(self, dim: int, names: list[str] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
         if self.mean is None:
             raise ConfigError("the Standardizer is not fitted: call fit(dataset) first")
         if dim != self.mean.shape[0]:
-            raise DataError(f"data has {dim} features, the Standardizer was fitted on "
-                            f"{self.mean.shape[0]}")
+            ours = f" {list(names)}" if names is not None else ""
+            fitted = f" {self.feature_names}" if self.feature_names else ""
+            raise DataError(f"data has {dim} features{ours}, the Standardizer was fitted on "
+                            f"{self.mean.shape[0]}{fitted} (on the command line, "
+                            "--value-cols names the value columns and --time-col the "
+                            "time column)")
         return self.mean, self.std
 
     def _check_order(self, dataset: SequenceDataset) -> None:
@@ -368,7 +373,7 @@ class Standardizer:
 
     def transform(self, dataset: SequenceDataset) -> SequenceDataset:
         """Standardised values; DataError naming the feature if one overflows float64."""
-        mean, std = self._fitted(dataset.dim)
+        mean, std = self._fitted(dataset.dim, dataset.feature_names)
         self._check_order(dataset)
         with np.errstate(over="ignore"):
             xs = [(s.x - mean) / std for s in dataset.sequences]
@@ -381,7 +386,7 @@ class Standardizer:
         return dataset.with_values(xs)
 
     def inverse_transform(self, dataset: SequenceDataset) -> SequenceDataset:
-        mean, std = self._fitted(dataset.dim)
+        mean, std = self._fitted(dataset.dim, dataset.feature_names)
         self._check_order(dataset)
         return dataset.with_values([s.x * std + mean for s in dataset.sequences])
 
