@@ -68,6 +68,13 @@ def test_list_keys_prints_types_defaults_and_docs(capsys):
     line = next(ln for ln in out.splitlines() if ln.strip().startswith("observation"))
     assert "'gaussian'" in line and "bernoulli" in line
     assert "dynvae.train.defaults" in out and "at least 4000 optimizer steps" in out
+    # a comment continued on the lines below its field is shown whole
+    from dynvae.commands.config_keys import field_docs
+    from dynvae.train.trainer import TrainConfig
+    docs = field_docs(TrainConfig)
+    assert docs["average_decay"].endswith("(Polyak averaging); 0: the last iterate")
+    assert docs["train_window"].endswith("0: whole sequences")
+    assert docs["lr"] == "Adam learning rate"
     assert main(["train", "--model", "lgssm", "--list-keys"]) == 0
     out = capsys.readouterr().out
     assert "fit (FitConfig):" in out and "method" in out and "'lbfgs'" in out

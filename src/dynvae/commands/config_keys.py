@@ -24,16 +24,24 @@ def plain(text: str) -> str:
 
 
 def _comments(cls) -> dict[str, str]:
-    """Trailing ``# comments`` of the field lines in the class body."""
+    """Trailing ``# comments`` of the field lines in the class body, with the comment-only
+    lines right after one that continue it."""
     try:
         source = inspect.getsource(cls)
     except (OSError, TypeError):
         return {}
-    found = {}
+    found, name = {}, None
     for line in source.splitlines():
         match = re.match(r"\s+(\w+)\s*:[^#=]+(?:=[^#]*)?#\s*(.+)$", line)
         if match:
-            found[match.group(1)] = match.group(2).strip()
+            name = match.group(1)
+            found[name] = match.group(2).strip()
+            continue
+        more = re.match(r"\s*#\s*(.+)$", line)
+        if name is not None and more:
+            found[name] += " " + more.group(1).strip()
+        else:
+            name = None
     return found
 
 
