@@ -396,6 +396,12 @@ def test_validation_status_lines_when_the_bar_is_not_drawn(tmp_path, capsys, pro
     for line, value in zip(lines, values, strict=True):
         assert f"validation ELBO/step {value:.4f}" in line
     assert f"(best {max(values):.4f} at step" in lines[-1]
+    # without validation data: a line with the running loss every eval_every steps
+    Trainer(_model(), _config(max_steps=30, eval_every=10, progress=True),
+            tmp_path / "no-val").fit(train)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("train:")]
+    assert [ln.split(",")[0] for ln in lines] == [f"train: step {k}/30" for k in (10, 20, 30)]
+    assert all(", loss " in ln and "validation" not in ln for ln in lines)
 
 
 def test_status_names_no_step_total_the_time_budget_will_not_reach():

@@ -218,15 +218,17 @@ class _BudgetBar:
             return f"step {step}, {seconds:.0f}/{self.max_seconds:g} s"
         return f"step {step}/{self.total_steps}, {seconds:.0f}/{self.max_seconds:g} s"
 
-    def evaluated(self, step: int, seconds: float, loss: float, value: float,
-                  best: float, best_step: int) -> None:
-        """One plain status line per validation on standard error where the bar is not
-        drawn (output redirected to a log), so a long run shows how it goes."""
+    def evaluated(self, step: int, seconds: float, loss: float, value: float | None = None,
+                  best: float | None = None, best_step: int | None = None) -> None:
+        """One plain status line per validation (every eval_every steps without
+        validation data: the loss alone) on standard error where the bar is not drawn
+        (output redirected to a log), so a long run shows how it goes."""
         if not self.enabled or not self.bar.disable:
             return
-        print(f"train: {self._where(step, seconds)}, loss {loss:.4f}, "
-              f"validation ELBO/step {value:.4f} (best {best:.4f} at step {best_step})",
-              file=sys.stderr, flush=True)
+        line = f"train: {self._where(step, seconds)}, loss {loss:.4f}"
+        if value is not None:
+            line += f", validation ELBO/step {value:.4f} (best {best:.4f} at step {best_step})"
+        print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.bar.close()
@@ -363,6 +365,8 @@ class Trainer:
                     bar.evaluated(state.step, row["seconds"], running,
                                   state.history[-1]["val_elbo_per_step"], state.best_val,
                                   state.best_step)
+                elif val is None and state.step % cfg.eval_every == 0:
+                    bar.evaluated(state.step, row["seconds"], running)
                 if state.step % cfg.checkpoint_every == 0:
                     self._save_last(state)
                 if stopped == "max_epochs" and self._reached_max_steps(state):
