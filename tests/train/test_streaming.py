@@ -11,7 +11,7 @@ from dynvae.train.distributed import World
 from dynvae.train.trainer import TrainConfig, Trainer
 
 from .sharded_data import shard_tensor
-from .tiny_model import TinyLinearDVAE, make_data
+from .tiny_model import RecordingDVAE, TinyLinearDVAE, make_data
 
 
 @pytest.fixture(scope="module")
@@ -119,16 +119,10 @@ def test_evaluation_batches_follow_length_except_for_streamed_data(shards, monke
 def test_streamed_sequences_are_cropped_to_the_training_window(shards, tmp_path):
     """Streamed data plan their own batches: with train_window each sequence of a batch is
     cut to one window of that many steps (TrainingWindows is for indexed data)."""
-    seen = []
-
-    class Recording(TinyLinearDVAE):
-        def elbo(self, batch, n_samples=1):
-            if self.training:
-                seen.append(batch.lengths.tolist())
-            return super().elbo(batch, n_samples)
-
     torch.manual_seed(0)
+    model = RecordingDVAE(3, 2).double()
     train = shards.subset(range(24))
-    Trainer(Recording(3, 2).double(), _config(max_steps=6, train_window=3, missing_rate=0.0),
+    Trainer(model, _config(max_steps=6, train_window=3, missing_rate=0.0),
             tmp_path / "w").fit(train)
-    assert len(seen) == 6 and all(lengths == [3] * len(lengths) for lengths in seen)
+    assert len(model.seen) == 6
+    assert all(lengths == [3] * len(lengths) for _, lengths in model.seen)

@@ -12,7 +12,7 @@ from dynvae.train.history import kl_weight
 from dynvae.train.metrics import evaluate_elbo
 from dynvae.train.trainer import TrainConfig, Trainer
 
-from .tiny_model import ListDataset, TinyLinearDVAE, make_data
+from .tiny_model import ListDataset, RecordingDVAE, TinyLinearDVAE, make_data
 
 
 def _model(seed=0, analytic=False, D=3):
@@ -309,19 +309,12 @@ def test_a_window_holding_the_one_observation_is_kept_at_either_end():
 
 
 def test_horizon_warm_up_trains_on_windows_then_whole_sequences():
-    seen = []
-
-    class Recording(TinyLinearDVAE):
-        def elbo(self, batch, n_samples=1):
-            if self.training:
-                seen.append(batch.lengths.tolist())
-            return super().elbo(batch, n_samples)
-
     torch.manual_seed(0)
-    model = Recording(3, 2).double()
+    model = RecordingDVAE(3, 2).double()
     data = ListDataset(make_data(10, T=40))
     Trainer(model, _config(max_steps=8, max_epochs=100, horizon_warmup_steps=4,
                            horizon_start=5, batch_size=10)).fit(data)
+    seen = [lengths for _, lengths in model.seen]
     assert [max(w) for w in seen[:4]] == [window_length(40, 5, s / 4) for s in range(4)]
     assert all(w == [40] * 10 for w in seen[4:]) and len(seen) == 8
     with pytest.raises(ConfigError, match="horizon_start"):
@@ -635,21 +628,15 @@ def test_a_training_window_moves_to_the_nearest_observation():
 
 @pytest.mark.parametrize("window", [0, 16])
 def test_trainer_reads_windows_and_resumes_exactly(tmp_path, window):
-    seen = []
-
-    class Recording(TinyLinearDVAE):
-        def elbo(self, batch, n_samples=1):
-            if self.training:
-                seen.append((batch.x.shape[1], batch.lengths.tolist()))
-            return super().elbo(batch, n_samples)
-
     def model(seed=0):
         torch.manual_seed(seed)
-        return Recording(2, 2).double()
+        return RecordingDVAE(2, 2).double()
 
     train, val = _long([70, 10, 40]), _long([50], seed=1)
     cfg = dict(train_window=window, batch_size=3, max_epochs=3)
-    Trainer(model(), _config(**cfg), tmp_path / "a").fit(train, val)
+    first = model()
+    Trainer(first, _config(**cfg), tmp_path / "a").fit(train, val)
+    seen = first.seen
     # windows: ceil(70/16) + 1 + ceil(40/16) = 9 an epoch in batches of 3
     if window:
         assert len(seen) == 9 and all(T <= 16 for T, _ in seen)

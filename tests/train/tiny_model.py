@@ -123,6 +123,20 @@ class TinyLinearDVAE(DVAE):
         return torch.logsumexp(torch.stack(weights), 0) - math.log(k)
 
 
+class RecordingDVAE(TinyLinearDVAE):
+    """TinyLinearDVAE that keeps (padded steps, lengths) of every training batch in
+    ``seen``: what the trainer fed it."""
+
+    def __init__(self, *args, **kw) -> None:
+        super().__init__(*args, **kw)
+        self.seen: list[tuple[int, list[int]]] = []
+
+    def elbo(self, batch, n_samples=1):
+        if self.training:
+            self.seen.append((batch.x.shape[1], batch.lengths.tolist()))
+        return super().elbo(batch, n_samples)
+
+
 class ListDataset:
     """The two methods the trainer needs from a SequenceDataset, over dense tensors."""
 
