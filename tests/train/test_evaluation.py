@@ -91,3 +91,44 @@ def test_evaluate_model_names_every_predictive_score_by_family():
     keys = set(evaluate_model(model("bernoulli"), data, identity(data), EvalSettings()))
     assert {"test_imputation_bernoulli_nll", "forecast_bernoulli_nll"} <= keys
     assert not {"test_imputation_nll", "forecast_nll"} & keys
+
+
+class _Overflowing(DeepKalmanFilter):
+    """A DKF whose predictive mean overflows at step 5, feature 1 of sequence s2 (a
+    prediction that is not finite must raise, not be scored or written)."""
+
+    def _spoil(self, pred, ids):
+        mean = pred.mean.clone()
+        for b, sid in enumerate(ids):
+            if sid == "s2":
+                mean[b, min(5, mean.shape[1] - 1), 1] = float("inf")
+        return pred._replace(mean=mean)
+
+    def reconstruct(self, batch):
+        return self._spoil(super().reconstruct(batch), self.ids)
+
+    def forecast(self, batch, t_future, u_future=None):
+        return self._spoil(super().forecast(batch, t_future, u_future), self.ids)
+
+
+def test_non_finite_predictions_raise_naming_the_sequence_step_and_feature(tmp_path):
+    import pytest
+
+    from dynvae.commands.report import predictions
+    from dynvae.errors import NumericalError
+    data = dataset(binary=False)
+    std = Standardizer().fit(data)
+    torch.manual_seed(0)
+    bad = _Overflowing(DKFConfig(**SMALL), 3).double()
+    bad.ids = data.ids                       # every call below sees all four sequences
+    message = r"_Overflowing.reconstruct: non-finite predictive mean for sequence 's2' " \
+              r"at step 5 \(t = 5\), feature 1"
+    with pytest.raises(NumericalError, match=message):
+        imputation_metrics(bad, std.transform(data), std, 0.5, 0)
+    with pytest.raises(NumericalError, match=message):
+        predictions(bad, std.transform(data), std)
+    with pytest.raises(NumericalError, match=r"_Overflowing.forecast: .* sequence 's2'"):
+        forecast_metrics(bad, std.transform(data), std, 2)
+    bad.ids = ["s0", "s1", "s3", "s4"]       # the same model without the overflow: scores
+    assert np.isfinite(imputation_metrics(bad, std.transform(data), std, 0.5, 0)[
+        "test_imputation_mse"])

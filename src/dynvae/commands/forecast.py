@@ -74,9 +74,11 @@ def _forecast(args: argparse.Namespace) -> int:
         at = parse_times(args.at, data)
         t_future = np.broadcast_to(at, (len(data), at.size)).copy()
     horizon = t_future.shape[1]
-    from dynvae.train.evaluation import chunks, prediction_chunk
+    from dynvae.train.evaluation import checked, chunks, prediction_chunk
     scaled, t_all = std.transform(data), torch.as_tensor(t_future, dtype=torch.float64)
-    preds = [loaded.model.forecast(scaled.to_batch(idx, dtype=torch.float64), t_all[idx])
+    preds = [checked(loaded.model.forecast(scaled.to_batch(idx, dtype=torch.float64),
+                                           t_all[idx]),
+                     loaded.model, "forecast", [data.ids[i] for i in idx])
              for idx in chunks(len(data), prediction_chunk(loaded.model, data))]
     cat = lambda name: torch.cat([getattr(p, name).detach().cpu().double() for p in preds])
     mean, sd = std.inverse_mean(cat("mean")).numpy(), std.inverse_std(cat("std")).numpy()

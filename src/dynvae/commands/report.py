@@ -15,6 +15,7 @@ from dynvae.errors import DataError
 from dynvae.models.base import DVAE
 from dynvae.train.evaluation import (
     EvalSettings,
+    checked,
     chunks,
     default_horizon,
     hide_entries,
@@ -32,8 +33,9 @@ def predictions(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
     batch = data.to_batch(dtype=torch.float64)
     seen = batch.mask if hidden is None else batch.mask & ~hidden
     given = batch.with_mask(seen)
-    preds = [model.reconstruct(given.index(idx)) for idx in chunks(
-        len(data), prediction_chunk(model, data))]                # bounded memory
+    preds = [checked(model.reconstruct(given.index(idx)), model, "reconstruct",
+                     [data.ids[i] for i in idx], batch.valid[idx])
+             for idx in chunks(len(data), prediction_chunk(model, data))]   # bounded memory
     x = standardizer.inverse_mean(batch.x.double()).numpy()
     x = np.where(batch.mask.numpy(), x, np.nan)
     cat = lambda name: torch.cat([getattr(p, name).detach().cpu().double() for p in preds])

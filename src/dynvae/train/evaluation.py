@@ -45,6 +45,25 @@ def _to_original(std: Standardizer, pred: Prediction) -> tuple[np.ndarray, np.nd
     return mean, std.inverse_std(pred.std.detach().cpu().double()).numpy()
 
 
+def checked(pred: Prediction, model: DVAE, what: str, ids: list[str],
+            valid: Tensor | None = None) -> Prediction:
+    """``pred`` of ``model.<what>`` for the sequences ``ids``, or a NumericalError naming
+    the model, the sequence, the step and the feature of its first non-finite predictive
+    mean or std (at the ``valid`` (B, T) steps; every step when None): a prediction that
+    overflowed is never written or scored as if it were one."""
+    bad = ~(torch.isfinite(pred.mean) & torch.isfinite(pred.std))          # (B, T, D)
+    if valid is not None:
+        bad &= valid.to(bad.device)[..., None]
+    if not bool(bad.any()):
+        return pred
+    from dynvae.errors import NumericalError
+    b, k, d = (int(i) for i in bad.nonzero()[0])
+    which = "mean" if not math.isfinite(float(pred.mean[b, k, d])) else "std"
+    raise NumericalError(f"{type(model).__name__}.{what}: non-finite predictive {which} "
+                         f"for sequence {ids[b]!r} at step {k} (t = {float(pred.t[b, k]):g}), "
+                         f"feature {d}: the model's predictions overflowed")
+
+
 def gaussian_nll(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     return 0.5 * math.log(2 * math.pi) + np.log(std) + 0.5 * ((x - mean) / std) ** 2
 
@@ -144,8 +163,9 @@ def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     for idx in chunks(len(data), prediction_chunk(model, data), data.lengths):
         part = data.to_batch(idx, dtype=torch.float64)
         hide = hidden[idx][:, :part.x.shape[1]]
-        m, s = _to_original(standardizer, model.reconstruct(part.with_mask(
-            part.mask & ~hide)))
+        pred = model.reconstruct(part.with_mask(part.mask & ~hide))
+        m, s = _to_original(standardizer, checked(pred, model, "reconstruct",
+                                                  [data.ids[i] for i in idx], part.valid))
         mean[idx, :m.shape[1]], std[idx, :s.shape[1]] = m, s
         bar.update(len(idx))
     x = standardizer.inverse_mean(batch.x.double()).numpy()
@@ -187,8 +207,9 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
     mean = np.empty((*t_future.shape, data.dim))                       # (B, H, D)
     std = np.empty_like(mean)
     for idx in chunks(len(data), prediction_chunk(model, data), past.lengths):
-        mean[idx], std[idx] = _to_original(standardizer, model.forecast(
-            past.to_batch(idx, dtype=torch.float64), t_future[idx]))
+        pred = model.forecast(past.to_batch(idx, dtype=torch.float64), t_future[idx])
+        mean[idx], std[idx] = _to_original(standardizer, checked(
+            pred, model, "forecast", [data.ids[i] for i in idx]))
         bar.update(len(idx))
     x = standardizer.inverse_mean(np.stack([f[1] for f in future]))   # (B, H, D), NaN missing
     seen = ~np.isnan(x)
