@@ -104,11 +104,11 @@ def _long_sine(n_seq: int = 4, n_times: int = 1000, step: float = 0.01) -> Seque
 
 
 def test_rule_keeps_a_sequence_within_a_hundred_units_of_model_time():
-    data = _long_sine(n_times=250, step=0.01)              # span 2.49: unit 0.0249
+    data = _long_sine(n_times=120, step=0.01)              # span 1.19: unit 0.0119
     size = DataSize.of(data)
     assert size.median_step == pytest.approx(0.01) and size.train_window == 0
     chosen = model_defaults(model_class("latent-sde").Config(), size)
-    assert chosen["time_unit"] == pytest.approx(2.49 / 100)
+    assert chosen["time_unit"] == pytest.approx(1.19 / 100)
     short = DataSize.of(_long_sine(n_times=50, step=0.01))  # 49 steps: the median step
     assert model_defaults(model_class("latent-sde").Config(), short)["time_unit"] == \
         pytest.approx(0.01)

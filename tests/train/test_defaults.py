@@ -68,9 +68,10 @@ def test_runs_without_limits_train_at_least_min_steps(n, epochs):
 
 
 @pytest.mark.parametrize("n, T, window, batch, epochs", [
-    (40, 256, 0, 8, 800),        # at most 256 steps: whole sequences, batches of 8 of 40
+    (40, 128, 0, 8, 800),        # at most 128 steps: whole sequences, batches of 8 of 40
     (1, 2284, 64, 8, 800),       # one long series (co2): 36 windows in batches of 8
-    (40, 257, 64, 25, 500),      # 5 windows each: 200 windows in batches of 200 // 8
+    (40, 129, 64, 15, 500),      # 3 windows each: 120 windows in batches of 120 // 8
+    (42, 168, 64, 15, 445),      # seattle-temps' weeks: 126 windows, 9 batches an epoch
 ])
 def test_long_sequences_train_on_windows_counted_by_the_rule(n, T, window, batch, epochs):
     from dynvae.train.trainer import TrainConfig
@@ -90,8 +91,8 @@ def test_long_sequences_train_on_windows_counted_by_the_rule(n, T, window, batch
 
 
 def test_latent_sde_time_unit_follows_the_training_windows():
-    whole = DataSize.of(dataset(8, 1, T=200, step=0.5))       # spans of 99.5: unit 0.995
-    assert whole.train_window == 0 and whole.time_unit == pytest.approx(0.995)
+    whole = DataSize.of(dataset(8, 1, T=120, step=0.5))       # spans of 59.5: unit 0.595
+    assert whole.train_window == 0 and whole.time_unit == pytest.approx(0.595)
     long = DataSize.of(dataset(1, 1, T=2284, step=0.0192))   # one series in windows of 64
     assert long.train_window == 64 and long.time_unit == pytest.approx(0.0192)
     chosen = model_defaults(model_class("latent-sde").Config(), long)
