@@ -67,9 +67,10 @@ number of features D, and the median time step dt; it is the same for every data
   DKF 0.2753 -> 0.1359, VRNN 1.246 -> 0.1308, GP-VAE 0.1004 -> 0.0797, chorales SRNN
   0.03666 -> 0.03512, GP-VAE 0.03748 -> 0.03509 (docs/results/quality.md#training-windows;
   basic-motions' 100 steps and japanese-vowels' 7-29 are read whole). Streamed data are
-  cropped to one window a sequence an epoch. Not for a model whose whole path follows from one initial
-  state (its Config sets ``horizon_warmup``, the latent ODE): windows teach it paths of
-  64 steps that scoring the whole series extrapolates (co2 imputation MSE 118 -> 6203).
+  cropped to one window a sequence an epoch. Not for a model whose whole path follows
+  from one initial state (its Config sets ``horizon_warmup``, the latent ODE): windows
+  teach it paths of 64 steps that scoring the whole series extrapolates (co2 imputation
+  MSE 118 -> 6203).
 * hidden width W = clip(2^ceil(log2(8 D)), 32, 128) and latent size Z = clip(D, 4, 16):
   more features need wider networks and more latent dimensions.
 * hide_from_encoder = 0.3: training hides 30 % of the observed entries from the inference
