@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from dynvae.errors import ConfigError
+from dynvae.train.augment import sequence_generator
 from dynvae.train.distributed import World, shard
 
 LENGTH_POOL = 8  # batches whose sequences are grouped by length together
@@ -80,8 +81,7 @@ class TrainingWindows:
         length, width = len(seq), self.window
         if length <= width:
             return seq
-        gen = torch.Generator().manual_seed(
-            ((self.seed * 1_000_003 + self.epoch) * 10_007 + k + _WINDOW_SLOT) % (2**63 - 1))
+        gen = sequence_generator(self.seed, self.epoch, k + _WINDOW_SLOT)
         a = int(torch.randint(0, length - width + 1, (1,), generator=gen))
         observed = ~np.isnan(seq.x[a:a + width]).all(1)
         if not observed.any():                  # the nearest window with an observation

@@ -166,7 +166,7 @@ class DataSize:
         """What an epoch reads: the sequences, or their windows when training uses them."""
         if not (windows and self.train_window):
             return self.n_sequences
-        return max(self.n_sequences, round(self.n_sequences * self.windows_per_sequence))
+        return round(self.n_sequences * self.windows_per_sequence)   # (>= 1 per sequence)
 
     @property
     def time_unit(self) -> float:
