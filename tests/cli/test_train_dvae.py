@@ -42,7 +42,8 @@ def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
     curve = pd.read_csv(run / "metrics.csv")
     assert len(curve) == 2 and {"kl_per_step", "kl_dim0", "kl_dim1"} <= set(curve.columns)
     # the data-sized rule filled what --set did not give
-    assert sections["train"]["lr"] == 3e-3 and sections["model"]["hide_from_encoder"] == 0.3
+    # (the DKF's Config names its own learning rate, dynvae.train.defaults)
+    assert sections["train"]["lr"] == 1e-2 and sections["model"]["hide_from_encoder"] == 0.3
     # resume through the CLI: 2 more steps continue from checkpoints/last.pt
     assert _train(run, "--set", "max_steps=4", "--set", "kl_anneal_steps=1", "--resume") == 0
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4

@@ -90,6 +90,24 @@ def test_long_sequences_train_on_windows_counted_by_the_rule(n, T, window, batch
     assert ode["train_window"] == 0 and ode["batch_size"] == max(8, min(32, n // 8))
 
 
+def test_a_model_config_may_name_its_learning_rate():
+    from dynvae.commands.train import fit_sections
+    from dynvae.models.registry import MODELS
+    from dynvae.train.trainer import TrainConfig
+    data = dataset(64, 6)
+    rates = {}
+    for name in MODELS:
+        cls = model_class(name)
+        if "train" not in fit_sections(cls):
+            continue
+        configs = {"model": cls.Config(), "train": TrainConfig()}
+        rates[name] = data_defaults(configs, data, given=set())["train"].lr
+        given = data_defaults(configs, data, given={"lr"})["train"].lr
+        assert given == TrainConfig().lr, name            # --set lr keeps its value
+    assert rates.pop("dkf") == 1e-2
+    assert rates and set(rates.values()) == {3e-3}, rates
+
+
 def test_latent_sde_time_unit_follows_the_training_windows():
     whole = DataSize.of(dataset(8, 1, T=120, step=0.5))       # spans of 59.5: unit 0.595
     assert whole.train_window == 0 and whole.time_unit == pytest.approx(0.595)

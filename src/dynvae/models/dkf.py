@@ -80,9 +80,12 @@ class DKFConfig(FrameOptions, DictConfig):
     latent dimensions: ``ELBOTerms.kl_dims`` is None, so metrics.csv has no kl_dim
     columns, the collapse diagnostic is skipped and ``free_bits`` is unavailable.
     flow_hidden: hidden units of each flow step's masked autoregressive network.
+    ``dynvae train`` trains it at a learning rate of 1e-2 unless --set gives one (the
+    other models: 3e-3; dynvae.train.defaults).
     """
 
     model_name = "DKF"
+    learning_rate = 1e-2    # `dynvae train`'s default for this model (train.defaults)
 
     latent_dim: int = 8
     encoder: str = "backward"
