@@ -102,6 +102,8 @@ class TrainConfig:
     #                        (dynvae.train.batching.TrainingWindows); 0: whole sequences
     num_workers: int = 0  # DataLoader worker processes assembling batches
     progress: bool = False  # a tqdm bar (the CLI turns it on)
+    init_output_bias: bool = True  # a new run starts Bernoulli decoders at the log-odds
+    #                                of each feature's training mean (output_bias_init)
 
     def __post_init__(self) -> None:
         positive = ("lr", "variance_lr", "batch_size", "max_epochs", "eval_every",
@@ -234,6 +236,41 @@ class _BudgetBar:
         self.bar.close()
 
 
+def output_bias_init(model: nn.Module, train, clip: float = 1e-3) -> int:
+    """Set the output bias of every Bernoulli decoder of ``model`` (a
+    :class:`BernoulliObservation` with an affine output of the data's D features) to
+    logit(p_d), p_d the mean of feature d over the observed training entries, clipped to
+    [clip, 1 - clip] (0.5 for a feature never observed). Returns how many were set.
+
+    A new model starts at p = 0.5 for every feature, and Adam moves a bias by about its
+    learning rate per step: on sparse binary data (piano rolls: a few of 88 keys on)
+    the biases need ~1,000 steps to reach the log-odds of the notes' frequencies, -4 to
+    -7, and until then every model predicts little more than those frequencies.
+    Streamed data (no in-memory sequences) are left as they are.
+    """
+    import numpy as np
+
+    from dynvae.nn.observation import BernoulliObservation
+    heads = [m for m in model.modules() if isinstance(m, BernoulliObservation)
+             and isinstance(getattr(m, "logits", None), nn.Linear)]
+    sequences = getattr(train, "sequences", None)
+    if not heads or not sequences:
+        return 0
+    x = np.concatenate([np.asarray(s.x, dtype=np.float64) for s in sequences])
+    seen = ~np.isnan(x)
+    count = seen.sum(0)
+    p = np.where(count > 0, np.where(seen, x, 0.0).sum(0) / np.maximum(count, 1), 0.5)
+    p = np.clip(p, clip, 1.0 - clip)
+    n = 0
+    for head in heads:
+        if head.logits.out_features != p.size:
+            continue
+        with torch.no_grad():
+            head.logits.bias.copy_(torch.as_tensor(np.log(p / (1.0 - p))))
+        n += 1
+    return n
+
+
 def param_groups(model: nn.Module, config: TrainConfig) -> list[dict]:
     """Adam's parameter groups: the free variances (:class:`FreeVariance`, e.g. the
     default Gaussian emission's) at ``variance_lr`` x lr, everything else at lr.
@@ -327,6 +364,10 @@ class Trainer:
                               f"{self.world.size} processes")
         state = self._load_last() if resume else _State()
         cfg = self.config
+        if not resume and cfg.init_output_bias and output_bias_init(self.model, train) \
+                and self.world.distributed:       # every process starts where rank 0 does
+            for p in self.model.parameters():
+                torch.distributed.broadcast(p.data, src=0)
         if cfg.average_decay > 0 and self._average is None:
             self._average = {k: v.detach().clone() for k, v in self._averaged_entries()}
             self._average_pairs = None
