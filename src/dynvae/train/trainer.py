@@ -256,10 +256,13 @@ def output_bias_init(model: nn.Module, train, clip: float = 1e-3) -> int:
     sequences = getattr(train, "sequences", None)
     if not heads or not sequences:
         return 0
-    x = np.concatenate([np.asarray(s.x, dtype=np.float64) for s in sequences])
-    seen = ~np.isnan(x)
-    count = seen.sum(0)
-    p = np.where(count > 0, np.where(seen, x, 0.0).sum(0) / np.maximum(count, 1), 0.5)
+    total = count = 0.0
+    for sequence in sequences:                 # one sequence at a time: O(D) memory
+        x = np.asarray(sequence.x, dtype=np.float64)
+        seen = ~np.isnan(x)
+        total = total + np.where(seen, x, 0.0).sum(0)
+        count = count + seen.sum(0)
+    p = np.where(count > 0, total / np.maximum(count, 1), 0.5)
     p = np.clip(p, clip, 1.0 - clip)
     n = 0
     for head in heads:
