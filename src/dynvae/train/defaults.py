@@ -16,8 +16,8 @@ number of features D, and the median time step dt; it is the same for every data
   japanese-vowels 0.002532 -> 0.002406 (now below linear interpolation's 0.002443),
   seattle-temps 0.1099 -> 0.0935, the chorales 0.03609 -> 0.02952 (linear
   interpolation 0.03466), healing-digits 0.04424 -> 0.0443, co2 0.1401 -> 0.1406. No
-  other model was better at 1e-2 on most sets: the VRNN, GP-VAE, SRNN and latent ODE
-  were worse on four to six of them, e.g. the VRNN on healing-digits 0.03865 ->
+  other model was better at 1e-2 on most sets: the VRNN, GP-VAE, STORN, SRNN and
+  latent ODE were worse on five or six of them, e.g. the VRNN on healing-digits 0.03865 ->
   0.06009, the latent ODE on seattle-temps 3.011 -> 26.46
   (docs/results/quality.md#learning-rate).
 * a constant learning rate (``lr_schedule = "constant"``). The cosine decay to 5 % of lr
