@@ -172,7 +172,22 @@ def test_compiled_euler_matches_eager_euler():
     eager = make_model().elbo(batch, bm=bm, z0_noise=eps)
     compiled = make_model(solver="euler-compiled").elbo(batch, bm=bm, z0_noise=eps)
     torch.testing.assert_close(compiled.kl, eager.kl, rtol=0, atol=1e-10)
+    torch.testing.assert_close(compiled.kl_dims, eager.kl_dims, rtol=0, atol=1e-10)
     torch.testing.assert_close(compiled.log_lik, eager.log_lik, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["euler", "milstein"])
+@pytest.mark.parametrize("gradients", ["adjoint", "checkpoint"])
+def test_the_kl_of_each_dimension_is_the_same_whatever_the_gradients(solver, gradients):
+    """The fused posterior (backpropagation) and the separate networks of the adjoint and
+    the checkpointed solves split the KL over latent dimensions alike (same noise)."""
+    batch = irregular_batch()
+    bm, eps = fixed_noise(batch, K=2)
+    ref = make_model(solver=solver).elbo(batch, 2, bm=bm, z0_noise=eps)
+    got = make_model(solver=solver, gradients=gradients).elbo(batch, 2, bm=bm, z0_noise=eps)
+    assert ref.kl_dims.shape == (batch.batch_size, Z)
+    torch.testing.assert_close(got.kl_dims, ref.kl_dims, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got.kl_dims.sum(-1), got.kl, rtol=1e-12, atol=1e-12)
 
 
 def test_elbo_and_log_weight_gradients_match_finite_differences():

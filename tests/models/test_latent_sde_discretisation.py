@@ -16,14 +16,15 @@ from tests.models.test_latent_sde import LENGTHS, fixed_noise, irregular_batch, 
 
 
 def hand_rebuilt_terms(model, batch, bm, z0_noise):
-    """(z (B, T, Z), path KL (B,), u . dW summed (B,)) from the Euler recursion."""
+    """(z (B, T, Z), path KL of each latent dimension (B, Z), u . dW summed (B,)) from the
+    Euler recursion."""
     prepared = model._prepare(batch)
     start = model.posterior_start(prepared, 1, z0_noise)
     grid = solver_grid(prepared, 1.0)                                     # (B, T)
     dW = bm.increments(grid)[0]                                           # (B, T-1, Z)
     B, T = grid.shape
     z = [start.z0]                                                        # (B, Z)
-    kl = torch.zeros(B, dtype=torch.float64)
+    kl = torch.zeros(B, start.z0.shape[-1], dtype=torch.float64)
     stochastic = torch.zeros(B, dtype=torch.float64)
     for k in range(T - 1):
         zk, h = z[-1], (grid[:, k + 1] - grid[:, k])[:, None]             # (B, Z), (B, 1)
@@ -31,7 +32,7 @@ def hand_rebuilt_terms(model, batch, bm, z0_noise):
         g = model.diffusion(zk)
         u = (f_q - model.prior_drift(zk)) / g
         live = (k + 1 < prepared.lengths).to(h)                           # scored interval
-        kl = kl + live * 0.5 * (u.pow(2) * h).sum(-1)
+        kl = kl + live[:, None] * 0.5 * u.pow(2) * h
         stochastic = stochastic + live * (u * dW[:, k]).sum(-1)
         z.append(zk + f_q * h + g * dW[:, k])
     return torch.stack(z, 1), kl, stochastic
@@ -41,7 +42,8 @@ def test_elbo_and_iwae_weights_follow_the_same_euler_steps():
     model, batch = make_model(dt=None), irregular_batch()
     bm, eps = fixed_noise(batch, dt=1.0)
     with torch.no_grad():
-        z, path_kl, stochastic = hand_rebuilt_terms(model, batch, bm, eps)
+        z, path_kl_dims, stochastic = hand_rebuilt_terms(model, batch, bm, eps)
+        path_kl = path_kl_dims.sum(-1)
         prepared = model._prepare(batch)
         elbo_paths = model.posterior_paths(prepared, 1, bm=bm, z0_noise=eps)
         iwae_paths = model.log_ratio_paths(prepared, 1, bm=bm, z0_noise=eps)
@@ -51,6 +53,10 @@ def test_elbo_and_iwae_weights_follow_the_same_euler_steps():
         torch.testing.assert_close(elbo_paths.z[0, b, :L], z[b, :L], rtol=0, atol=1e-10)
         torch.testing.assert_close(iwae_paths.z[0, b, :L], z[b, :L], rtol=0, atol=1e-10)
     torch.testing.assert_close(terms.kl, elbo_paths.kl0 + path_kl, rtol=0, atol=1e-10)
+    # the KL of each latent dimension: KL(q(z_0) || p(z_0)) and sum_k u_k,i^2 h_k / 2
+    torch.testing.assert_close(terms.kl_dims, elbo_paths.kl0_dims + path_kl_dims, rtol=0,
+                               atol=1e-10)
+    assert bool((path_kl_dims > 1e-6).all())                              # not trivially 0
     # log w = log p(x | z) + log p(z_0) / q(z_0) - sum (u . dW + |u|^2 h / 2)
     expected = (terms.log_lik + elbo_paths.log_ratio0[0] - path_kl - stochastic)
     torch.testing.assert_close(log_w, expected, rtol=0, atol=1e-10)

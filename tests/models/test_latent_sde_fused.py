@@ -28,7 +28,7 @@ def separate(model: LatentSDE):
         return GirsanovKL(
             lambda t, z: model.posterior_drift(torch.cat([z, lookup(t)], -1)),
             lambda t, z: model.prior_drift(z), lambda t, z: model.diffusion(z),
-            lambda t, z: model.diffusion.value_and_derivative(z))
+            lambda t, z: model.diffusion.value_and_derivative(z), per_dimension=True)
     return build
 
 

@@ -177,7 +177,8 @@ class PathTerms(NamedTuple):
     log_ratio: (K, B) log p(z) - log q(z | x) of the drawn latents.  params: the
     observation parameters, each (K, B, T, D).  state: what the model needs to continue
     its generative recursion (model-specific tensors with leading (K, B) or (B,), over
-    the steps up to the longest sequence).
+    the steps up to the longest sequence).  kl_dims: (K, B, Z) the KL split over the
+    latent dimensions (summed over steps; its sum over Z is ``kl``), or None.
     """
 
     z: Tensor
@@ -186,6 +187,7 @@ class PathTerms(NamedTuple):
     log_ratio: Tensor
     params: tuple[Tensor, ...]
     state: tuple[Tensor, ...]
+    kl_dims: Tensor | None = None
 
 
 class PathModel(DVAE):
@@ -250,8 +252,9 @@ class PathModel(DVAE):
         check_positive(n_samples=n_samples)
         batch = self.prepare(batch)
         paths = self.path_terms(batch, n_samples)
+        kl_dims = None if paths.kl_dims is None else paths.kl_dims.mean(0)    # (B, Z)
         return ELBOTerms(paths.log_lik.mean(0), paths.kl.mean(0),
-                         batch.n_observed().to(paths.log_lik))
+                         batch.n_observed().to(paths.log_lik), kl_dims)
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:

@@ -369,14 +369,16 @@ def stepwise_normal(K: int, B: int, T: int, Z: int, like: Tensor) -> Tensor:
 
 def latent_terms(z: Tensor, q_mean: Tensor, q_var: Tensor, p_mean: Tensor, p_var: Tensor,
                  valid: Tensor) -> tuple[Tensor, Tensor]:
-    """Closed-form KL(q || p) (seed eq. 10) and log p(z) - log q(z) of the drawn latents (the
-    log importance weight's latent part), summed over channels and valid steps:
-    z, moments (K, B, T, Z), valid (B, T) -> (K, B) each."""
-    kl = kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1)
+    """Closed-form KL(q || p) (seed eq. 10) of each latent dimension, summed over valid
+    steps, and log p(z) - log q(z) of the drawn latents (the log importance weight's
+    latent part), summed over dimensions and valid steps: z, moments (K, B, T, Z), valid
+    (B, T) -> kl_dims (K, B, Z) (its sum over Z is the KL term), log_ratio (K, B)."""
+    kl = kl_diag_gaussians(q_mean, q_var, p_mean, p_var)                   # (K, B, T, Z)
     log_ratio = (diag_gaussian_log_prob(z, p_mean, p_var)
                  - diag_gaussian_log_prob(z, q_mean, q_var)).sum(-1)
-    zero = torch.zeros_like(kl)      # padded steps hold anything, even inf: select, not scale
-    return torch.where(valid, kl, zero).sum(-1), torch.where(valid, log_ratio, zero).sum(-1)
+    zero = torch.zeros_like(log_ratio)  # padded steps hold anything, even inf: select
+    return (torch.where(valid[..., None], kl, torch.zeros_like(kl)).sum(-2),
+            torch.where(valid, log_ratio, zero).sum(-1))
 
 
 # ----------------------------------------------------------------------- forecasts

@@ -126,12 +126,12 @@ class DSAE(PathModel):
         p_mean, p_var = self.prior_head(g)
         params = self.emission(z, v_steps, batch.u)                            # (K, B, T, D)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
-        kl, log_ratio = latent_terms(z, q_mean, q_var, p_mean, p_var, batch.valid)
+        kl_dims, log_ratio = latent_terms(z, q_mean, q_var, p_mean, p_var, batch.valid)
         zero, one = torch.zeros_like(v), torch.ones_like(v)
-        kl = kl + kl_diag_gaussians(v_mean, v_var, zero, one).sum(-1)          # static term
+        kl_dims = torch.cat([kl_dims, kl_diag_gaussians(v_mean, v_var, zero, one)], -1)
         log_ratio = log_ratio + (diag_gaussian_log_prob(v, zero, one)
                                  - diag_gaussian_log_prob(v, v_mean, v_var)).sum(-1)
-        return PathTerms(z, log_lik, kl, log_ratio, params, (g, v))
+        return PathTerms(z, log_lik, kl_dims.sum(-1), log_ratio, params, (g, v), kl_dims)
 
     def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:
         g, v = paths.state                                        # (K, B, T, G), (K, B, V)

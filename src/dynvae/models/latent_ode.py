@@ -205,9 +205,9 @@ class LatentODE(DVAE):
         batch = self._prepare(batch)
         _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, z0_noise)
         log_lik = self.emission_log_prob(batch, z).mean(0)
-        kl = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
-                               torch.ones_like(q_var)).sum(-1)
-        return ELBOTerms(log_lik, kl, batch.n_observed().to(log_lik))
+        kl_dims = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
+                                    torch.ones_like(q_var))                    # (B, Z)
+        return ELBOTerms(log_lik, kl_dims.sum(-1), batch.n_observed().to(log_lik), kl_dims)
 
     @torch.no_grad()
     def log_likelihood_bound(self, batch: SequenceBatch, k: int) -> Tensor:

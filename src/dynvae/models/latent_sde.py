@@ -149,18 +149,23 @@ class LatentSDEConfig(FrameOptions, DictConfig):
 class GirsanovPaths(NamedTuple):
     """K posterior paths: z (K, B, T, Z) at the observation times; path (K, B) the
     Girsanov KL integrand (or log dP/dQ) from t_0 to each sequence's last time;
-    log_ratio0 (K, B) log p(z_0) - log q(z_0); kl0 (B,) KL(q(z_0) || p(z_0))."""
+    log_ratio0 (K, B) log p(z_0) - log q(z_0); kl0 (B,) KL(q(z_0) || p(z_0)); kl0_dims
+    (B, Z) and path_dims (K, B, Z) (None for log dP/dQ): the two KL terms of each latent
+    dimension, which add up to kl0 and path."""
 
     z: Tensor
     path: Tensor
     log_ratio0: Tensor
     kl0: Tensor
+    kl0_dims: Tensor
+    path_dims: Tensor | None = None
 
 
 class PosteriorStart(NamedTuple):
     """z0 (K * B, Z) draws from q(z_0 | x); times (T,) or (K * B, T) for ``sdeint``; sde
     the posterior SDE; contexts (K * B, T, C) and context_input, the copy of them the SDE
-    reads (detached for the adjoint, see :meth:`gradients`); log_ratio0 (K, B); kl0 (B,)."""
+    reads (detached for the adjoint, see :meth:`gradients`); log_ratio0 (K, B); kl0_dims
+    (B, Z) KL(q(z_0) || p(z_0)) of each latent dimension."""
 
     z0: Tensor
     times: Tensor
@@ -168,7 +173,7 @@ class PosteriorStart(NamedTuple):
     contexts: Tensor
     context_input: Tensor
     log_ratio0: Tensor
-    kl0: Tensor
+    kl0_dims: Tensor
 
 
 def solver_grid(batch: SequenceBatch, pad_step: float) -> Tensor:
@@ -244,11 +249,11 @@ class FusedPosterior(GirsanovKL):
 
     posterior_drift, prior_drift: the model's MLPs (Linear and Softplus layers);
     diffusion: its DiagonalDiffusion; times (T,) or (R, T) and contexts (R, T, C) as
-    for :func:`interval_context`.
+    for :func:`interval_context`; per_dimension: as for ``GirsanovKL``.
     """
 
     def __init__(self, posterior_drift: MLP, prior_drift: MLP, diffusion: DiagonalDiffusion,
-                 times: Tensor, contexts: Tensor) -> None:
+                 times: Tensor, contexts: Tensor, per_dimension: bool = False) -> None:
         q_layers = [m for m in posterior_drift.net if isinstance(m, nn.Linear)]
         p_layers = [m for m in prior_drift.net if isinstance(m, nn.Linear)]
         if len(q_layers) != len(p_layers):
@@ -264,7 +269,7 @@ class FusedPosterior(GirsanovKL):
         self._last: tuple[Tensor, int, Tensor] | None = None
         super().__init__(lambda t, z: self.drifts(t, z)[1], lambda t, z: prior_drift(z),
                          lambda t, z: diffusion(z),
-                         lambda t, z: diffusion.value_and_derivative(z))
+                         lambda t, z: diffusion.value_and_derivative(z), per_dimension)
 
     def drifts(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         """(f_p, f_q) at (t, z), each (R, Z)."""
@@ -353,15 +358,16 @@ class LatentSDE(DVAE):
                            lambda t, z: self.diffusion.value_and_derivative(z))
 
     def posterior_sde(self, times: Tensor, contexts: Tensor) -> GirsanovKL:
-        """dz = f_q(z, c(t)) dt + g(z) dW with the Girsanov running cost; times (T,) or
-        (R, T), contexts (R, T, C)."""
+        """dz = f_q(z, c(t)) dt + g(z) dW with the Girsanov running cost of each latent
+        dimension (R, Z); times (T,) or (R, T), contexts (R, T, C)."""
         if self.config.gradients == "backprop" and not isinstance(self.solver, Compiled):
             return FusedPosterior(self.posterior_drift, self.prior_drift, self.diffusion,
-                                  times, contexts)
+                                  times, contexts, per_dimension=True)
         lookup = interval_context(times, contexts)
         return GirsanovKL(lambda t, z: self.posterior_drift(torch.cat([z, lookup(t)], -1)),
                           lambda t, z: self.prior_drift(z), lambda t, z: self.diffusion(z),
-                          lambda t, z: self.diffusion.value_and_derivative(z))
+                          lambda t, z: self.diffusion.value_and_derivative(z),
+                          per_dimension=True)
 
     def posterior_start(self, batch: SequenceBatch, n_samples: int,
                         z0_noise: Tensor | None = None) -> PosteriorStart:
@@ -387,7 +393,7 @@ class LatentSDE(DVAE):
             read = contexts.detach().requires_grad_(contexts.requires_grad)
         return PosteriorStart(z0.reshape(K * B, Z), times, self.posterior_sde(times, read),
                               contexts, read, log_ratio0,
-                              kl_diag_gaussians(q_mean, q_var, p_mean, p_var).sum(-1))
+                              kl_diag_gaussians(q_mean, q_var, p_mean, p_var))
 
     def gradients(self, start: PosteriorStart) -> Gradients:
         """The configured way of differentiating a posterior solve. The adjoint is told
@@ -426,13 +432,18 @@ class LatentSDE(DVAE):
 
     def _at_last_times(self, batch: SequenceBatch, start: PosteriorStart, z: Tensor,
                        path: Tensor) -> GirsanovPaths:
-        """Reshape z (K * B, T, Z) and read path (K * B, T) at each last valid time."""
+        """Reshape z (K * B, T, Z) and read path (K * B, T), or per latent dimension
+        (K * B, T, Z), at each last valid time."""
         K = start.log_ratio0.shape[0]
         B, T = batch.x.shape[:2]
         z = z.reshape(K, B, T, -1)
-        last = (batch.lengths - 1).to(z.device).expand(K, B)[..., None]       # (K, B, 1)
-        path = path.reshape(K, B, T).gather(-1, last).squeeze(-1)             # (K, B)
-        return GirsanovPaths(z, path, start.log_ratio0, start.kl0)
+        dims = path.reshape(K, B, T, -1)                                      # (K, B, T, W)
+        last = (batch.lengths - 1).to(z.device).view(1, B, 1, 1).expand(K, B, 1, dims.shape[-1])
+        dims = dims.gather(2, last).squeeze(2)                                # (K, B, W)
+        per_dim = path.dim() == 3
+        return GirsanovPaths(z, dims.sum(-1) if per_dim else dims[..., 0], start.log_ratio0,
+                             start.kl0_dims.sum(-1), start.kl0_dims,
+                             dims if per_dim else None)
 
     def emission_log_prob(self, batch: SequenceBatch, z: Tensor) -> Tensor:
         """(K, B) log p(x | z) of the scored entries along paths z (K, B, T, Z)."""
@@ -448,8 +459,11 @@ class LatentSDE(DVAE):
         batch = self._prepare(batch)
         paths = self.posterior_paths(batch, n_samples, bm=bm, z0_noise=z0_noise)
         log_lik = self.emission_log_prob(batch, paths.z)
-        return ELBOTerms(log_lik.mean(0), paths.kl0 + paths.path.mean(0),
-                         batch.n_observed().to(log_lik))
+        n_obs = batch.n_observed().to(log_lik)
+        if paths.path_dims is None:       # a posterior SDE whose cost is not split
+            return ELBOTerms(log_lik.mean(0), paths.kl0 + paths.path.mean(0), n_obs)
+        kl_dims = paths.kl0_dims + paths.path_dims.mean(0)                   # (B, Z)
+        return ELBOTerms(log_lik.mean(0), kl_dims.sum(-1), n_obs, kl_dims)
 
     def log_weights(self, batch: SequenceBatch, k: int, *, bm: BrownianPath | None = None,
                     z0_noise: Tensor | None = None) -> Tensor:

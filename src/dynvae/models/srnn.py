@@ -123,8 +123,8 @@ class SRNN(PathModel):
                                            for m in moments)                   # (K, B, T, Z)
         params = self.emission(z, h.expand(K, -1, -1, -1))                     # (K, B, T, D)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
-        kl, log_ratio = latent_terms(z, q_mean, q_var, p_mean, p_var, batch.valid)
-        return PathTerms(z, log_lik, kl, log_ratio, params, (h,))
+        kl_dims, log_ratio = latent_terms(z, q_mean, q_var, p_mean, p_var, batch.valid)
+        return PathTerms(z, log_lik, kl_dims.sum(-1), log_ratio, params, (h,), kl_dims)
 
     def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:
         K = paths.z.shape[0]

@@ -58,16 +58,19 @@ class DiagonalSDE(SDE):
 
 
 class GirsanovKL(SDEWithRunningCost):
-    """Q: dz = f_q dt + diag(g) dW, with running cost 1/2 |(f_q - f_p) / g|^2, (B,)."""
+    """Q: dz = f_q dt + diag(g) dW, with running cost 1/2 |(f_q - f_p) / g|^2, (B,); with
+    ``per_dimension`` its terms 1/2 u_i^2 apart, (B, Z): the KL of each latent dimension
+    (they add up to the KL; for free bits and the collapse diagnostic)."""
 
     noise = NoiseType.DIAGONAL
     sde_type = SDEType.ITO
 
     def __init__(self, posterior_drift: VectorField, prior_drift: VectorField,
-                 diffusion: VectorField, derivative: DiffusionDerivative | None = None
-                 ) -> None:
+                 diffusion: VectorField, derivative: DiffusionDerivative | None = None,
+                 per_dimension: bool = False) -> None:
         self.posterior_drift, self.prior_drift = posterior_drift, prior_drift
         self._diffusion, self._derivative = diffusion, derivative
+        self.per_dimension = per_dimension
 
     def diffusion_and_derivative(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor] | None:
         """(g, dg/dz) from ``derivative`` (optional; see SDE.diffusion_and_derivative)."""
@@ -89,7 +92,8 @@ class GirsanovKL(SDEWithRunningCost):
 
     def drift_and_cost(self, t: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
         f_q, u = self.drift_difference(t, z)
-        return f_q, 0.5 * u.pow(2).sum(-1)                                 # (B, Z), (B,)
+        cost = 0.5 * u.pow(2)                                               # (B, Z)
+        return f_q, cost if self.per_dimension else cost.sum(-1)           # (B, Z), (B,)
 
 
 class GirsanovLogRatio(SDE):
