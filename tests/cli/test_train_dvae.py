@@ -99,3 +99,20 @@ def test_bad_data_is_a_clear_error(tmp_path, capsys):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path, capsys):
     assert _train(tmp_path / "r", "--set", "max_steps=1", "--resume") == 2
     assert "last.pt does not exist" in capsys.readouterr().err
+
+
+def test_dsae_with_free_bits_reports_the_kl_of_each_dynamic_and_static_dimension(tmp_path):
+    """free_bits reaches a model whose KL splits into dynamic and static dimensions: the
+    run trains, metrics.csv has Z + V kl_dim columns and the collapse plot is written."""
+    run = tmp_path / "run"
+    assert main(["train", "--model", "dsae", *DIGITS, "--set", "latent_dim=2", "--set",
+                 "static_dim=3", "--set", "hidden_size=8", "--set", "encoder_hidden=8",
+                 "--set", "batch_size=6", "--set", "max_steps=3", "--set", "free_bits=0.5",
+                 "--set", "kl_anneal_steps=1", "--set", "progress=false", "--set",
+                 "n_predict_samples=4", "--out", str(run)]) == 0
+    curve = pd.read_csv(run / "metrics.csv")
+    columns = [c for c in curve.columns if c.startswith("kl_dim")]
+    assert columns == [f"kl_dim{i}" for i in range(5)] and curve[columns].notna().all().all()
+    np.testing.assert_allclose(curve[columns].sum(axis=1), curve["kl_per_step"], rtol=1e-6)  # float32
+    assert (run / "plots" / "kl_per_dim.png").stat().st_size > 0
+    assert json.loads((run / "metrics.json").read_text())["latent_dims"] == 5

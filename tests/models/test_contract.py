@@ -204,6 +204,8 @@ def test_the_kl_splits_over_latent_dimensions(name):
     assert kl_dims.dim() == 2 and kl_dims.shape[0] == B
     torch.testing.assert_close(kl_dims.sum(-1), terms.kl, rtol=1e-12, atol=1e-12)
     assert bool((kl_dims >= 0).all()) and bool((kl_dims.sum(0) > 0).all()), kl_dims
+    labels = model.kl_dim_labels(kl_dims.shape[-1])          # the collapse plot's legend
+    assert len(set(labels)) == kl_dims.shape[-1] and all(isinstance(s, str) for s in labels)
     kl_dims.sum().backward()                          # free bits train through kl_dims
     assert any(p.grad is not None and bool(p.grad.any()) for p in model.parameters())
 

@@ -102,3 +102,22 @@ def test_forecasts_keep_the_static_latent_of_each_path():
     g, z, v = m.start_after(paths, batch)
     torch.testing.assert_close(v, paths.state[1].reshape(9, -1))
     torch.testing.assert_close(z.reshape(3, 3, -1)[:, 1], paths.z[:, 1, 3])
+
+
+def test_kl_dims_are_the_dynamic_dimensions_then_the_static_ones():
+    """ELBOTerms.kl_dims (B, Z + V): columns Z.. are KL(q(v | x) || N(0, I)) of each static
+    dimension, the first Z the KL of each z_t dimension summed over the valid steps
+    (averaged over the K paths); the collapse plot names them z[i] and v[j]."""
+    from dynvae.gaussian import kl_diag_gaussians
+    model, batch = build("dsae", U=1), make_batch(U=1)
+    Z, V = model.config.latent_dim, model.config.static_dim
+    terms = seeded(lambda: model.elbo(batch, 3))
+    assert terms.kl_dims.shape == (batch.batch_size, Z + V)
+    v_mean, v_var = model.static_posterior(model.prepare(batch))
+    static = kl_diag_gaussians(v_mean, v_var, torch.zeros_like(v_mean), torch.ones_like(v_var))
+    torch.testing.assert_close(terms.kl_dims[:, Z:], static, rtol=1e-12, atol=1e-12)
+    paths = seeded(lambda: model.path_terms(batch, 3))             # the same draws
+    torch.testing.assert_close(terms.kl_dims[:, :Z].sum(-1),
+                               paths.kl.mean(0) - static.sum(-1), rtol=1e-12, atol=1e-12)
+    assert model.kl_dim_labels(Z + V) == [f"z[{i}]" for i in range(Z)] + \
+        [f"v[{j}]" for j in range(V)]

@@ -132,6 +132,11 @@ class DVAE(nn.Module, abc.ABC):
     def loss(self, batch: SequenceBatch, beta: float = 1.0) -> Tensor:
         return self.elbo(batch).loss(beta)
 
+    def kl_dim_labels(self, n: int) -> list[str]:
+        """Names of the ``n`` columns of ``ELBOTerms.kl_dims`` (for the collapse plot):
+        z[0], z[1], ... unless a model has latents of more than one kind."""
+        return [f"z[{i}]" for i in range(n)]
+
     @property
     def observation_family(self) -> str:
         """The family of p(x_t | z_t): the config's ``observation`` field ("gaussian" or

@@ -108,6 +108,11 @@ class DSAE(PathModel):
         """Parameters of p(x_t | z_t, v, u_t): z (…, Z), v (…, V), u (…, U) -> each (…, D)."""
         return self.observation(self.emission_trunk(with_input(torch.cat([z, v], -1), u)))
 
+    def kl_dim_labels(self, n: int) -> list[str]:
+        """z[i] for the dynamic dimensions, then v[j] for the static ones (kl_dims' order)."""
+        Z = self.config.latent_dim
+        return [f"z[{i}]" if i < Z else f"v[{i - Z}]" for i in range(n)]
+
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T), Z = n_samples, batch.x.shape[:2], self.config.latent_dim
         x_features = self.encoder_features(batch)                              # (B, T, F)
