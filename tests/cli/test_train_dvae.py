@@ -113,6 +113,6 @@ def test_dsae_with_free_bits_reports_the_kl_of_each_dynamic_and_static_dimension
     curve = pd.read_csv(run / "metrics.csv")
     columns = [c for c in curve.columns if c.startswith("kl_dim")]
     assert columns == [f"kl_dim{i}" for i in range(5)] and curve[columns].notna().all().all()
-    np.testing.assert_allclose(curve[columns].sum(axis=1), curve["kl_per_step"], rtol=1e-6)  # float32
+    np.testing.assert_allclose(curve[columns].sum(axis=1), curve["kl_per_step"], rtol=1e-6)
     assert (run / "plots" / "kl_per_dim.png").stat().st_size > 0
     assert json.loads((run / "metrics.json").read_text())["latent_dims"] == 5
