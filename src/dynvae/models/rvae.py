@@ -117,8 +117,8 @@ class RVAE(PathModel):
         h = h.reshape(K, B, T, -1)
         params = self.observation(self.emission_trunk(h))                      # (K, B, T, D)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
-        kl_dims, log_ratio = latent_terms(z, q_mean, q_var, torch.zeros_like(z), torch.ones_like(z),
-                                     batch.valid)
+        kl_dims, log_ratio = latent_terms(z, q_mean, q_var, torch.zeros_like(z),
+                                          torch.ones_like(z), batch.valid)
         return PathTerms(z, log_lik, kl_dims.sum(-1), log_ratio, params, (h,), kl_dims)
 
     def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:

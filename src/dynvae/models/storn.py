@@ -103,8 +103,8 @@ class STORN(PathModel):
         params = self.observation(self.emission_trunk(h))                      # (K, B, T, D)
         log_lik = self.observation.log_prob(batch.x, params, batch.mask).sum((-1, -2))
         prior_mean = torch.zeros_like(z)
-        kl_dims, log_ratio = latent_terms(z, q_mean.expand_as(z), q_var.expand_as(z), prior_mean,
-                                     torch.ones_like(z), batch.valid)
+        kl_dims, log_ratio = latent_terms(z, q_mean.expand_as(z), q_var.expand_as(z),
+                                          prior_mean, torch.ones_like(z), batch.valid)
         return PathTerms(z, log_lik, kl_dims.sum(-1), log_ratio, params, (h,), kl_dims)
 
     def start_after(self, paths: PathTerms, batch: SequenceBatch) -> tuple[Tensor, ...]:
