@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from dynvae.train import run as rundir
     from dynvae.train.evaluation import evaluate_model
     from dynvae.train.lock import DirectoryLock
+    common.apply_threads(args)
     loaded = rundir.load_run(args.run_dir, args.device)
     config = loaded.config
     data = evaluation_data(args, config)

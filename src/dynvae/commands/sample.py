@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from dynvae.utils import seed_everything
     frame_outputs.check_frame_suffixes(args)
     common.check_outputs(args)
+    common.apply_threads(args)
     loaded = rundir.load_run(args.run_dir, args.device)
     shape = None
     if args.gif or args.strip:

@@ -381,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
     configs = common.resolve_configs(args.set, fit_sections(cls))
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda was given but no CUDA device is available")
+    common.apply_threads(args)
     if "train" not in configs and args.resume:
         raise ConfigError(f"--resume applies to gradient-trained models; {args.model!r} fits "
                           "itself")
@@ -420,6 +421,8 @@ def run(args: argparse.Namespace) -> int:
 def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
               standardizer, history: list, seconds: float, data_choices: dict) -> None:
     """The model, metrics, config, curve and plots of a fitted run."""
+    import torch
+
     from dynvae.commands.report import write_plots
     from dynvae.progress import progress_bar
     from dynvae.train import run as rundir
@@ -447,10 +450,10 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
         "data_choices": data_choices,
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
-        "device": args.device, "split": {"fractions": list(SPLIT) if not shared else None,
-                                         "train_equals_test": shared,
-                                         "train_ids": listed_ids(train),
-                                         "test_ids": test.ids},
+        "device": args.device, "threads": torch.get_num_threads(),
+        "split": {"fractions": list(SPLIT) if not shared else None,
+                  "train_equals_test": shared, "train_ids": listed_ids(train),
+                  "test_ids": test.ids},
         "evaluation": dataclasses.asdict(settings),
     })
     rundir.write_metrics(out, metrics)
