@@ -39,4 +39,5 @@ SMALL_CONFIGS: dict[str, dict] = {
 # case name -> (registered model, config): run through the whole suite as well
 VARIANTS: dict[str, tuple[str, dict]] = {
     "dkf-iaf": ("dkf", dict(SMALL_CONFIGS["dkf"], posterior_flow=2, flow_hidden=4)),
+    "storn-bidirectional": ("storn", dict(SMALL_CONFIGS["storn"], encoder="bidirectional")),
 }

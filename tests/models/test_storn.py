@@ -1,6 +1,8 @@
-"""STORN: the encoder sees x_{1:t} only, the generative pass is causal, and a
-linear-Gaussian STORN agrees with the dense Gaussian oracle on identical inputs."""
+"""STORN: the encoder sees x_{1:t} only (x_{1:T} with encoder="bidirectional"), the
+generative pass is causal, and a linear-Gaussian STORN agrees with the dense Gaussian
+oracle on identical inputs."""
 
+import pytest
 import torch
 
 from dynvae.data.batch import SequenceBatch
@@ -36,28 +38,37 @@ def storn_dense(model, batch, b):
         xs.append(x_t.select(m[t]))
         zs.append(z)
     q_bank, enc = NoiseBank(L * Z), model.encoder_head.head
-    g = model.encoder_rnn.run(constant_features(batch, b, L * Z, fill="carry"), L * Z)
+    if model.backward_rnn is None:           # filtering: x_{1:t}, unseen entries carried
+        g = model.encoder_rnn.run(constant_features(batch, b, L * Z, fill="carry"), L * Z)
+    else:                                    # bidirectional: x_{1:T}, linear fill
+        features = constant_features(batch, b, L * Z, fill="steps")
+        back = model.backward_rnn.run(features[::-1], L * Z)[::-1]
+        g = [Affine.cat([f, r]) for f, r in zip(model.encoder_rnn.run(features, L * Z), back,
+                                                 strict=True)]
     q = [q_bank.gaussian(head_mean(enc, g_t), head_constant_var(enc, g_t.mean)) for g_t in g]
     return Affine.cat(xs + zs), Affine.cat(q), x[m]
 
 
-def test_linear_storn_agrees_with_the_dense_oracle():
-    model = swap_grus(build("storn", U=1, mlp_hidden=(), free_emission_variance=True),
-                      torch.Generator().manual_seed(3))
+@pytest.mark.parametrize("encoder", ["filtering", "bidirectional"])
+def test_linear_storn_agrees_with_the_dense_oracle(encoder):
+    model = swap_grus(build("storn", U=1, mlp_hidden=(), free_emission_variance=True,
+                            encoder=encoder), torch.Generator().manual_seed(3))
     batch = make_batch(B=3, T=5, U=1, lengths=(5, 3, 4), seed=4)
     check_dense_oracle(model, batch, storn_dense,
                        lambda paths, b: paths.z[:, b, :int(batch.lengths[b])].flatten(1))
 
 
-def test_encoder_sees_the_past_and_present_only():
-    m, batch = build("storn"), make_batch(lengths=(6, 6, 6))
+@pytest.mark.parametrize("encoder", ["filtering", "bidirectional"])
+def test_encoder_sees_the_past_and_present_or_the_whole_sequence(encoder):
+    m, batch = build("storn", encoder=encoder), make_batch(lengths=(6, 6, 6))
     t = 3
     base = torch.cat(m.posterior(batch), -1)[:, t]
     for s in range(6):
         x = batch.x.clone()
         x[:, s] += torch.where(batch.mask[:, s], 1.0, 0.0)
         q = torch.cat(m.posterior(SequenceBatch(x, batch.mask, batch.t, batch.lengths)), -1)
-        assert (not torch.allclose(q[:, t], base, rtol=0, atol=1e-12)) == (s <= t), s
+        sees = not torch.allclose(q[:, t], base, rtol=0, atol=1e-12)
+        assert sees == (s <= t or encoder == "bidirectional"), s
 
 
 def test_generative_pass_is_causal():

@@ -34,6 +34,7 @@ from dynvae.data.batch import SequenceBatch
 from dynvae.models.base import PathModel, PathTerms
 from dynvae.models.common import (
     FEEDBACKS,
+    check_choice,
     check_dims,
     encoder_mask,
     fed_back,
@@ -48,9 +49,12 @@ from dynvae.models.common import (
 )
 from dynvae.models.frames import frame_input, observation_model
 from dynvae.models.path_config import FeedbackPathConfig
+from dynvae.nn.encoders.base import reverse_padded
 from dynvae.nn.mlp import GaussianMLP, trunk
 from dynvae.nn.recurrent import run_gru, step_gru
 from dynvae.nn.transition import with_input
+
+ENCODERS = ("filtering", "bidirectional")
 
 
 @dataclass
@@ -59,9 +63,19 @@ class STORNConfig(FeedbackPathConfig):
     the encoder GRU g_t; mlp_hidden: hidden layers of the encoder head and the emission
     (empty: affine); observation: "gaussian" or "bernoulli"; generation_feedback: "mean"
     or "sample" (see the module docstring). hide_from_recurrence: see
-    :class:`FeedbackPathConfig`."""
+    :class:`FeedbackPathConfig`. encoder: "filtering" (q(z_t | x_{1:t}), the paper's) or
+    "bidirectional" (q(z_t | x_{1:T}): a second GRU of encoder_hidden units reads the
+    sequence from its last valid step back to t, and both read unseen entries as the
+    linear interpolation of their seen neighbours), which lets a missing x_t be
+    inferred from the entries after it."""
 
     model_name = "STORN"
+
+    encoder: str = "filtering"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice("encoder", self.encoder, dict.fromkeys(ENCODERS))
 
 
 class STORN(PathModel):
@@ -79,7 +93,10 @@ class STORN(PathModel):
         # their own frame models: [x filled, mask, u] or [x filled, mask] -> features
         self.encoder_frames, width = frame_input(c, D, U)
         self.encoder_rnn = nn.GRU(width, c.encoder_hidden, batch_first=True)
-        self.encoder_head = GaussianMLP(c.encoder_hidden, c.mlp_hidden, Z, c.min_var)
+        self.backward_rnn = nn.GRU(width, c.encoder_hidden, batch_first=True) \
+            if c.encoder == "bidirectional" else None
+        self.encoder_head = GaussianMLP(c.encoder_hidden * (1 + (self.backward_rnn is not None)),
+                                        c.mlp_hidden, Z, c.min_var)
         self.previous_frames, width = frame_input(c, D, 0)
         self.decoder_rnn = nn.GRU(width + Z + U, H, batch_first=True)
         self.emission_trunk, width = trunk(H, c.mlp_hidden)
@@ -87,9 +104,16 @@ class STORN(PathModel):
         self.feedback = FEEDBACKS[c.generation_feedback]
 
     def posterior(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
-        """q(z_t | x_{1:t}, u_{1:t}): mean, var (B, T, Z) of a prepared batch."""
-        features = self.encoder_frames(observation_features(batch, fill="carry"))  # (B,T,F+U)
-        return self.encoder_head(run_gru(self.encoder_rnn, features))
+        """q(z_t | x_{1:t}, u_{1:t}) (filtering) or q(z_t | x_{1:T}, u_{1:T})
+        (bidirectional): mean, var (B, T, Z) of a prepared batch."""
+        if self.backward_rnn is None:
+            features = self.encoder_frames(observation_features(batch, fill="carry"))
+            return self.encoder_head(run_gru(self.encoder_rnn, features))     # (B, T, Z)
+        features = self.encoder_frames(observation_features(batch, fill="steps"))
+        back = reverse_padded(run_gru(self.backward_rnn, reverse_padded(features,
+                                                                      batch.lengths)),
+                              batch.lengths)                                  # (B, T, G)
+        return self.encoder_head(torch.cat([run_gru(self.encoder_rnn, features), back], -1))
 
     def draw_paths(self, batch: SequenceBatch, n_samples: int) -> PathTerms:
         K, (B, T) = n_samples, batch.x.shape[:2]
