@@ -364,7 +364,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dynvae.train import run as rundir
-    from dynvae.train.distributed import launch_rank
+    from dynvae.train.distributed import launch_rank, teardown
     from dynvae.utils import seed_everything
     cls = model_class(args.model)
     if args.list_keys:
@@ -407,12 +407,14 @@ def run(args: argparse.Namespace) -> int:
     if not is_main:
         fit_model(model, args.model, configs, train, val, Path(args.out), args.device,
                   args.resume, run_info)
+        teardown()
         return 0
     with rundir.open_run_dir(args.out, args.force, args.resume) as out:
         start = time.perf_counter()
         history = fit_model(model, args.model, configs, train, val, out, args.device,
                             args.resume, run_info)
         seconds = time.perf_counter() - start
+        teardown()            # the other ranks are done: only rank 0 evaluates and writes
         write_run(out, args, model, configs, spec, (train, test, shared), standardizer,
                   history, seconds, data_choices)
     return 0

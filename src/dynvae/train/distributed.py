@@ -43,6 +43,16 @@ def setup(device: torch.device) -> World:
     return World(dist.get_rank(), dist.get_world_size())
 
 
+def teardown() -> None:
+    """Leave the default process group, if any, once every rank has reached this point:
+    the end of a process that started it (``dynvae train`` under torchrun). A process
+    that exits with the group alive can abort in the group's destructor ("terminate
+    called without an active exception", exit -6) while another rank still talks to it."""
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def launch_rank() -> int:
     """This process's rank as set by ``torchrun`` (0 for a plain run), readable before
     the process group exists, e.g. to let only rank 0 prepare the run directory."""
