@@ -13,7 +13,6 @@ import torch
 from dynvae.data import SequenceDataset, Standardizer
 from dynvae.errors import DataError
 from dynvae.models.base import DVAE
-from dynvae.train.collapse import kl_dim_columns
 from dynvae.train.evaluation import (
     EvalSettings,
     checked,
@@ -107,11 +106,9 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
     if history:
         plots.plot_training_curve(history, out / "plots" / "training_curve.png")
     if history and train_config is not None:
-        n_dims = len(kl_dim_columns({k: None for row in history for k in row}))
         plots.plot_kl_per_dimension(history, out / "plots" / "kl_per_dim.png",
                                     train_config.collapse_threshold,
-                                    train_config.kl_anneal_steps,
-                                    labels=model.kl_dim_labels(n_dims) if n_dims else None)
+                                    train_config.kl_anneal_steps, labels=model.kl_dim_labels)
     first = test[:1]
     batch = first.to_batch(dtype=torch.float64)
     hidden = hide_entries(batch, settings.hide_fraction, settings.seed)

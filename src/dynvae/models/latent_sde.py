@@ -149,16 +149,20 @@ class LatentSDEConfig(FrameOptions, DictConfig):
 class GirsanovPaths(NamedTuple):
     """K posterior paths: z (K, B, T, Z) at the observation times; path (K, B) the
     Girsanov KL integrand (or log dP/dQ) from t_0 to each sequence's last time;
-    log_ratio0 (K, B) log p(z_0) - log q(z_0); kl0 (B,) KL(q(z_0) || p(z_0)); kl0_dims
-    (B, Z) and path_dims (K, B, Z) (None for log dP/dQ): the two KL terms of each latent
-    dimension, which add up to kl0 and path."""
+    log_ratio0 (K, B) log p(z_0) - log q(z_0); kl0_dims (B, Z) KL(q(z_0) || p(z_0)) of
+    each latent dimension; path_dims (K, B, Z) (None for log dP/dQ) the path KL of each
+    dimension, which adds up to path."""
 
     z: Tensor
     path: Tensor
     log_ratio0: Tensor
-    kl0: Tensor
     kl0_dims: Tensor
     path_dims: Tensor | None = None
+
+    @property
+    def kl0(self) -> Tensor:
+        """(B,) KL(q(z_0) || p(z_0))."""
+        return self.kl0_dims.sum(-1)
 
 
 class PosteriorStart(NamedTuple):
@@ -442,8 +446,7 @@ class LatentSDE(DVAE):
         dims = dims.gather(2, last).squeeze(2)                                # (K, B, W)
         per_dim = path.dim() == 3
         return GirsanovPaths(z, dims.sum(-1) if per_dim else dims[..., 0], start.log_ratio0,
-                             start.kl0_dims.sum(-1), start.kl0_dims,
-                             dims if per_dim else None)
+                             start.kl0_dims, dims if per_dim else None)
 
     def emission_log_prob(self, batch: SequenceBatch, z: Tensor) -> Tensor:
         """(K, B) log p(x | z) of the scored entries along paths z (K, B, T, Z)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
@@ -117,23 +117,24 @@ def is_kl_dim(key: str) -> bool:
 def plot_kl_per_dimension(history: list[dict], path: str | os.PathLike, threshold: float,
                           anneal_steps: int = 0,
                           title: str | None = "KL per time step of each latent dimension",
-                          labels: Sequence[str] | None = None) -> bool:
+                          labels: Callable[[int], Sequence[str]] | None = None) -> bool:
     """The collapse diagnostic: the ``kl_dim*`` columns of ``history`` against ``step`` on
     a log scale, with the activity threshold and the end of the KL warm-up. A dimension
-    that stays under the threshold carries no information. ``labels``: a name for each
-    column, in order (default z[0], z[1], ...). Returns False (and writes nothing) when
+    that stays under the threshold carries no information. ``labels``: n -> a name for
+    each of the n columns, in order (e.g. a model's ``kl_dim_labels``; default z[0],
+    z[1], ...). Returns False (and writes nothing) when
     the history has no such columns."""
     keys = sorted({k for r in history for k in r if is_kl_dim(k)}, key=lambda k: int(k[6:]))
     if not keys:
         return False
     fig, ax = plt.subplots(figsize=(9, 4))
     steps = np.array([r.get("step", i) for i, r in enumerate(history)])
-    if labels is not None and len(labels) != len(keys):
-        raise ValueError(f"{len(labels)} labels for {len(keys)} KL columns")
-    for i, key in enumerate(keys):
+    names = [f"z[{key[6:]}]" for key in keys] if labels is None else list(labels(len(keys)))
+    if len(names) != len(keys):
+        raise ValueError(f"{len(names)} labels for {len(keys)} KL columns")
+    for key, name in zip(keys, names, strict=True):
         values = np.array([r.get(key, np.nan) for r in history], dtype=float)
-        ax.plot(steps, np.maximum(values, 1e-6), lw=1,
-                label=f"z[{key[6:]}]" if labels is None else labels[i])
+        ax.plot(steps, np.maximum(values, 1e-6), lw=1, label=name)
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
     if anneal_steps:
         ax.axvline(anneal_steps, color="grey", ls=":", lw=1, label="end of warm-up")
