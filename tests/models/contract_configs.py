@@ -33,11 +33,12 @@ SMALL_CONFIGS: dict[str, dict] = {
                  encoder_hidden=(5,), emission_hidden=(5,), n_predict_samples=4),
     "latent-ode": dict(latent_dim=2, encoder_hidden=4, encoder_field_hidden=(4,),
                        field_hidden=(5,), emission_hidden=(4,), solver="rk4", dt=0.3,
-                       n_predict_samples=4),
+                       segment_steps=2, hide_from_encoder=0.3, n_predict_samples=4),
 }
 
 # case name -> (registered model, config): run through the whole suite as well
 VARIANTS: dict[str, tuple[str, dict]] = {
     "dkf-iaf": ("dkf", dict(SMALL_CONFIGS["dkf"], posterior_flow=2, flow_hidden=4)),
     "storn-bidirectional": ("storn", dict(SMALL_CONFIGS["storn"], encoder="bidirectional")),
+    "latent-ode-one-path": ("latent-ode", dict(SMALL_CONFIGS["latent-ode"], segment_steps=None)),
 }

@@ -158,14 +158,20 @@ def test_command_line_setup_applies_the_rule_unless_set(tmp_path):
     assert setup.configs["train"].horizon_warmup_steps == 0       # not asked for by the DKF
 
 
-def test_the_latent_ode_gets_the_horizon_warm_up_unless_set(tmp_path):
+def test_the_one_path_latent_ode_gets_the_horizon_warm_up_unless_set(tmp_path):
     path = tmp_path / "d.csv"
     dataset(40, 2).to_frame().to_csv(path, index=False)
     spec = {"data": str(path), "id_col": "id", "time_col": "t"}
-    setup = setup_run("latent-ode", [], spec)
+    setup = setup_run("latent-ode", ["segment_steps=none"], spec)
+    assert setup.configs["model"].segment_steps is None
     assert setup.configs["train"].horizon_warmup_steps == 1000
     assert setup.configs["train"].horizon_start == 10
-    setup = setup_run("latent-ode", ["horizon_warmup_steps=0"], spec)
+    setup = setup_run("latent-ode", ["segment_steps=none", "horizon_warmup_steps=0"], spec)
+    assert setup.configs["train"].horizon_warmup_steps == 0
+    # the default, segments of 5 observation times, restarts the path: no warm-up
+    setup = setup_run("latent-ode", [], spec)
+    assert setup.configs["model"].segment_steps == 5
+    assert setup.configs["model"].hide_from_encoder == 0.3
     assert setup.configs["train"].horizon_warmup_steps == 0
 
 

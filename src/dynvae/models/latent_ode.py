@@ -16,6 +16,22 @@ closed-form KL(q(z_0 | x) || p(z_0)); the importance weights are
 log p(x | z) + log p(z_0) - log q(z_0 | x). The ODE is solved by dynvae.ode on each
 sequence's own grid (padding beyond ``lengths`` takes no part), with the adaptive
 Dormand-Prince pair by default; forecasts solve it on to any future time.
+
+Multiple shooting (``segment_steps`` = M; after Iakovlev et al. 2023, "Latent neural
+ODEs with sparse Bayesian multiple shooting", with a learned continuity variance): the
+path restarts every M observation times, at tau_k = t_{kM}, from a state s_k of its own,
+    s_0 ~ N(0, I),   s_k ~ N(z_{k-1}(tau_k), diag sigma_J^2)   (a jump where segment k starts)
+    z_k(t) = s_k + int_{tau_k}^{t} f(z_k(s)) ds   for t in [tau_k, tau_{k+1}),
+so p(z) is a Markov chain of ODE segments: sigma_J -> 0 is the one-path model, and one
+path no longer has to carry a whole sequence (motion recordings of 100 steps) from
+its first state. q(s | x) = prod_k N(mu(h_{kM}), diag sigma^2(h_{kM})) reads the
+backward ODE-RNN's state at each segment's first time (it has read x from there to
+the end); the ELBO's KL is KL(q(s_0) || N(0, I)) plus, for each later segment, the
+closed-form KL(q(s_k) || N(z_{k-1}(tau_k), sigma_J^2)) at the drawn arrival z_{k-1}(tau_k)
+(an unbiased estimate of the expected KL); the IWAE weights are log p(x | z) +
+log p(s) - log q(s | x). The segments of all sequences and draws are solved as one batch
+of short per-row grids. Forecasts and samples continue the chain: the ODE between
+times, a jump N(0, sigma_J^2) at every index that starts a segment.
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import softplus
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError
@@ -35,9 +52,11 @@ from dynvae.models.common import (
     check_choice,
     check_dims,
     check_future,
+    check_hide_rate,
     check_observation,
     check_positive,
     check_sample_times,
+    encoder_mask,
     iwae_bound,
     mixture_moments,
     observation_features,
@@ -45,7 +64,7 @@ from dynvae.models.common import (
     resolved_free_variance,
 )
 from dynvae.models.frames import FrameOptions, frame_input, observation_model
-from dynvae.nn.mlp import MLP, GaussianHead, trunk
+from dynvae.nn.mlp import MLP, FreeVariance, GaussianHead, trunk
 from dynvae.nn.observation import OBSERVATIONS
 from dynvae.nn.ode_rnn import ODERNNEncoder
 from dynvae.ode import RK4, BogackiShampine, DormandPrince, Euler, Midpoint, odeint
@@ -68,12 +87,17 @@ class LatentODEConfig(FrameOptions, DictConfig):
     Empty hidden sizes make maps affine. frame_encoder, frame_decoder: "conv" for
     convolutional frame models on image data: the ODE-RNN reads the conv encoder's
     features of each frame, the emission is the conv decoder (dynvae.models.frames).
-    ``dynvae train`` trains it on windows that grow to whole sequences over the first
-    1,000 steps (TrainConfig.horizon_warmup_steps, dynvae.train.defaults).
+    segment_steps: observation times per segment of multiple shooting (see the module
+    docstring; None: one path from z_0). jump_std: sigma_J, the std of the jump where a
+    segment starts (None: learned, one per latent dimension, as a free variance).
+    hide_from_encoder: share of the observed entries hidden from the ODE-RNN while
+    training (still scored; ``dynvae.models.common.encoder_mask``).
+    ``dynvae train`` trains a one-path model on windows that grow to whole sequences
+    over the first 1,000 steps (TrainConfig.horizon_warmup_steps, dynvae.train.defaults),
+    a segmented one like the other models (``horizon_warmup``).
     """
 
     model_name = "latent ODE"
-    horizon_warmup = True   # `dynvae train` grows its training windows (train.defaults)
 
     latent_dim: int = 8
     encoder_hidden: int = 32
@@ -91,6 +115,16 @@ class LatentODEConfig(FrameOptions, DictConfig):
     encoder_dt: float | None = None
     checkpoint_every: int | None = None
     n_predict_samples: int = 32
+    segment_steps: int | None = 5
+    jump_std: float | None = None
+    hide_from_encoder: float = 0.0
+
+    @property
+    def horizon_warmup(self) -> bool:
+        """Whether `dynvae train` grows its training windows (dynvae.train.defaults): for
+        one path from one initial state; segments restart the path, so they train on
+        the windows every other model gets."""
+        return self.segment_steps is None
 
     def __post_init__(self) -> None:
         check_choice("solver", self.solver, SOLVERS)
@@ -112,6 +146,14 @@ class LatentODEConfig(FrameOptions, DictConfig):
                 check_positive(**{name: getattr(self, name)})
         if self.checkpoint_every is not None:
             check_positive(checkpoint_every=self.checkpoint_every)
+        if self.segment_steps is not None:
+            check_positive(segment_steps=self.segment_steps)
+        if self.jump_std is not None:
+            if self.segment_steps is None:
+                raise ConfigError(f"jump_std={self.jump_std} needs segment_steps (the jumps "
+                                  f"happen where segments start)")
+            check_positive(jump_std=self.jump_std)
+        check_hide_rate(self.hide_from_encoder)
 
     def adaptive_solver(self):
         """The adaptive solver named by ``solver`` with the tolerances (ConfigError if bad)."""
@@ -151,6 +193,9 @@ class LatentODE(DVAE):
         free = resolved_free_variance(c.observation, c.free_emission_variance)
         self.observation = observation_model(c, width, D, free)
         self.solver = c.ode_solver()
+        # multiple shooting: the jumps' learned variance (softplus(raw) + min_var)
+        self.jump_variance = FreeVariance(Z) if c.segment_steps is not None \
+            and c.jump_std is None else None
 
     # ------------------------------------------------------------ building blocks
     @property
@@ -172,11 +217,105 @@ class LatentODE(DVAE):
         return odeint(lambda s, z: self.field(z), z0, t, self.solver, self.config.dt,
                       self.config.checkpoint_every, lengths)
 
+    def encoder_features(self, batch: SequenceBatch) -> Tensor:
+        """(B, T, F) what the ODE-RNN reads: the entries it sees (while training, all but
+        ``hide_from_encoder`` of them), unseen ones filled by linear interpolation in time."""
+        seen = encoder_mask(batch, self.config.hide_from_encoder, self.training)
+        return self.frame_input(observation_features(batch, seen, fill="time"))
+
     def initial_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(z_0 | x) of a prepared batch, (B, Z) each."""
-        features = self.frame_input(observation_features(batch, fill="time"))  # (B, T, F)
-        h0 = self.encoder(features, batch.t, batch.lengths)
+        h0 = self.encoder(self.encoder_features(batch), batch.t, batch.lengths)
         return self.initial_posterior(h0)
+
+    # ------------------------------------------------------------ multiple shooting
+    @property
+    def segmented(self) -> bool:
+        return self.config.segment_steps is not None
+
+    def jump_var(self) -> Tensor:
+        """(Z,) variance of a jump where a segment starts."""
+        c = self.config
+        if self.jump_variance is None:
+            return self.like.new_full((c.latent_dim,), c.jump_std ** 2)
+        return softplus(self.jump_variance.raw) + c.min_var
+
+    def segment_starts(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """Index of each segment's first observation (S,), S = ceil(longest length / M),
+        and whether it lies within each sequence (B, S)."""
+        M = self.config.segment_steps
+        lengths = batch.lengths.to(batch.t.device)
+        starts = torch.arange(-(-int(lengths.max()) // M), device=lengths.device) * M
+        return starts, starts[None] < lengths[:, None]
+
+    def segment_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
+        """Mean and variance of q(s_k | x), (B, S, Z) each: the head reads the ODE-RNN's
+        state at each segment's first time, which has read x from there to the end."""
+        h = self.encoder(self.encoder_features(batch), batch.t, batch.lengths,
+                         every_step=True)                                     # (B, T, H)
+        return self.initial_posterior(h[:, self.segment_starts(batch)[0]])
+
+    def segment_paths(self, batch: SequenceBatch, n_samples: int,
+                      noise: Tensor | None = None) -> tuple[Tensor, ...]:
+        """K = n_samples draws of the segments' states s ~ q(s | x) (K, B, S, Z) of a
+        prepared batch, the latent path at the observation times (K, B, T, Z), each
+        segment's arrival at the next one's first time (K, B, S - 1, Z), and q's mean and
+        variance (B, S, Z). ``noise`` (K, B, S, Z) fixes the standard normal draws."""
+        q_mean, q_var = self.segment_posterior_of(batch)
+        K, (B, S, Z), M, T = n_samples, q_mean.shape, self.config.segment_steps, batch.n_steps
+        eps = torch.randn((K, B, S, Z), dtype=q_mean.dtype, device=q_mean.device) \
+            if noise is None else noise.to(q_mean)
+        s = q_mean + q_var.sqrt() * eps                                       # (K, B, S, Z)
+        starts, _ = self.segment_starts(batch)
+        lengths = batch.lengths.to(starts.device)
+        # segment k solves over its observation times and the next segment's first one
+        idx = starts[:, None] + torch.arange(M + 1, device=starts.device)     # (S, M + 1)
+        idx = torch.minimum(idx[None], lengths[:, None, None] - 1)            # (B, S, M + 1)
+        grid = batch.t.gather(1, idx.reshape(B, -1)).reshape(B, S, M + 1)
+        n = (lengths[:, None] - starts[None]).clamp(1, M + 1)                 # (B, S)
+        z = self.solve(s.reshape(K * B * S, Z), grid.repeat(K, 1, 1).reshape(K * B * S, -1),
+                       n.repeat(K, 1).reshape(-1)).reshape(K, B, S, M + 1, Z)
+        path = z[..., :M, :].reshape(K, B, S * M, Z)
+        path = path[:, :, :T] if S * M >= T else torch.cat(
+            [path, path[:, :, -1:].expand(-1, -1, T - S * M, -1)], 2)         # padding
+        return s, path, z[:, :, :-1, M], q_mean, q_var
+
+    def segment_kl(self, q_mean: Tensor, q_var: Tensor, arrive: Tensor, valid: Tensor
+                   ) -> Tensor:
+        """(B, Z) KL of q(s | x) from the prior, per latent dimension: KL(q(s_0) || N(0, I))
+        plus, for every later segment within the sequence, KL(q(s_k) || N(arrival of
+        segment k-1, jump variance)) averaged over the drawn arrivals (K, B, S - 1, Z)."""
+        first = kl_diag_gaussians(q_mean[:, 0], q_var[:, 0], torch.zeros_like(q_mean[:, 0]),
+                                  torch.ones_like(q_var[:, 0]))
+        jumps = kl_diag_gaussians(q_mean[None, :, 1:], q_var[None, :, 1:], arrive,
+                                  self.jump_var().expand_as(arrive)).mean(0)   # (B, S-1, Z)
+        return first + torch.where(valid[:, 1:, None], jumps, torch.zeros_like(jumps)).sum(1)
+
+    def segment_log_ratio(self, s: Tensor, arrive: Tensor, q_mean: Tensor, q_var: Tensor,
+                          valid: Tensor) -> Tensor:
+        """(K, B) log p(s) - log q(s | x) of drawn states s (K, B, S, Z)."""
+        prior = diag_gaussian_log_prob(s[:, :, 0], torch.zeros_like(s[:, :, 0]),
+                                       torch.ones_like(s[:, :, 0])).sum(-1)
+        jumps = diag_gaussian_log_prob(s[:, :, 1:], arrive,
+                                       self.jump_var().expand_as(arrive)).sum(-1)
+        log_q = diag_gaussian_log_prob(s, q_mean.expand_as(s), q_var.expand_as(s)).sum(-1)
+        zero = torch.zeros_like(log_q)
+        return (prior + torch.where(valid[:, 1:], jumps, zero[..., 1:]).sum(-1)
+                - torch.where(valid, log_q, zero).sum(-1))
+
+    def roll_out(self, z: Tensor, t_from: Tensor, times: Tensor, first_index: Tensor) -> Tensor:
+        """The generative path on from states z (R, Z) at t_from (R,) to the times (R, H),
+        which are observation times number first_index (R,), first_index + 1, ...: the ODE
+        between them, and a jump N(0, jump variance) where a segment starts (an index
+        that is a multiple of ``segment_steps``) -> (R, H, Z)."""
+        M, std, out = self.config.segment_steps, self.jump_var().sqrt(), []
+        for j in range(times.shape[1]):
+            z = self.solve(z, torch.stack([t_from, times[:, j]], 1))[:, -1]
+            jump = ((first_index + j) % M == 0)[:, None]
+            z = torch.where(jump, z + std * torch.randn_like(z), z)
+            out.append(z)
+            t_from = times[:, j]
+        return torch.stack(out, 1) if out else z.new_zeros(z.shape[0], 0, z.shape[1])
 
     def posterior_draws(self, batch: SequenceBatch, n_samples: int,
                         z0_noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -203,10 +342,14 @@ class LatentODE(DVAE):
         (``z0_noise`` (K, B, Z): fixed standard normal draws)."""
         check_positive(n_samples=n_samples)
         batch = self._prepare(batch)
-        _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, z0_noise)
+        if self.segmented:
+            _, z, arrive, q_mean, q_var = self.segment_paths(batch, n_samples, z0_noise)
+            kl_dims = self.segment_kl(q_mean, q_var, arrive, self.segment_starts(batch)[1])
+        else:
+            _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, z0_noise)
+            kl_dims = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
+                                        torch.ones_like(q_var))                # (B, Z)
         log_lik = self.emission_log_prob(batch, z).mean(0)
-        kl_dims = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
-                                    torch.ones_like(q_var))                    # (B, Z)
         return ELBOTerms(log_lik, kl_dims.sum(-1), batch.n_observed().to(log_lik), kl_dims)
 
     @torch.no_grad()
@@ -215,6 +358,11 @@ class LatentODE(DVAE):
         batch = self._prepare(batch)
 
         def log_weights(n: int) -> Tensor:
+            if self.segmented:
+                s, z, arrive, q_mean, q_var = self.segment_paths(batch, n)
+                valid = self.segment_starts(batch)[1]
+                return self.emission_log_prob(batch, z) + self.segment_log_ratio(
+                    s, arrive, q_mean, q_var, valid)
             z0, z, q_mean, q_var = self.posterior_draws(batch, n)
             log_prior = diag_gaussian_log_prob(z0, torch.zeros_like(z0), torch.ones_like(z0))
             log_q = diag_gaussian_log_prob(z0, q_mean, q_var)
@@ -225,9 +373,15 @@ class LatentODE(DVAE):
     def reconstruct(self, batch: SequenceBatch) -> Prediction:
         """Posterior predictive mean and std of every entry, Monte Carlo over q(z_0 | x)."""
         batch = self._prepare(batch)
-        _, z, _, _ = self.posterior_draws(batch, self.config.n_predict_samples)
+        z = self.paths(batch, self.config.n_predict_samples)
         mean, var = self.observation.moments(self.emission(z))
         return Prediction(batch.t, *mixture_moments(mean, var))
+
+    def paths(self, batch: SequenceBatch, n_samples: int) -> Tensor:
+        """(K, B, T, Z) latent paths at the observation times of K posterior draws."""
+        if self.segmented:
+            return self.segment_paths(batch, n_samples)[1]
+        return self.posterior_draws(batch, n_samples)[1]
 
     @torch.no_grad()
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
@@ -237,6 +391,15 @@ class LatentODE(DVAE):
         model takes no inputs: ``u_future`` must be None."""
         batch = self._prepare(batch)
         check_future(batch, t_future, u_future, 0)
+        if self.segmented:
+            K, B = self.config.n_predict_samples, batch.batch_size
+            last = (batch.lengths - 1).to(batch.t.device)
+            rows = torch.arange(B, device=last.device)
+            z = self.paths(batch, K)[:, rows, last]                            # (K, B, Z)
+            z = self.roll_out(z.reshape(K * B, -1), batch.t[rows, last].repeat(K),
+                              t_future.to(batch.t).repeat(K, 1), (last + 1).repeat(K))
+            mean, var = self.observation.moments(self.emission(z.reshape(K, B, *z.shape[1:])))
+            return Prediction(t_future.to(mean), *mixture_moments(mean, var))
         q_mean, q_var = self.initial_posterior_of(batch)
         K, (B, H), Z = self.config.n_predict_samples, t_future.shape, self.config.latent_dim
         z0 = q_mean + q_var.sqrt() * torch.randn((K, B, Z), dtype=q_mean.dtype,
@@ -258,10 +421,15 @@ class LatentODE(DVAE):
         """(n, T, Z) prior paths at the times ``t`` (T,)."""
         z0 = torch.randn((n, self.config.latent_dim), dtype=self.like.dtype,
                          device=self.like.device)
-        return self.solve(z0, t.to(z0))
+        t = t.to(z0)
+        if not self.segmented:
+            return self.solve(z0, t)
+        later = self.roll_out(z0, t[0].expand(n), t[1:].expand(n, -1),
+                              torch.ones(n, dtype=torch.long, device=z0.device))
+        return torch.cat([z0[:, None], later], 1)
 
     @torch.no_grad()
     def latent_moments(self, batch: SequenceBatch, n_samples: int) -> tuple[Tensor, Tensor]:
         """(B, T, Z) mean and std of z(t_k) over ``n_samples`` posterior draws (for plots)."""
-        z = self.posterior_draws(self._prepare(batch), n_samples)[1]          # (K, B, T, Z)
+        z = self.paths(self._prepare(batch), n_samples)                        # (K, B, T, Z)
         return z.mean(0), z.std(0)

@@ -23,7 +23,9 @@ from dynvae.ode import FixedStep, advance
 
 
 class ODERNNEncoder(nn.Module):
-    """Backward ODE-RNN: features (B, T, F), times (B, T), lengths (B,) -> h(t_0) (B, H).
+    """Backward ODE-RNN: features (B, T, F), times (B, T), lengths (B,) -> h(t_0) (B, H),
+    or with ``every_step`` the state after reading each x_k, which has read x_{k:L-1}:
+    (B, T, H) (padding holds no meaning).
 
     field_hidden: hidden sizes of f_h (tanh). solver: a fixed-step ODE solver; dt its
     largest step (None: one step per gap).
@@ -36,7 +38,8 @@ class ODERNNEncoder(nn.Module):
         self.field = MLP(hidden_size, field_hidden, hidden_size, activation=nn.Tanh)
         self.solver, self.dt, self.hidden_size = solver, dt, hidden_size
 
-    def forward(self, features: Tensor, t: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, features: Tensor, t: Tensor, lengths: Tensor,
+                every_step: bool = False) -> Tensor:
         B, T, _ = features.shape
         valid = torch.arange(T, device=t.device)[None] < lengths[:, None].to(t.device)
         t = torch.where(valid, t, torch.zeros_like(t))          # padded times never enter
@@ -47,9 +50,13 @@ class ODERNNEncoder(nn.Module):
                                  torch.zeros_like(back_t[:, 1:]))
         field = lambda s, h: self.field(h)
         h = features.new_zeros(B, self.hidden_size)
+        states = []
         for j in range(T):
             if j > 0:
                 h = advance(field, h, -back_t[:, j - 1:j], gap[:, j:j + 1], self.solver,
                             self.dt)
             h = torch.where(valid[:, j:j + 1], self.cell(back_x[:, j], h), h)
-        return h
+            states.append(h)
+        if not every_step:
+            return h
+        return reverse_padded(torch.stack(states, 1), lengths)                 # (B, T, H)
