@@ -53,7 +53,8 @@ The defaults above are the classes'. dynvae train sizes some fields from the tra
 data instead, unless --set gives them (the rule of dynvae.train.defaults): batch_size,
 lr (3e-3; the DKF's 1e-2), lr_schedule, kl_anneal_steps, max_epochs
 (at least 4000 optimizer steps; no epoch limit when max_steps or a time budget is
-given), horizon_warmup_steps (1000 for the latent ODE, 0 otherwise) and train_window
+given), horizon_warmup_steps (1000 for the one-path latent ODE, segment_steps=none;
+0 otherwise) and train_window
 (64-step windows when a training sequence is longer than 128 steps, 0 otherwise), and
 the model's hidden widths, latent_dim, hide_from_encoder, hide_from_recurrence,
 lengthscale and time_unit where it has them.

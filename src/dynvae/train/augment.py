@@ -6,7 +6,8 @@ Training on sequences with entries hidden at random teaches a model to impute
 own mask (and its window's start) from a generator seeded by (seed, step, dataset
 index), so the result does not depend on how a batch is split across processes.
 
-Windows: a model whose whole path follows from one initial state (the latent ODE)
+Windows: a model whose whole path follows from one initial state (the latent ODE
+with ``segment_steps=None``)
 meets a loss that oscillates in its frequencies when it is fitted to many periods at
 once, and stays at the per-feature mean (docs/models.md#horizon-warm-up). Fitted to
 short windows first, it learns the local dynamics, which the longer windows then

@@ -54,7 +54,8 @@ number of features D, and the median time step dt; it is the same for every data
   (docs/results/quality.md#kl-warm-up). A run shorter than the warm-up ends with
   beta < 1: a beta-weighted bound, still a bound.
 * horizon warm-up over HORIZON_WARMUP_STEPS = 1000 optimizer steps (a quarter of
-  MIN_STEPS) for models whose Config sets ``horizon_warmup = True`` (the latent ODE):
+  MIN_STEPS) for models whose Config sets ``horizon_warmup = True`` (the latent ODE
+  with ``segment_steps=None``; the default latent ODE restarts its path every 5 steps):
   training windows grow from 10 steps to whole sequences (``dynvae.train.augment``).
   Its whole path follows from one initial state; fitted to whole sequences of many
   periods it stayed at the per-feature mean. Measured at 45 s, latent ODE imputation
@@ -78,7 +79,7 @@ number of features D, and the median time step dt; it is the same for every data
   0.03666 -> 0.03512, GP-VAE 0.03748 -> 0.03509 (docs/results/quality.md#training-windows;
   basic-motions' 100 steps and japanese-vowels' 7-29 are read whole). Streamed data are
   cropped to one window a sequence an epoch. Not for a model whose whole path follows
-  from one initial state (its Config sets ``horizon_warmup``, the latent ODE): windows
+  from one initial state (its Config sets ``horizon_warmup``, the one-path latent ODE): windows
   teach it paths of 64 steps that scoring the whole series extrapolates (co2 imputation
   MSE 118 -> 6203).
 * hidden width W = clip(2^ceil(log2(8 D)), 32, 128) and latent size Z = clip(D, 4, 16):
