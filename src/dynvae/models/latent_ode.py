@@ -87,14 +87,15 @@ class LatentODEConfig(FrameOptions, DictConfig):
     Empty hidden sizes make maps affine. frame_encoder, frame_decoder: "conv" for
     convolutional frame models on image data: the ODE-RNN reads the conv encoder's
     features of each frame, the emission is the conv decoder (dynvae.models.frames).
-    segment_steps: observation times per segment of multiple shooting (see the module
-    docstring; None: one path from z_0). jump_std: sigma_J, the std of the jump where a
-    segment starts (None: learned, one per latent dimension, as a free variance).
+    segment_steps: observation times per segment: the latent path restarts at each
+    segment's first time from a state drawn around where the previous segment's ODE
+    arrives (multiple shooting); None: one path from z_0, the paper's model, which
+    ``dynvae train`` trains on windows that grow to whole sequences over the first
+    1,000 steps (TrainConfig.horizon_warmup_steps, dynvae.train.defaults).
+    jump_std: sigma_J, the std of the jump where a segment starts (None: learned, one
+    per latent dimension, as a free variance).
     hide_from_encoder: share of the observed entries hidden from the ODE-RNN while
     training (still scored; ``dynvae.models.common.encoder_mask``).
-    ``dynvae train`` trains a one-path model on windows that grow to whole sequences
-    over the first 1,000 steps (TrainConfig.horizon_warmup_steps, dynvae.train.defaults),
-    a segmented one like the other models (``horizon_warmup``).
     """
 
     model_name = "latent ODE"
