@@ -132,16 +132,18 @@ def test_forecasts_at_any_future_time_match_the_linear_solution():
         torch.testing.assert_close(fc.std[b], want_std, rtol=0.05, atol=0)
 
 
-@pytest.mark.parametrize("solver", ["dopri5", "rk4", "bosh3"])
-def test_each_sequence_of_a_batch_gets_what_it_gets_alone(solver):
-    """Per-sequence irregular grids: the batch's log-likelihood terms under fixed z_0 noise
-    equal those of each sequence solved in a batch of its own."""
+@pytest.mark.parametrize("solver,segment_steps", [("dopri5", None), ("rk4", None),
+                                                   ("bosh3", None), ("dopri5", 2)])
+def test_each_sequence_of_a_batch_gets_what_it_gets_alone(solver, segment_steps):
+    """Per-sequence irregular grids: the batch's log-likelihood terms under fixed noise
+    (of z_0, or of each segment's state) equal those of each sequence solved in a batch
+    of its own."""
     torch.manual_seed(0)
     extra = {"dt": 0.3} if solver == "rk4" else {}
-    model = LatentODE(LatentODEConfig(latent_dim=3, solver=solver, segment_steps=None, **extra),
-                      D).to(F64)
+    model = LatentODE(LatentODEConfig(latent_dim=3, solver=solver, segment_steps=segment_steps,
+                                      **extra), D).to(F64)
     batch = irregular_batch(3)
-    noise = torch.randn(2, 3, 3, dtype=F64)
+    noise = torch.randn(2, 3, *((3,) if segment_steps else ()), 3, dtype=F64)
     with torch.no_grad():
         together = model.elbo(batch, 2, z0_noise=noise)
         for b in range(3):
@@ -149,7 +151,9 @@ def test_each_sequence_of_a_batch_gets_what_it_gets_alone(solver):
             alone = batch.index([b])
             alone = SequenceBatch(alone.x[:, :n], alone.mask[:, :n], alone.t[:, :n],
                                   alone.lengths)
-            terms = model.elbo(alone, 2, z0_noise=noise[:, b:b + 1])
+            mine = noise[:, b:b + 1, :-(-n // segment_steps)] if segment_steps \
+                else noise[:, b:b + 1]
+            terms = model.elbo(alone, 2, z0_noise=mine)
             torch.testing.assert_close(terms.log_lik, together.log_lik[b:b + 1], rtol=1e-10,
                                        atol=1e-10)
             torch.testing.assert_close(terms.kl, together.kl[b:b + 1], rtol=1e-10, atol=1e-10)
@@ -370,24 +374,6 @@ def test_forecasts_and_samples_jump_where_segments_start():
         z = model.sample_latents(20000, torch.linspace(0, 2, 8, dtype=F64))[..., 0]
     want = 1 + 0.49 * torch.tensor([i // 3 for i in range(8)], dtype=F64)
     torch.testing.assert_close(z.var(0), want, rtol=0.04, atol=0)
-
-
-def test_segmented_sequences_of_a_batch_get_what_they_get_alone():
-    torch.manual_seed(0)
-    model = LatentODE(LatentODEConfig(latent_dim=3, segment_steps=2), D).to(F64)
-    batch = irregular_batch(3)
-    noise = torch.randn(2, 3, 3, 3, dtype=F64)
-    with torch.no_grad():
-        together = model.elbo(batch, 2, z0_noise=noise)
-        for b in range(3):
-            n = int(batch.lengths[b])
-            alone = batch.index([b])
-            alone = SequenceBatch(alone.x[:, :n], alone.mask[:, :n], alone.t[:, :n],
-                                  alone.lengths)
-            terms = model.elbo(alone, 2, z0_noise=noise[:, b:b + 1, :-(-n // 2)])
-            torch.testing.assert_close(terms.log_lik, together.log_lik[b:b + 1], rtol=1e-10,
-                                       atol=1e-10)
-            torch.testing.assert_close(terms.kl, together.kl[b:b + 1], rtol=1e-10, atol=1e-10)
 
 
 def test_segment_config_and_training_windows():
