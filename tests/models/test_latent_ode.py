@@ -341,34 +341,40 @@ def test_segment_iwae_converges_to_the_exact_log_likelihood():
                                atol=0.01)
 
 
-def test_forecasts_and_samples_jump_where_segments_start():
+def test_forecasts_and_samples_jump_every_m_median_steps_in_time():
     """With a zero field the path is constant but for the jumps: a forecast's variance
-    grows by C^2 jump_std^2 exactly at the indices that start a segment, and a prior
-    sample's latent variance is 1 + (number of segment starts after the first) jump_std^2."""
+    grows by C^2 jump_std^2 at each time tau_last + k M dt (tau_last the last segment's
+    first time, dt the sequence's median step, k >= 1, after the last time), whichever
+    other times are asked for; a prior sample's latent variance is 1 + (number of jump
+    times t_0 + k M dt up to t) jump_std^2 (on a regular grid: a segment's first time)."""
     model = segmented_model(3, jump_std=0.7)
     with torch.no_grad():
         model.field.net[0].weight.zero_()
         model.field.net[0].bias.zero_()
     batch = irregular_batch(9)
-    model.config.n_predict_samples = 20000
+    model.config.n_predict_samples = 8000
     t_last = batch.t[torch.arange(3), batch.lengths - 1][:, None]
-    t_future = t_last + torch.tensor([[0.2, 0.5, 0.9, 1.3, 1.6]], dtype=F64)
+    ahead = torch.tensor([[0.2, 0.5, 0.9, 1.3, 1.6, 2.7]], dtype=F64)
+    t_future = t_last + ahead
     torch.manual_seed(2)
     with torch.no_grad():
-        z_last = model.segment_paths(model._prepare(batch), 1)[1]
         fc = model.forecast(batch, t_future)
+        far = model.forecast(batch, t_future[:, [1, 5]])        # fewer times asked for
         q_mean, q_var = model.segment_posterior_of(model._prepare(batch))
     for b in range(3):
         n = int(batch.lengths[b])
         k_last = (n - 1) // 3
-        base = float(q_var[b, k_last, 0])
-        jumps = torch.tensor([sum(1 for i in range(n, n + j + 1) if i % 3 == 0)
-                              for j in range(5)], dtype=F64)
-        want = ((base + 0.49 * jumps)[:, None] * C.to(F64) ** 2 + NOISE.to(F64) ** 2).sqrt()
+        tau, dt = batch.t[b, 3 * k_last], batch.t[b, :n].diff().quantile(0.5)
+        jump_times = [tau + k * 3 * dt for k in range(1, 50) if tau + k * 3 * dt > t_last[b, 0]]
+        jumps = torch.tensor([sum(1 for s in jump_times if s <= t) for t in t_future[b]],
+                             dtype=F64)
+        assert 0 < int(jumps[-1]) and int(jumps[0]) < int(jumps[-1])   # the test sees jumps
+        want = ((float(q_var[b, k_last, 0]) + 0.49 * jumps)[:, None] * C.to(F64) ** 2
+                + NOISE.to(F64) ** 2).sqrt()
         torch.testing.assert_close(fc.std[b], want, rtol=0.03, atol=0)
+        torch.testing.assert_close(far.std[b], want[[1, 5]], rtol=0.03, atol=0)
         want_mean = float(q_mean[b, k_last, 0]) * C.to(F64) + OFFSET.to(F64)
         assert bool(((fc.mean[b] - want_mean).abs() < 0.05).all())
-    assert z_last.shape == (1, 3, 6, 1)
     torch.manual_seed(3)
     with torch.no_grad():
         z = model.sample_latents(20000, torch.linspace(0, 2, 8, dtype=F64))[..., 0]

@@ -31,7 +31,11 @@ closed-form KL(q(s_k) || N(z_{k-1}(tau_k), sigma_J^2)) at the drawn arrival z_{k
 (an unbiased estimate of the expected KL); the IWAE weights are log p(x | z) +
 log p(s) - log q(s | x). The segments of all sequences and draws are solved as one batch
 of short per-row grids. Forecasts and samples continue the chain: the ODE between
-times, a jump N(0, sigma_J^2) at every index that starts a segment.
+times, and a jump N(0, sigma_J^2) every M median steps in time: forecasts from the last
+segment's start (on the sequence's median step), samples from their first time (on the
+median step of the times asked for). On a regular grid these are the times that start a
+segment; fixed in time, they make the prediction at a time independent of which other
+times are asked for.
 """
 
 from __future__ import annotations
@@ -164,6 +168,16 @@ class LatentODEConfig(FrameOptions, DictConfig):
         """The solver object of the generative ODE."""
         return self.adaptive_solver() if self.solver in ADAPTIVE_SOLVERS \
             else FIXED_SOLVERS[self.solver]()
+
+
+def median_steps(batch: SequenceBatch) -> Tensor:
+    """(B,) each sequence's median step (numpy's median: the mean of the two middle
+    steps for an even count; 1 for a one-step sequence), in the dtype of its times."""
+    out = []
+    for b in range(batch.batch_size):
+        n = int(batch.lengths[b])
+        out.append(batch.t[b, :n].diff().quantile(0.5) if n > 1 else batch.t.new_ones(()))
+    return torch.stack(out)
 
 
 class LatentODE(DVAE):
@@ -304,18 +318,31 @@ class LatentODE(DVAE):
         return (prior + torch.where(valid[:, 1:], jumps, zero[..., 1:]).sum(-1)
                 - torch.where(valid, log_q, zero).sum(-1))
 
-    def roll_out(self, z: Tensor, t_from: Tensor, times: Tensor, first_index: Tensor) -> Tensor:
-        """The generative path on from states z (R, Z) at t_from (R,) to the times (R, H),
-        which are observation times number first_index (R,), first_index + 1, ...: the ODE
-        between them, and a jump N(0, jump variance) where a segment starts (an index
-        that is a multiple of ``segment_steps``) -> (R, H, Z)."""
-        M, std, out = self.config.segment_steps, self.jump_var().sqrt(), []
+    def roll_out(self, z: Tensor, t_from: Tensor, times: Tensor, next_jump: Tensor,
+                 period: Tensor) -> Tensor:
+        """The generative path on from states z (R, Z) at t_from (R,) to the times (R, H):
+        the ODE, and a jump N(0, jump variance) at the times next_jump, next_jump +
+        period, ... (R,) each. A jump within 1e-6 periods of an asked time comes before
+        it (on a regular grid the jumps fall on the times that start a segment). The
+        jumps are fixed in time, so the prediction at a time does not depend on which
+        other times are asked for -> (R, H, Z)."""
+        std, out = self.jump_var().sqrt(), []
+        tol = 1e-6 * period
         for j in range(times.shape[1]):
-            z = self.solve(z, torch.stack([t_from, times[:, j]], 1))[:, -1]
-            jump = ((first_index + j) % M == 0)[:, None]
-            z = torch.where(jump, z + std * torch.randn_like(z), z)
+            target = times[:, j]
+            while True:
+                jump = next_jump <= target + tol                               # (R,)
+                stop = torch.where(jump, torch.minimum(next_jump, target), target)
+                move = (stop > t_from).nonzero()[:, 0]
+                if len(move):
+                    ends = self.solve(z[move], torch.stack([t_from[move], stop[move]], 1))
+                    z = z.index_copy(0, move, ends[:, -1])
+                    t_from = t_from.index_copy(0, move, stop[move])
+                if not bool(jump.any()):
+                    break
+                z = torch.where(jump[:, None], z + std * torch.randn_like(z), z)
+                next_jump = torch.where(jump, next_jump + period, next_jump)
             out.append(z)
-            t_from = times[:, j]
         return torch.stack(out, 1) if out else z.new_zeros(z.shape[0], 0, z.shape[1])
 
     def posterior_draws(self, batch: SequenceBatch, n_samples: int,
@@ -397,8 +424,15 @@ class LatentODE(DVAE):
             last = (batch.lengths - 1).to(batch.t.device)
             rows = torch.arange(B, device=last.device)
             z = self.paths(batch, K)[:, rows, last]                            # (K, B, Z)
-            z = self.roll_out(z.reshape(K * B, -1), batch.t[rows, last].repeat(K),
-                              t_future.to(batch.t).repeat(K, 1), (last + 1).repeat(K))
+            # jumps every M median steps from the last segment's start, the first after
+            # the last time
+            t_last = batch.t[rows, last]
+            start = batch.t[rows, last - last % self.config.segment_steps]
+            period = self.config.segment_steps * median_steps(batch)
+            first = start + (torch.floor((t_last - start) / period) + 1) * period
+            z = self.roll_out(z.reshape(K * B, -1), t_last.repeat(K),
+                              t_future.to(batch.t).repeat(K, 1), first.repeat(K),
+                              period.repeat(K))
             mean, var = self.observation.moments(self.emission(z.reshape(K, B, *z.shape[1:])))
             return Prediction(t_future.to(mean), *mixture_moments(mean, var))
         q_mean, q_var = self.initial_posterior_of(batch)
@@ -425,8 +459,9 @@ class LatentODE(DVAE):
         t = t.to(z0)
         if not self.segmented:
             return self.solve(z0, t)
-        later = self.roll_out(z0, t[0].expand(n), t[1:].expand(n, -1),
-                              torch.ones(n, dtype=torch.long, device=z0.device))
+        dt = t.diff().quantile(0.5) if len(t) > 1 else torch.ones((), dtype=t.dtype)
+        period = (self.config.segment_steps * dt).expand(n)
+        later = self.roll_out(z0, t[0].expand(n), t[1:].expand(n, -1), t[0] + period, period)
         return torch.cat([z0[:, None], later], 1)
 
     @torch.no_grad()
