@@ -159,35 +159,28 @@ def test_each_sequence_of_a_batch_gets_what_it_gets_alone(solver, segment_steps)
             torch.testing.assert_close(terms.kl, together.kl[b:b + 1], rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("segment_steps", [None, 2])
-def test_the_encoder_reads_every_observation_and_only_time_differences(segment_steps):
-    """q(z_0 | x), and with segments q(s_k | x) of every segment k (the backward ODE-RNN
-    reads x from tau_k on, the forward one x before it), moves with every observed
-    entry of its own sequence, with the gaps between times, and with nothing else."""
+def test_the_encoder_reads_every_observation_and_only_time_differences():
     torch.manual_seed(0)
-    model = LatentODE(LatentODEConfig(latent_dim=3, segment_steps=segment_steps), D).to(F64)
+    model = LatentODE(LatentODEConfig(latent_dim=3), D).to(F64)
     batch = irregular_batch(4)
-    if segment_steps is None:
-        posterior = lambda bb: model.initial_posterior_of(bb)[0][:, None]      # (B, 1, Z)
-    else:
-        posterior = lambda bb: model.segment_posterior_of(bb)[0]               # (B, S, Z)
     with torch.no_grad():
-        q = posterior(batch)
+        q = model.initial_posterior_of(batch)[0]
         shifted = SequenceBatch(batch.x, batch.mask, batch.t + 100.0, batch.lengths)
-        torch.testing.assert_close(posterior(shifted), q, rtol=1e-9, atol=1e-9)
-        for b, k in ((0, 5), (1, 3), (2, 0), (0, 2)):   # last valid steps, first, middle
+        torch.testing.assert_close(model.initial_posterior_of(shifted)[0], q, rtol=1e-9,
+                                   atol=1e-9)
+        for b, k in ((0, 5), (1, 3), (2, 0)):           # last valid steps and a first one
             d = int(batch.mask[b, k].nonzero()[0, 0])
             x = batch.x.clone()
             x[b, k, d] += 1.0
-            moved = posterior(SequenceBatch(x, batch.mask, batch.t, batch.lengths))
-            n_seg = -(-int(batch.lengths[b]) // (segment_steps or 100))
-            for s in range(n_seg):                       # every segment of the sequence
-                assert not torch.allclose(moved[b, s], q[b, s]), (b, k, s)
+            moved = model.initial_posterior_of(SequenceBatch(x, batch.mask, batch.t,
+                                                             batch.lengths))[0]
+            assert not torch.allclose(moved[b], q[b]), (b, k)
             torch.testing.assert_close(moved[[i for i in range(3) if i != b]],
                                        q[[i for i in range(3) if i != b]])
         t = batch.t.clone()
         t[0, 2] += 0.05                                   # one gap longer, the next shorter
-        moved = posterior(SequenceBatch(batch.x, batch.mask, t, batch.lengths))
+        moved = model.initial_posterior_of(SequenceBatch(batch.x, batch.mask, t,
+                                                         batch.lengths))[0]
         assert not torch.allclose(moved[0], q[0])
 
 
@@ -250,20 +243,14 @@ def dense_log_weight(model: LatentODE, batch: SequenceBatch, b: int, s: torch.Te
 
 
 def test_segments_longer_than_every_sequence_are_the_one_path_model():
-    """segment_steps >= the longest length: one segment, the same terms as without (the
-    forward encoder's state before the first observation is zero)."""
+    """segment_steps >= the longest length: one segment, the same terms as without."""
     batch = irregular_batch(6)
     noise = torch.randn(3, 3, 1, dtype=F64, generator=torch.Generator().manual_seed(0))
     model = linear_model()
     one = model.elbo(batch, 3, z0_noise=noise)
     for M in (6, 50):
         segmented = segmented_model(M)
-        state = model.state_dict()
-        for part in ("mean", "variance"):     # the head's past half reads zeros at s_0
-            w = state[f"initial_posterior.{part}.weight"]
-            state[f"initial_posterior.{part}.weight"] = torch.cat([w, torch.randn_like(w)], 1)
-        missing = segmented.load_state_dict(state, strict=False).missing_keys
-        assert all(k.startswith("past_encoder.") for k in missing), missing
+        segmented.load_state_dict(model.state_dict())
         seg = segmented.elbo(batch, 3, z0_noise=noise[:, :, None])
         torch.testing.assert_close(seg.log_lik, one.log_lik, rtol=1e-9, atol=1e-9)
         torch.testing.assert_close(seg.kl, one.kl, rtol=1e-9, atol=1e-9)

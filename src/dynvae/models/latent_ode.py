@@ -202,12 +202,7 @@ class LatentODE(DVAE):
         self.frame_input, width = frame_input(c, D, 0)      # [x * mask, mask] -> ODE-RNN
         self.encoder = ODERNNEncoder(width, c.encoder_hidden, c.encoder_field_hidden,
                                      FIXED_SOLVERS[c.encoder_solver](), c.encoder_dt)
-        # segments: a second ODE-RNN runs forwards, so that q(s_k) also reads the past
-        self.past_encoder = ODERNNEncoder(width, c.encoder_hidden, c.encoder_field_hidden,
-                                          FIXED_SOLVERS[c.encoder_solver](), c.encoder_dt) \
-            if c.segment_steps is not None else None
-        heads = 1 if self.past_encoder is None else 2
-        self.initial_posterior = GaussianHead(heads * c.encoder_hidden, Z, min_var=c.min_var)
+        self.initial_posterior = GaussianHead(c.encoder_hidden, Z, min_var=c.min_var)
         self.field = MLP(Z, c.field_hidden, Z, activation=nn.Tanh)
         self.emission_trunk, width = trunk(Z, c.emission_hidden)
         free = resolved_free_variance(c.observation, c.free_emission_variance)
@@ -269,18 +264,11 @@ class LatentODE(DVAE):
         return starts, starts[None] < lengths[:, None]
 
     def segment_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
-        """Mean and variance of q(s_k | x), (B, S, Z) each: the head reads the backward
-        ODE-RNN's state at each segment's first time tau_k (it has read x from there to
-        the end) and the forward one's at the observation before it (it has read x up
-        to there; zeros for the first segment). Without the past, the state of a last
-        segment of one or two observations would follow from those alone."""
-        features = self.encoder_features(batch)
-        ahead = self.encoder(features, batch.t, batch.lengths, every_step=True)  # (B, T, H)
-        past = self.past_encoder(features, batch.t, batch.lengths, every_step=True,
-                                 backwards=False)                            # (B, T, H)
-        past = torch.cat([torch.zeros_like(past[:, :1]), past[:, :-1]], 1)    # x before k
-        starts = self.segment_starts(batch)[0]
-        return self.initial_posterior(torch.cat([ahead[:, starts], past[:, starts]], -1))
+        """Mean and variance of q(s_k | x), (B, S, Z) each: the head reads the ODE-RNN's
+        state at each segment's first time, which has read x from there to the end."""
+        h = self.encoder(self.encoder_features(batch), batch.t, batch.lengths,
+                         every_step=True)                                     # (B, T, H)
+        return self.initial_posterior(h[:, self.segment_starts(batch)[0]])
 
     def segment_paths(self, batch: SequenceBatch, n_samples: int,
                       noise: Tensor | None = None) -> tuple[Tensor, ...]:

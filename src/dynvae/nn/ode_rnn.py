@@ -39,29 +39,24 @@ class ODERNNEncoder(nn.Module):
         self.solver, self.dt, self.hidden_size = solver, dt, hidden_size
 
     def forward(self, features: Tensor, t: Tensor, lengths: Tensor,
-                every_step: bool = False, backwards: bool = True) -> Tensor:
-        """``backwards=False`` runs forwards instead, from t_0 to the last valid time:
-        the state after reading x_k has read x_{0:k} (the last one: h(t_{L-1}))."""
+                every_step: bool = False) -> Tensor:
         B, T, _ = features.shape
         valid = torch.arange(T, device=t.device)[None] < lengths[:, None].to(t.device)
         t = torch.where(valid, t, torch.zeros_like(t))          # padded times never enter
-        if backwards:
-            xs = reverse_padded(features, lengths)                 # step j: x_{L-1-j}
-            ts = -reverse_padded(t[..., None], lengths)[..., 0]    # (B, T), increasing
-        else:
-            xs, ts = features, t
-        gap = torch.zeros_like(ts)                                 # gap[:, j]: |t_j - t_{j-1}|
-        gap[:, 1:] = torch.where(valid[:, 1:], ts[:, 1:] - ts[:, :-1],
-                                 torch.zeros_like(ts[:, 1:]))
+        back_x = reverse_padded(features, lengths)                 # step j: x_{L-1-j}
+        back_t = reverse_padded(t[..., None], lengths)[..., 0]     # (B, T), decreasing
+        gap = torch.zeros_like(back_t)                             # gap[:, j]: t_{L-j} - t_{L-1-j}
+        gap[:, 1:] = torch.where(valid[:, 1:], back_t[:, :-1] - back_t[:, 1:],
+                                 torch.zeros_like(back_t[:, 1:]))
         field = lambda s, h: self.field(h)
         h = features.new_zeros(B, self.hidden_size)
         states = []
         for j in range(T):
             if j > 0:
-                h = advance(field, h, ts[:, j - 1:j], gap[:, j:j + 1], self.solver, self.dt)
-            h = torch.where(valid[:, j:j + 1], self.cell(xs[:, j], h), h)
+                h = advance(field, h, -back_t[:, j - 1:j], gap[:, j:j + 1], self.solver,
+                            self.dt)
+            h = torch.where(valid[:, j:j + 1], self.cell(back_x[:, j], h), h)
             states.append(h)
         if not every_step:
             return h
-        states = torch.stack(states, 1)                                      # (B, T, H)
-        return reverse_padded(states, lengths) if backwards else states
+        return reverse_padded(torch.stack(states, 1), lengths)                 # (B, T, H)
