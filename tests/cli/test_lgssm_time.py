@@ -124,6 +124,18 @@ def test_impute_fills_the_gaps_better_than_linear_interpolation(runs, gap_data, 
                  "--at", "2024-03-01 10:02:30,2024-03-01 10:31:00"]) == 0
     rows = pd.read_csv(at)
     assert rows["added"].sum() == 2
+    # a time outside every sequence's span is named, never dropped silently
+    capsys.readouterr()
+    assert main(["impute", str(runs / "auto"), "--data", str(gap_data[0]), "--out", str(at),
+                 "--force", "--at", "2024-03-01 10:02:30,2030-01-01 00:00:00"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --at" in err and "not strictly inside any sequence's span" in err
+    assert pd.read_csv(at)["added"].sum() == 1
+    code = main(["impute", str(runs / "auto"), "--data", str(gap_data[0]), "--out",
+                 str(tmp_path / "never.csv"), "--at", "2030-01-01 00:00:00"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "dynvae forecast --at" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "never.csv").exists()
 
 
 def test_forecast_at_any_time_and_grid_errors_of_the_discrete_model(runs, gap_data, tmp_path,

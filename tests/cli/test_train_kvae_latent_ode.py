@@ -5,8 +5,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from dynvae.cli import main
+from dynvae.train.run import load_run
 
 LORENZ = ["--dataset", "stochastic-lorenz", "--dataset-option", "n=10", "--dataset-option",
           "n_times=16", "--dataset-option", "drop=0.2", "--dataset-option", "missing=0.1"]
@@ -23,7 +25,7 @@ TINY = {
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path):
+def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path, monkeypatch):
     run = tmp_path / "run"
     assert main(["train", "--model", name, *LORENZ, *TINY[name], *COMMON, "--out",
                  str(run)]) == 0
@@ -38,7 +40,22 @@ def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path):
         assert np.isfinite(metrics[key]), key
     (run / "metrics.json").unlink()
     assert main(["evaluate", str(run)]) == 0
-    assert np.isfinite(json.loads((run / "metrics.json").read_text())["test_iwae_per_step"])
+    again = json.loads((run / "metrics.json").read_text())
+    for key in ("test_iwae_per_step", "test_imputation_mse", "forecast_mse", "forecast_nll"):
+        assert again[key] == metrics[key], key                   # evaluate repeats train's
+    # a continuous-time model (the latent ODE) samples on the training data's median step
+    # (config.json), not on steps of 1; a discrete-time one (the KVAE) on steps
+    step = json.loads((run / "config.json").read_text())["median_step"]
+    assert 0 < step < 0.5
+    cls = type(load_run(run).model)
+    asked = []
+    monkeypatch.setattr(cls, "sample", lambda self, n, t, u=None: asked.append(t) or
+                        torch.zeros(n, len(t), 3, dtype=torch.float64))
+    assert main(["sample", str(run), "-n", "2", "--steps", "4", "--out",
+                 str(tmp_path / "s0.npy")]) == 0
+    np.testing.assert_allclose(asked[0].numpy(),
+                               (step if cls.continuous_time else 1.0) * np.arange(4))
+    monkeypatch.undo()
     assert main(["sample", str(run), "-n", "2", "--steps", "4", "--out",
                  str(tmp_path / "s.npy")]) == 0
     draws = np.load(tmp_path / "s.npy")

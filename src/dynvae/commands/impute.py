@@ -39,11 +39,13 @@ def add_parser(sub) -> None:
 
 def requested_times(args: argparse.Namespace, data, model) -> list[np.ndarray] | None:
     """Per sequence, the times to add, or None when no row is added."""
+    import sys
+
     import numpy as np
 
     from dynvae.commands import times as query
     from dynvae.data.timing import time_irregularity
-    from dynvae.errors import ConfigError
+    from dynvae.errors import ConfigError, DataError
     grid = args.grid
     irregular = time_irregularity(data)
     if grid is None and args.at is None and model.continuous_time and \
@@ -65,11 +67,23 @@ def requested_times(args: argparse.Namespace, data, model) -> list[np.ndarray] |
     at = None if args.at is None else query.parse_times(args.at, data)
     step = None if grid is None else query.parse_step(grid, data)
     out = []
+    inside = None if at is None else np.zeros(len(at), dtype=bool)
     for seq in data:
         new = [] if step is None else [query.grid_times(seq.t, step)]
         if at is not None:
-            new.append(at[(at > seq.t[0]) & (at < seq.t[-1])])
+            within = (at > seq.t[0]) & (at < seq.t[-1])
+            inside |= within
+            new.append(at[within])
         out.append(np.concatenate(new) if new else np.empty(0))
+    if at is not None and not inside.all():
+        given = [p.strip() for p in args.at.split(",") if p.strip()]   # as the user wrote
+        outside = ",".join(g for g, ok in zip(given, inside, strict=True) if not ok)
+        what = (f"--at {outside}: not strictly inside any sequence's span (first to last "
+                f"time); imputation adds times between observations, `dynvae forecast --at` "
+                f"predicts after the end")
+        if not inside.any() and step is None:
+            raise DataError(what)
+        print(f"warning: {what}; skipped", file=sys.stderr)
     return out
 
 

@@ -12,9 +12,12 @@ from dynvae.errors import ConfigError
 
 def add_parser(sub) -> None:
     p = sub.add_parser("sample", help="draw new sequences from a fitted model",
-                       description="Draw N sequences of T steps (t = 0..T-1) on the original "
-                       "scale. FILE ending in .npy gets an (N, T, D) array; otherwise a CSV "
-                       "with columns sample, step, then one column per feature. For a run "
+                       description="Draw N sequences of T steps on the original scale, at "
+                       "t = 0, dt, ..., (T-1) dt: dt = 1 for a discrete-time model, the "
+                       "training data's median step (config.json's median_step) for a "
+                       "continuous-time one. FILE ending in .npy gets an (N, T, D) array; "
+                       "otherwise a CSV with columns sample, step, then one column per "
+                       "feature. For a run "
                        "trained on image frames, --gif writes an animated GIF (the N samples "
                        "side by side, one image per step) and --strip a PNG (one row per "
                        "sample, one column per step).")
@@ -49,8 +52,10 @@ def run(args: argparse.Namespace) -> int:
         shape = frame_outputs.run_frame_shape(loaded.config, "--gif" if args.gif else "--strip")
     seed_everything(args.seed)
     # a continuous-time model draws on the grid of the training data's median step
-    step = loaded.config.get("data_choices", {}).get("time_irregularity", {}).get(
-        "median_step", 1.0) if loaded.model.continuous_time else 1.0
+    # (config.json's median_step; runs written before it: the LGSSM's measurement, or 1)
+    step = loaded.config.get("median_step", loaded.config.get("data_choices", {}).get(
+        "time_irregularity", {}).get("median_step", 1.0)) if loaded.model.continuous_time \
+        else 1.0
     with torch.no_grad():
         draws = loaded.model.sample(args.n, step * torch.arange(args.steps,
                                                                 dtype=torch.float64))

@@ -429,6 +429,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     from dynvae.commands.report import write_plots
     from dynvae.progress import progress_bar
     from dynvae.train import run as rundir
+    from dynvae.train.defaults import DataSize
     from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics, seeded
     train, test, shared = parts
     model.double().eval()     # metrics in float64, like every other model
@@ -452,6 +453,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         "model": args.model, "dynvae_version": __version__,
         "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
         "data_choices": data_choices,
+        "median_step": DataSize.of(train_sample).median_step,   # the grid `sample` draws on
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "threads": torch.get_num_threads(),
         "split": {"fractions": list(SPLIT) if not shared else None,
