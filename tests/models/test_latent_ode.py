@@ -141,7 +141,7 @@ def test_each_sequence_of_a_batch_gets_what_it_gets_alone(solver, segment_steps)
     torch.manual_seed(0)
     extra = {"dt": 0.3} if solver == "rk4" else {}
     model = LatentODE(LatentODEConfig(latent_dim=3, solver=solver, segment_steps=segment_steps,
-                                      **extra), D).to(F64)
+                                      random_phase=False, **extra), D).to(F64)
     batch = irregular_batch(3)
     noise = torch.randn(2, 3, *((3,) if segment_steps else ()), 3, dtype=F64)
     with torch.no_grad():
@@ -202,7 +202,8 @@ def test_checkpointed_training_gradients_equal_plain_ones(segment_steps):
     for every in (None, 2):
         torch.manual_seed(0)
         model = LatentODE(LatentODEConfig(latent_dim=3, checkpoint_every=every,
-                                          segment_steps=segment_steps), D).to(F64)
+                                          segment_steps=segment_steps, random_phase=False),
+                          D).to(F64)
         noise = torch.randn(1, 3, *((3,) if segment_steps else ()), 3, dtype=F64)
         model.elbo(batch, z0_noise=noise).loss().backward()
         grads.append([p.grad for p in model.parameters()])
@@ -212,8 +213,10 @@ def test_checkpointed_training_gradients_equal_plain_ones(segment_steps):
 
 # ------------------------------------------------------------------ multiple shooting
 def segmented_model(M: int = 2, jump_std: float | None = 0.4, **overrides) -> LatentODE:
-    """The linear model with segments of M observation times and a fixed jump std."""
-    return linear_model(segment_steps=M, jump_std=jump_std, **overrides)
+    """The linear model with segments of M observation times and a fixed jump std (and
+    its own segments while training too)."""
+    return linear_model(segment_steps=M, jump_std=jump_std,
+                        **{"random_phase": False, **overrides})
 
 
 def dense_log_weight(model: LatentODE, batch: SequenceBatch, b: int, s: torch.Tensor,
@@ -318,7 +321,8 @@ def dense_segments(batch: SequenceBatch, b: int, M: int, jump_std: float):
 class MarginalPosteriorODE(LatentODE):
     """The linear model with segments, q(s_k | x) the exact marginal posteriors."""
 
-    def segment_posterior_of(self, batch):
+    def segment_posterior_of(self, batch, phase=0):
+        assert phase == 0
         M, S = self.config.segment_steps, len(self.segment_starts(batch)[0])
         means = torch.zeros(batch.batch_size, S, 1, dtype=F64)
         variances = torch.ones(batch.batch_size, S, 1, dtype=F64)
@@ -380,6 +384,35 @@ def test_forecasts_and_samples_jump_every_m_median_steps_in_time():
         z = model.sample_latents(20000, torch.linspace(0, 2, 8, dtype=F64))[..., 0]
     want = 1 + 0.49 * torch.tensor([i // 3 for i in range(8)], dtype=F64)
     torch.testing.assert_close(z.var(0), want, rtol=0.04, atol=0)
+
+
+def test_training_draws_the_segments_phase_and_evaluation_keeps_the_models():
+    """random_phase: while training, segments start at 0, p, p + M, ... for a phase p drawn
+    in [0, M); the path at each observation follows the segment that holds it (with a
+    zero field, the segment's own state), and each segment arrives where the next starts."""
+    model = segmented_model(3, random_phase=True)
+    with torch.no_grad():
+        model.field.net[0].weight.zero_()
+        model.field.net[0].bias.zero_()
+    batch = model._prepare(irregular_batch(10))                   # lengths 6, 4, 5
+    torch.manual_seed(0)
+    phases = {model.draw_phase() for _ in range(60)}
+    assert phases == {0, 1, 2}
+    model.eval()
+    assert {model.draw_phase() for _ in range(20)} == {0}
+    model.train()
+    for phase, starts in ((0, [0, 3]), (1, [0, 1, 4]), (2, [0, 2, 5])):
+        got, valid = model.segment_starts(batch, phase)
+        assert got.tolist() == starts
+        assert valid.tolist() == [[True] * len(starts),
+                                  [s < 4 for s in starts], [s < 5 for s in starts]]
+        with torch.no_grad():
+            s, path, arrive, _, _ = model.segment_paths(batch, 2, phase=phase)
+        for b in range(3):
+            for i in range(int(batch.lengths[b])):
+                k = max(j for j, start in enumerate(starts) if start <= i)
+                torch.testing.assert_close(path[:, b, i], s[:, b, k])
+        torch.testing.assert_close(arrive, s[:, :, :-1])            # constant paths
 
 
 def test_segment_config_and_training_windows():

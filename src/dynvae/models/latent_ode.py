@@ -96,6 +96,10 @@ class LatentODEConfig(FrameOptions, DictConfig):
     arrives (multiple shooting); None: one path from z_0, the paper's model, which
     ``dynvae train`` trains on windows that grow to whole sequences over the first
     1,000 steps (TrainConfig.horizon_warmup_steps, dynvae.train.defaults).
+    random_phase: while training, the segments start at a random phase drawn per batch
+    (the first holds 1 to segment_steps observations), so that the model also learns
+    segments cut short by a sequence's end, as a forecast's history ends; evaluation,
+    imputation and forecasts use the model's own segments, from the first time.
     jump_std: sigma_J, the std of the jump where a segment starts (None: learned, one
     per latent dimension, as a free variance).
     hide_from_encoder: share of the observed entries hidden from the ODE-RNN while
@@ -121,6 +125,7 @@ class LatentODEConfig(FrameOptions, DictConfig):
     checkpoint_every: int | None = None
     n_predict_samples: int = 32
     segment_steps: int | None = 5
+    random_phase: bool = True
     jump_std: float | None = None
     hide_from_encoder: float = 0.0
 
@@ -255,45 +260,60 @@ class LatentODE(DVAE):
             return self.like.new_full((c.latent_dim,), c.jump_std ** 2)
         return softplus(self.jump_variance.raw) + c.min_var
 
-    def segment_starts(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
-        """Index of each segment's first observation (S,), S = ceil(longest length / M),
+    def draw_phase(self) -> int:
+        """0 (the model's segments), or while training with ``random_phase`` a phase in
+        [0, M) drawn from torch's generator."""
+        if not (self.training and self.config.random_phase):
+            return 0
+        return int(torch.randint(self.config.segment_steps, ()))
+
+    def segment_starts(self, batch: SequenceBatch, phase: int = 0) -> tuple[Tensor, Tensor]:
+        """Index of each segment's first observation (S,): 0, then every M-th from
+        ``phase`` (0: 0, M, 2M, ...; p > 0: 0, p, p + M, ...) below the longest length;
         and whether it lies within each sequence (B, S)."""
         M = self.config.segment_steps
         lengths = batch.lengths.to(batch.t.device)
-        starts = torch.arange(-(-int(lengths.max()) // M), device=lengths.device) * M
+        longest = int(lengths.max())
+        first = phase or M
+        later = torch.arange(first, max(first, longest), M, device=lengths.device)
+        starts = torch.cat([later.new_zeros(1), later])
         return starts, starts[None] < lengths[:, None]
 
-    def segment_posterior_of(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
+    def segment_posterior_of(self, batch: SequenceBatch, phase: int = 0
+                             ) -> tuple[Tensor, Tensor]:
         """Mean and variance of q(s_k | x), (B, S, Z) each: the head reads the ODE-RNN's
         state at each segment's first time, which has read x from there to the end."""
         h = self.encoder(self.encoder_features(batch), batch.t, batch.lengths,
                          every_step=True)                                     # (B, T, H)
-        return self.initial_posterior(h[:, self.segment_starts(batch)[0]])
+        return self.initial_posterior(h[:, self.segment_starts(batch, phase)[0]])
 
     def segment_paths(self, batch: SequenceBatch, n_samples: int,
-                      noise: Tensor | None = None) -> tuple[Tensor, ...]:
+                      noise: Tensor | None = None, phase: int = 0) -> tuple[Tensor, ...]:
         """K = n_samples draws of the segments' states s ~ q(s | x) (K, B, S, Z) of a
         prepared batch, the latent path at the observation times (K, B, T, Z), each
         segment's arrival at the next one's first time (K, B, S - 1, Z), and q's mean and
-        variance (B, S, Z). ``noise`` (K, B, S, Z) fixes the standard normal draws."""
-        q_mean, q_var = self.segment_posterior_of(batch)
+        variance (B, S, Z). ``noise`` (K, B, S, Z) fixes the standard normal draws;
+        ``phase``: see :meth:`segment_starts`."""
+        q_mean, q_var = self.segment_posterior_of(batch, phase)
         K, (B, S, Z), M, T = n_samples, q_mean.shape, self.config.segment_steps, batch.n_steps
         eps = torch.randn((K, B, S, Z), dtype=q_mean.dtype, device=q_mean.device) \
             if noise is None else noise.to(q_mean)
         s = q_mean + q_var.sqrt() * eps                                       # (K, B, S, Z)
-        starts, _ = self.segment_starts(batch)
+        starts, _ = self.segment_starts(batch, phase)
         lengths = batch.lengths.to(starts.device)
+        sizes = torch.diff(starts, append=lengths.max().reshape(1))          # (S,), <= M
         # segment k solves over its observation times and the next segment's first one
         idx = starts[:, None] + torch.arange(M + 1, device=starts.device)     # (S, M + 1)
         idx = torch.minimum(idx[None], lengths[:, None, None] - 1)            # (B, S, M + 1)
         grid = batch.t.gather(1, idx.reshape(B, -1)).reshape(B, S, M + 1)
-        n = (lengths[:, None] - starts[None]).clamp(1, M + 1)                 # (B, S)
+        n = torch.minimum(sizes[None] + 1, lengths[:, None] - starts[None]).clamp(1, M + 1)
         z = self.solve(s.reshape(K * B * S, Z), grid.repeat(K, 1, 1).reshape(K * B * S, -1),
                        n.repeat(K, 1).reshape(-1)).reshape(K, B, S, M + 1, Z)
-        path = z[..., :M, :].reshape(K, B, S * M, Z)
-        path = path[:, :, :T] if S * M >= T else torch.cat(
-            [path, path[:, :, -1:].expand(-1, -1, T - S * M, -1)], 2)         # padding
-        return s, path, z[:, :, :-1, M], q_mean, q_var
+        step = torch.arange(T, device=starts.device)
+        seg = (torch.searchsorted(starts, step, right=True) - 1).clamp(min=0)   # (T,)
+        path = z[:, :, seg, (step - starts[seg]).clamp(max=M)]    # (K, B, T, Z); padding repeats
+        arrive = z[:, :, torch.arange(S - 1, device=starts.device), sizes[:-1]]
+        return s, path, arrive, q_mean, q_var
 
     def segment_kl(self, q_mean: Tensor, q_var: Tensor, arrive: Tensor, valid: Tensor
                    ) -> Tensor:
@@ -371,8 +391,11 @@ class LatentODE(DVAE):
         check_positive(n_samples=n_samples)
         batch = self._prepare(batch)
         if self.segmented:
-            _, z, arrive, q_mean, q_var = self.segment_paths(batch, n_samples, z0_noise)
-            kl_dims = self.segment_kl(q_mean, q_var, arrive, self.segment_starts(batch)[1])
+            phase = self.draw_phase()
+            _, z, arrive, q_mean, q_var = self.segment_paths(batch, n_samples, z0_noise,
+                                                             phase)
+            kl_dims = self.segment_kl(q_mean, q_var, arrive,
+                                      self.segment_starts(batch, phase)[1])
         else:
             _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, z0_noise)
             kl_dims = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
