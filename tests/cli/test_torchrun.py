@@ -25,7 +25,7 @@ def test_two_process_cli_training_writes_one_complete_run_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     # messages once (rank 0 only), and DDP without find_unused_parameters' warning
     assert proc.stdout.count("using observation=bernoulli") == 1, proc.stdout
-    assert proc.stdout.count("log-likelihood:") == 1
+    assert proc.stdout.count("training data's log-likelihood") == 1
     assert "find_unused_parameters" not in proc.stderr
     for name in ("config.json", "metrics.json", "metrics.csv", "checkpoints/model.pt",
                  "checkpoints/last.pt"):

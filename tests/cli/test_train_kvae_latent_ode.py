@@ -2,12 +2,14 @@
 stochastic Lorenz with missing values (and a Bernoulli KVAE on healing digits)."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from dynvae.cli import main
+from dynvae.commands.forecast import warn_beyond_training
 from dynvae.train.run import load_run
 
 LORENZ = ["--dataset", "stochastic-lorenz", "--dataset-option", "n=10", "--dataset-option",
@@ -25,7 +27,7 @@ TINY = {
 
 
 @pytest.mark.parametrize("name", sorted(TINY))
-def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path, monkeypatch):
+def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path, monkeypatch, capsys):
     run = tmp_path / "run"
     assert main(["train", "--model", name, *LORENZ, *TINY[name], *COMMON, "--out",
                  str(run)]) == 0
@@ -43,6 +45,15 @@ def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path, monkeypatch):
     again = json.loads((run / "metrics.json").read_text())
     for key in ("test_iwae_per_step", "test_imputation_mse", "forecast_mse", "forecast_nll"):
         assert again[key] == metrics[key], key                   # evaluate repeats train's
+    # forecasts further past the end than a training example spans get one warning line
+    config = json.loads((run / "config.json").read_text())
+    assert 0 < config["trained_span"] < 10
+    seqs = [SimpleNamespace(t=np.array([0.0, 1.0, 2.0]))]
+    warn_beyond_training(config, seqs, np.array([[2.5, 2.0 + config["trained_span"]]]))
+    assert capsys.readouterr().err == ""
+    warn_beyond_training(config, seqs, np.array([[2.5, 3.0 + config["trained_span"]]]))
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the forecast reaches") and len(err.splitlines()) == 1
     # a continuous-time model (the latent ODE) samples on the training data's median step
     # (config.json), not on steps of 1; a discrete-time one (the KVAE) on steps
     step = json.loads((run / "config.json").read_text())["median_step"]

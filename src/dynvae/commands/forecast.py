@@ -74,6 +74,7 @@ def _forecast(args: argparse.Namespace) -> int:
         at = parse_times(args.at, data)
         t_future = np.broadcast_to(at, (len(data), at.size)).copy()
     horizon = t_future.shape[1]
+    warn_beyond_training(loaded.config, data, t_future)
     from dynvae.train.evaluation import checked, chunks, prediction_chunk
     scaled, t_all = std.transform(data), torch.as_tensor(t_future, dtype=torch.float64)
     preds = [checked(loaded.model.forecast(scaled.to_batch(idx, dtype=torch.float64),
@@ -104,3 +105,21 @@ def _forecast(args: argparse.Namespace) -> int:
     files = " and ".join(f for f in (args.out, args.frames) if f)
     print(f"wrote {files} ({len(data)} sequence(s), {horizon} steps)")
     return 0
+
+
+def warn_beyond_training(config: dict, data, t_future) -> None:
+    """One warning line when a forecast reaches further past a sequence's end than a
+    training example spans (config.json's trained_span): there the model's dynamics
+    (its drift, field or transition networks) run where no training data took them."""
+    import sys
+
+    import numpy as np
+    span = config.get("trained_span")
+    if not span:
+        return
+    last = np.array([seq.t[-1] for seq in data])
+    ahead = float(np.max(t_future - last[:, None]))
+    if ahead > span:
+        print(f"warning: the forecast reaches {ahead:g} time units past a sequence's end, "
+              f"beyond the {span:g} that a training example spans: the model's dynamics "
+              f"extrapolate there", file=sys.stderr)

@@ -421,6 +421,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def trained_span(size, train_config) -> float:
+    """The time a training example spans, the median over the training sequences: a
+    sequence, or a training window when the run trained on windows."""
+    window = getattr(train_config, "train_window", 0) or 0
+    span = size.median_span
+    return float(min(span, size.median_step * (window - 1)) if window else span)
+
+
 def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
               standardizer, history: list, seconds: float, data_choices: dict) -> None:
     """The model, metrics, config, curve and plots of a fitted run."""
@@ -437,6 +445,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
                       train.dim, train.input_dim, standardizer)
     settings = EvalSettings(seed=args.seed)
     train_sample = in_memory(train)
+    size = DataSize.of(train_sample)
     bar = progress_bar(3 * len(test) + len(train_sample), "evaluate", unit="seq")
     metrics = evaluate_model(model, test, standardizer, settings, bar=bar)
     with seeded(settings.seed, model.device):
@@ -453,7 +462,8 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         "model": args.model, "dynvae_version": __version__,
         "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
         "data_choices": data_choices,
-        "median_step": DataSize.of(train_sample).median_step,   # the grid `sample` draws on
+        "median_step": size.median_step,              # the grid `sample` draws on
+        "trained_span": trained_span(size, configs.get("train")),   # `forecast` warns beyond
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "threads": torch.get_num_threads(),
         "split": {"fractions": list(SPLIT) if not shared else None,
@@ -465,6 +475,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     rundir.write_history(out, history)
     write_plots(out, model, test, standardizer, history, settings, spec, configs.get("train"))
     note = " (train and test are the same single sequence)" if shared else ""
-    print(f"log-likelihood: {metrics['train_log_likelihood']:.4f} "
+    print(f"training data's log-likelihood (original scale; deep models: IWAE bound): "
+          f"{metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")
     print(f"wrote {out}")

@@ -35,7 +35,11 @@ times, and a jump N(0, sigma_J^2) every M median steps in time: forecasts from t
 segment's start (on the sequence's median step), samples from their first time (on the
 median step of the times asked for). On a regular grid these are the times that start a
 segment; fixed in time, they make the prediction at a time independent of which other
-times are asked for.
+times are asked for. While training (``random_phase``), the segments of a batch start at
+0, p, p + M, ... for a phase p drawn in [0, M): each is an ELBO of the same kind for the
+chain cut at other times, and it teaches the encoder the short last segments that a
+sequence's end (a forecast's history) leaves, which training windows of one length
+would never show it.
 """
 
 from __future__ import annotations
