@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 
 from dynvae import errors
 from dynvae.errors import CheckpointError, ConfigError, DataError, MissingDependencyError
@@ -51,6 +52,20 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = one_line_warning(args.command)
+        return _run(args)
+
+
+def one_line_warning(command: str):
+    """A warning printed as one line, ``dynvae COMMAND: warning: message``, without the
+    source file and line that Python's default adds (they mean nothing to a user)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"dynvae {command}: warning: {message}", file=file or sys.stderr)
+    return show
+
+
+def _run(args) -> int:
     try:
         return int(args.run(args) or 0)
     except (DataError, ConfigError, CheckpointError, MissingDependencyError,

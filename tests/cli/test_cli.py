@@ -194,3 +194,19 @@ def test_impute_with_the_run_features_in_another_order_is_an_error(tmp_path, cap
     assert main(["impute", str(run), "--data", str(path), "--value-cols", "b,a",
                  "--out", str(tmp_path / "x.csv")]) == 2
     assert "give them in the order ['a', 'b']" in capsys.readouterr().err
+
+
+def test_a_library_warning_is_one_line_without_a_source_path(capsys):
+    """A warning raised under a command prints as `dynvae COMMAND: warning: ...`, without
+    Python's file and line; after the command, warnings display as before."""
+    import warnings
+
+    from dynvae import cli
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = cli.one_line_warning("impute")
+        warnings.warn("times are irregular", stacklevel=1)
+    assert capsys.readouterr().err == "dynvae impute: warning: times are irregular\n"
+    before = warnings.showwarning
+    assert main(["datasets"]) == 0
+    assert warnings.showwarning is before

@@ -129,7 +129,8 @@ def test_impute_fills_the_gaps_better_than_linear_interpolation(runs, gap_data, 
     assert main(["impute", str(runs / "auto"), "--data", str(gap_data[0]), "--out", str(at),
                  "--force", "--at", "2024-03-01 10:02:30,2030-01-01 00:00:00"]) == 0
     err = capsys.readouterr().err
-    assert "warning: --at" in err and "not strictly inside any sequence's span" in err
+    assert "dynvae impute: warning: --at" in err
+    assert "not strictly inside any sequence's span" in err
     assert pd.read_csv(at)["added"].sum() == 1
     code = main(["impute", str(runs / "auto"), "--data", str(gap_data[0]), "--out",
                  str(tmp_path / "never.csv"), "--at", "2030-01-01 00:00:00"])

@@ -53,7 +53,8 @@ def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path, monkeypatch, 
     assert capsys.readouterr().err == ""
     warn_beyond_training(config, seqs, np.array([[2.5, 3.0 + config["trained_span"]]]))
     err = capsys.readouterr().err
-    assert err.startswith("warning: the forecast reaches") and len(err.splitlines()) == 1
+    assert err.startswith("dynvae forecast: warning: the forecast reaches")
+    assert len(err.splitlines()) == 1
     # a continuous-time model (the latent ODE) samples on the training data's median step
     # (config.json), not on steps of 1; a discrete-time one (the KVAE) on steps
     step = json.loads((run / "config.json").read_text())["median_step"]

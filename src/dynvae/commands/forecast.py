@@ -120,6 +120,6 @@ def warn_beyond_training(config: dict, data, t_future) -> None:
     last = np.array([seq.t[-1] for seq in data])
     ahead = float(np.max(t_future - last[:, None]))
     if ahead > span:
-        print(f"warning: the forecast reaches {ahead:g} time units past a sequence's end, "
-              f"beyond the {span:g} that a training example spans: the model's dynamics "
-              f"extrapolate there", file=sys.stderr)
+        print(f"dynvae forecast: warning: the forecast reaches {ahead:g} time units past "
+              f"a sequence's end, beyond the {span:g} that a training example spans: the "
+              f"model's dynamics extrapolate there", file=sys.stderr)

@@ -83,7 +83,7 @@ def requested_times(args: argparse.Namespace, data, model) -> list[np.ndarray] |
                 f"predicts after the end")
         if not inside.any() and step is None:
             raise DataError(what)
-        print(f"warning: {what}; skipped", file=sys.stderr)
+        print(f"dynvae impute: warning: {what}; skipped", file=sys.stderr)
     return out
 
 
