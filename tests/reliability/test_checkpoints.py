@@ -134,7 +134,8 @@ def test_tampered_checkpoint_entries_are_one_line_errors(case, changes, message,
 @reliability("checkpoints", [
     ("model.pt lacking an entry (standardizer)", "exit 2: ...lacks ['standardizer']"),
     ("model.pt whose top level is a list", "exit 2: ...is not a dynvae checkpoint"),
-    ("model.pt cut to its first 100 bytes", "exit 2: ...is corrupt or truncated...")])
+    ("model.pt cut to its first 100 bytes", "exit 2: ...is corrupt or truncated..."),
+    ("model.pt holding the text 'garbage'", "exit 2: ...or not a checkpoint at all")])
 def test_incomplete_checkpoints_are_one_line_errors(lgssm_run, copy_run, capsys):
     run = copy_run(lgssm_run)
     path = run / "checkpoints" / "model.pt"
@@ -150,6 +151,10 @@ def test_incomplete_checkpoints_are_one_line_errors(lgssm_run, copy_run, capsys)
     path.write_bytes(good[:100])
     assert main(["evaluate", str(run)]) == 2
     assert "is corrupt or truncated" in one_line_error(capsys)
+    path.write_text("garbage")                         # not a checkpoint, not an object
+    assert main(["evaluate", str(run)]) == 2
+    err = one_line_error(capsys)
+    assert "not a checkpoint at all" in err and "Python object" not in err
 
 
 @reliability("checkpoints", [

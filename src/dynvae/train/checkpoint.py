@@ -59,9 +59,12 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():      # not a pickle at all: damaged
-            raise CheckpointError(f"checkpoint {path} is corrupt or truncated "
-                                  f"({_first_sentence(err)})") from None
+        text = str(err)
+        if "weights only" not in text.lower() or "Unsupported operand" in text:
+            # not a pickle at all (e.g. a text file: torch reads its first byte as an
+            # opcode it does not know): damaged, not a refused object
+            raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a "
+                                  f"checkpoint at all") from None
         found = re.search(r"GLOBAL (\S+)", str(err))
         what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(f"checkpoint {path} holds a Python object{what} besides tensors "
