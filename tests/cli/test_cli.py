@@ -61,7 +61,7 @@ def test_evaluate_rewrites_metrics(nile_run, tmp_path):
         assert again[key] == pytest.approx(metrics[key], rel=1e-9)
 
 
-def test_impute_forecast_sample_write_files(nile_run, nile_csv, tmp_path):
+def test_impute_forecast_sample_write_files(nile_run, nile_csv, tmp_path, capsys):
     out = tmp_path / "imputed.csv"
     assert main(["impute", str(nile_run), "--data", str(nile_csv), "--time-col", "year",
                  "--value-cols", "volume", "--out", str(out),
@@ -80,6 +80,15 @@ def test_impute_forecast_sample_write_files(nile_run, nile_csv, tmp_path):
     assert list(frame.columns) == ["id", "step", "t", "feature", "mean", "std"]
     assert frame["t"].tolist() == [1971.0, 1972.0, 1973.0, 1974.0, 1975.0]
     assert frame["std"].is_monotonic_increasing
+    # --at times are checked against each sequence, named as given, the sequence by id
+    for at, words in (("1969", "not after the end of sequence"),
+                      ("1971.5", "discrete-time and forecasts at t_last + k dt")):
+        assert main(["forecast", str(nile_run), "--data", str(nile_csv), "--time-col",
+                     "year", "--value-cols", "volume", "--at", at, "--out",
+                     str(tmp_path / "at.csv")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"--at {at}: " in err and words in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "at.csv").exists()
 
     for name in ("draws.csv", "draws.npy"):
         assert main(["sample", str(nile_run), "-n", "3", "--steps", "7",

@@ -7,7 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from dynvae.commands import common, frame_outputs
-from dynvae.errors import ConfigError
+from dynvae.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -72,6 +72,7 @@ def _forecast(args: argparse.Namespace) -> int:
         t_future = future_times(data, args.horizon)
     else:
         at = parse_times(args.at, data)
+        check_at_times(args.at, at, data, loaded.model.continuous_time)
         t_future = np.broadcast_to(at, (len(data), at.size)).copy()
     horizon = t_future.shape[1]
     warn_beyond_training(loaded.config, data, t_future)
@@ -123,3 +124,29 @@ def warn_beyond_training(config: dict, data, t_future) -> None:
         print(f"dynvae forecast: warning: the forecast reaches {ahead:g} time units past "
               f"a sequence's end, beyond the {span:g} that a training example spans: the "
               f"model's dynamics extrapolate there", file=sys.stderr)
+
+
+def check_at_times(text: str, at, data, continuous_time: bool) -> None:
+    """--at times against every sequence, naming the time as given and the sequence by
+    its id: each after the sequence's end and, for a discrete-time model, on its grid
+    t_last + k dt (dt its median step)."""
+    import numpy as np
+
+    from dynvae.models.common import STEP_TOLERANCE
+    given = [p.strip() for p in text.split(",") if p.strip()]
+    for seq in data:
+        t_last = float(seq.t[-1])
+        if at[0] <= t_last:
+            raise DataError(f"--at {given[0]}: not after the end of sequence {seq.id!r} (its "
+                            f"last time is {t_last:g}); a forecast starts after each "
+                            f"sequence's end")
+        if continuous_time:
+            continue
+        dt = float(np.median(np.diff(seq.t))) if len(seq.t) > 1 else 1.0
+        ratio = (at - t_last) / dt
+        off = np.abs(ratio - np.round(ratio)) > STEP_TOLERANCE
+        if off.any():
+            h = int(np.flatnonzero(off)[0])
+            raise DataError(f"--at {given[h]}: the model is discrete-time and forecasts at "
+                            f"t_last + k dt; sequence {seq.id!r} ends at {t_last:g} with a "
+                            f"median step dt = {dt:g}")
