@@ -53,6 +53,15 @@ def test_train_evaluate_impute_forecast_sample(model, tmp_path):
                  str(tmp_path / "fc.csv"), "--plot", str(tmp_path / "fc.png")]) == 0
     forecast = pd.read_csv(tmp_path / "fc.csv")
     assert len(forecast) == 20 * 3 * 2
+    # Monte Carlo predictions repeat under the same --seed (default 0), and move with it
+    for seed, same in (("0", True), ("1", False)):
+        for command, name in (("impute", "imp"), ("forecast", "fc")):
+            extra = ["--horizon", "3"] if command == "forecast" else []
+            assert main([command, str(run), *common, *extra, "--seed", seed, "--out",
+                         str(tmp_path / f"{name}2.csv"), "--force"]) == 0
+            again = pd.read_csv(tmp_path / f"{name}2.csv")
+            first = pd.read_csv(tmp_path / f"{name}.csv")
+            assert again["mean"].equals(first["mean"]) == same, (command, seed)
     # t_last + k dt with dt = 2: the k-th step after each sequence's last time (22)
     assert sorted(forecast["t"].unique().tolist()) == [24.0, 26.0, 28.0]
     assert main(["sample", str(run), "-n", "3", "--steps", "5", "--out",

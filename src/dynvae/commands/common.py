@@ -75,6 +75,9 @@ def add_prediction_args(parser: argparse.ArgumentParser, plot_help: str) -> None
     parser.add_argument("--out", metavar="CSV", help="CSV file to write (needed unless "
                         "--frames is given)")
     parser.add_argument("--plot", metavar="PNG", help=plot_help)
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the model's "
+                        "Monte Carlo draws (default 0: the same command writes the same "
+                        "numbers)")
     add_device_arg(parser)
 
 
@@ -154,12 +157,15 @@ def check_outputs(args: argparse.Namespace) -> None:
 def load_run_and_data(args: argparse.Namespace):
     """The run of ``args.run_dir`` (a dynvae.train.run.LoadedRun) and the data named by
     ``args``, read with the run's saved column options where none are given; the output
-    files are checked first."""
+    files are checked first, and the random generators are seeded from ``--seed``."""
     from dynvae.train import run as rundir
+    from dynvae.utils import seed_everything
     check_outputs(args)
     apply_threads(args)
     loaded = rundir.load_run(args.run_dir, args.device)
-    return loaded, load_data(data_spec(args, fallback=loaded.config["data"]))
+    data = load_data(data_spec(args, fallback=loaded.config["data"]))
+    seed_everything(getattr(args, "seed", 0))
+    return loaded, data
 
 
 def split_cols(text: str | None) -> list[str] | None:
