@@ -429,3 +429,15 @@ def test_segment_config_and_training_windows():
     learned = LatentODE(LatentODEConfig(segment_steps=4), D)
     assert learned.jump_variance is not None
     assert LatentODE(LatentODEConfig(segment_steps=4, jump_std=0.3), D).jump_variance is None
+
+
+def test_a_config_saved_before_segments_loads_the_one_path_model():
+    """A run's saved model config without segment_steps predates the segments: it loads
+    as the one-path model it trained, not as the segmented default."""
+    from dynvae.train.schema import dataclass_from
+    old = dataclass_from(LatentODEConfig, {"latent_dim": 3, "solver": "rk4", "dt": 0.1}, "x")
+    assert old.segment_steps is None and old.horizon_warmup
+    new = dataclass_from(LatentODEConfig, {"latent_dim": 3, "segment_steps": 5}, "x")
+    assert new.segment_steps == 5
+    assert dataclass_from(LatentODEConfig, {"segment_steps": None}, "x").segment_steps is None
+    assert LatentODEConfig().segment_steps == 5                  # the class default stays

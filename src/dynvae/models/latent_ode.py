@@ -45,6 +45,7 @@ would never show it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -111,6 +112,8 @@ class LatentODEConfig(FrameOptions, DictConfig):
     """
 
     model_name = "latent ODE"
+    # a run saved before segments existed holds the one-path model (dynvae.train.schema)
+    SAVED_BEFORE: ClassVar[dict] = {"segment_steps": None}
 
     latent_dim: int = 8
     encoder_hidden: int = 32

@@ -54,7 +54,9 @@ def mapping_of(value: Any, where: str, error: type[Exception] = ConfigError) -> 
 def dataclass_from(cls: type, values: Any, where: str,
                    error: type[Exception] = ConfigError) -> Any:
     """An instance of the dataclass ``cls`` from saved ``values``: unknown keys and values
-    of the wrong type are errors naming the key; missing keys take their defaults."""
+    of the wrong type are errors naming the key; missing keys take their defaults, but
+    for the keys of ``cls.SAVED_BEFORE`` (a field added with a default that changes the
+    model: the value that a config saved before the field existed meant)."""
     values = mapping_of(values, where, error)
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
@@ -63,6 +65,8 @@ def dataclass_from(cls: type, values: Any, where: str,
     hints = typing.get_type_hints(cls)
     checked = {key: _coerce(value, hints[key], f"{where}: {key!r}", error)
                for key, value in values.items()}
+    for key, value in getattr(cls, "SAVED_BEFORE", {}).items():
+        checked.setdefault(key, value)
     try:
         return cls(**checked)
     except (ConfigError, ValueError, TypeError) as err:
