@@ -5,6 +5,7 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -72,6 +73,14 @@ def test_train_evaluate_sample_on_irregular_lorenz(name, tmp_path, monkeypatch, 
                  str(tmp_path / "s.npy")]) == 0
     draws = np.load(tmp_path / "s.npy")
     assert draws.shape == (2, 4, 3) and np.isfinite(draws).all()
+    assert main(["sample", str(run), "-n", "2", "--steps", "4", "--out",
+                 str(tmp_path / "s.csv")]) == 0
+    table = pd.read_csv(tmp_path / "s.csv")
+    if cls.continuous_time:                      # the times the draws are at
+        assert list(table.columns[:3]) == ["sample", "step", "t"]
+        np.testing.assert_allclose(table["t"], np.tile(step * np.arange(4), 2))
+    else:
+        assert list(table.columns[:2]) == ["sample", "step"] and "t" not in table
 
 
 def test_bernoulli_kvae_on_healing_digits(tmp_path):

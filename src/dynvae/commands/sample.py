@@ -16,8 +16,8 @@ def add_parser(sub) -> None:
                        "t = 0, dt, ..., (T-1) dt: dt = 1 for a discrete-time model, the "
                        "training data's median step (config.json's median_step) for a "
                        "continuous-time one. FILE ending in .npy gets an (N, T, D) array; "
-                       "otherwise a CSV with columns sample, step, then one column per "
-                       "feature. For a run "
+                       "otherwise a CSV with columns sample, step, t (continuous-time "
+                       "models), then one column per feature. For a run "
                        "trained on image frames, --gif writes an animated GIF (the N samples "
                        "side by side, one image per step) and --strip a PNG (one row per "
                        "sample, one column per step).")
@@ -69,14 +69,17 @@ def run(args: argparse.Namespace) -> int:
                 write(frames, path)
                 written.append(path)
     if args.out:
-        _write_samples(args.out, x, loaded.standardizer.feature_names)
+        _write_samples(args.out, x, loaded.standardizer.feature_names,
+                       step if loaded.model.continuous_time else None)
         written.insert(0, args.out)
     print(f"wrote {', '.join(written)} ({args.n} x {args.steps} x {x.shape[-1]})")
     return 0
 
 
-def _write_samples(path: str, x, names: list[str] | None) -> None:
-    """--out: samples x (N, T, D) as .npy, or a CSV with columns sample, step, features."""
+def _write_samples(path: str, x, names: list[str] | None, dt: float | None = None) -> None:
+    """--out: samples x (N, T, D) as .npy, or a CSV with columns sample, step, (for a
+    continuous-time model, ``dt`` given: t = step * dt, in the data's time unit)
+    features."""
     import numpy as np
 
     from dynvae.utils import atomic_write_bytes, atomic_write_text
@@ -89,6 +92,8 @@ def _write_samples(path: str, x, names: list[str] | None) -> None:
     else:
         import pandas as pd
         frame = pd.DataFrame(x.reshape(-1, D), columns=names or [f"x{d}" for d in range(D)])
+        if dt is not None:
+            frame.insert(0, "t", np.tile(np.arange(T) * dt, N))
         frame.insert(0, "step", np.tile(np.arange(T), N))
         frame.insert(0, "sample", np.repeat(np.arange(N), T))
         atomic_write_text(path, frame.to_csv(index=False))
