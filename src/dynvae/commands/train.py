@@ -421,14 +421,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def trained_span(size, train_config) -> float:
-    """The time a training example spans, the median over the training sequences: a
-    sequence, or a training window when the run trained on windows."""
-    window = getattr(train_config, "train_window", 0) or 0
-    span = size.median_span
-    return float(min(span, size.median_step * (window - 1)) if window else span)
-
-
 def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
               standardizer, history: list, seconds: float, data_choices: dict) -> None:
     """The model, metrics, config, curve and plots of a fitted run."""
@@ -463,7 +455,8 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         "config": {section: dataclasses.asdict(c) for section, c in configs.items()},
         "data_choices": data_choices,
         "median_step": size.median_step,              # the grid `sample` draws on
-        "trained_span": trained_span(size, configs.get("train")),   # `forecast` warns beyond
+        # what a training example spans (a sequence or a window): `forecast` warns beyond
+        "trained_span": size.example_span(getattr(configs.get("train"), "train_window", 0)),
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "threads": torch.get_num_threads(),
         "split": {"fractions": list(SPLIT) if not shared else None,

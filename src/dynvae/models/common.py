@@ -217,6 +217,14 @@ def check_future(batch: SequenceBatch, t_future: Tensor, u_future: Tensor | None
     check_inputs("u_future", u_future, [(B, t_future.shape[1], input_dim)], input_dim)
 
 
+def median_steps(t: Tensor, lengths: Tensor) -> Tensor:
+    """(B,) each sequence's median step over its ``lengths`` valid times t (B, T) (numpy's
+    median: the mean of the two middle steps for an even count; 1 for a one-step
+    sequence), in the dtype of t."""
+    return torch.stack([t[b, :n].diff().quantile(0.5) if n > 1 else t.new_ones(())
+                        for b, n in enumerate(lengths.tolist())])
+
+
 def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
     """(B, H) integer steps k >= 1 after each sequence's last valid time, for
     discrete-time models: t_future = t_last + k dt, k = round((t_future - t_last) / dt),
@@ -227,9 +235,9 @@ def steps_ahead(batch: SequenceBatch, t_future: Tensor) -> Tensor:
     t = batch.t.to(torch.float64).cpu()
     tf = t_future.to(torch.float64).cpu()
     steps = torch.empty(tf.shape, dtype=torch.long)
+    dts = median_steps(t, batch.lengths)
     for b in range(batch.batch_size):
-        n = int(batch.lengths[b])
-        dt = float(t[b, :n].diff().quantile(0.5)) if n > 1 else 1.0   # = numpy's median
+        n, dt = int(batch.lengths[b]), float(dts[b])
         ratio = (tf[b] - t[b, n - 1]) / dt
         k = ratio.round()
         off = ((ratio - k).abs() > STEP_TOLERANCE) | (k < 1)

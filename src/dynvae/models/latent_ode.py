@@ -67,6 +67,7 @@ from dynvae.models.common import (
     check_sample_times,
     encoder_mask,
     iwae_bound,
+    median_steps,
     mixture_moments,
     observation_features,
     prepare_batch,
@@ -180,16 +181,6 @@ class LatentODEConfig(FrameOptions, DictConfig):
         """The solver object of the generative ODE."""
         return self.adaptive_solver() if self.solver in ADAPTIVE_SOLVERS \
             else FIXED_SOLVERS[self.solver]()
-
-
-def median_steps(batch: SequenceBatch) -> Tensor:
-    """(B,) each sequence's median step (numpy's median: the mean of the two middle
-    steps for an even count; 1 for a one-step sequence), in the dtype of its times."""
-    out = []
-    for b in range(batch.batch_size):
-        n = int(batch.lengths[b])
-        out.append(batch.t[b, :n].diff().quantile(0.5) if n > 1 else batch.t.new_ones(()))
-    return torch.stack(out)
 
 
 class LatentODE(DVAE):
@@ -458,7 +449,7 @@ class LatentODE(DVAE):
             # the last time
             t_last = batch.t[rows, last]
             start = batch.t[rows, last - last % self.config.segment_steps]
-            period = self.config.segment_steps * median_steps(batch)
+            period = self.config.segment_steps * median_steps(batch.t, batch.lengths)
             first = start + (torch.floor((t_last - start) / period) + 1) * period
             z = self.roll_out(z.reshape(K * B, -1), t_last.repeat(K),
                               t_future.to(batch.t).repeat(K, 1), first.repeat(K),

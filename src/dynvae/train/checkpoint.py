@@ -65,7 +65,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             # opcode it does not know): damaged, not a refused object
             raise CheckpointError(f"checkpoint {path} is corrupt or truncated, or not a "
                                   f"checkpoint at all") from None
-        found = re.search(r"GLOBAL (\S+)", str(err))
+        found = re.search(r"GLOBAL (\S+)", text)
         what = f" ({found.group(1)})" if found else ""
         raise CheckpointError(f"checkpoint {path} holds a Python object{what} besides tensors "
                               "and plain values; refused (checkpoints are loaded as data only)"

@@ -184,10 +184,14 @@ class DataSize:
         """The latent SDE's unit of time: the median step, or a MAX_HORIZON-th of the
         median span of what training integrates over (a sequence, or a training window
         of train_window steps) where that is longer."""
-        span = self.median_span
-        if self.train_window:
-            span = min(span, self.median_step * (self.train_window - 1))
-        return max(self.median_step, span / MAX_HORIZON)
+        return max(self.median_step, self.example_span(self.train_window) / MAX_HORIZON)
+
+    def example_span(self, window: int = 0) -> float:
+        """The time a training example spans: the median sequence span, or that of a
+        training window of ``window`` steps where it is shorter (0: whole sequences)."""
+        if not window:
+            return self.median_span
+        return min(self.median_span, self.median_step * (window - 1))
 
     @property
     def batch_size(self) -> int:
