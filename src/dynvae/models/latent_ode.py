@@ -52,7 +52,7 @@ from torch import Tensor, nn
 from torch.nn.functional import softplus
 
 from dynvae.data.batch import SequenceBatch
-from dynvae.errors import ConfigError
+from dynvae.errors import ConfigError, NumericalError
 from dynvae.gaussian import diag_gaussian_log_prob, kl_diag_gaussians
 from dynvae.models.base import DVAE, ELBOTerms, Prediction
 from dynvae.models.common import (
@@ -82,6 +82,8 @@ from dynvae.ode import RK4, BogackiShampine, DormandPrince, Euler, Midpoint, ode
 ADAPTIVE_SOLVERS = {"dopri5": DormandPrince, "bosh3": BogackiShampine}
 FIXED_SOLVERS = {"rk4": RK4, "midpoint": Midpoint, "euler": Euler}
 SOLVERS = {**ADAPTIVE_SOLVERS, **FIXED_SOLVERS}
+# draws of the ELBO per refinement step at prediction time (LatentODEConfig.refine_steps)
+REFINE_SAMPLES = 4
 
 
 @dataclass
@@ -110,11 +112,16 @@ class LatentODEConfig(FrameOptions, DictConfig):
     per latent dimension, as a free variance).
     hide_from_encoder: share of the observed entries hidden from the ODE-RNN while
     training (still scored; ``dynvae.models.common.encoder_mask``).
+    refine_steps: at prediction time (imputation, forecasts, latent plots), Adam steps
+    on each sequence's own q, the encoder's output as the start, with the networks
+    fixed (semi-amortised inference: the ELBO of that sequence alone, over
+    ``REFINE_SAMPLES`` draws); 0: the encoder's q as it is. refine_lr: their step size.
     """
 
     model_name = "latent ODE"
     # a run saved before segments existed holds the one-path model (dynvae.train.schema)
-    SAVED_BEFORE: ClassVar[dict] = {"segment_steps": None}
+    # and predicted with the encoder's q as it is
+    SAVED_BEFORE: ClassVar[dict] = {"segment_steps": None, "refine_steps": 0}
 
     latent_dim: int = 8
     encoder_hidden: int = 32
@@ -136,6 +143,8 @@ class LatentODEConfig(FrameOptions, DictConfig):
     random_phase: bool = True
     jump_std: float | None = None
     hide_from_encoder: float = 0.0
+    refine_steps: int = 50
+    refine_lr: float = 0.05
 
     @property
     def horizon_warmup(self) -> bool:
@@ -172,6 +181,11 @@ class LatentODEConfig(FrameOptions, DictConfig):
                                   f"happen where segments start)")
             check_positive(jump_std=self.jump_std)
         check_hide_rate(self.hide_from_encoder)
+        if isinstance(self.refine_steps, bool) or not (
+                isinstance(self.refine_steps, int) and self.refine_steps >= 0):
+            raise ConfigError(f"refine_steps must be an integer >= 0, got "
+                              f"{self.refine_steps!r}")
+        check_positive(refine_lr=self.refine_lr)
 
     def adaptive_solver(self):
         """The adaptive solver named by ``solver`` with the tolerances (ConfigError if bad)."""
@@ -286,13 +300,16 @@ class LatentODE(DVAE):
         return self.initial_posterior(h[:, self.segment_starts(batch, phase)[0]])
 
     def segment_paths(self, batch: SequenceBatch, n_samples: int,
-                      noise: Tensor | None = None, phase: int = 0) -> tuple[Tensor, ...]:
+                      noise: Tensor | None = None, phase: int = 0,
+                      posterior: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, ...]:
         """K = n_samples draws of the segments' states s ~ q(s | x) (K, B, S, Z) of a
         prepared batch, the latent path at the observation times (K, B, T, Z), each
         segment's arrival at the next one's first time (K, B, S - 1, Z), and q's mean and
         variance (B, S, Z). ``noise`` (K, B, S, Z) fixes the standard normal draws;
-        ``phase``: see :meth:`segment_starts`."""
-        q_mean, q_var = self.segment_posterior_of(batch, phase)
+        ``phase``: see :meth:`segment_starts`; ``posterior``: q's mean and variance in
+        place of the encoder's."""
+        q_mean, q_var = self.segment_posterior_of(batch, phase) if posterior is None \
+            else posterior
         K, (B, S, Z), M, T = n_samples, q_mean.shape, self.config.segment_steps, batch.n_steps
         eps = torch.randn((K, B, S, Z), dtype=q_mean.dtype, device=q_mean.device) \
             if noise is None else noise.to(q_mean)
@@ -364,11 +381,14 @@ class LatentODE(DVAE):
         return torch.stack(out, 1) if out else z.new_zeros(z.shape[0], 0, z.shape[1])
 
     def posterior_draws(self, batch: SequenceBatch, n_samples: int,
-                        z0_noise: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                        z0_noise: Tensor | None = None,
+                        posterior: tuple[Tensor, Tensor] | None = None
+                        ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """K = n_samples draws z_0 ~ q(z_0 | x) of a prepared batch and their latent paths:
         z0 (K, B, Z), z (K, B, T, Z) at the observation times, q mean and variance (B, Z).
-        ``z0_noise`` (K, B, Z) fixes the standard normal draws."""
-        q_mean, q_var = self.initial_posterior_of(batch)
+        ``z0_noise`` (K, B, Z) fixes the standard normal draws; ``posterior``: q's mean
+        and variance in place of the encoder's."""
+        q_mean, q_var = self.initial_posterior_of(batch) if posterior is None else posterior
         K, (B, Z) = n_samples, q_mean.shape
         eps = torch.randn((K, B, Z), dtype=q_mean.dtype, device=q_mean.device) \
             if z0_noise is None else z0_noise.to(q_mean)
@@ -381,6 +401,87 @@ class LatentODE(DVAE):
         """(K, B) log p(x | z) of the observed entries along latent paths z (K, B, T, Z)."""
         return self.observation.log_prob(batch.x, self.emission(z), batch.mask).sum((-1, -2))
 
+    def elbo_parts(self, batch: SequenceBatch, n_samples: int, noise: Tensor | None = None,
+                   phase: int = 0, posterior: tuple[Tensor, Tensor] | None = None
+                   ) -> tuple[Tensor, Tensor]:
+        """E_q log p(x | z) (B,) over ``n_samples`` draws and the KL per latent dimension
+        (B, Z) of a prepared batch; ``posterior``: q's mean and variance ((B, S, Z) with
+        segments, else (B, Z)) in place of the encoder's."""
+        if self.segmented:
+            _, z, arrive, q_mean, q_var = self.segment_paths(batch, n_samples, noise, phase,
+                                                             posterior)
+            kl_dims = self.segment_kl(q_mean, q_var, arrive,
+                                      self.segment_starts(batch, phase)[1])
+        else:
+            _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, noise, posterior)
+            kl_dims = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
+                                        torch.ones_like(q_var))                # (B, Z)
+        return self.emission_log_prob(batch, z).mean(0), kl_dims
+
+    def refined(self, batch: SequenceBatch, q: tuple[Tensor, Tensor],
+                free: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """q = (mean, variance) of a prepared batch after ``refine_steps`` Adam steps on
+        the batch's ELBO (``REFINE_SAMPLES`` draws) with the networks fixed: a sum of one
+        term per sequence, so each sequence is refined as it would be alone. ``free``
+        (bool, q's shape): the entries that move (None: all). Semi-amortised inference
+        (Kim et al. 2018): the encoder's q is the start that a few steps improve."""
+        q_mean, q_var = (v.detach() for v in q)
+        if self.config.refine_steps == 0:
+            return q_mean, q_var
+        free = torch.ones_like(q_mean, dtype=torch.bool) if free is None else free
+        mean, log_var = q_mean.clone().requires_grad_(True), q_var.log().requires_grad_(True)
+        adam = torch.optim.Adam([mean, log_var], lr=self.config.refine_lr)
+        with torch.enable_grad():
+            for _ in range(self.config.refine_steps):
+                posterior = (torch.where(free, mean, q_mean),
+                             torch.where(free, log_var.exp(), q_var))
+                log_lik, kl_dims = self.elbo_parts(batch, REFINE_SAMPLES, posterior=posterior)
+                loss = (kl_dims.sum(-1) - log_lik).sum()
+                if not torch.isfinite(loss):
+                    raise NumericalError(
+                        "the latent ODE's refinement of q before a forecast reached a "
+                        f"non-finite ELBO ({float(loss)}); set refine_steps=0 or a smaller "
+                        f"refine_lr (now {self.config.refine_lr})")
+                mean.grad, log_var.grad = torch.autograd.grad(loss, [mean, log_var])
+                adam.step()
+        return (torch.where(free, mean.detach(), q_mean),
+                torch.where(free, log_var.detach().exp(), q_var))
+
+    def last_segments(self, batch: SequenceBatch) -> tuple[SequenceBatch, Tensor, Tensor]:
+        """What a forecast starts from, cut from a prepared batch: each sequence's last
+        segment and the one before it (their observations alone; that segment's path
+        depends on nothing earlier, and its prior on the one before), as a batch of at
+        most 2 M steps; each row's index there of the last segment (B,) (0 or 1), and of
+        the segments of the full batch the two are (B, 2)."""
+        M = self.config.segment_steps
+        lengths = batch.lengths.to(batch.t.device)
+        last = (lengths - 1) // M                                            # (B,)
+        first = (last - 1).clamp(min=0)
+        sub_len = lengths - first * M
+        steps = torch.arange(int(sub_len.max()), device=lengths.device)
+        idx = torch.minimum(first[:, None] * M + steps[None], lengths[:, None] - 1)   # (B, T')
+        inside = steps[None] < sub_len[:, None]
+        pick = idx[..., None].expand(-1, -1, batch.dim)
+        mask = batch.mask.gather(1, pick) & inside[..., None]
+        sub = SequenceBatch(torch.where(mask, batch.x.gather(1, pick), 0.0), mask,
+                            batch.t.gather(1, idx), sub_len.to(batch.lengths),
+                            frame_shape=batch.frame_shape)
+        return sub, (last > 0).long(), torch.stack([first, last], 1)
+
+    def forecast_start(self, batch: SequenceBatch, n_samples: int) -> Tensor:
+        """(K, B, Z) draws of the segmented model's latent state at each sequence's last
+        time, from the last segment's q refined (``refine_steps``) given the segment
+        before it (as the encoder's q has it), on a batch of those two segments alone,
+        so that its cost does not grow with the sequence's length."""
+        rows = torch.arange(batch.batch_size, device=batch.t.device)
+        sub, at, segments = self.last_segments(batch)
+        q_mean, q_var = self.segment_posterior_of(batch)
+        q = (q_mean[rows[:, None], segments], q_var[rows[:, None], segments])     # (B, 2, Z)
+        free = (torch.arange(2, device=at.device)[None] == at[:, None])[..., None]
+        q = self.refined(sub, q, free.expand_as(q[0]))
+        sub_last = (sub.lengths - 1).to(rows.device)
+        return self.segment_paths(sub, n_samples, posterior=q)[1][:, rows, sub_last]
+
     # ------------------------------------------------------------------ contract
     def elbo(self, batch: SequenceBatch, n_samples: int = 1, *,
              z0_noise: Tensor | None = None) -> ELBOTerms:
@@ -388,17 +489,8 @@ class LatentODE(DVAE):
         (``z0_noise`` (K, B, Z): fixed standard normal draws)."""
         check_positive(n_samples=n_samples)
         batch = self._prepare(batch)
-        if self.segmented:
-            phase = self.draw_phase()
-            _, z, arrive, q_mean, q_var = self.segment_paths(batch, n_samples, z0_noise,
-                                                             phase)
-            kl_dims = self.segment_kl(q_mean, q_var, arrive,
-                                      self.segment_starts(batch, phase)[1])
-        else:
-            _, z, q_mean, q_var = self.posterior_draws(batch, n_samples, z0_noise)
-            kl_dims = kl_diag_gaussians(q_mean, q_var, torch.zeros_like(q_mean),
-                                        torch.ones_like(q_var))                # (B, Z)
-        log_lik = self.emission_log_prob(batch, z).mean(0)
+        log_lik, kl_dims = self.elbo_parts(batch, n_samples, z0_noise,
+                                           self.draw_phase() if self.segmented else 0)
         return ELBOTerms(log_lik, kl_dims.sum(-1), batch.n_observed().to(log_lik), kl_dims)
 
     @torch.no_grad()
@@ -436,15 +528,17 @@ class LatentODE(DVAE):
     def forecast(self, batch: SequenceBatch, t_future: Tensor,
                  u_future: Tensor | None = None) -> Prediction:
         """Predictive mean/std at any times ``t_future`` (B, H) after each sequence's last
-        time: draws of z_0 from q(z_0 | x), the ODE solved from t_0 to those times. The
-        model takes no inputs: ``u_future`` must be None."""
+        time: draws of z_0 from q(z_0 | x), the ODE solved from t_0 to those times (with
+        segments: draws of the last segment's state, its ODE to the last time and on,
+        with the jumps). q is the encoder's, refined for each sequence first
+        (``refine_steps``). The model takes no inputs: ``u_future`` must be None."""
         batch = self._prepare(batch)
         check_future(batch, t_future, u_future, 0)
         if self.segmented:
             K, B = self.config.n_predict_samples, batch.batch_size
             last = (batch.lengths - 1).to(batch.t.device)
             rows = torch.arange(B, device=last.device)
-            z = self.paths(batch, K)[:, rows, last]                            # (K, B, Z)
+            z = self.forecast_start(batch, K)                                  # (K, B, Z)
             # jumps every M median steps from the last segment's start, the first after
             # the last time
             t_last = batch.t[rows, last]
@@ -456,7 +550,7 @@ class LatentODE(DVAE):
                               period.repeat(K))
             mean, var = self.observation.moments(self.emission(z.reshape(K, B, *z.shape[1:])))
             return Prediction(t_future.to(mean), *mixture_moments(mean, var))
-        q_mean, q_var = self.initial_posterior_of(batch)
+        q_mean, q_var = self.refined(batch, self.initial_posterior_of(batch))
         K, (B, H), Z = self.config.n_predict_samples, t_future.shape, self.config.latent_dim
         z0 = q_mean + q_var.sqrt() * torch.randn((K, B, Z), dtype=q_mean.dtype,
                                                  device=q_mean.device)
