@@ -112,10 +112,11 @@ class LatentODEConfig(FrameOptions, DictConfig):
     per latent dimension, as a free variance).
     hide_from_encoder: share of the observed entries hidden from the ODE-RNN while
     training (still scored; ``dynvae.models.common.encoder_mask``).
-    refine_steps: at prediction time (imputation, forecasts, latent plots), Adam steps
-    on each sequence's own q, the encoder's output as the start, with the networks
-    fixed (semi-amortised inference: the ELBO of that sequence alone, over
-    ``REFINE_SAMPLES`` draws); 0: the encoder's q as it is. refine_lr: their step size.
+    refine_steps: before a forecast, Adam steps on each sequence's own q (with segments:
+    the last segment's), the encoder's output as the start, with the networks fixed
+    (semi-amortised inference: the ELBO of that sequence alone, over ``REFINE_SAMPLES``
+    draws); 0: the encoder's q as it is. Imputation and latent plots use the encoder's
+    q. refine_lr: their step size.
     """
 
     model_name = "latent ODE"
