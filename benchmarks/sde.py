@@ -124,6 +124,24 @@ class TorchsdeNeuralSDE(nn.Module):
         return self.net.diffusion(t, y)
 
 
+def retain_freed_memory() -> None:
+    """Ask glibc to keep freed memory in the process: no trimming of the heap's top and
+    no mmap for blocks under 256 MiB, so a buffer freed by one step is reused by the next
+    without page faults. The same as MALLOC_TRIM_THRESHOLD_=2147483647
+    MALLOC_MMAP_THRESHOLD_=268435456 in the environment."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    libc = ctypes.CDLL(name) if name else None
+    if libc is None or not hasattr(libc, "mallopt"):
+        raise SystemExit("--malloc retain needs glibc's mallopt")
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    if not (libc.mallopt(m_trim_threshold, 2 ** 31 - 1)
+            and libc.mallopt(m_mmap_threshold, 256 * 2 ** 20)):
+        raise SystemExit("mallopt refused the --malloc retain settings")
+
+
 def _time_interleaved(fns: dict, repeats: int) -> dict:
     """Median seconds of each function, runs alternating so load changes hit all alike."""
     for fn in fns.values():
@@ -189,6 +207,12 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
             out = out + (net.drift(None, z) * args.dt + net.diffusion(None, z) * dW[i]).sum()
         return out
     fns["networks-only"] = _runner(networks_only, net, z0, backward)
+
+    # The Brownian increments alone, drawn as plainly as torch allows (one randn over all
+    # steps, scaled in place): noise the floor above is handed and every solver draws.
+    def noise_only():
+        return torch.randn(args.steps, *z0.shape).mul_(args.dt ** 0.5)
+    fns["noise-only"] = noise_only
     if method == "milstein":
         # The same with the diffusion's derivative in closed form and the correction term
         # (no solver): what Milstein's arithmetic costs before any solver overhead.
@@ -224,7 +248,9 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
         row = {"case": case, "impl": impl, "seconds": sec, "batch": args.batch, "z_dim": z_dim,
                "steps": args.steps, "steps_per_s": args.steps / sec,
                "max_abs_diff_float64": diff,
-               "over_networks_only": sec / seconds["networks-only"]}
+               "over_networks_only": sec / seconds["networks-only"],
+               "over_networks_and_noise": sec / (seconds["networks-only"]
+                                                 + seconds["noise-only"])}
         if torchsde is not None:  # against the faster torchsde call
             row["speedup_vs_torchsde"] = min(seconds["torchsde"],
                                              seconds["torchsde-bm-dt"]) / sec
@@ -235,12 +261,14 @@ def run_case(torchsde, z_dim, solver, method, backward, args):
 
 def _format_row(r: dict) -> str:
     sp = f"{r['speedup_vs_torchsde']:.2f}x" if "speedup_vs_torchsde" in r else ""
-    sp = "" if r["impl"].startswith(("torchsde", "networks")) else sp
+    sp = "" if r["impl"].startswith(("torchsde", "networks", "noise")) else sp
     diff = r.get("max_abs_diff_float64")
-    d = f"{diff:.1e}" if diff is not None else ""
+    d = f"{diff:.1e}" if diff is not None and r["impl"] != "noise-only" else ""
     floor = "" if r["impl"] == "networks-only" else f"{r['over_networks_only']:.2f}x"
+    with_noise = ("" if r["impl"].startswith(("networks", "noise"))
+                  else f"{r['over_networks_and_noise']:.2f}x")
     return (f"{r['case']:<22}{r['impl']:<19}{r['seconds']:>10.4f}{r['steps_per_s']:>10.0f}"
-            f"{sp:>9}{floor:>9}{d:>11}")
+            f"{sp:>9}{floor:>9}{with_noise:>9}{d:>11}")
 
 
 MEMORY_IMPLS = ("backprop", "checkpoint-64", "adjoint", "torchsde-adjoint")
@@ -367,6 +395,10 @@ def main(argv=None):
                    choices=["euler", "milstein"], help="solvers to time (default: both)")
     p.add_argument("--no-compile", dest="compile", action="store_false",
                    help="skip the torch.compile rows (always skipped with --quick)")
+    p.add_argument("--malloc", choices=["system", "retain"], default="system",
+                   help="system: glibc's defaults; retain: keep freed memory in the process "
+                        "(no page faults from re-touching returned memory; see "
+                        "docs/sde.md, section 9)")
     p.add_argument("--memory", action="store_true",
                    help="peak memory and time of a training step vs solver steps")
     p.add_argument("--lengths", type=int, nargs="+", default=None,
@@ -381,6 +413,8 @@ def main(argv=None):
                    help="--memory: the same for its time (default 900)")
     p.add_argument("--memory-row", nargs=2, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.malloc == "retain":
+        retain_freed_memory()
     torch.set_num_threads(args.threads)
     if args.memory_row is not None:
         row = memory_row(args.memory_row[0], int(args.memory_row[1]), args.batch,
@@ -413,9 +447,9 @@ def main(argv=None):
         torchsde = None
         print("torchsde is not installed: timing dynvae only")
     print(f"batch {args.batch}, {args.steps} steps, hidden {args.hidden}, "
-          f"threads {args.threads}, float32")
+          f"threads {args.threads}, float32, malloc {args.malloc}")
     print(f"{'case':<22}{'impl':<19}{'seconds':>10}{'steps/s':>10}{'speedup':>9}"
-          f"{'/floor':>9}{'max|diff|':>11}")
+          f"{'/floor':>9}{'/f+noise':>9}{'max|diff|':>11}")
     rows = []
     for z_dim in args.z_dims:
         for solver, method in ((EulerMaruyama(), "euler"), (Milstein(), "milstein")):

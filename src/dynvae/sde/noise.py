@@ -66,12 +66,13 @@ class DrawnNoise(StepNoise):
         gen = torch.Generator(device=sqrt_h.device)
         gen.manual_seed(_mix_int(self.seed + 0x9E3779B97F4A7C15 * (c + 1)) & (2 ** 63 - 1))
         shape = (stop - start, self._B, self._W)
-        dW = torch.randn(shape, generator=gen, dtype=sqrt_h.dtype, device=sqrt_h.device)
-        dW = dW * sqrt_h
+        # scaled in place: one chunk-sized buffer each, not two
+        dW = torch.randn(shape, generator=gen, dtype=sqrt_h.dtype,
+                         device=sqrt_h.device).mul_(sqrt_h)
         H = None
         if self.levy:
-            H = torch.randn(shape, generator=gen, dtype=sqrt_h.dtype, device=sqrt_h.device)
-            H = H * (sqrt_h / math.sqrt(12.0))
+            H = torch.randn(shape, generator=gen, dtype=sqrt_h.dtype,
+                            device=sqrt_h.device).mul_(sqrt_h / math.sqrt(12.0))
         self._cached = (c, dW, H)
         return dW, H
 
