@@ -1,7 +1,8 @@
 """The per-coordinate tanh layers of diagonal diffusions (dynvae.nn.diffusion), computed
-through sigmoids: the fused (N, H, Z) path with its hand-written backward and the plain
-small-input path both equal the textbook tanh expressions, in value, slope and every
-first derivative (and the value alone in its second derivatives)."""
+through sigmoids: the hand-written backward in both layouts ((N, H, Z) for large inputs,
+(N, Z, H) for small ones) and the plain autograd expressions all equal the textbook tanh
+expressions, in value, slope and every first derivative (and the value alone in its
+second derivatives)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,11 @@ def _inputs(seed=0, shape=(3, 4)):
     return [z, *params]
 
 
-@pytest.fixture(params=["fused", "plain"])
+@pytest.fixture(params=["fused-transposed", "fused-units-last", "plain"])
 def path(request, monkeypatch):
-    monkeypatch.setattr(dmod, "FUSED_MIN_ELEMENTS", 0 if request.param == "fused" else 1 << 62)
+    transposed = request.param == "fused-transposed"
+    monkeypatch.setattr(dmod, "TRANSPOSED_MIN_ELEMENTS", 0 if transposed else 1 << 62)
+    monkeypatch.setattr(dmod, "FUSED_BACKWARD", request.param != "plain")
     return request.param
 
 
@@ -77,13 +80,14 @@ def test_without_gradients_the_same_numbers(path):
         torch.testing.assert_close(x.detach(), y, rtol=0, atol=1e-15)
 
 
-def test_the_fused_backward_refuses_a_second_derivative(monkeypatch):
-    monkeypatch.setattr(dmod, "FUSED_MIN_ELEMENTS", 0)
+@pytest.mark.parametrize("threshold", [0, 1 << 62])
+def test_the_fused_backward_refuses_a_second_derivative(monkeypatch, threshold):
+    monkeypatch.setattr(dmod, "TRANSPOSED_MIN_ELEMENTS", threshold)
     z, w1, b1, w2 = _inputs(seed=5)
     a, s = tanh_layer_and_slope(z, w1, b1, w2)
     with pytest.raises(ConfigError, match="first derivatives only"):
         torch.autograd.grad(s.sum(), z, create_graph=True)
-    monkeypatch.setattr(dmod, "FUSED_MIN_ELEMENTS", 1 << 62)      # the plain path can
+    monkeypatch.setattr(dmod, "FUSED_BACKWARD", False)       # the plain expressions can
     a, s = tanh_layer_and_slope(z, w1, b1, w2)
     (gz,) = torch.autograd.grad(s.sum(), z, create_graph=True)
     assert torch.autograd.grad(gz.sum(), w1)[0].abs().sum() > 0
@@ -103,12 +107,18 @@ def test_the_value_alone_is_differentiable_twice_on_both_paths(path):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
 
 
-def test_the_threshold_picks_the_path(monkeypatch):
-    """The default threshold sends a (1024, 64) state with 16 units to the fused path
-    and a (1024, 4) one to the plain path (the measured crossover)."""
+def test_the_threshold_picks_the_layout(monkeypatch):
+    """The default threshold sends a (1024, 64) state with 16 units to the (N, H, Z)
+    layout and a (1024, 4) one to the parameters' own (the measured crossover); the
+    hand-written backward runs on both."""
     w1 = torch.zeros(64, 16)
-    assert dmod._fused(torch.zeros(1024, 64), w1)
-    assert not dmod._fused(torch.zeros(1024, 4), w1[:4])
+    assert dmod._transposed(torch.zeros(1024, 64), w1)
+    assert not dmod._transposed(torch.zeros(1024, 4), w1[:4])
+    assert dmod.FUSED_BACKWARD
+    z = torch.zeros(1024, 4, requires_grad=True)
+    a, s = tanh_layer_and_slope(z, w1[:4], w1[:4], w1[:4])
+    nodes = [a.grad_fn, *(f for f, _ in a.grad_fn.next_functions)]     # after a reshape
+    assert "_TanhLayerAndSlopeBackward" in {type(f).__name__ for f in nodes}
 
 
 def test_diagonal_diffusion_on_both_paths(path):

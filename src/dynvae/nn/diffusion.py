@@ -24,33 +24,44 @@ def _sigmoids(z: Tensor, w1: Tensor, b1: Tensor, unit_dim: int) -> Tensor:
     return torch.sigmoid(torch.addcmul(b1 + b1, z.unsqueeze(unit_dim), w1, value=2.0))
 
 
-def _fused_forward(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor
+# Two layouts of the N Z H activations. "units last": z (N, Z), parameters (Z, H),
+# activations (N, Z, H), the parameters' own layout. "units middle": parameters
+# transposed to (H, Z) and activations (N, H, Z), where every sum over the H units runs
+# over a middle dimension and vectorises along Z (about 4x faster than summing over a
+# last dimension of 16), which pays for the transposes on large inputs. ``units`` is
+# the activations' unit dimension, -1 or -2; the parameters' is then -1 or 0.
+
+def _param_units(units: int) -> int:
+    return -1 if units == -1 else 0
+
+
+def _fused_forward(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, units: int
                    ) -> tuple[Tensor, Tensor, Tensor]:
-    """(a, s, p) in the (N, H, Z) layout: z (N, Z), parameters (H, Z), p the sigmoids
-    (kept for the backward). Two (N, H, Z) buffers: p and one scratch tensor."""
-    p = torch.addcmul(b1 + b1, z.unsqueeze(-2), w1, value=2.0).sigmoid_()   # (N, H, Z)
+    """(a, s, p): z (N, Z), parameters in the layout ``units`` names, p the sigmoids
+    (kept for the backward). Two activation-sized buffers: p and one scratch tensor."""
+    p = torch.addcmul(b1 + b1, z.unsqueeze(units), w1, value=2.0).sigmoid_()
     scratch = p * (w2 + w2)
-    a = scratch.sum(-2).sub_(w2.sum(0))                                      # (N, Z)
+    a = scratch.sum(units).sub_(w2.sum(_param_units(units)))                 # (N, Z)
     # s = sum_k 4 w1_k w2_k p_k (1 - p_k): the scratch tensor 2 w2 p times (1 - p) in one
     # pass (no difference of two sums to cancel), times 2 w1, summed
-    s = scratch.addcmul_(scratch, p, value=-1.0).mul_(w1 + w1).sum(-2)
+    s = scratch.addcmul_(scratch, p, value=-1.0).mul_(w1 + w1).sum(units)
     return a, s, p
 
 
 class _TanhLayerAndSlope(torch.autograd.Function):
-    """(a, s) of :func:`tanh_layer_and_slope` on transposed parameters (H, Z) and
-    activations laid out (N, H, Z), where every sum over the H units runs over a middle
-    dimension and vectorises along Z (about 4x faster than summing over a last
-    dimension of 16). The forward keeps the sigmoids p alone. With u = 2 w1 z + 2 b1 and
-    c = 4 w1 w2, dL/dp = ga 2 w2 + gs c (1 - 2 p) and dL/du = dL/dp p (1 - p); s also
-    depends on w1 and w2 through c. The backward runs in two (N, H, Z) buffers. First
-    derivatives only: a backward with create_graph=True raises, rather than give a
-    gradient that silently lacks its second-order terms."""
+    """(a, s) of :func:`tanh_layer_and_slope` with a hand-written backward, in either
+    layout (``units``). The forward keeps the sigmoids p alone. With u = 2 w1 z + 2 b1
+    and c = 4 w1 w2, dL/dp = ga 2 w2 + gs c (1 - 2 p) and dL/du = dL/dp p (1 - p); s
+    also depends on w1 and w2 through c. The backward runs in two activation-sized
+    buffers and about half the operations autograd records for the same expressions.
+    First derivatives only: a backward with create_graph=True raises, rather than give
+    a gradient that silently lacks its second-order terms."""
 
     @staticmethod
-    def forward(ctx, z, w1, b1, w2):                    # z (N, Z); w1, b1, w2 (H, Z)
-        a, s, p = _fused_forward(z, w1, b1, w2)
+    def forward(ctx, z, w1, b1, w2, units):               # z (N, Z)
+        a, s, p = _fused_forward(z, w1, b1, w2, units)
         ctx.save_for_backward(z, w1, w2, p)
+        ctx.units = units
         return a, s
 
     @staticmethod
@@ -58,50 +69,56 @@ class _TanhLayerAndSlope(torch.autograd.Function):
         if torch.is_grad_enabled():                      # create_graph=True
             raise ConfigError(
                 "tanh_layer_and_slope's fused backward gives first derivatives only, and a "
-                "backward with create_graph=True asks for more; raise "
-                "dynvae.nn.diffusion.FUSED_MIN_ELEMENTS above the input's N Z H for the "
-                "plain, twice-differentiable path")
+                "backward with create_graph=True asks for more; set "
+                "dynvae.nn.diffusion.FUSED_BACKWARD = False for the plain, "
+                "twice-differentiable expressions")
         z, w1, w2, p = ctx.saved_tensors
+        units = ctx.units
         ga = torch.zeros_like(z) if grad_a is None else grad_a              # (N, Z)
-        gs = (torch.zeros_like(z) if grad_s is None else grad_s).unsqueeze(-2)
+        gs = (torch.zeros_like(z) if grad_s is None else grad_s).unsqueeze(units)
         c = 4.0 * w1 * w2
         variance = torch.addcmul(p, p, p, value=-1.0)                       # p (1 - p)
-        gu = gs * c                                                         # (N, H, Z)
-        gu.addcmul_(gu, p, value=-2.0).addcmul_(ga.unsqueeze(-2), w2, value=2.0)
+        gu = gs * c
+        gu.addcmul_(gu, p, value=-2.0).addcmul_(ga.unsqueeze(units), w2, value=2.0)
         gu.mul_(variance)                                                   # dL/du
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[3]:
             # the slope's own dependence on w1 and w2 through c: 4 sum_n gs p (1 - p)
-            direct = variance.mul_(gs).sum(0).mul_(4.0)                     # (H, Z)
+            direct = variance.mul_(gs).sum(0).mul_(4.0)                     # parameters'
         # u = 2 w1 z + 2 b1; a = sum_k w2_k (2 p_k - 1) gives w2 2 sum_n ga p - sum_n ga
-        grads = [None, None, None, None]
+        grads = [None, None, None, None, None]
         if ctx.needs_input_grad[0]:
-            grads[0] = (gu * w1).sum(-2).mul_(2.0)
+            grads[0] = (gu * w1).sum(units).mul_(2.0)
         if ctx.needs_input_grad[1]:
-            grads[1] = (gu * z.unsqueeze(-2)).sum(0).mul_(2.0).addcmul_(direct, w2)
+            grads[1] = (gu * z.unsqueeze(units)).sum(0).mul_(2.0).addcmul_(direct, w2)
         if ctx.needs_input_grad[2]:
             grads[2] = gu.sum(0).mul_(2.0)
         if ctx.needs_input_grad[3]:
-            grads[3] = (p * ga.unsqueeze(-2)).sum(0).mul_(2.0).sub_(ga.sum(0)).addcmul_(
-                direct, w1)
+            grads[3] = (p * ga.unsqueeze(units)).sum(0).mul_(2.0).sub_(
+                ga.sum(0).unsqueeze(units)).addcmul_(direct, w1)
         return tuple(grads)
 
 
-# Below this many activations (N Z H) the plain expressions in the parameters' own
-# (N, Z, H) layout are faster: the transposes and the custom backward cost a few
-# dispatches each, more than they save on small tensors (measured crossover on one
-# CPU thread: between Z = 4 and Z = 64 at N = 1024, H = 16).
-FUSED_MIN_ELEMENTS = 1 << 18
+# At or above this many activations (N Z H) the "units middle" layout (N, H, Z) is
+# faster: the transposes cost a few dispatches each, more than they save on small
+# tensors (measured crossover on one CPU thread: between Z = 4 and Z = 64 at N = 1024,
+# H = 16).
+TRANSPOSED_MIN_ELEMENTS = 1 << 18
+
+# tanh_layer_and_slope's hand-written backward (first derivatives only, about 1.6x
+# faster forward+backward at N = 1024, Z = 4, H = 16 than autograd on the same
+# expressions). False: the plain autograd expressions, differentiable to any order.
+FUSED_BACKWARD = True
 
 
-def _transposed(z: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
-    return (z.reshape(-1, z.shape[-1]), *(p.t().contiguous() for p in params))
-
-
-def _fused(z: Tensor, w1: Tensor) -> bool:
-    """The (N, H, Z) path with the hand-written backward: large inputs, in eager mode
-    (under torch.compile the plain expressions are traced and fused anyway)."""
-    return (z.numel() * w1.shape[-1] >= FUSED_MIN_ELEMENTS
+def _transposed(z: Tensor, w1: Tensor) -> bool:
+    """The (N, H, Z) layout: large inputs, in eager mode (under torch.compile the plain
+    expressions are traced and fused anyway)."""
+    return (z.numel() * w1.shape[-1] >= TRANSPOSED_MIN_ELEMENTS
             and not torch.compiler.is_compiling())
+
+
+def _to_transposed(z: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
+    return (z.reshape(-1, z.shape[-1]), *(p.t().contiguous() for p in params))
 
 
 def tanh_layer(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
@@ -115,10 +132,10 @@ def tanh_layer(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
     differentiable to any order. The value equals :func:`tanh_layer_and_slope`'s first
     output.
     """
-    if not _fused(z, w1):
+    if not _transposed(z, w1):
         p = _sigmoids(z, w1, b1, -1)                                        # (..., Z, H)
         return (p * (w2 + w2)).sum(-1) - w2.sum(-1)
-    flat, w1t, b1t, w2t = _transposed(z, w1, b1, w2)
+    flat, w1t, b1t, w2t = _to_transposed(z, w1, b1, w2)
     p = _sigmoids(flat, w1t, b1t, -2)                                       # (N, H, Z)
     return ((p * (w2t + w2t)).sum(-2) - w2t.sum(0)).reshape(z.shape)
 
@@ -131,20 +148,26 @@ def tanh_layer_and_slope(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple
     sum_k w2_ik w1_ik (1 - h_ik^2), each (..., Z): the pre-activation of a diagonal
     diffusion and its derivative, from which Milstein's correction follows by the chain
     rule through the output activation. The activations are paid once (as sigmoids,
-    1 - h^2 = 4 p (1 - p) with p = sigmoid(2 u)); large inputs run in the (N, H, Z)
-    layout with a hand-written backward (``_TanhLayerAndSlope``). Differentiable once in
-    every argument.
+    1 - h^2 = 4 p (1 - p) with p = sigmoid(2 u)), in the (N, H, Z) layout for large
+    inputs, with a hand-written backward (``_TanhLayerAndSlope``; ``FUSED_BACKWARD``).
+    Differentiable once in every argument (to any order with ``FUSED_BACKWARD = False``
+    or under torch.compile, which traces the plain expressions).
     """
-    if not _fused(z, w1):
+    if torch.compiler.is_compiling() or (
+            not FUSED_BACKWARD and torch.is_grad_enabled()
+            and any(v.requires_grad for v in (z, w1, b1, w2))):
         p = _sigmoids(z, w1, b1, -1)                                        # (..., Z, H)
         a = (p * (w2 + w2)).sum(-1) - w2.sum(-1)
         return a, (torch.addcmul(p, p, p, value=-1.0) * (4.0 * w1 * w2)).sum(-1)
-    flat, w1t, b1t, w2t = _transposed(z, w1, b1, w2)
+    if _transposed(z, w1):
+        args, units = _to_transposed(z, w1, b1, w2), -2
+    else:
+        args, units = (z.reshape(-1, z.shape[-1]), w1, b1, w2), -1
     if torch.is_grad_enabled() and any(v.requires_grad for v in (z, w1, b1, w2)):
-        a, s = _TanhLayerAndSlope.apply(flat, w1t, b1t, w2t)
+        a, s = _TanhLayerAndSlope.apply(*args, units)
     else:
         with torch.no_grad():
-            a, s, _ = _fused_forward(flat, w1t, b1t, w2t)
+            a, s, _ = _fused_forward(*args, units)
     return a.reshape(z.shape), s.reshape(z.shape)
 
 
