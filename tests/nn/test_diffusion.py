@@ -80,6 +80,28 @@ def test_without_gradients_the_same_numbers(path):
         torch.testing.assert_close(x.detach(), y, rtol=0, atol=1e-15)
 
 
+def test_without_gradients_the_workspace_leaks_nothing_between_calls(path):
+    """Without a graph the activations live in a per-thread workspace reused by the next
+    call: results of one call stay as they were after calls on other inputs, shapes and
+    dtypes."""
+    args = [x.detach() for x in _inputs(seed=7)]
+    ra, rs = _reference(*args)
+    with torch.no_grad():
+        a, s = tanh_layer_and_slope(*args)
+        value = tanh_layer(*args)
+        others = [x.detach() for x in _inputs(seed=8)]
+        for shape_args in (others, [others[0][:2], *others[1:]],
+                           [x.float() for x in others]):
+            oa, os_ = tanh_layer_and_slope(*shape_args)
+            ova = tanh_layer(*shape_args)
+            ea, es = _reference(*shape_args)
+            tol = 1e-14 if shape_args[0].dtype == torch.float64 else 1e-5
+            for mine, ref in ((oa, ea), (os_, es), (ova, ea)):
+                torch.testing.assert_close(mine, ref, rtol=0, atol=tol)
+    for mine, ref in ((a, ra), (s, rs), (value, ra)):
+        torch.testing.assert_close(mine, ref, rtol=0, atol=1e-14)
+
+
 @pytest.mark.parametrize("threshold", [0, 1 << 62])
 def test_the_fused_backward_refuses_a_second_derivative(monkeypatch, threshold):
     monkeypatch.setattr(dmod, "TRANSPOSED_MIN_ELEMENTS", threshold)
