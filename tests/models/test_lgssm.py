@@ -301,3 +301,23 @@ def test_gradient_fit_into_degenerate_covariances_is_a_clear_error():
     model.initialize_from_data(batch)
     with pytest.raises(DataError, match="positive definite"):
         model.fit_gradient(batch, LBFGS(), steps=100, progress=False)
+
+
+def test_a_fit_with_progress_writes_plain_lines_where_no_bar_is_drawn(capsys, monkeypatch):
+    """Standard error that is not a terminal (a log, captured output) gets no bar
+    redraws (no carriage returns), but a plain status line at least every LINE_SECONDS
+    and one at the end of the fit (EM here; the gradient fits share the bar)."""
+    from dynvae.models import lgssm_fit
+    monkeypatch.setattr(lgssm_fit._FitBar, "LINE_SECONDS", 0.0)      # a line every step
+    _, batch = em_data()
+    u = torch.randn(batch.batch_size, batch.n_steps, 1, dtype=torch.float64)
+    batch = SequenceBatch(batch.x, batch.mask, batch.t, batch.lengths, u)
+    model = random_lgssm(2, 3, 1, seed=3, diagonal=True)
+    model.fit_em(batch, n_iter=3, tol=0, progress=True)
+    err = capsys.readouterr().err
+    lines = err.splitlines()
+    assert "\r" not in err and len(lines) >= 3
+    assert all(ln.startswith("EM: step ") and "log-lik/entry" in ln for ln in lines)
+    assert lines[-1].startswith("EM: step 3,")
+    model.fit_em(batch, n_iter=3, tol=0, progress=False)
+    assert capsys.readouterr().err == ""

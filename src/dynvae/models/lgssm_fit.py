@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import abc
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from tqdm.auto import tqdm
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
+from dynvae.progress import shown
 from dynvae.models.lgssm_em import EMStatistics, e_step
 from dynvae.ssm import kalman_filter
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
@@ -98,11 +100,47 @@ class FitConfig:
 GRADIENTS = ("fisher", "autograd")
 
 
+class _FitBar(tqdm):
+    """tqdm's bar, drawn on a terminal only (``dynvae.progress.shown``). Where it is not
+    drawn (standard error redirected to a log) but progress was asked for, its status
+    goes out as one plain line every ``LINE_SECONDS`` and at the end, so a log shows how
+    a long fit goes without a line of carriage returns."""
+
+    LINE_SECONDS = 10.0
+
+    def __init__(self, *args, desc: str = "", lines: bool = False, **kwargs) -> None:
+        super().__init__(*args, desc=desc, **kwargs)
+        self._name = desc                  # a hidden bar keeps no desc
+        self._lines, self._status, self._steps = lines and self.disable, "", 0
+        self._last_line = time.monotonic()
+
+    def __iter__(self):
+        for item in super().__iter__():    # a hidden bar does not count its steps
+            self._steps += 1
+            yield item
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        super().set_postfix_str(s, refresh=refresh)
+        self._status = s
+        if self._lines and time.monotonic() - self._last_line >= self.LINE_SECONDS:
+            self._line()
+
+    def _line(self) -> None:
+        print(f"{self._name}: step {self._steps}, {self._status}", file=sys.stderr, flush=True)
+        self._last_line = time.monotonic()
+
+    def close(self) -> None:
+        if self._lines and self._status:
+            self._line()
+            self._lines = False
+        super().close()
+
+
 def progress_range(n: int, progress: bool, desc: str):
     """Steps 0..n-1 with a progress line that shows the log-likelihood per entry and its
     last change (see :func:`show`), but no ETA: n is a cap, and fits stop far earlier."""
-    return tqdm((i for i in range(n)), disable=not progress, desc=desc, leave=False,
-                unit="step")
+    return _FitBar((i for i in range(n)), disable=shown(progress), desc=desc, leave=False,
+                   unit="step", lines=progress)
 
 
 class Budget:
