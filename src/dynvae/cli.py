@@ -46,12 +46,36 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             importlib.import_module(f"dynvae.commands.{name}").add_parser(sub)
         else:
             sub.add_parser(name, help=summary)
+    parser.set_defaults(_commands=sub.choices)
     return parser
+
+
+def _unrecognized(args, extras: list[str]) -> None:
+    """Unknown options reported by the command's own parser (its usage line, not the
+    top-level one), with the nearest option it has, and the --set route for a config
+    key written as an option (``--max-seconds 5`` -> ``--set max_seconds=5``)."""
+    import difflib
+    command = args._commands[args.command]
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    flags = [f for f in extras if f.startswith("--")]
+    options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+    for flag in flags:
+        name = flag.split("=", 1)[0]
+        near = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
+        if near:
+            message += f"; did you mean {near[0]}?"
+        elif "--set" in options:
+            key = name[2:].replace("-", "_")
+            message += (f"; model and training settings go through --set, e.g. "
+                        f"--set {key}=VALUE (`dynvae {args.command} --help`)")
+    command.error(message)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
+    args, extras = build_parser(argv).parse_known_args(argv)
+    if extras:
+        _unrecognized(args, extras)
     with warnings.catch_warnings():
         warnings.showwarning = one_line_warning(args.command)
         return _run(args)

@@ -73,7 +73,9 @@ def test_four_chorales_vrnn(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--set", "no_such_key=1"], "unknown config key 'no_such_key'"),
+    (["--set", "no_such_key=1"], "unknown config key 'no_such_key'; valid keys"),
+    (["--set", "max_second=5"], "(did you mean 'train.max_seconds'?)"),
+    (["--set", "model.lattent_dim=5"], "(did you mean 'model.latent_dim'?)"),
     (["--set", "max_steps=many"], "expected int"),
     (["--set", "lr=-1"], "lr must be > 0"),
     (["--dataset-option", "pieces=3"], "dataset 'healing-digits' takes KEY=VALUE"),
@@ -82,6 +84,22 @@ def test_bad_options_are_clear_errors(tmp_path, capsys, args, message):
     code = main(["train", "--model", "dkf", *DIGITS, *args, "--out", str(tmp_path / "r")])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--max-seconds", "5"], "unrecognized arguments: --max-seconds 5; model and training "
+     "settings go through --set, e.g. --set max_seconds=VALUE"),
+    (["--outt", "x"], "unrecognized arguments: --outt x; did you mean --out?"),
+])
+def test_unknown_options_answer_with_the_command_and_a_hint(tmp_path, capsys, args, message):
+    """An unknown option is reported by train's own parser (its usage, exit code 2), with
+    the nearest option or the --set route for a setting written as an option."""
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "--model", "dkf", *DIGITS, *args, "--out", str(tmp_path / "r")])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: dynvae train") and f"dynvae train: error: {message}" in err
+    assert not (tmp_path / "r").exists()
 
 
 def test_bad_data_is_a_clear_error(tmp_path, capsys):

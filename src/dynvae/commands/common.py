@@ -273,6 +273,17 @@ def _parse_value(text: str, kind: Any, key: str) -> Any:
     raise ConfigError(f"--set {key}: values of type {kind} cannot be set from the command line")
 
 
+def _did_you_mean(key: str, valid: list[str]) -> str:
+    """" (did you mean 'train.max_seconds'?)" for a near miss of a key or of a key's
+    field name, else ""."""
+    import difflib
+    by_name = {v.rpartition(".")[2]: v for v in valid}
+    near = difflib.get_close_matches(key, valid, n=1, cutoff=0.75) or [
+        by_name[m] for m in difflib.get_close_matches(key.rpartition(".")[2], list(by_name),
+                                                      n=1, cutoff=0.75)]
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
 def resolve_configs(sets: list[str], sections: dict[str, type]) -> dict[str, Any]:
     """Build one dataclass instance per section from ``key=value`` strings.
 
@@ -291,7 +302,8 @@ def resolve_configs(sets: list[str], sections: dict[str, type]) -> dict[str, Any
         section, _, name = key.rpartition(".")
         owners = [section] if section else [s for s, names in fields.items() if name in names]
         if not owners or owners[0] not in fields or name not in fields[owners[0]]:
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid)}")
+            raise ConfigError(f"unknown config key {key!r}{_did_you_mean(key, valid)}; "
+                              f"valid keys: {', '.join(valid)}")
         if len(owners) > 1:
             raise ConfigError(f"config key {key!r} is ambiguous; write one of "
                               f"{[f'{s}.{name}' for s in owners]}")
