@@ -161,13 +161,13 @@ def write_csv(tmp_path, text, name="d.csv"):
     ("id,t,v\na,2021-01-01,1\nb,2021-01-01,1\nb,2021-01-01,2\n", dict(id_col="id", time_col="t"),
      r"sequence 'b' has duplicate time 2021-01-01"),
     ("id,t,v\na,0,1\nb,0,inf\n", dict(id_col="id", time_col="t"),
-     r"column 'v' has an inf value at row 1 \(sequence 'b'\)"),
+     r"column 'v' has an inf value at row 1 \(line 3 of d.csv\) \(sequence 'b'\)"),
     ("id,t,v\na,0,1\nb,0,\nb,1,\n", dict(id_col="id", time_col="t"),
      r"sequence 'b' has no observed value"),
     ("id,t,v\na,0,1\n", dict(id_col="id", time_col="time", value_cols=["v", "w"]),
      r"unknown column\(s\) \['time', 'w'\] .*available: \['id', 't', 'v'\]"),
     ("id,t,v\na,0,1\na,1,1.2.3\n", dict(id_col="id"),
-     r"column 'v' has a non-numeric value '1.2.3' at row 1"),
+     r"column 'v' has a non-numeric value '1.2.3' at row 1 \(line 3 of d.csv\)"),
     ("t,v\n0,1\nyesterday,2\n", dict(time_col="t"),
      r"time column 't' has a value that is neither a number nor a date: 'yesterday'"),
     ("t,v\n0,1\n,2\n", dict(time_col="t"), r"time column 't' has a missing value at row 1"),
@@ -184,6 +184,18 @@ def write_csv(tmp_path, text, name="d.csv"):
 def test_csv_errors(tmp_path, text, kwargs, match):
     with pytest.raises(DataError, match=match):
         read_table(write_csv(tmp_path, text), **kwargs)
+
+
+def test_missing_value_markers_are_missing_and_other_text_an_error(tmp_path):
+    """The markers pandas reads as missing (NA, n/a, null, None, ...) are missing values,
+    as README says; any other text is an error naming the file's line."""
+    markers = ["NA", "N/A", "n/a", "NULL", "null", "None", "#N/A", "nan", ""]
+    rows = "".join(f"{k},{m}\n" for k, m in enumerate(markers, start=1))
+    data = read_table(write_csv(tmp_path, "t,v\n0,1.5\n" + rows), time_col="t")
+    x = data.sequences[0].x[:, 0]
+    assert x[0] == 1.5 and np.isnan(x[1:]).all() and len(x) == len(markers) + 1
+    with pytest.raises(DataError, match=r"'missing' at row 2 \(line 4 of d.csv\)"):
+        read_table(write_csv(tmp_path, "t,v\n0,1\n1,NA\n2,missing\n"), time_col="t")
 
 
 def test_parquet_errors(tmp_path):

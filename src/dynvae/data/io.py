@@ -9,6 +9,7 @@ Empty cells and NaN mean missing. Every reader validates its input and raises
 from __future__ import annotations
 
 import os
+import re
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -56,8 +57,20 @@ def read_csv(path, id_col: str | None = None, time_col: str | None = None,
         raise DataError(f"{path} is empty: no header and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"cannot parse CSV file {path}: {err}") from None
-    return from_dataframe(frame, id_col, time_col, value_cols, input_cols,
-                          default_id=_stem(path), source=str(path), date_format=date_format)
+    try:
+        return from_dataframe(frame, id_col, time_col, value_cols, input_cols,
+                              default_id=_stem(path), source=str(path),
+                              date_format=date_format)
+    except DataError as err:
+        raise DataError(_with_file_lines(str(err), path)) from None
+
+
+def _with_file_lines(message: str, path: Path) -> str:
+    """"at row 100" -> "at row 100 (line 102 of co2.csv)": the table's 0-based data row
+    and the line an editor shows (after the header line; blank lines, which the reader
+    skips, would shift it)."""
+    return re.sub(r"\bat row (\d+)",
+                  lambda m: f"at row {m[1]} (line {int(m[1]) + 2} of {path.name})", message)
 
 
 def read_parquet(path, id_col: str | None = None, time_col: str | None = None,
