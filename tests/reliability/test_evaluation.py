@@ -26,3 +26,38 @@ def test_evaluate_repeats_exactly(dkf_run, copy_run, capsys):
     assert main(["evaluate", str(run), "--seed", "1"]) == 0
     reseeded = json.loads((run / "metrics.json").read_text())
     assert reseeded["test_iwae_per_step"] != evaluated["test_iwae_per_step"]
+
+
+@reliability("evaluation", [
+    ("dynvae evaluate run --data other.csv", "metrics of every sequence of the file "
+     "written to run/metrics-other.json (or --out); run/metrics.json, the run's own held-out "
+     "metrics, byte-identical"),
+    ("the same again, or --out naming run/metrics.json", "one-line error, nothing written; "
+     "--force replaces the file"),
+    ("dynvae evaluate run --out x.json (no --data)", "one-line error: --out is for --data")])
+def test_evaluate_on_other_data_leaves_the_runs_metrics(dkf_run, copy_run, sequences_csv,
+                                                         capsys, tmp_path):
+    from tests.reliability.conftest import one_line_error
+    run = copy_run(dkf_run)
+    own = (run / "metrics.json").read_text()
+    other = tmp_path / "other.csv"
+    other.write_text(sequences_csv.read_text())
+    data = ["--data", str(other), "--id-col", "id", "--time-col", "t"]
+    assert main(["evaluate", str(run), *data]) == 0
+    written = run / "metrics-other.json"
+    assert "wrote " + str(written) in capsys.readouterr().out
+    assert (run / "metrics.json").read_text() == own
+    metrics = json.loads(written.read_text())
+    ids = {line.split(",")[0] for line in sequences_csv.read_text().splitlines()[1:]}
+    assert metrics["n_test_sequences"] == len(ids)
+    assert set(MONTE_CARLO) <= set(metrics)
+    before = written.read_text()
+    assert main(["evaluate", str(run), *data]) == 2
+    assert "exists; pass --force" in one_line_error(capsys)
+    assert main(["evaluate", str(run), *data, "--out", str(run / "metrics.json")]) == 2
+    assert "the run's own metrics.json" in one_line_error(capsys)
+    assert written.read_text() == before and (run / "metrics.json").read_text() == own
+    assert main(["evaluate", str(run), *data, "--force"]) == 0
+    assert main(["evaluate", str(run), "--out", str(tmp_path / "x.json")]) == 2
+    assert "--out is for metrics on --data" in one_line_error(capsys)
+    assert not (tmp_path / "x.json").exists()

@@ -7,17 +7,22 @@ import dataclasses
 from pathlib import Path
 
 from dynvae.commands import common
-from dynvae.errors import DataError
+from dynvae.errors import ConfigError, DataError
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="recompute a run's metrics.json",
                        description="Recompute the test metrics of a run (imputation of "
                        "entries hidden with a fixed seed, forecasts of held-out final steps, "
-                       "log-likelihoods) and rewrite RUN/metrics.json. Without --data the "
-                       "run's own test sequences are used.")
+                       "log-likelihoods). Without --data: on the run's own test "
+                       "sequences, rewriting RUN/metrics.json. With --data: on every "
+                       "sequence of that file, written to --out (default "
+                       "RUN/metrics-<file stem>.json); RUN/metrics.json stays the run's own.")
     p.add_argument("run_dir", metavar="RUN", help="run directory written by `dynvae train`")
     common.add_data_args(p, dataset=False)
+    p.add_argument("--out", metavar="JSON", help="with --data: the metrics file to write "
+                   "(default RUN/metrics-<data file stem>.json)")
+    common.add_force_arg(p, "an existing --out file")
     common.add_device_arg(p)
     p.add_argument("--seed", type=int, help="seed of the hidden entries and of the Monte "
                    "Carlo terms (default: the run's own, so that repeats agree exactly)")
@@ -47,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from dynvae.train.evaluation import evaluate_model
     from dynvae.train.lock import DirectoryLock
     common.apply_threads(args)
+    out = metrics_file(args)
     loaded = rundir.load_run(args.run_dir, args.device)
     config = loaded.config
     data = evaluation_data(args, config)
@@ -57,12 +63,33 @@ def run(args: argparse.Namespace) -> int:
     bar = progress_bar(3 * len(test), "evaluate", unit="seq")
     metrics = evaluate_model(loaded.model, test, loaded.standardizer, settings, bar=bar)
     bar.close()
-    with DirectoryLock(args.run_dir):      # not while a training run writes RUN
-        saved = rundir.read_metrics(args.run_dir)
-        saved.update(metrics)
-        saved["n_test_sequences"] = float(len(test))
-        rundir.write_metrics(Path(args.run_dir), saved)
+    if out is not None:                    # other data: its own file, metrics.json kept
+        saved = dict(metrics, n_test_sequences=float(len(test)))
+        rundir.write_metrics(Path(args.run_dir), saved, path=out)
+    else:
+        with DirectoryLock(args.run_dir):  # not while a training run writes RUN
+            saved = rundir.read_metrics(args.run_dir)
+            saved.update(metrics)
+            saved["n_test_sequences"] = float(len(test))
+            rundir.write_metrics(Path(args.run_dir), saved)
     for key in ("log_likelihood", "test_imputation_mse", "forecast_mse"):
         if key in saved:
             print(f"{key}: {saved[key]:.6g}")
+    print(f"wrote {out if out is not None else Path(args.run_dir) / rundir.METRICS}")
     return 0
+
+
+def metrics_file(args: argparse.Namespace) -> Path | None:
+    """Where metrics on --data go (None: the run's own metrics.json), checked before any
+    work: an existing file needs --force, and --out means nothing without --data."""
+    if args.data is None:
+        if args.out is not None:
+            raise ConfigError("--out is for metrics on --data; without --data evaluate "
+                              "rewrites RUN/metrics.json")
+        return None
+    stem = Path(args.data).name.split(".")[0] or "data"
+    out = Path(args.out) if args.out is not None else Path(args.run_dir) / f"metrics-{stem}.json"
+    if out.resolve() == (Path(args.run_dir) / "metrics.json").resolve():
+        raise ConfigError(f"--out {out} is the run's own metrics.json; name another file")
+    common.check_new_files([("--out", str(out))], args.force)
+    return out

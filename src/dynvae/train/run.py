@@ -208,10 +208,11 @@ def eval_settings(config: dict[str, Any], where: str = CONFIG) -> EvalSettings:
     return schema.dataclass_from(EvalSettings, config["evaluation"], f"{where}: 'evaluation'")
 
 
-def write_metrics(run: Path, metrics: dict[str, float]) -> None:
-    """metrics.json: flat name -> finite number pairs (non-finite values become null)."""
+def write_metrics(run: Path, metrics: dict[str, float], path: Path | None = None) -> None:
+    """metrics.json (or ``path``): flat name -> finite number pairs (non-finite values
+    become null)."""
     clean = {k: (float(v) if math.isfinite(float(v)) else None) for k, v in metrics.items()}
-    atomic_write_json(run / METRICS, clean)
+    atomic_write_json(run / METRICS if path is None else path, clean)
 
 
 def read_metrics(run: str | os.PathLike) -> dict[str, float]:
