@@ -288,8 +288,8 @@ def stop_note(result, average_decay: float = 0.0) -> str:
     kept = (f"weights averaged with decay {average_decay:g}" if average_decay > 0
             else "weights")
     if result.best_step is not None:
-        note += (f"; best validation ELBO per step {result.best_val:.4f} at step "
-                 f"{result.best_step} (the {kept} kept)")
+        note += (f"; best validation ELBO per step {result.best_val:.4f} (standardised "
+                 f"data) at step {result.best_step} (the {kept} kept)")
     return note
 
 
