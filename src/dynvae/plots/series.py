@@ -28,7 +28,8 @@ from dynvae.plots.base import (
 
 def observed_points(ax, t, y, label: str = "observed", zorder: float = 1.0) -> None:
     """Observations as dots; above DENSE_POINTS steps, small translucent dots thinned
-    to about DENSE_POINTS, under the model's band and mean."""
+    to about DENSE_POINTS, drawn over the model's mean line (which would hide them where
+    the model fits) and under the markers of hidden and imputed entries."""
     seen = np.isfinite(y)
     if len(t) <= DENSE_POINTS:
         ax.plot(t[seen], y[seen], ".", color="k", ms=4, label=label, zorder=zorder)
@@ -36,7 +37,7 @@ def observed_points(ax, t, y, label: str = "observed", zorder: float = 1.0) -> N
     keep = thin(len(t))
     step = keep[1] - keep[0] if len(keep) > 1 else 1
     keep = keep[seen[keep]]
-    ax.plot(t[keep], y[keep], ".", color="k", ms=1.5, alpha=0.4, zorder=zorder,
+    ax.plot(t[keep], y[keep], ".", color="k", ms=2.0, alpha=0.6, zorder=max(zorder, 3.5),
             label=f"{label} (1 in {step} drawn)")
 
 

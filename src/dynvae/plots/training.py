@@ -127,7 +127,7 @@ def plot_kl_per_dimension(history: list[dict], path: str | os.PathLike, threshol
     keys = sorted({k for r in history for k in r if is_kl_dim(k)}, key=lambda k: int(k[6:]))
     if not keys:
         return False
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = plt.subplots(figsize=(9, 4), layout="constrained")
     steps = np.array([r.get("step", i) for i, r in enumerate(history)])
     names = [f"z[{key[6:]}]" for key in keys] if labels is None else list(labels(len(keys)))
     if len(names) != len(keys):
@@ -141,7 +141,9 @@ def plot_kl_per_dimension(history: list[dict], path: str | os.PathLike, threshol
     ax.set_yscale("log")
     ax.set_xlabel("step")
     ax.set_ylabel("nats per time step")
-    ax.legend(fontsize=7, ncol=2 + len(keys) // 8, loc="lower right")
+    # beside the axes, not over the curves (which fill the plot, low ones included)
+    ax.legend(fontsize=7, ncol=1 + len(keys) // 16, loc="upper left",
+              bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
     if title:
         ax.set_title(title)
     save(fig, path)
