@@ -172,14 +172,19 @@ def test_image_data_is_drawn_as_frames(figure, tmp_path):
     assert frames[0].images[0].get_array().shape == (8, 8)
 
 
-def test_dense_series_thin_the_points_under_the_band(figure, tmp_path):
+def test_dense_series_thin_the_points_over_the_mean_line(figure, tmp_path):
+    """Thinned dots drawn over the band and the mean line (which would hide them where
+    the model fits), under the markers of hidden and imputed entries."""
     t = np.arange(50_000.0)
     x = np.sin(t / 500)[:, None] + 0.1
     fig = figure(plots.plot_imputation, t, x, np.ones_like(x, bool), x, np.full_like(x, 0.1),
                  ["x"], tmp_path / "d.png")
-    points = next(line for line in fig.axes[0].lines if line.get_label().startswith("observed"))
+    lines = fig.axes[0].lines
+    points = next(line for line in lines if line.get_label().startswith("observed"))
+    mean = next(line for line in lines if line.get_label().endswith("mean"))
     assert len(points.get_xdata()) <= 2 * base.DENSE_POINTS
-    assert points.get_zorder() < fig.axes[0].collections[0].get_zorder()
+    assert fig.axes[0].collections[0].get_zorder() < points.get_zorder()
+    assert mean.get_zorder() < points.get_zorder() < 4
 
 
 def test_legends_sit_above_the_data(figure, tmp_path):
