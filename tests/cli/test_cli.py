@@ -219,3 +219,26 @@ def test_a_library_warning_is_one_line_without_a_source_path(capsys):
     before = warnings.showwarning
     assert main(["datasets"]) == 0
     assert warnings.showwarning is before
+
+
+def test_a_run_on_a_dataset_reads_its_export_without_column_options(nile_run, tmp_path,
+                                                                       capsys):
+    """`datasets export` then `impute --data` on a run trained with --dataset: the
+    export's columns are used (and said), as if --time-col year --value-cols volume were
+    given; a table without them still needs the options."""
+    export = tmp_path / "nile.csv"
+    assert main(["datasets", "export", "nile", str(export)]) == 0
+    capsys.readouterr()
+    assert main(["impute", str(nile_run), "--data", str(export),
+                 "--out", str(tmp_path / "a.csv")]) == 0
+    assert ("as an export of dataset 'nile': --time-col year --value-cols volume"
+            in capsys.readouterr().err)
+    assert main(["impute", str(nile_run), "--data", str(export), "--time-col", "year",
+                 "--value-cols", "volume", "--out", str(tmp_path / "b.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv"),
+                                  pd.read_csv(tmp_path / "b.csv"))
+    renamed = tmp_path / "renamed.csv"
+    pd.read_csv(export).rename(columns={"year": "when"}).to_csv(renamed, index=False)
+    assert main(["impute", str(nile_run), "--data", str(renamed),
+                 "--out", str(tmp_path / "c.csv")]) == 2
+    assert "as an export" not in capsys.readouterr().err

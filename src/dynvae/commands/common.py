@@ -184,12 +184,50 @@ def data_spec(args: argparse.Namespace, fallback: dict | None = None) -> dict:
         return dict(fallback)
     saved = fallback if fallback and "data" in fallback else {}
     spec = {"data": str(args.data)}
-    for key, value in (("id_col", args.id_col), ("time_col", args.time_col),
-                       ("value_cols", split_cols(args.value_cols)),
-                       ("input_cols", split_cols(args.input_cols)),
-                       ("date_format", args.date_format)):
+    given = (("id_col", args.id_col), ("time_col", args.time_col),
+             ("value_cols", split_cols(args.value_cols)),
+             ("input_cols", split_cols(args.input_cols)), ("date_format", args.date_format))
+    for key, value in given:
         spec[key] = value if value is not None else saved.get(key)
+    if fallback and "dataset" in fallback and all(v is None for _, v in given):
+        spec.update(exported_columns(fallback, spec["data"]))
     return spec
+
+
+def exported_columns(dataset_spec: dict, path: str) -> dict:
+    """For a run trained on a built-in dataset and given ``--data FILE`` without column
+    options: the columns ``dynvae datasets export`` writes for that dataset, when FILE's
+    header has them all (an export of it, or of part of it); else {}."""
+    from dynvae.data.export import table_columns
+    header = _header(path)
+    if header is None:
+        return {}
+    columns = table_columns(load_data(dataset_spec))
+    needed = [c for c in (columns.id_col, columns.time_col, *columns.value_cols,
+                          *columns.input_cols) if c is not None]
+    if not all(c in header for c in needed):
+        return {}
+    print(f"reading {path} as an export of dataset {dataset_spec['dataset']!r}: "
+          f"{columns.cli_options()}", file=sys.stderr)
+    return {"id_col": columns.id_col,
+            "time_col": columns.time_col, "value_cols": columns.value_cols,
+            "input_cols": columns.input_cols or None}
+
+
+def _header(path: str) -> list[str] | None:
+    """Column names of a CSV or Parquet table, or None for other files."""
+    import pandas as pd
+    name = Path(path).name.lower()
+    try:
+        if name.endswith((".parquet", ".pq")):
+            import pyarrow.parquet as pq
+            return list(pq.read_schema(path).names)
+        if ".csv" in name:
+            return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError,
+            UnicodeDecodeError):
+        return None                         # the reader proper reports the problem
+    return None
 
 
 def dataset_options(name: str, items: list[str]) -> dict[str, Any]:
