@@ -49,7 +49,7 @@ def evaluation_data(args: argparse.Namespace, config: dict):
 def run(args: argparse.Namespace) -> int:
     from dynvae.progress import progress_bar
     from dynvae.train import run as rundir
-    from dynvae.train.evaluation import evaluate_model
+    from dynvae.train.evaluation import baseline_lines, evaluate_model
     from dynvae.train.lock import DirectoryLock
     common.apply_threads(args)
     out = metrics_file(args)
@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     for key in ("log_likelihood", "test_imputation_mse", "forecast_mse"):
         if key in saved:
             print(f"{key}: {saved[key]:.6g}")
+    for line in baseline_lines(metrics):
+        print(line)
     print(f"wrote {out if out is not None else Path(args.run_dir) / rundir.METRICS}")
     return 0
 

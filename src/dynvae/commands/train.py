@@ -430,7 +430,13 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     from dynvae.progress import progress_bar
     from dynvae.train import run as rundir
     from dynvae.train.defaults import DataSize
-    from dynvae.train.evaluation import EvalSettings, evaluate_model, likelihood_metrics, seeded
+    from dynvae.train.evaluation import (
+        EvalSettings,
+        baseline_lines,
+        evaluate_model,
+        likelihood_metrics,
+        seeded,
+    )
     train, test, shared = parts
     model.double().eval()     # metrics in float64, like every other model
     rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]),
@@ -471,4 +477,6 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     print(f"training data's log-likelihood (original scale; deep models: IWAE bound): "
           f"{metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")
+    for line in baseline_lines(metrics):
+        print(line)
     print(f"wrote {out}")

@@ -23,6 +23,7 @@ from dynvae.data import Sequence, SequenceDataset, Standardizer
 from dynvae.errors import DataError
 from dynvae.models.base import DVAE, Prediction
 from dynvae.progress import quiet
+from dynvae.train import baselines
 
 CHUNK = 64      # sequences scored at once (bounds memory; the progress bar moves per chunk)
 
@@ -171,9 +172,18 @@ def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     x = standardizer.inverse_mean(batch.x.double()).numpy()
     h = hidden.numpy()
     name, nll = predictive_nll(model, x, mean, std)
-    return {"test_imputation_mse": float(((mean - x) ** 2)[h].mean()),
-            f"test_imputation_{name}": float(nll[h].mean()),
-            "test_imputation_entries": float(h.sum())}
+    metrics = {"test_imputation_mse": float(((mean - x) ** 2)[h].mean()),
+               f"test_imputation_{name}": float(nll[h].mean()),
+               "test_imputation_entries": float(h.sum())}
+    # the same hidden entries filled by the simplest imputers, from what the model saw
+    given = np.where((batch.mask & ~hidden).numpy(), x, np.nan)
+    t = batch.t.double().numpy()
+    t = np.broadcast_to(t if t.ndim == 2 else t[None], given.shape[:2])
+    for key, impute in (("mean", baselines.IMPUTERS["mean"]),
+                        ("linear", baselines.IMPUTERS["linear"])):
+        guess = impute(given, t, standardizer.mean)
+        metrics[f"baseline_imputation_mse_{key}"] = float(((guess - x) ** 2)[h].mean())
+    return metrics
 
 
 def default_horizon(data: SequenceDataset) -> int:
@@ -216,9 +226,55 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
     if not seen.any():
         return {}
     name, nll = predictive_nll(model, np.where(seen, x, 0.0), mean, std)
-    return {"forecast_mse": float(((mean - x) ** 2)[seen].mean()),
-            f"forecast_{name}": float(nll[seen].mean()),
-            "forecast_horizon": float(horizon)}
+    metrics = {"forecast_mse": float(((mean - x) ** 2)[seen].mean()),
+               f"forecast_{name}": float(nll[seen].mean()),
+               "forecast_horizon": float(horizon)}
+    # the simplest forecasters from the same histories: the feature's training mean, the
+    # last value (naive) and the value one season back, the season found in the histories
+    histories = [standardizer.inverse_mean(s.x) for s in past]
+    stacked = past.to_batch(dtype=torch.float64)
+    season = baselines.season_length(
+        np.where(stacked.mask.numpy(), standardizer.inverse_mean(stacked.x.numpy()), np.nan),
+        stacked.valid.numpy())
+    for key in baselines.FORECASTERS:
+        guess = baselines.forecast_baseline(key, histories, horizon, standardizer.mean, season)
+        metrics[f"baseline_forecast_mse_{key.replace('-', '_')}"] = float(
+            ((guess - x) ** 2)[seen].mean())
+    metrics["baseline_forecast_season"] = float(season)
+    return metrics
+
+
+BASELINE_NAMES = {"mean": "the training mean", "linear": "linear interpolation",
+                  "naive": "the last value", "seasonal_naive": "seasonal-naive"}
+
+
+def baseline_lines(metrics: dict[str, float]) -> list[str]:
+    """Lines that set the held-out MSEs beside the simplest baselines' on the same
+    entries (``baseline_*`` metrics), each ending with a plain verdict."""
+    lines = []
+    for what, own, prefix in (("imputation", "test_imputation_mse", "baseline_imputation_mse_"),
+                              ("forecast", "forecast_mse", "baseline_forecast_mse_")):
+        if own not in metrics:
+            continue
+        found = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+        if not found:
+            continue
+
+        def named(key: str) -> str:
+            name = BASELINE_NAMES.get(key, key)
+            if key == "seasonal_naive":
+                name += f" (season {metrics.get('baseline_forecast_season', 1):g} steps)"
+            return name
+        parts = ", ".join(f"{named(k)} {v:.4g}" for k, v in found.items())
+        best = min(found, key=found.get)
+        ratio = (metrics[own] / found[best] if found[best] > 0 else
+                 1.0 if metrics[own] == 0 else math.inf)
+        verdict = ("better than every baseline" if ratio < 0.99 else
+                   f"about as good as {named(best)}" if ratio <= 1.01 else
+                   f"worse than {named(best)} ({ratio:.3g}x its MSE)")
+        lines.append(f"test {what} MSE {metrics[own]:.4g} against baselines on the same "
+                     f"entries: {parts}; {verdict}")
+    return lines
 
 
 @contextmanager
