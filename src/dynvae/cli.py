@@ -91,11 +91,16 @@ def one_line_warning(command: str):
 
 def _run(args) -> int:
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()           # a closed pipe shows here, not at interpreter exit
+        return code
     except (DataError, ConfigError, CheckpointError, MissingDependencyError,
             FileNotFoundError, FileExistsError) as err:
         print(f"dynvae {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:          # e.g. `dynvae datasets | head -1`: a quiet exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as err:
         # a NumericalError can only come from code that imported torch
         if "torch" in sys.modules and isinstance(err, errors.NumericalError):
@@ -105,9 +110,6 @@ def _run(args) -> int:
     except KeyboardInterrupt:
         print(f"dynvae {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:          # e.g. `dynvae train --list-keys | head`
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
 
 
 if __name__ == "__main__":

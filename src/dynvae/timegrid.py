@@ -1,5 +1,5 @@
 """The one validator of time grids, shared by the data types, the SDE and GP code and
-the models: times are finite and strictly increasing (DESIGN.md, "One data type")."""
+the models: times are finite and strictly increasing (README.md, "Data")."""
 
 from __future__ import annotations
 

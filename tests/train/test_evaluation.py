@@ -150,7 +150,7 @@ def test_baselines_are_scored_on_the_models_entries_and_reported_with_a_verdict(
     out = imputation_metrics(m, line, std, 0.2, 0)
     hidden = hide_entries(line.to_batch(dtype=torch.float64), 0.2, 0).numpy()[..., 0]
     truth = np.stack([50.0 + 3.0 * s.x[:, 0] for s in line])           # original scale
-    linear = np.stack([np.interp(t, t[~h], x[~h]) for h, x in zip(hidden, truth)])
+    linear = np.stack([np.interp(t, t[~h], x[~h]) for h, x in zip(hidden, truth, strict=True)])
     assert np.isclose(out["baseline_imputation_mse_linear"],
                       ((linear - truth) ** 2)[hidden].mean(), rtol=1e-12)
     assert np.isclose(out["baseline_imputation_mse_mean"],

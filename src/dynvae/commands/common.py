@@ -54,7 +54,8 @@ def add_data_args(parser: argparse.ArgumentParser, dataset: bool = True,
                             "loader, e.g. max_pieces=20 (repeatable)")
     group.add_argument("--data", metavar="FILE", help="CSV, Parquet or NumPy file (long "
                        "format: one row per sequence id and time; empty cells are missing), "
-                       "or a directory written by `dynvae data shard` (streamed)")
+                       "or a directory written by `dynvae data shard` (train streams it; "
+                       "the other commands read it into memory)")
     parser.add_argument("--id-col", metavar="C", help="column naming the sequence of a row")
     parser.add_argument("--time-col", metavar="C", help="column of times (numbers or dates)")
     parser.add_argument("--date-format", metavar="FMT", help="format of the dates in the "

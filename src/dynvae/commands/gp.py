@@ -118,16 +118,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: the periodogram's peaks)")
     p.add_argument("--lengthscale", type=float, help="initial Matern length-scale "
                    "(default: the decorrelation time of the de-seasonalised data)")
-    p.add_argument("--order", type=int, default=3, help="periodic series order (harmonics)")
+    p.add_argument("--order", type=int, default=3,
+                   help="periodic series order (harmonics; default 3)")
     p.add_argument("--noise", type=float, help="initial noise variance (standardised units; "
                    "default: from second differences of the data)")
-    p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations")
+    p.add_argument("--max-iter", type=int, default=100, help="L-BFGS iterations (default 100)")
     p.add_argument("--engine", default="auto", metavar="NAME",
                    help=f"Kalman engine: {', '.join(ENGINE_NAMES)} (default auto: the "
                    "fastest valid one, see docs/engines.md)")
     p.add_argument("--extrapolate", type=float, default=0.0,
-                   help="predict this far (time units) beyond the last time")
-    p.add_argument("--grid-points", type=int, default=1000, help="regular prediction points")
+                   help="predict this far (time units) beyond the last time "
+                   "(default 0)")
+    p.add_argument("--grid-points", type=int, default=1000,
+                   help="regular prediction points (default 1000)")
     p.add_argument("--mean", metavar="NAME",
                    help="prior mean learned with the kernel: 'constant' makes extrapolation "
                    "revert to a learned level, 'linear' continue a learned straight-line "

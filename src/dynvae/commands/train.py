@@ -37,11 +37,13 @@ def add_parser(sub) -> None:
                    "shows them)")
     p.add_argument("--list-keys", action="store_true", help="print the --set keys of "
                    "--model with their types, defaults and meaning, and exit")
-    p.add_argument("--out", metavar="RUN", help="run directory to write (required)")
+    p.add_argument("--out", metavar="RUN", help="run directory to write (needed except "
+                   "with --list-keys)")
     common.add_device_arg(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the model's "
                    "initialisation and the training noise (default 0)")
-    p.add_argument("--force", action="store_true", help="overwrite a non-empty RUN")
+    p.add_argument("--force", action="store_true", help="write into a non-empty RUN, "
+                   "first removing the previous run's own files (never other files)")
     p.add_argument("--resume", action="store_true", help="continue the gradient training "
                    "of RUN from RUN/checkpoints/last.pt (give the same options again, with "
                    "e.g. a larger max_steps)")

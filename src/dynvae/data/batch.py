@@ -113,6 +113,15 @@ class SequenceBatch:
             x = x.to(torch.get_default_dtype())
         B, T, _ = x.shape
         mask = ~torch.isnan(x)
+        if torch.isinf(x).any():
+            b, k, d = (int(i) for i in torch.isinf(x).nonzero()[0])
+            raise DataError(f"x has an inf value at sequence {b}, step {k}, feature {d}: "
+                            "mark a missing value with NaN")
+        if t is not None:
+            t = torch.as_tensor(t)
+            if t.shape not in ((T,), (B, T)):
+                raise DataError(f"t must have shape ({T},) or ({B}, {T}) for x of shape "
+                                f"{tuple(x.shape)}, got {tuple(t.shape)}")
         if t is None:
             t = torch.arange(T, dtype=x.dtype, device=x.device).expand(B, T)
         elif t.ndim == 1:

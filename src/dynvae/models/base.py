@@ -1,4 +1,5 @@
-"""The contract every dynvae model implements (DESIGN.md, "One model contract"), and
+"""The contract every dynvae model implements (docs/extending.md, "A model"; checked
+by tests/models/test_contract.py), and
 :class:`PathModel`, its shared implementation for the models whose bounds average over
 sampled posterior paths (STORN, SRNN, RVAE, DSAE)."""
 

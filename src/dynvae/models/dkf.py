@@ -60,7 +60,9 @@ from dynvae.nn.transition import INITIAL_PRIORS, TRANSITIONS, with_input
 
 @dataclass
 class DKFConfig(FrameOptions, DictConfig):
-    """Configuration of :class:`DeepKalmanFilter`.
+    """Configuration of :class:`DeepKalmanFilter`. ``dynvae train`` trains it at a
+    learning rate of 1e-2 unless --set gives one (the other models: 3e-3;
+    dynvae.train.defaults).
 
     encoder: a name in ``dynvae.nn.encoders.ENCODERS`` ("backward", "local",
     "filtering", "bidirectional"). transition: "mlp" or "gated". observation:
@@ -80,8 +82,6 @@ class DKFConfig(FrameOptions, DictConfig):
     latent dimensions: ``ELBOTerms.kl_dims`` is None, so metrics.csv has no kl_dim
     columns, the collapse diagnostic is skipped and ``free_bits`` is unavailable.
     flow_hidden: hidden units of each flow step's masked autoregressive network.
-    ``dynvae train`` trains it at a learning rate of 1e-2 unless --set gives one (the
-    other models: 3e-3; dynvae.train.defaults).
     """
 
     model_name = "DKF"

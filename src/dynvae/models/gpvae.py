@@ -1,5 +1,5 @@
 """GP-VAE: a VAE whose latent channels are Gaussian processes in time (Fortuin et al. 2020),
-with the GP prior and the KL computed in O(T) by state-space kernels (DESIGN.md item 5).
+with the GP prior and the KL computed in O(T) by state-space kernels (docs/models.md).
 
 Generative model of a sequence with (irregular) times t_0 < ... < t_{T-1}:
     z_c(.) ~ GP(0, k_c), c = 1..Z, independent    (state-space kernel: z_c = H s_c)

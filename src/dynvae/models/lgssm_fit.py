@@ -26,8 +26,8 @@ from tqdm.auto import tqdm
 
 from dynvae.data.batch import SequenceBatch
 from dynvae.errors import ConfigError, DataError
-from dynvae.progress import shown
 from dynvae.models.lgssm_em import EMStatistics, e_step
+from dynvae.progress import shown
 from dynvae.ssm import kalman_filter
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 

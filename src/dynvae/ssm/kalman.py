@@ -66,10 +66,17 @@ def check_inputs(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None,
     if u is not None and u.shape[-2] != T:
         raise DataError(f"u has {u.shape[-2]} steps, x has T={T}")
     if mask is None:
-        return torch.ones(x.shape, dtype=torch.bool, device=x.device)
-    if mask.shape != x.shape:
+        mask = torch.ones(x.shape, dtype=torch.bool, device=x.device)
+    elif mask.shape != x.shape:
         raise DataError(f"mask shape {tuple(mask.shape)} != x shape {tuple(x.shape)}")
-    return mask.to(torch.bool)
+    mask = mask.to(torch.bool)
+    bad = mask & ~torch.isfinite(x.detach())
+    if bad.any():                      # a NaN or inf the mask calls observed
+        where = tuple(int(i) for i in bad.nonzero()[0])
+        raise DataError(f"x has a non-finite value {float(x.detach()[where])} at index "
+                        f"{where} where the mask says observed: mark missing entries "
+                        "False in the mask (their values are then ignored)")
+    return mask
 
 
 def kalman_filter(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,

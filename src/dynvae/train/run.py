@@ -1,4 +1,5 @@
-"""The run directory written by ``dynvae train --out RUN`` (DESIGN.md, "Run directory").
+"""The run directory written by ``dynvae train --out RUN`` (docs/cli.md,
+"Run directory and metrics.json").
 
     RUN/config.json            resolved configuration, data spec, standardizer state
     RUN/metrics.json           final metrics, flat name: number pairs (see README)

@@ -1,6 +1,6 @@
 """The gradient trainer for every model that maximises an ELBO (DKF, VRNN, GP-VAE, ...).
 
-Adam on the per-entry loss ``-(log_lik - beta kl).sum() / n_obs.sum()`` (DESIGN.md),
+Adam on the per-entry loss ``-(log_lik - beta kl).sum() / n_obs.sum()``,
 with gradient clipping, linear KL warm-up, early stopping on the validation bound
 that keeps a *copy* of the best parameters, atomic checkpoints and an exact resume.
 The same code runs under ``torchrun``: each process takes its share of every global
