@@ -40,8 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", metavar="RUN", help="run directory to write (needed except "
                    "with --list-keys)")
     common.add_device_arg(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, the model's "
-                   "initialisation and the training noise (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split (not of a "
+                   "dataset's own fixed split), the model's initialisation and the training "
+                   "noise (default 0)")
     p.add_argument("--force", action="store_true", help="write into a non-empty RUN, "
                    "first removing the previous run's own files (never other files)")
     p.add_argument("--resume", action="store_true", help="continue the gradient training "
@@ -467,7 +468,10 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         "trained_span": size.example_span(getattr(configs.get("train"), "train_window", 0)),
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "threads": torch.get_num_threads(),
-        "split": {"fractions": list(SPLIT) if not shared else None,
+        # a dataset's own fixed split (no fractions, the seed plays no part) or a seeded one
+        "split": {"fractions": None if shared or common.has_named_splits(spec)
+                  else list(SPLIT),
+                  "fixed": common.has_named_splits(spec),
                   "train_equals_test": shared, "train_ids": listed_ids(train),
                   "test_ids": test.ids},
         "evaluation": dataclasses.asdict(settings),

@@ -39,7 +39,8 @@ def collapse_report(history: list[dict], anneal_steps: int, threshold: float,
         f"posterior collapse: after the KL warm-up the KL per time step of every one of the "
         f"{len(columns)} latent dimensions stayed below {threshold:g} nats (largest "
         f"{max(means):.2g}), so the model ignores its latents; try a longer warm-up "
-        "(--set kl_anneal_steps=N), free bits (--set free_bits=0.1) or beta < 1")
+        "(TrainConfig kl_anneal_steps=N; --set kl_anneal_steps=N on the command line), "
+        "free bits (free_bits=0.1) or beta < 1")
 
 
 def free_bits_kl(terms, n_steps: torch.Tensor, free_bits: float, model_name: str

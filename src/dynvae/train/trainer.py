@@ -231,7 +231,8 @@ class _BudgetBar:
             return
         line = f"train: {self._where(step, seconds)}, loss {loss:.4f}"
         if value is not None:
-            line += f", validation ELBO/step {value:.4f} (best {best:.4f} at step {best_step})"
+            line += (f", validation ELBO/step {value:.4f} (best {best:.4f} at step {best_step}; "
+                     "standardised data)")
         print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
