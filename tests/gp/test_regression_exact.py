@@ -129,6 +129,26 @@ def test_posterior_samples_match_smoothed_moments():
     assert ((f.var(0) - pred.variance).abs() < 4.5 * pred.variance * (2 / 4000) ** 0.5).all()
 
 
+def test_posterior_samples_of_a_noise_free_periodic_state_match_the_smoothed_moments():
+    """A periodic kernel's state is a noise-free oscillator, so FFBS's backward
+    conditionals are singular to within rounding (no jitter makes Cholesky succeed):
+    the draws come from the nearest PSD factor and still have the smoothed moments."""
+    g = torch.Generator().manual_seed(3)
+    t = torch.sort(torch.rand(120, generator=g, dtype=DT) * 10).values
+    x = torch.sin(2 * math.pi * t) + 0.1 * torch.randn(120, generator=g, dtype=DT)
+    gp = StateSpaceGP(Periodic(period=1.0), noise_variance=0.01)
+    gp.set_data(t, x)
+    t_new = torch.tensor([0.25, 4.6, 11.0], dtype=DT)
+    with torch.no_grad():
+        pred = gp.predict(t_new)
+        f = gp.sample_posterior(t_new, n_samples=4000, generator=torch.Generator().manual_seed(0))
+    assert f.shape == (4000, 3, 1) and bool(torch.isfinite(f).all())
+    se = (pred.variance / 4000).sqrt()
+    assert ((f.mean(0) - pred.mean).abs() < 4.5 * se).all()
+    assert ((f.var(0) - pred.variance).abs() < 4.5 * pred.variance * (2 / 4000) ** 0.5
+            + 1e-12).all()
+
+
 def test_bad_input_gives_clear_errors():
     gp = StateSpaceGP(Matern12())
     t = torch.tensor([0.0, 1.0, 1.0], dtype=DT)

@@ -14,7 +14,13 @@ import torch
 from torch import Tensor
 
 from dynvae.errors import DataError
-from dynvae.gaussian import batched_mv, condition_on_observation, psd_sqrt, symmetrize
+from dynvae.gaussian import (
+    batched_mv,
+    condition_on_observation,
+    psd_sqrt,
+    sampling_factor,
+    symmetrize,
+)
 from dynvae.ssm.guard import check_filter, check_smoother
 from dynvae.ssm.model import _EVENT_DIMS, LinearGaussianSSM
 from dynvae.utils import broadcast_shapes
@@ -206,7 +212,14 @@ def ffbs_sample(model: LinearGaussianSSM, x: Tensor, mask: Tensor | None = None,
     gains = smoother_gain(Pf[..., :-1, :, :], Pp[..., 1:, :, :], A[..., 1:, :, :])  # (…, T-1, S, S)
     # Cov(z_t | z_{t+1}, x_{<=t}) does not depend on the draws: factor every step at once
     cond = symmetrize(Pf[..., :-1, :, :] - gains @ Pp[..., 1:, :, :] @ gains.transpose(-1, -2))
-    chols = psd_sqrt(torch.cat((cond, Pf[..., -1:, :, :]), -3))   # (…, T, S, S)
+    covs = torch.cat((cond, Pf[..., -1:, :, :]), -3)              # (…, T, S, S)
+    try:
+        chols = psd_sqrt(covs)
+    except torch.linalg.LinAlgError:
+        # A deterministic component (a periodic kernel's noise-free oscillator, a
+        # length-scale fitted to ~infinity) leaves conditionals singular to within
+        # rounding, which even jitter cannot factor: draw from the nearest PSD matrix.
+        chols = sampling_factor(covs)
     z = draw(f.filtered_mean[..., T - 1, :], chols[..., T - 1, :, :])
     path = [z]
     for t in range(T - 2, -1, -1):
