@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from dynvae.errors import DataError
+from dynvae.errors import ConfigError, DataError
 from dynvae.gp.exact import exact_log_marginal_likelihood, exact_posterior
 from dynvae.gp.kernels import Matern12, Matern32, Matern52, Periodic, QuasiPeriodic
 from dynvae.gp.regression import StateSpaceGP
@@ -163,6 +163,29 @@ def test_bad_input_gives_clear_errors():
         gp.log_marginal_likelihood(t, torch.zeros(3, 2, dtype=DT))
     with pytest.raises(DataError, match="call fit"):
         gp.predict(t)
+    with pytest.raises(DataError, match="must be a torch tensor, got ndarray"):
+        gp.fit(t.numpy(), t.numpy())
+    with pytest.raises(ConfigError, match="max_iter must be a positive integer"):
+        gp.fit(t, torch.zeros(3, dtype=DT), max_iter=-1)
+    with pytest.raises(ConfigError, match="noise_variance must be a positive number"):
+        StateSpaceGP(Matern12(), noise_variance=-0.1)
+    gp.set_data(t, torch.zeros(3, dtype=DT))
+    with pytest.raises(DataError, match=r"prediction times must be \(N,\)"):
+        gp.predict(torch.ones(2, 3, dtype=DT))
+
+
+def test_float32_data_is_read_in_the_models_dtype():
+    """A float32 (t, y) gives the float64 GP's numbers (it used to fail deep inside the
+    Fisher engine with a dtype mismatch)."""
+    t, x = irregular_data(T=30, seed=2)
+    single = StateSpaceGP(Matern52(0.7, 1.0), noise_variance=0.1)
+    double = StateSpaceGP(Matern52(0.7, 1.0), noise_variance=0.1)
+    t32, x32 = t.float(), x.float()
+    expected = double.log_marginal_likelihood(t32.double(), x32.double())
+    torch.testing.assert_close(single.log_marginal_likelihood(t32, x32), expected)
+    single.fit(t32, x32, max_iter=5)
+    double.fit(t32.double(), x32.double(), max_iter=5)
+    torch.testing.assert_close(single.predict().mean, double.predict().mean)
 
 
 def test_parallel_engine_equals_dense_exact_gp():

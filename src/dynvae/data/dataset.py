@@ -344,6 +344,9 @@ class Standardizer:
 
     def fit(self, dataset: SequenceDataset) -> Standardizer:
         """Mean and (population) std of every feature over all observed entries."""
+        if not isinstance(dataset, SequenceDataset):
+            raise DataError(f"Standardizer.fit needs a SequenceDataset, got "
+                            f"{type(dataset).__name__}")
         x = np.concatenate([s.x for s in dataset.sequences], axis=0)    # (sum T, D)
         self.mean, self.std = column_moments(x, dataset.feature_names)
         self.feature_names = list(dataset.feature_names)

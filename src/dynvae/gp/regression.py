@@ -20,7 +20,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from dynvae.errors import DataError, NumericalError
+from dynvae.errors import ConfigError, DataError, NumericalError
 from dynvae.gp.discretize import gp_state_space_model
 from dynvae.gp.inference import AutoKalman, KalmanEngine
 from dynvae.gp.kernels.base import Kernel
@@ -88,6 +88,10 @@ class StateSpaceGP(nn.Module):
         super().__init__()
         if num_outputs < 1:
             raise DataError(f"num_outputs must be >= 1, got {num_outputs}")
+        if not (isinstance(noise_variance, (int, float)) and noise_variance > 0
+                and math.isfinite(noise_variance)):
+            raise ConfigError(f"noise_variance must be a positive number, got "
+                              f"{noise_variance!r}")
         self.kernels = nn.ModuleList([copy.deepcopy(kernel) for _ in range(num_outputs)])
         mean = ZeroMean() if mean is None else mean
         self.means = nn.ModuleList([copy.deepcopy(mean) for _ in range(num_outputs)])
@@ -121,22 +125,35 @@ class StateSpaceGP(nn.Module):
         r = torch.where(mask, x - self.prior_mean(t), torch.zeros_like(x))   # (T, D)
         return r.T.unsqueeze(-1), mask.T.unsqueeze(-1)                 # (D, T, 1)
 
+    def _cast(self, t: Tensor, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Times and values in the model's dtype (float32 data into a float64 GP)."""
+        for name, v in (("times", t), ("values", x)):
+            if not isinstance(v, Tensor):
+                raise DataError(f"{name} must be a torch tensor, got {type(v).__name__} "
+                                "(use torch.as_tensor(..., dtype=torch.float64))")
+        dtype = self.log_noise_variance.dtype
+        return (t.to(dtype) if t.is_floating_point() else t,
+                x.to(dtype) if x.is_floating_point() else x)
+
     def log_marginal_likelihood(self, t: Tensor, x: Tensor) -> Tensor:
         """Exact log p(x_observed) summed over outputs, by the Kalman filter in O(T).
 
         Args: t (T,) strictly increasing times, x (T,) or (T, D) with NaN where missing.
         """
+        t, x = self._cast(t, x)
         t, x, mask = check_data(t, x)
         xs, ms = self._as_ssm_data(t, x, mask)
         return self.engine.log_likelihood(self.state_space_model(t), xs, ms).sum()
 
     def set_data(self, t: Tensor, x: Tensor) -> None:
         """Store the training data used by :meth:`predict` and :meth:`sample_posterior`."""
+        t, x = self._cast(t, x)
         check_data(t, x)
         self.train_t, self.train_x = t, (x[:, None] if x.ndim == 1 else x)
 
     def initialize_mean(self, t: Tensor, x: Tensor) -> None:
         """Set each output's mean from its observed values (least squares for basis means)."""
+        t, x = self._cast(t, x)
         t, _, _ = check_data(t, x)
         x = x[:, None] if x.ndim == 1 else x
         for d, m in enumerate(self.means):
@@ -158,6 +175,9 @@ class StateSpaceGP(nn.Module):
         to a fitted kernel, otherwise stall far from the optimum). ``callback(n, lml)`` is
         called after the n-th evaluation with that evaluation's log marginal likelihood.
         """
+        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
+            raise ConfigError(f"max_iter must be a positive integer, got {max_iter!r}")
+        t, x = self._cast(t, x)
         self.set_data(t, x)
         if initialize_mean:
             self.initialize_mean(t, x)
@@ -190,7 +210,10 @@ class StateSpaceGP(nn.Module):
         t, x, mask = check_data(self.train_t, self.train_x)
         if t_new is None:
             return t, x, mask, torch.arange(len(t), device=t.device)
-        t_new = torch.as_tensor(t_new, dtype=t.dtype, device=t.device).reshape(-1)
+        t_new = torch.as_tensor(t_new, dtype=t.dtype, device=t.device)
+        if t_new.ndim > 1:
+            raise DataError(f"prediction times must be (N,), got shape {tuple(t_new.shape)}")
+        t_new = t_new.reshape(-1)
         if not bool(torch.isfinite(t_new).all()):
             raise DataError("prediction times contain NaN or inf")
         grid, inverse = torch.unique(torch.cat([t, t_new]), sorted=True, return_inverse=True)

@@ -100,6 +100,12 @@ class FitConfig:
 GRADIENTS = ("fisher", "autograd")
 
 
+def _check_count(name: str, value) -> None:
+    """An iteration count: a positive integer, or one ConfigError naming it."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
 class _FitBar(tqdm):
     """tqdm's bar, drawn on a terminal only (``dynvae.progress.shown``). Where it is not
     drawn (standard error redirected to a log) but progress was asked for, its status
@@ -214,6 +220,7 @@ def fit_em(model, batch: SequenceBatch, n_iter: int = 100, tol: float = 1e-9,
     log_likelihood_per_entry, seconds since the start (and time_budget_reached = 1 on
     the last row when the budget ended the fit).
     """
+    _check_count("n_iter", n_iter)
     budget = Budget(max_seconds)
     n_obs = check_fittable(model, batch)
     x, mask, u = model._inputs(batch)
@@ -306,6 +313,7 @@ def fit_gradient(model, batch: SequenceBatch, optimizer: Optimizer, steps: int =
     Returns one row per parameter set visited (row 0: the starting point, as in
     :func:`fit_em`): step, log_likelihood, log_likelihood_per_entry, seconds.
     """
+    _check_count("steps", steps)
     if gradient not in GRADIENTS:
         raise ConfigError(f"unknown gradient {gradient!r}; choose one of {list(GRADIENTS)}")
     budget = Budget(max_seconds)

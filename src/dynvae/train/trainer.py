@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from dynvae.errors import CheckpointError, ConfigError
+from dynvae.errors import CheckpointError, ConfigError, DataError
 from dynvae.models.base import DVAE
 from dynvae.nn.mlp import FreeVariance
 from dynvae.nn.observation import BernoulliObservation
@@ -358,6 +358,14 @@ class Trainer:
 
     def fit(self, train, val=None, resume: bool = False) -> TrainResult:
         """Train on ``train`` (a SequenceDataset), validate and stop early on ``val``."""
+        for name, part in (("train", train), ("val", val)):
+            # what the trainer uses of a SequenceDataset: len() and to_batch(indices)
+            if part is not None and not isinstance(part, StreamedData) and not (
+                    hasattr(part, "to_batch") and hasattr(part, "__len__")):
+                raise DataError(
+                    f"Trainer.fit needs {name} as a SequenceDataset (dynvae.data: "
+                    f"from_numpy, read_table, load_dataset) or streamed shards, got "
+                    f"{type(part).__name__}")
         n_train = len(self._windows(train, 0))
         if n_train < max(1, self.world.size):
             raise ConfigError(f"the training set has {n_train} sequences (or windows), "
