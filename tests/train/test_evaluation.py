@@ -176,3 +176,6 @@ def test_baselines_are_scored_on_the_models_entries_and_reported_with_a_verdict(
                              "as seasonal-naive (season 6 steps)")
     [better] = baseline_lines({**out, "test_imputation_mse": 0.5 * best})
     assert better.endswith("; better than every baseline")
+    no_season = {**fc, "baseline_forecast_season": 1.0, "forecast_mse": 1.0}
+    [line] = baseline_lines(no_season)                  # seasonal-naive = the last value
+    assert "seasonal-naive" not in line and "the last value" in line

@@ -257,6 +257,8 @@ def baseline_lines(metrics: dict[str, float]) -> list[str]:
         if own not in metrics:
             continue
         found = {k[len(prefix):]: v for k, v in metrics.items() if k.startswith(prefix)}
+        if metrics.get("baseline_forecast_season", 1) <= 1:
+            found.pop("seasonal_naive", None)          # no season: the last value again
         if not found:
             continue
 
