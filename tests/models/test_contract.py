@@ -411,6 +411,8 @@ def bad_calls(model, batch: SequenceBatch, continuous: bool):
     if not continuous:
         calls.append(("t_future off the grid", lambda: model.forecast(
             batch, future(batch, [1, 2.5]), uf(2)), DataError))
+        calls.append(("unevenly spaced sample times", lambda: model.sample(
+            2, torch.tensor([0.0, 1.0, 5.0]), None if not U else torch.ones(3, U)), DataError))
     return calls
 
 

@@ -272,12 +272,21 @@ def at_steps(x: Tensor, k: Tensor) -> Tensor:
 
 
 def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int,
-                       n: int | None = None) -> int:
+                       n: int | None = None, even: bool = False) -> int:
     """Validate sample times (T,) (finite, strictly increasing) and inputs u, (T, U) or
-    (n, T, U), given exactly when the model takes inputs; return T."""
+    (n, T, U), given exactly when the model takes inputs; return T. ``even``: a
+    discrete-time model draws at consecutive steps, so t must be evenly spaced (each
+    step within STEP_TOLERANCE of the median one) rather than silently relabelled."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise DataError(f"the number of samples n must be a positive integer, got {n!r}")
     check_time_grid(t, name="t", ndim=1)
+    if even and t.shape[0] > 2:
+        steps = torch.diff(t.detach().to(torch.float64).cpu())
+        dt = float(steps.median())
+        if bool(((steps - dt).abs() > STEP_TOLERANCE * dt).any()):
+            raise DataError(f"the model is discrete-time: it draws at consecutive steps, so "
+                            f"the sample times t must be evenly spaced; their steps run from "
+                            f"{float(steps.min()):g} to {float(steps.max()):g}")
     T = t.shape[0]
     shapes = [(T, input_dim)] + ([] if n is None else [(n, T, input_dim)])
     check_inputs("u", u, shapes, input_dim)
