@@ -2,6 +2,8 @@
 forecast, sample and datasets export check every output before any work (exit 2, one
 line naming the file, nothing written); with --force each file is replaced."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -96,6 +98,28 @@ def test_two_outputs_naming_one_file_are_refused(lgssm_run, tmp_path, capsys):
     assert main(argv + ["--force"]) == 2
     assert "--out and --plot name the same file" in error_line(capsys)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", ["impute", "forecast", "sample", "evaluate"])
+@pytest.mark.parametrize("target", ["data", "config.json", "checkpoints/model.pt",
+                                    "metrics.csv"])
+def test_no_output_replaces_the_input_data_or_a_file_of_the_run(name, target, lgssm_run,
+                                                                capsys):
+    """Not even with --force: --out naming the --data file or a file the run is made of
+    is one error line, and that file keeps its bytes."""
+    data, run = lgssm_run
+    victim = Path(data) if target == "data" else Path(run) / target
+    before = victim.read_bytes()
+    if name == "evaluate":
+        argv = ["evaluate", run, "--data", data, "--out", str(victim)]
+    elif name == "sample" and target == "data":
+        pytest.skip("sample reads no --data")
+    else:
+        argv = command(name, data, run, {"--out": victim})
+    assert main(argv + ["--force"]) == 2
+    err = error_line(capsys)
+    assert ("is the --data input" if target == "data" else "is a file of the run") in err
+    assert victim.read_bytes() == before
 
 
 def test_datasets_export_refuses_before_loading(tmp_path, monkeypatch, capsys):

@@ -171,9 +171,12 @@ def test_baselines_are_scored_on_the_models_entries_and_reported_with_a_verdict(
     assert imputed.startswith(f"test imputation MSE {2 * best:.4g} against baselines on the "
                               f"same entries: the training mean ")
     assert imputed.endswith("; worse than linear interpolation (2x its MSE)")
-    assert forecast.endswith("seasonal-naive (season 6 steps) "
+    assert forecast.endswith("seasonal-naive with a 6-step season "
                              f"{fc['baseline_forecast_mse_seasonal_naive']:.4g}; about as good "
-                             "as seasonal-naive (season 6 steps)")
+                             "as seasonal-naive with a 6-step season")
+    [far] = baseline_lines({**fc, "forecast_mse": 1204.3 * fc["baseline_forecast_mse_mean"],
+                            "baseline_forecast_season": 1.0})
+    assert far.endswith("; worse than the training mean (1204x its MSE)")
     [better] = baseline_lines({**out, "test_imputation_mse": 0.5 * best})
     assert better.endswith("; better than every baseline")
     no_season = {**fc, "baseline_forecast_season": 1.0, "forecast_mse": 1.0}

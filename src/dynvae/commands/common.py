@@ -130,15 +130,19 @@ def add_force_arg(parser: argparse.ArgumentParser, outputs: str) -> None:
                         "anything is written)")
 
 
-def check_new_files(files: list[tuple[str, str]], force: bool) -> None:
+def check_new_files(files: list[tuple[str, str]], force: bool,
+                    protected: dict[Path, str] | None = None) -> None:
     """ConfigError, before any work is done, for a file of ``files`` ((flag, path) pairs;
-    flag may be empty) that exists while ``force`` is False, that two flags name, or that
-    cannot be written: so a command writes all of its outputs or none of them."""
+    flag may be empty) that exists while ``force`` is False, that two flags name, that is
+    one of the ``protected`` files (resolved path -> what it is; not even with --force),
+    or that cannot be written: so a command writes all of its outputs or none of them."""
     from dynvae.train import run as rundir
     named = lambda flag, path: f"{flag} {path}" if flag else str(path)
     seen: dict[Path, str] = {}
     for flag, path in files:
         key = Path(path).resolve()
+        if protected and key in protected:
+            raise ConfigError(f"{named(flag, path)} is {protected[key]}; name another file")
         if key in seen:
             raise ConfigError(f"{seen[key]} and {flag} name the same file {path}")
         seen[key] = flag
@@ -149,10 +153,26 @@ def check_new_files(files: list[tuple[str, str]], force: bool) -> None:
 
 def check_outputs(args: argparse.Namespace) -> None:
     """check_new_files for every output flag given (--out, --plot, --frames, --gif,
-    --strip), with ``args.force``."""
+    --strip), with ``args.force``; never the input data or a file of the run."""
     files = [(f"--{flag}", getattr(args, flag)) for flag in OUTPUT_FLAGS
              if getattr(args, flag, None)]
-    check_new_files(files, getattr(args, "force", False))
+    check_new_files(files, getattr(args, "force", False), inputs_of(args))
+
+
+def inputs_of(args: argparse.Namespace) -> dict[Path, str]:
+    """The files a command reads and must not overwrite: its --data file and the run's
+    own files (config.json, metrics, checkpoints, plots), resolved path -> description."""
+    from dynvae.train import run as rundir
+    inputs: dict[Path, str] = {}
+    data = getattr(args, "data", None)
+    if data is not None and Path(data).is_file():
+        inputs[Path(data).resolve()] = "the --data input"
+    run = getattr(args, "run_dir", None)
+    if run is not None and Path(run).is_dir():
+        for pattern in rundir.TRAIN_ARTEFACTS:
+            for item in Path(run).glob(pattern):
+                inputs[item.resolve()] = f"a file of the run {run} ({item.name})"
+    return inputs
 
 
 def load_run_and_data(args: argparse.Namespace):

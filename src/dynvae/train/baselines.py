@@ -5,7 +5,7 @@ persistence) or the value one season back (``seasonal-naive``).
 
 NumPy arrays on the data's original scale: ``x`` (B, T, D) with NaN where missing, ``t``
 (B, T), ``valid`` (B, T) for padding. The season ``m`` of the seasonal-naive forecast
-is the first peak of the autocorrelation of the sequences' residuals from their
+is the first peak of the autocorrelation of the given sequences' residuals from their
 least-squares lines (m = 1, the naive forecast, without one): without removing the
 line, a trend (co2's) makes every lag correlate and the first small bump (29 weeks)
 passes for the season; with it, co2's is 52 weeks.

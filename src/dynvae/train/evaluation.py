@@ -158,6 +158,10 @@ def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     hidden = hide_entries(batch, fraction, seed)       # drawn for the whole set at once
     if not hidden.any():
         bar.update(len(data))
+        bar.clear()
+        print(f"imputation metrics skipped: hiding {fraction:g} of the observed entries "
+              "hid none (too few observed entries, each sequence keeps one)",
+              file=sys.stderr)
         return {}
     mean = np.zeros(batch.x.shape)
     std = np.ones(batch.x.shape)
@@ -248,6 +252,11 @@ BASELINE_NAMES = {"mean": "the training mean", "linear": "linear interpolation",
                   "naive": "the last value", "seasonal_naive": "seasonal-naive"}
 
 
+def _times(ratio: float) -> str:
+    """1.26x, 12.6x, 1204x: three significant digits, never in exponent notation."""
+    return f"{ratio:.3g}x" if ratio < 100 else f"{ratio:.0f}x"
+
+
 def baseline_lines(metrics: dict[str, float]) -> list[str]:
     """Lines that set the held-out MSEs beside the simplest baselines' on the same
     entries (``baseline_*`` metrics), each ending with a plain verdict."""
@@ -265,7 +274,7 @@ def baseline_lines(metrics: dict[str, float]) -> list[str]:
         def named(key: str) -> str:
             name = BASELINE_NAMES.get(key, key)
             if key == "seasonal_naive":
-                name += f" (season {metrics.get('baseline_forecast_season', 1):g} steps)"
+                name += f" with a {metrics.get('baseline_forecast_season', 1):g}-step season"
             return name
         parts = ", ".join(f"{named(k)} {v:.4g}" for k, v in found.items())
         best = min(found, key=found.get)
@@ -273,7 +282,7 @@ def baseline_lines(metrics: dict[str, float]) -> list[str]:
                  1.0 if metrics[own] == 0 else math.inf)
         verdict = ("better than every baseline" if ratio < 0.99 else
                    f"about as good as {named(best)}" if ratio <= 1.01 else
-                   f"worse than {named(best)} ({ratio:.3g}x its MSE)")
+                   f"worse than {named(best)} ({_times(ratio)} its MSE)")
         lines.append(f"test {what} MSE {metrics[own]:.4g} against baselines on the same "
                      f"entries: {parts}; {verdict}")
     return lines
