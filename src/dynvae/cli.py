@@ -57,18 +57,23 @@ def _unrecognized(args, extras: list[str]) -> None:
     import difflib
     command = args._commands[args.command]
     message = f"unrecognized arguments: {' '.join(extras)}"
-    flags = [f for f in extras if f.startswith("--")]
     options = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
-    for flag in flags:
-        name = flag.split("=", 1)[0]
+    for i, flag in enumerate(extras):
+        if not flag.startswith("--"):
+            continue
+        name, _, value = flag.partition("=")
+        if not value and i + 1 < len(extras) and not extras[i + 1].startswith("-"):
+            value = extras[i + 1]
         near = difflib.get_close_matches(name, options, n=1, cutoff=0.75)
         if near:
             message += f"; did you mean {near[0]}?"
         elif "--set" in options:
             key = name[2:].replace("-", "_")
-            message += (f"; model and training settings go through --set, e.g. "
-                        f"--set {key}=VALUE (`dynvae {args.command} --help`)")
-    command.error(message)
+            message += (f"; model and training settings go through --set: "
+                        f"--set {key}={value or 'VALUE'} (`dynvae {args.command} --help`)")
+    # one line, as every other error (argparse's own would print the usage block first)
+    print(f"dynvae {args.command}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:

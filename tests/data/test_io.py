@@ -157,7 +157,7 @@ def write_csv(tmp_path, text, name="d.csv"):
 
 @pytest.mark.parametrize("text, kwargs, match", [
     ("id,t,v\na,1,1\na,1,2\n", dict(id_col="id", time_col="t"),
-     r"sequence 'a' has duplicate time 1 \(rows 0 and 1\)"),
+     r"sequence 'a' has duplicate time 1 \(rows 0 and 1; lines 2 and 3 of d.csv\)"),
     ("id,t,v\na,2021-01-01,1\nb,2021-01-01,1\nb,2021-01-01,2\n", dict(id_col="id", time_col="t"),
      r"sequence 'b' has duplicate time 2021-01-01"),
     ("id,t,v\na,0,1\nb,0,inf\n", dict(id_col="id", time_col="t"),
@@ -196,6 +196,17 @@ def test_missing_value_markers_are_missing_and_other_text_an_error(tmp_path):
     assert x[0] == 1.5 and np.isnan(x[1:]).all() and len(x) == len(markers) + 1
     with pytest.raises(DataError, match=r"'missing' at row 2 \(line 4 of d.csv\)"):
         read_table(write_csv(tmp_path, "t,v\n0,1\n1,NA\n2,missing\n"), time_col="t")
+
+
+def test_a_line_with_too_few_fields_is_an_error_not_missing_values(tmp_path):
+    """A short line used to read as NaN in its last columns; an empty field is the way to
+    write a missing value (and a blank line is skipped)."""
+    with pytest.raises(DataError, match=r"line 4 of d.csv has 2 fields where the header "
+                                        r"has 3; write a missing value as an empty field "
+                                        r"\(e.g. 2,1.0,\)"):
+        read_table(write_csv(tmp_path, "t,y,z\n0,1,2\n1,1,2\n2,1.0\n"), time_col="t")
+    data = read_table(write_csv(tmp_path, "t,y,z\n0,1,2\n\n1, NA,\n"), time_col="t")
+    assert np.isnan(data.sequences[0].x[1]).all() and len(data.sequences[0]) == 2
 
 
 def test_parquet_errors(tmp_path):

@@ -361,8 +361,10 @@ def resolve_configs(sets: list[str], sections: dict[str, type]) -> dict[str, Any
         section, _, name = key.rpartition(".")
         owners = [section] if section else [s for s, names in fields.items() if name in names]
         if not owners or owners[0] not in fields or name not in fields[owners[0]]:
-            raise ConfigError(f"unknown config key {key!r}{_did_you_mean(key, valid)}; "
-                              f"valid keys: {', '.join(valid)}")
+            near = _did_you_mean(key, valid)
+            raise ConfigError(f"unknown config key {key!r}{near}; " + (
+                "--list-keys lists every key with its meaning" if near
+                else f"valid keys: {', '.join(valid)}"))
         if len(owners) > 1:
             raise ConfigError(f"config key {key!r} is ambiguous; write one of "
                               f"{[f'{s}.{name}' for s in owners]}")

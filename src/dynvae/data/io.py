@@ -8,6 +8,7 @@ Empty cells and NaN mean missing. Every reader validates its input and raises
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import zipfile
@@ -52,11 +53,14 @@ def read_csv(path, id_col: str | None = None, time_col: str | None = None,
     path = _existing_file(path)
     dtype = {id_col: str} if id_col is not None else None
     try:
-        frame = pd.read_csv(path, dtype=dtype, float_precision="round_trip")
+        # skipinitialspace: "11, NA" reads NA as missing, as "11,NA" does
+        frame = pd.read_csv(path, dtype=dtype, float_precision="round_trip",
+                            skipinitialspace=True)
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} is empty: no header and no rows") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
         raise DataError(f"cannot parse CSV file {path}: {err}") from None
+    _check_short_rows(path, frame.shape[1])
     try:
         return from_dataframe(frame, id_col, time_col, value_cols, input_cols,
                               default_id=_stem(path), source=str(path),
@@ -65,10 +69,29 @@ def read_csv(path, id_col: str | None = None, time_col: str | None = None,
         raise DataError(_with_file_lines(str(err), path)) from None
 
 
+def _check_short_rows(path: Path, n_columns: int) -> None:
+    """DataError for a line with fewer fields than the header (the reader would fill the
+    missing ones with NaN, as if they were empty cells); uncompressed files only."""
+    if path.suffix.lower() != ".csv":
+        return
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, skipinitialspace=True)
+        next(reader, None)                                           # the header
+        for row in reader:
+            if row and len(row) < n_columns:
+                raise DataError(
+                    f"line {reader.line_num} of {path.name} has {len(row)} fields where the "
+                    f"header has {n_columns}; write a missing value as an empty field "
+                    f"(e.g. {','.join(row)},)")
+
+
 def _with_file_lines(message: str, path: Path) -> str:
     """"at row 100" -> "at row 100 (line 102 of co2.csv)": the table's 0-based data row
     and the line an editor shows (after the header line; blank lines, which the reader
     skips, would shift it)."""
+    message = re.sub(r"\(rows (\d+) and (\d+)\)", lambda m: (
+        f"(rows {m[1]} and {m[2]}; lines {int(m[1]) + 2} and {int(m[2]) + 2} of "
+        f"{path.name})"), message)
     return re.sub(r"\bat row (\d+)",
                   lambda m: f"at row {m[1]} (line {int(m[1]) + 2} of {path.name})", message)
 
