@@ -210,29 +210,37 @@ def data_spec(args: argparse.Namespace, fallback: dict | None = None) -> dict:
              ("input_cols", split_cols(args.input_cols)), ("date_format", args.date_format))
     for key, value in given:
         spec[key] = value if value is not None else saved.get(key)
-    if fallback and "dataset" in fallback and all(v is None for _, v in given):
-        spec.update(exported_columns(fallback, spec["data"]))
+    if fallback and "dataset" in fallback and any(v is None for _, v in given[:4]):
+        spec.update(exported_columns(fallback, spec))
     return spec
 
 
-def exported_columns(dataset_spec: dict, path: str) -> dict:
-    """For a run trained on a built-in dataset and given ``--data FILE`` without column
-    options: the columns ``dynvae datasets export`` writes for that dataset, when FILE's
-    header has them all (an export of it, or of part of it); else {}."""
+def exported_columns(dataset_spec: dict, spec: dict) -> dict:
+    """For a run trained on a built-in dataset and given ``--data FILE``: the column
+    options not given, from the columns ``dynvae datasets export`` writes for that
+    dataset, each where FILE's header has it (the value and input columns all of them);
+    said on standard error. {} for a file that is not a table."""
     from dynvae.data.export import table_columns
-    header = _header(path)
+    header = _header(spec["data"])
     if header is None:
         return {}
     columns = table_columns(load_data(dataset_spec))
-    needed = [c for c in (columns.id_col, columns.time_col, *columns.value_cols,
-                          *columns.input_cols) if c is not None]
-    if not all(c in header for c in needed):
-        return {}
-    print(f"reading {path} as an export of dataset {dataset_spec['dataset']!r}: "
-          f"{columns.cli_options()}", file=sys.stderr)
-    return {"id_col": columns.id_col,
-            "time_col": columns.time_col, "value_cols": columns.value_cols,
-            "input_cols": columns.input_cols or None}
+    found = {"id_col": columns.id_col, "time_col": columns.time_col,
+             "value_cols": columns.value_cols, "input_cols": columns.input_cols or None}
+    filled = {}
+    for key, value in found.items():
+        if spec.get(key) is not None or value is None:
+            continue
+        names = value if isinstance(value, list) else [value]
+        if all(name in header for name in names):
+            filled[key] = value
+    if filled:
+        flags = " ".join(f"--{k.replace('_', '-')} "
+                         f"{','.join(v) if isinstance(v, list) else v}"
+                         for k, v in filled.items())
+        print(f"reading {spec['data']} with the columns of dataset "
+              f"{dataset_spec['dataset']!r}'s export: {flags}", file=sys.stderr)
+    return filled
 
 
 def _header(path: str) -> list[str] | None:
