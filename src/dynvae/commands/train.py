@@ -480,7 +480,8 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
     rundir.write_history(out, history)
     write_plots(out, model, test, standardizer, history, settings, spec, configs.get("train"))
     note = " (train and test are the same single sequence)" if shared else ""
-    print(f"training data's log-likelihood (original scale; deep models: IWAE bound): "
+    bound = "exact" if args.model == "lgssm" else f"IWAE bound, {settings.iwae_samples} samples"
+    print(f"training data's log-likelihood (original scale; {bound}): "
           f"{metrics['train_log_likelihood']:.4f} "
           f"(per step {metrics['train_log_likelihood_per_step']:.4f}){note}")
     for line in baseline_lines(metrics):

@@ -132,9 +132,12 @@ def plot_kl_per_dimension(history: list[dict], path: str | os.PathLike, threshol
     names = [f"z[{key[6:]}]" for key in keys] if labels is None else list(labels(len(keys)))
     if len(names) != len(keys):
         raise ValueError(f"{len(names)} labels for {len(keys)} KL columns")
-    for key, name in zip(keys, names, strict=True):
+    # up to 20 distinct colours (the default cycle repeats after 10)
+    colours = plt.get_cmap("tab20" if len(keys) > 10 else "tab10").colors
+    for i, (key, name) in enumerate(zip(keys, names, strict=True)):
         values = np.array([r.get(key, np.nan) for r in history], dtype=float)
-        ax.plot(steps, np.maximum(values, 1e-6), lw=1, label=name)
+        ax.plot(steps, np.maximum(values, 1e-6), lw=1, label=name,
+                color=colours[i % len(colours)])
     ax.axhline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:g}")
     if anneal_steps:
         ax.axvline(anneal_steps, color="grey", ls=":", lw=1, label="end of warm-up")
