@@ -8,6 +8,7 @@ import os
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from dynvae.plots.base import save
 
@@ -138,8 +139,14 @@ def plot_heatmaps(t, x, mask, mean, std, path: str | os.PathLike, title: str | N
     t, x = np.asarray(t), np.asarray(x, float)
     seen = np.where(mask, x, np.nan)
     lo, hi = _key_range(x) if binary else (0, x.shape[1])
+    # an 88-key piano roll is labelled in MIDI numbers, as plot_piano_roll labels it
+    piano = binary and x.shape[1] == 88
+    offset, ylabel = (21, "MIDI key") if piano else (0, "feature")
     shared = (0.0, 1.0) if binary else _range(seen, mean)
-    panels = [("data (grey: not seen by the model)", seen, shared)]
+    # entries the model did not see: a colour off the data's scale (grey would read as
+    # a value on the binary data's grey scale)
+    unseen, unseen_name = ("#9ecae1", "blue") if binary else ("0.8", "grey")
+    panels = [(f"data ({unseen_name}: not seen by the model)", seen, shared)]
     panels += [("P(x = 1)", mean, shared)] if binary else \
         [("posterior mean", mean, shared), ("posterior std", std, (None, None))]
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 2.5 * len(panels) + 0.5),
@@ -148,20 +155,21 @@ def plot_heatmaps(t, x, mask, mean, std, path: str | os.PathLike, title: str | N
         fig.suptitle(title)
     numeric = np.issubdtype(t.dtype, np.number)
     extent = ((float(t[0]) - 0.5, float(t[-1]) + 0.5) if numeric else
-              (-0.5, len(t) - 0.5)) + (lo - 0.5, hi - 0.5)
-    cmap = plt.get_cmap("Greys" if binary else "viridis").with_extremes(bad="0.8")
+              (-0.5, len(t) - 0.5)) + (offset + lo - 0.5, offset + hi - 0.5)
+    cmap = plt.get_cmap("Greys" if binary else "viridis").with_extremes(bad=unseen)
     for ax, (name, values, (vmin, vmax)) in zip(axes, panels, strict=True):
         image = ax.imshow(np.ma.masked_invalid(values[:, lo:hi].T), aspect="auto",
                           origin="lower", interpolation="nearest", extent=extent, cmap=cmap,
                           vmin=vmin, vmax=vmax)
         fig.colorbar(image, ax=ax, fraction=0.03)
-        ax.set_ylabel("key" if binary else "feature", fontsize=8)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))     # keys, features: whole
         ax.set_title(name, fontsize=9)
     hidden = ~mask & np.isfinite(x) & ((x > 0.5) if binary else True)
     if hidden.any():
         ts, ds = np.nonzero(hidden)
         where = t[ts] if numeric else ts
-        axes[0].plot(where, ds, "s", mfc="none", mec="C3", ms=3,
+        axes[0].plot(where, ds + offset, "s", mfc="none", mec="C3", ms=3,
                      label="hidden notes" if binary else "hidden")
         axes[0].legend(fontsize=7, loc="lower right", bbox_to_anchor=(1.0, 1.0),
                        frameon=False)
