@@ -110,7 +110,11 @@ def test_errors_are_clear(nile_run, nile_csv, tmp_path, capsys):
     assert main(["train", "--model", "lgssm", "--dataset", "nile", "--out", run,
                  "--set", "stat_dim=2"]) == 2
     err = capsys.readouterr().err
-    assert "stat_dim" in err and "model.state_dim" in err and "fit.max_iter" in err
+    assert "unknown config key 'stat_dim' (did you mean 'model.state_dim'?)" in err
+    assert main(["train", "--model", "lgssm", "--dataset", "nile", "--out", run,
+                 "--set", "zzz=2"]) == 2                      # no near key: all of them
+    err = capsys.readouterr().err
+    assert "zzz" in err and "model.state_dim" in err and "fit.max_iter" in err
     assert main(["train", "--model", "nope", "--dataset", "nile", "--out", run]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main(["impute", str(nile_run), "--data", str(nile_csv), "--time-col", "year",

@@ -32,7 +32,7 @@ def test_api_entry_points_name_a_wrong_argument_type():
     from dynvae.errors import ConfigError
     from dynvae.models.dkf import DeepKalmanFilter, DKFConfig
     from dynvae.models.lgssm_fit import LBFGS, fit_em, fit_gradient
-    from dynvae.train.trainer import Trainer, TrainConfig
+    from dynvae.train.trainer import TrainConfig, Trainer
     with pytest.raises(DataError, match="Standardizer.fit needs a SequenceDataset, got list"):
         Standardizer().fit([])
     trainer = Trainer(DeepKalmanFilter(DKFConfig(latent_dim=2), 3),

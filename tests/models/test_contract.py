@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -411,9 +412,26 @@ def bad_calls(model, batch: SequenceBatch, continuous: bool):
     if not continuous:
         calls.append(("t_future off the grid", lambda: model.forecast(
             batch, future(batch, [1, 2.5]), uf(2)), DataError))
-        calls.append(("unevenly spaced sample times", lambda: model.sample(
-            2, torch.tensor([0.0, 1.0, 5.0]), None if not U else torch.ones(3, U)), DataError))
+
     return calls
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_discrete_model_warns_of_unevenly_spaced_sample_times(name):
+    """A discrete-time model draws at consecutive steps: sample times with uneven steps
+    are labels it cannot honour, said in a warning (a continuous-time model uses them)."""
+    U = inputs_of(name)
+    model = build(name, U)
+    u = None if not U else torch.ones(3, U)
+    uneven, even = torch.tensor([0.0, 1.0, 5.0]), torch.tensor([0.0, 2.0, 4.0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model.sample(2, even, u)
+        if model_class(registered(name)).continuous_time:
+            model.sample(2, uneven, u)
+            return
+    with pytest.warns(UserWarning, match="not evenly spaced"):
+        model.sample(2, uneven, u)
 
 
 @pytest.mark.parametrize("name", CASES)

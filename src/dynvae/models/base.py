@@ -302,6 +302,7 @@ class PathModel(DVAE):
         """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise DataError(f"sample needs n >= 1 sequences, got {n!r}")
-        T = check_sample_times(t, u, self.input_dim, n, even=not self.continuous_time)
+        T = check_sample_times(t, u, self.input_dim, n, even=not self.continuous_time
+                               and getattr(self, "time_gaps", None) is None)
         u = None if u is None else u.to(self.like).expand(n, T, self.input_dim)
         return self.generate(self.initial_state(n), T, u)[1]

@@ -5,6 +5,7 @@ importance weighting."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from typing import ClassVar
@@ -275,8 +276,9 @@ def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int,
                        n: int | None = None, even: bool = False) -> int:
     """Validate sample times (T,) (finite, strictly increasing) and inputs u, (T, U) or
     (n, T, U), given exactly when the model takes inputs; return T. ``even``: a
-    discrete-time model draws at consecutive steps, so t must be evenly spaced (each
-    step within STEP_TOLERANCE of the median one) rather than silently relabelled."""
+    discrete-time model (without time-gap inputs) draws at consecutive steps, so
+    unevenly spaced t (a step more than STEP_TOLERANCE off the median one) is warned
+    about, as its ELBO warns about irregular data, rather than silently relabelled."""
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise DataError(f"the number of samples n must be a positive integer, got {n!r}")
     check_time_grid(t, name="t", ndim=1)
@@ -284,9 +286,11 @@ def check_sample_times(t: Tensor, u: Tensor | None, input_dim: int,
         steps = torch.diff(t.detach().to(torch.float64).cpu())
         dt = float(steps.median())
         if bool(((steps - dt).abs() > STEP_TOLERANCE * dt).any()):
-            raise DataError(f"the model is discrete-time: it draws at consecutive steps, so "
-                            f"the sample times t must be evenly spaced; their steps run from "
-                            f"{float(steps.min()):g} to {float(steps.max()):g}")
+            warnings.warn(f"the model is discrete-time: it draws at consecutive steps and "
+                          f"labels them with the sample times t, which are not evenly "
+                          f"spaced (steps from {float(steps.min()):g} to "
+                          f"{float(steps.max()):g}); give evenly spaced times, or set "
+                          f"time_gap_input=True where the model has it", stacklevel=3)
     T = t.shape[0]
     shapes = [(T, input_dim)] + ([] if n is None else [(n, T, input_dim)])
     check_inputs("u", u, shapes, input_dim)
