@@ -64,9 +64,9 @@ def plot_frames(x, mask, mean, path: str | os.PathLike, shape: tuple[int, int],
     cols = _frame_columns(len(x))
     seen = np.where(mask, x, np.nan)
     imputed = np.where(mask, x, mean)
-    rows = [("seen", seen[cols]), ("imputed", imputed[cols])]
+    rows = [("seen\n(pink: not seen)", seen[cols]), ("imputed", imputed[cols])]
     if (~mask & np.isfinite(x)).any():
-        rows.append(("with hidden", x[cols]))
+        rows.append(("data, hidden\npixels included", x[cols]))
     vmin, vmax = _range(seen, mean)
     _frame_grid(rows, [f"t={c}" for c in cols], shape, title, path, vmin, vmax)
 
