@@ -51,9 +51,9 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def _unrecognized(args, extras: list[str]) -> None:
-    """Unknown options reported by the command's own parser (its usage line, not the
-    top-level one), with the nearest option it has, and the --set route for a config
-    key written as an option (``--max-seconds 5`` -> ``--set max_seconds=5``)."""
+    """Unknown options as one error line naming the command (exit status 2), with the
+    nearest option it has, or the --set route for a config key written as an option
+    (``--max-seconds 5`` -> ``--set max_seconds=5``)."""
     import difflib
     command = args._commands[args.command]
     message = f"unrecognized arguments: {' '.join(extras)}"

@@ -55,7 +55,7 @@ def test_evaluate_on_other_data_leaves_the_runs_metrics(dkf_run, copy_run, seque
     assert main(["evaluate", str(run), *data]) == 2
     assert "exists; pass --force" in one_line_error(capsys)
     assert main(["evaluate", str(run), *data, "--out", str(run / "metrics.json")]) == 2
-    assert "the run's own metrics.json" in one_line_error(capsys)
+    assert f"is a file of the run {run} (metrics.json)" in one_line_error(capsys)
     assert written.read_text() == before and (run / "metrics.json").read_text() == own
     assert main(["evaluate", str(run), *data, "--force"]) == 0
     assert main(["evaluate", str(run), "--out", str(tmp_path / "x.json")]) == 2

@@ -91,7 +91,5 @@ def metrics_file(args: argparse.Namespace) -> Path | None:
         return None
     stem = Path(args.data).name.split(".")[0] or "data"
     out = Path(args.out) if args.out is not None else Path(args.run_dir) / f"metrics-{stem}.json"
-    if out.resolve() == (Path(args.run_dir) / "metrics.json").resolve():
-        raise ConfigError(f"--out {out} is the run's own metrics.json; name another file")
     common.check_new_files([("--out", str(out))], args.force, common.inputs_of(args))
     return out

@@ -441,6 +441,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         seeded,
     )
     train, test, shared = parts
+    fixed = common.has_named_splits(spec)
     model.double().eval()     # metrics in float64, like every other model
     rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]),
                       train.dim, train.input_dim, standardizer)
@@ -469,9 +470,7 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         "data": spec, "standardizer": standardizer.state_dict(), "seed": args.seed,
         "device": args.device, "threads": torch.get_num_threads(),
         # a dataset's own fixed split (no fractions, the seed plays no part) or a seeded one
-        "split": {"fractions": None if shared or common.has_named_splits(spec)
-                  else list(SPLIT),
-                  "fixed": common.has_named_splits(spec),
+        "split": {"fractions": None if shared or fixed else list(SPLIT), "fixed": fixed,
                   "train_equals_test": shared, "train_ids": listed_ids(train),
                   "test_ids": test.ids},
         "evaluation": dataclasses.asdict(settings),

@@ -113,8 +113,9 @@ class SequenceBatch:
             x = x.to(torch.get_default_dtype())
         B, T, _ = x.shape
         mask = ~torch.isnan(x)
-        if torch.isinf(x).any():
-            b, k, d = (int(i) for i in torch.isinf(x).nonzero()[0])
+        infinite = torch.isinf(x)
+        if infinite.any():
+            b, k, d = (int(i) for i in infinite.nonzero()[0])
             raise DataError(f"x has an inf value at sequence {b}, step {k}, feature {d}: "
                             "mark a missing value with NaN")
         if t is not None:

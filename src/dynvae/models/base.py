@@ -139,6 +139,12 @@ class DVAE(nn.Module, abc.ABC):
         return [f"z[{i}]" for i in range(n)]
 
     @property
+    def draws_at_steps(self) -> bool:
+        """True when :meth:`sample` draws at consecutive steps whatever the times it is
+        given (discrete time, no time-gap input), so uneven sample times are warned of."""
+        return not self.continuous_time and getattr(self, "time_gaps", None) is None
+
+    @property
     def observation_family(self) -> str:
         """The family of p(x_t | z_t): the config's ``observation`` field ("gaussian" or
         "bernoulli"), "gaussian" for a model without one. Evaluation scores predictive
@@ -302,7 +308,6 @@ class PathModel(DVAE):
         """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise DataError(f"sample needs n >= 1 sequences, got {n!r}")
-        T = check_sample_times(t, u, self.input_dim, n, even=not self.continuous_time
-                               and getattr(self, "time_gaps", None) is None)
+        T = check_sample_times(t, u, self.input_dim, n, even=self.draws_at_steps)
         u = None if u is None else u.to(self.like).expand(n, T, self.input_dim)
         return self.generate(self.initial_state(n), T, u)[1]

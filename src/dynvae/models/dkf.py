@@ -316,8 +316,7 @@ class DeepKalmanFilter(DVAE):
     @torch.no_grad()
     def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
         """(n, T, D) draws at the T steps ``t`` (T,); ``u`` (T, U) or (n, T, U) if inputs."""
-        T = check_sample_times(t, u, self.input_dim, n, even=not self.continuous_time
-                               and getattr(self, "time_gaps", None) is None)
+        T = check_sample_times(t, u, self.input_dim, n, even=self.draws_at_steps)
         like = self.encoder.z_start
         u = None if u is None else u.to(like).expand(n, T, self.input_dim)
         if self.time_gaps is not None:

@@ -288,7 +288,7 @@ class LGSSM(DVAE, SelfFitting):
         """(n, T, D) draws of x at the T = len(t) steps ``t`` (inputs u: (T, U) or
         (n, T, U))."""
         U = 0 if self.transition_input is None else self.input_dim
-        T = check_sample_times(t, u, U, n, even=not self.continuous_time)
+        T = check_sample_times(t, u, U, n, even=self.draws_at_steps)
         model = self._sampling_ssm(n, t)
         m0, P0 = self.initial.sampling_moments()
         if u is not None:

@@ -73,7 +73,7 @@ def detrended(x: np.ndarray) -> np.ndarray:
 
 
 def season_length(x: np.ndarray, valid: np.ndarray, max_lag: int = 200) -> int:
-    """The first local maximum (lag >= 2) of the mean autocorrelation of the training
+    """The first local maximum (lag >= 2) of the mean autocorrelation of the given
     sequences' residuals from their lines (:func:`detrended`) that exceeds 0.2, or 1
     when there is none. x (B, T, D) NaN where missing."""
     lags = min(max_lag, int(valid.sum(1).min()) // 2)

@@ -183,9 +183,8 @@ def imputation_metrics(model: DVAE, data: SequenceDataset, standardizer: Standar
     given = np.where((batch.mask & ~hidden).numpy(), x, np.nan)
     t = batch.t.double().numpy()
     t = np.broadcast_to(t if t.ndim == 2 else t[None], given.shape[:2])
-    for key, impute in (("mean", baselines.IMPUTERS["mean"]),
-                        ("linear", baselines.IMPUTERS["linear"])):
-        guess = impute(given, t, standardizer.mean)
+    for key in ("mean", "linear"):
+        guess = baselines.IMPUTERS[key](given, t, standardizer.mean)
         metrics[f"baseline_imputation_mse_{key}"] = float(((guess - x) ** 2)[h].mean())
     return metrics
 
