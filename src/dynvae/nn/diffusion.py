@@ -54,12 +54,12 @@ def _buffers(shape: torch.Size, z: Tensor, w: Tensor) -> tuple[Tensor, Tensor]:
     return held[1], held[2]
 
 
-def _fused_forward(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, units: int,
-                   keep: bool) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(a, s, p): z (N, Z), parameters in the layout ``units`` names. Two
-    activation-sized buffers: the sigmoids p and one scratch tensor. ``keep``: p is
-    fresh and returned (for a backward); else both buffers are this thread's
-    workspace, reused by the next call, and p is None."""
+def _activations(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, units: int,
+                 keep: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """(a, p, scratch): the layer's value a (N, Z), the sigmoids p and 2 w2 p, for z
+    (N, Z) and parameters in the layout ``units`` names. ``keep``: p and scratch are
+    fresh tensors (p kept for a backward); else both are this thread's workspace,
+    reused by the next call."""
     if keep:
         p = torch.addcmul(b1 + b1, z.unsqueeze(units), w1, value=2.0).sigmoid_()
         scratch = p * (w2 + w2)
@@ -68,20 +68,18 @@ def _fused_forward(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, units: int,
         p, scratch = _buffers(shape, z, w1)
         torch.addcmul(b1 + b1, z.unsqueeze(units), w1, value=2.0, out=p).sigmoid_()
         torch.mul(p, w2 + w2, out=scratch)
-    a = scratch.sum(units).sub_(w2.sum(_param_units(units)))                 # (N, Z)
+    return scratch.sum(units).sub_(w2.sum(_param_units(units))), p, scratch
+
+
+def _fused_forward(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, units: int,
+                   keep: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(a, s, p): value and slope from one set of activations (:func:`_activations`);
+    p is returned only when ``keep``."""
+    a, p, scratch = _activations(z, w1, b1, w2, units, keep)
     # s = sum_k 4 w1_k w2_k p_k (1 - p_k): the scratch tensor 2 w2 p times (1 - p) in one
     # pass (no difference of two sums to cancel), times 2 w1, summed
     s = scratch.addcmul_(scratch, p, value=-1.0).mul_(w1 + w1).sum(units)
     return a, s, (p if keep else None)
-
-
-def _value_in_workspace(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, units: int
-                        ) -> Tensor:
-    """:func:`tanh_layer`'s value without a graph, its activations in the workspace."""
-    shape = torch.broadcast_shapes(z.unsqueeze(units).shape, w1.shape)
-    p, scratch = _buffers(shape, z, w1)
-    torch.addcmul(b1 + b1, z.unsqueeze(units), w1, value=2.0, out=p).sigmoid_()
-    return torch.mul(p, w2 + w2, out=scratch).sum(units).sub_(w2.sum(_param_units(units)))
 
 
 class _TanhLayerAndSlope(torch.autograd.Function):
@@ -153,8 +151,17 @@ def _transposed(z: Tensor, w1: Tensor) -> bool:
             and not torch.compiler.is_compiling())
 
 
-def _to_transposed(z: Tensor, *params: Tensor) -> tuple[Tensor, ...]:
-    return (z.reshape(-1, z.shape[-1]), *(p.t().contiguous() for p in params))
+def _laid_out(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor
+              ) -> tuple[tuple[Tensor, ...], int]:
+    """((z (N, Z), w1, b1, w2) in the layout for this input size, its ``units``)."""
+    flat = z.reshape(-1, z.shape[-1])
+    if _transposed(z, w1):
+        return (flat, *(p.t().contiguous() for p in (w1, b1, w2))), -2
+    return (flat, w1, b1, w2), -1
+
+
+def _needs_graph(*tensors: Tensor) -> bool:
+    return torch.is_grad_enabled() and any(v.requires_grad for v in tensors)
 
 
 def tanh_layer(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
@@ -168,19 +175,14 @@ def tanh_layer(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> Tensor:
     differentiable to any order. The value equals :func:`tanh_layer_and_slope`'s first
     output.
     """
-    if not (torch.is_grad_enabled() and any(v.requires_grad for v in (z, w1, b1, w2))
-            or torch.compiler.is_compiling()):
+    if not (_needs_graph(z, w1, b1, w2) or torch.compiler.is_compiling()):
         # no graph: the activations in this thread's reused workspace
-        if _transposed(z, w1):
-            args, units = _to_transposed(z, w1, b1, w2), -2
-        else:
-            args, units = (z.reshape(-1, z.shape[-1]), w1, b1, w2), -1
-        with torch.no_grad():
-            return _value_in_workspace(*args, units).reshape(z.shape)
+        args, units = _laid_out(z, w1, b1, w2)
+        return _activations(*args, units, keep=False)[0].reshape(z.shape)
     if not _transposed(z, w1):
         p = _sigmoids(z, w1, b1, -1)                                        # (..., Z, H)
         return (p * (w2 + w2)).sum(-1) - w2.sum(-1)
-    flat, w1t, b1t, w2t = _to_transposed(z, w1, b1, w2)
+    (flat, w1t, b1t, w2t), _ = _laid_out(z, w1, b1, w2)
     p = _sigmoids(flat, w1t, b1t, -2)                                       # (N, H, Z)
     return ((p * (w2t + w2t)).sum(-2) - w2t.sum(0)).reshape(z.shape)
 
@@ -198,17 +200,13 @@ def tanh_layer_and_slope(z: Tensor, w1: Tensor, b1: Tensor, w2: Tensor) -> tuple
     Differentiable once in every argument (to any order with ``FUSED_BACKWARD = False``
     or under torch.compile, which traces the plain expressions).
     """
-    if torch.compiler.is_compiling() or (
-            not FUSED_BACKWARD and torch.is_grad_enabled()
-            and any(v.requires_grad for v in (z, w1, b1, w2))):
+    graph = _needs_graph(z, w1, b1, w2)
+    if torch.compiler.is_compiling() or (graph and not FUSED_BACKWARD):
         p = _sigmoids(z, w1, b1, -1)                                        # (..., Z, H)
         a = (p * (w2 + w2)).sum(-1) - w2.sum(-1)
         return a, (torch.addcmul(p, p, p, value=-1.0) * (4.0 * w1 * w2)).sum(-1)
-    if _transposed(z, w1):
-        args, units = _to_transposed(z, w1, b1, w2), -2
-    else:
-        args, units = (z.reshape(-1, z.shape[-1]), w1, b1, w2), -1
-    if torch.is_grad_enabled() and any(v.requires_grad for v in (z, w1, b1, w2)):
+    args, units = _laid_out(z, w1, b1, w2)
+    if graph:
         a, s = _TanhLayerAndSlope.apply(*args, units)
     else:
         with torch.no_grad():
