@@ -240,7 +240,13 @@ def test_clear_errors():
     with pytest.raises(ConfigError, match="diffuse"):
         LGSSM(Config(emission="linear", state_dim=2), 3)
     with pytest.raises(ConfigError, match="state_dim == data dim"):
-        LGSSM(Config(state_dim=2), 3)
+        LGSSM(Config(state_dim=2, initial="learned"), 3)
+    # only state_dim changed from the defaults: one error naming every setting it needs,
+    # and the settings it names build the model
+    with pytest.raises(ConfigError, match="model.emission=linear --set model.initial=learned "
+                                          r"\(and model.transition=linear"):
+        LGSSM(Config(state_dim=4), 1)
+    LGSSM(Config(state_dim=4, emission="linear", initial="learned", transition="linear"), 1)
     model = LGSSM.local_level()
     with pytest.raises(DataError, match="channels"):
         model.log_likelihood(SequenceBatch.from_tensor(torch.randn(1, 4, 2)))

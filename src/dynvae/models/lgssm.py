@@ -76,6 +76,17 @@ class LGSSM(DVAE, SelfFitting):
         self.inference = auto_inference() if config.inference == "auto" else choose(
             INFERENCE, config.inference, "inference")
         self.config, self.data_dim, self.input_dim, self.state_dim = config, data_dim, input_dim, S
+        if S != data_dim and (config.emission, config.initial) == ("identity", "diffuse"):
+            # the defaults (a local level per channel) fix H = I and a diffuse start;
+            # another state size needs both changed: say so at once, not one per run
+            learn = "" if config.transition == "linear" else (
+                " (and model.transition=linear to learn the dynamics: a random walk "
+                "in every state coordinate cannot oscillate or revert)")
+            raise ConfigError(
+                f"state_dim={S} differs from the data's {data_dim} channel(s): the "
+                "default local level model (emission='identity', initial='diffuse') needs "
+                "state_dim equal to it; a larger state needs a learned emission and start, "
+                f"--set model.emission=linear --set model.initial=learned{learn}")
         self.transition = choose(TRANSITIONS, config.transition, "transition")(S, dtype)
         self.emission = choose(EMISSIONS, config.emission, "emission")(data_dim, S, dtype)
         self.initial = choose(INITIALS, config.initial, "initial state")(S, config, dtype)
