@@ -39,6 +39,14 @@ def test_conv_frames_train_from_a_numpy_file(tmp_path, frames, capsys):
     loaded = load_run(run)
     kinds = {type(m).__name__ for m in loaded.model.modules()}
     assert {"ConvFrameEncoder", "ConvBernoulliObservation"} <= kinds
+    # conv frame models are evaluated in the float32 they train in (float64 costs ~4x),
+    # and `evaluate` recomputes the metrics `train` wrote, in the same precision
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.float32}
+    written = json.loads((run / "metrics.json").read_text())
+    assert main(["evaluate", str(run), "--force"]) == 0
+    again = json.loads((run / "metrics.json").read_text())
+    for key in ("test_iwae_per_step", "test_imputation_mse", "forecast_mse"):
+        assert again[key] == pytest.approx(written[key], rel=1e-6), key
     out = tmp_path / "imputed.csv"
     assert main(["impute", str(run), "--data", str(frames), "--out", str(out)]) == 0
     assert out.is_file()
@@ -65,3 +73,13 @@ def test_frame_keys_are_documented_in_list_keys(name):
     for key in ("frame_encoder", "frame_decoder", "frame_shape", "frame_channels",
                 "frame_features"):
         assert docs[key], key
+
+
+def test_vector_models_are_evaluated_in_float64(tmp_path):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(12, 8, 3))
+    np.save(tmp_path / "vectors.npy", x)
+    run = tmp_path / "run"
+    assert main(["train", "--model", "dkf", "--data", str(tmp_path / "vectors.npy"), *TINY[:-4],
+                 "--out", str(run)]) == 0
+    assert {p.dtype for p in load_run(run).model.parameters()} == {torch.float64}

@@ -76,9 +76,10 @@ def _forecast(args: argparse.Namespace) -> int:
         t_future = np.broadcast_to(at, (len(data), at.size)).copy()
     horizon = t_future.shape[1]
     warn_beyond_training(loaded.config, data, t_future)
-    from dynvae.train.evaluation import checked, chunks, prediction_chunk
-    scaled, t_all = std.transform(data), torch.as_tensor(t_future, dtype=torch.float64)
-    preds = [checked(loaded.model.forecast(scaled.to_batch(idx, dtype=torch.float64),
+    from dynvae.train.evaluation import checked, chunks, model_dtype, prediction_chunk
+    dtype = model_dtype(loaded.model)
+    scaled, t_all = std.transform(data), torch.as_tensor(t_future, dtype=dtype)
+    preds = [checked(loaded.model.forecast(scaled.to_batch(idx, dtype=dtype),
                                            t_all[idx]),
                      loaded.model, "forecast", [data.ids[i] for i in idx])
              for idx in chunks(len(data), prediction_chunk(loaded.model, data))]

@@ -19,6 +19,7 @@ from dynvae.train.evaluation import (
     chunks,
     default_horizon,
     hide_entries,
+    model_dtype,
     prediction_chunk,
     split_history,
 )
@@ -33,7 +34,8 @@ def predictions(model: DVAE, data: SequenceDataset, standardizer: Standardizer,
     batch = data.to_batch(dtype=torch.float64)
     seen = batch.mask if hidden is None else batch.mask & ~hidden
     given = batch.with_mask(seen)
-    preds = [checked(model.reconstruct(given.index(idx)), model, "reconstruct",
+    preds = [checked(model.reconstruct(given.index(idx).to(dtype=model_dtype(model))),
+                     model, "reconstruct",
                      [data.ids[i] for i in idx], batch.valid[idx])
              for idx in chunks(len(data), prediction_chunk(model, data))]   # bounded memory
     x = standardizer.inverse_mean(batch.x.double()).numpy()
@@ -122,7 +124,7 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
                               out / "plots" / "piano_roll.png", title=f"{seq.id}",
                               time_label=time_label(first, spec))
     latents = latent_trajectories(model, batch.with_mask(batch.mask & ~hidden).to(
-        dtype=next(model.parameters()).dtype))
+        dtype=model_dtype(model)))
     if latents is not None:
         plots.plot_latents(display_times(first, seq.t), latents[0][0, :n].cpu().numpy(),
                            latents[1][0, :n].cpu().numpy(), out / "plots" / "latents.png",
@@ -141,8 +143,8 @@ def write_forecast_plot(path: Path, model: DVAE, data: SequenceDataset,
                         spec: dict | None = None) -> None:
     from dynvae import plots
     past, future = split_history(data, horizon)
-    t_future = torch.tensor(future[0][0], dtype=torch.float64)[None]
-    pred = model.forecast(past.to_batch(dtype=torch.float64), t_future)
+    t_future = torch.tensor(future[0][0], dtype=model_dtype(model))[None]
+    pred = model.forecast(past.to_batch(dtype=model_dtype(model)), t_future)
     mean = standardizer.inverse_mean(pred.mean.detach().cpu().double()).numpy()[0]
     std = standardizer.inverse_std(pred.std.detach().cpu().double()).numpy()[0]
     history = standardizer.inverse_transform(past)[0]

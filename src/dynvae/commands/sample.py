@@ -57,8 +57,8 @@ def run(args: argparse.Namespace) -> int:
         "time_irregularity", {}).get("median_step", 1.0)) if loaded.model.continuous_time \
         else 1.0
     with torch.no_grad():
-        draws = loaded.model.sample(args.n, step * torch.arange(args.steps,
-                                                                dtype=torch.float64))
+        draws = loaded.model.sample(args.n, step * torch.arange(
+            args.steps, dtype=next(loaded.model.parameters()).dtype))
     x = loaded.standardizer.inverse_mean(draws.detach().cpu().double()).numpy()   # (N, T, D)
     written = []
     if shape is not None:

@@ -437,12 +437,13 @@ def write_run(out: Path, args, model, configs: dict, spec: dict, parts: tuple,
         EvalSettings,
         baseline_lines,
         evaluate_model,
+        evaluation_dtype,
         likelihood_metrics,
         seeded,
     )
     train, test, shared = parts
     fixed = common.has_named_splits(spec)
-    model.double().eval()     # metrics in float64, like every other model
+    model.to(dtype=evaluation_dtype(model)).eval()   # float64 but for conv frames
     rundir.save_model(out, args.model, model, dataclasses.asdict(configs["model"]),
                       train.dim, train.input_dim, standardizer)
     settings = EvalSettings(seed=args.seed)

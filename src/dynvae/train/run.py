@@ -32,7 +32,7 @@ from dynvae.models.base import DVAE
 from dynvae.models.registry import model_class
 from dynvae.train import schema
 from dynvae.train.checkpoint import load_checkpoint, require_keys, save_checkpoint
-from dynvae.train.evaluation import EvalSettings
+from dynvae.train.evaluation import EvalSettings, evaluation_dtype
 from dynvae.train.lock import LOCK_NAME, DirectoryLock
 from dynvae.utils import atomic_write_json, atomic_write_text
 
@@ -289,7 +289,7 @@ def load_run(run: str | os.PathLike, device: str = "cpu") -> LoadedRun:
         model.load_state_dict(state)
     except RuntimeError as err:
         raise CheckpointError(f"{where} does not match model {name!r}: {err}") from None
-    model.to(device=device, dtype=torch.float64)   # evaluation runs in float64
+    model.to(device=device, dtype=evaluation_dtype(model))   # float64 but for conv frames
     return LoadedRun(model.eval(), config, standardizer)
 
 
