@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 
 def is_main_process() -> bool:
@@ -24,13 +25,43 @@ def shown(enabled: bool = True) -> bool | None:
     return None if enabled and is_main_process() else True
 
 
+LINE_SECONDS = 10.0    # a bar that is not drawn writes a plain status line at most this often
+
+
 def progress_bar(total: float | None, desc: str, unit: str = "it", enabled: bool = True,
                  **kwargs):
     """A tqdm bar on standard error, drawn on a terminal by the main process when
-    ``enabled``."""
+    ``enabled``. Where it is not drawn because standard error is not a terminal (a log,
+    captured output) but was ``enabled``, a phase that runs long still shows in the log:
+    at most one plain line every ``LINE_SECONDS`` ("evaluate: imputation, 3/30 seq,
+    41 s"), written when the bar is updated; a phase shorter than that writes none."""
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
-                disable=shown(enabled), **kwargs)
+
+    class LoggedBar(tqdm):
+        def __init__(self, *args, **kw) -> None:
+            super().__init__(*args, **kw)
+            self._lines = enabled and is_main_process() and bool(self.disable)
+            self._name, self._phase, self._count = desc, "", 0.0
+            self._start = self._last = time.monotonic()
+
+        def update(self, n: float | None = 1):
+            if self._lines:
+                self._count += 1 if n is None else n
+                now = time.monotonic()
+                if now - self._last >= LINE_SECONDS:
+                    self._last = now
+                    phase = f" {self._phase}," if self._phase else ""
+                    of = f"/{self.total:g}" if self.total else ""
+                    print(f"{self._name}:{phase} {self._count:g}{of} {unit}, "
+                          f"{now - self._start:.0f} s", file=sys.stderr, flush=True)
+            return super().update(n)
+
+        def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+            self._phase = desc or ""
+            super().set_description(desc, refresh=refresh)
+
+    return LoggedBar(total=total, desc=desc, unit=unit, dynamic_ncols=True, file=sys.stderr,
+                     disable=shown(enabled), **kwargs)
 
 
 def quiet():

@@ -36,3 +36,22 @@ def test_the_cli_shows_a_training_bar(tmp_path, capsys, monkeypatch):
                  "--time-col", "t", "--set", "max_steps=3", "--set", "latent_dim=2",
                  "--out", str(tmp_path / "run")]) == 0
     assert "train:" in capsys.readouterr().err
+
+
+def test_a_bar_in_a_log_writes_plain_lines_for_long_phases(capsys, monkeypatch):
+    from dynvae import progress
+    # standard error is captured (not a terminal), so the bar is not drawn
+    bar = progress.progress_bar(6, "evaluate", unit="seq")
+    bar.set_description("likelihood")
+    bar.update(2)                          # a phase shorter than LINE_SECONDS: no line
+    assert capsys.readouterr().err == ""
+    monkeypatch.setattr(progress, "LINE_SECONDS", 0.0)
+    bar.set_description("imputation")
+    bar.update(3)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("evaluate: imputation, 5/6 seq, ")
+    hidden = progress.progress_bar(6, "evaluate", enabled=False)      # asked for no progress
+    hidden.update(6)
+    hidden.close()
+    assert capsys.readouterr().err == ""
