@@ -76,7 +76,35 @@ def _unrecognized(args, extras: list[str]) -> None:
     raise SystemExit(2)
 
 
+# glibc's mallopt parameters, and the environment variables that set them instead
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_SETTINGS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "GLIBC_TUNABLES")
+
+
+def retain_freed_memory() -> bool:
+    """Let the ``dynvae`` process keep and reuse the memory it frees (glibc only): blocks
+    under 256 MiB come from the heap instead of fresh mappings, and the heap is not
+    trimmed, so that a tensor freed by one step is reused by the next instead of being
+    handed back to the system and faulted in again page by page. Done for the command's
+    own process only (``main`` called without arguments), never by the library; a user's
+    own MALLOC_* or GLIBC_TUNABLES settings are left in force. Measured on 2026-12-03,
+    conv frames on 100 moving-mnist sequences: ``train`` with 15 steps 90.8 -> 70.7 s
+    (13.6 -> 4.2 million page faults, peak memory 2.58 -> 2.79 GB), ``evaluate`` 29.8 ->
+    23.2 s at the same peak. True when the settings were made."""
+    if not sys.platform.startswith("linux") or any(k in os.environ for k in _MALLOC_SETTINGS):
+        return False
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt           # the process's own C library
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1)
+                and mallopt(_M_MMAP_THRESHOLD, 256 * 2 ** 20))
+
+
 def main(argv: list[str] | None = None) -> int:
+    if argv is None:                  # the `dynvae` command itself, not a call from Python
+        retain_freed_memory()
     argv = sys.argv[1:] if argv is None else list(argv)
     args, extras = build_parser(argv).parse_known_args(argv)
     if extras:

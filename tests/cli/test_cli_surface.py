@@ -156,3 +156,25 @@ def test_data_in_unit_interval_gets_bernoulli_and_config_records_it(tmp_path, ca
     assert config["config"]["model"]["observation"] == "bernoulli"
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["train_log_likelihood"] < 0          # a Bernoulli bound, not a density
+
+
+def test_the_command_process_retains_freed_memory_and_calls_from_python_do_not(monkeypatch):
+    from dynvae import cli
+    calls = []
+    monkeypatch.setattr(cli, "retain_freed_memory", lambda: calls.append(1))
+    assert main(["datasets"]) == 0 and calls == []           # a call from Python: untouched
+    monkeypatch.setattr(sys, "argv", ["dynvae", "datasets"])
+    assert main() == 0 and calls == [1]                       # the command itself
+    monkeypatch.undo()
+    # a user's own allocator settings stay in force
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "1000000")
+    assert cli.retain_freed_memory() is False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_retaining_freed_memory_is_accepted_by_glibc():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MALLOC_", "GLIBC_TUN"))}
+    out = subprocess.run([sys.executable, "-c", "from dynvae.cli import retain_freed_memory; "
+                          "print(retain_freed_memory())"], capture_output=True, text=True,
+                         env={**env, "PYTHONPATH": str(SRC)}, check=True)
+    assert out.stdout.strip() == "True"
