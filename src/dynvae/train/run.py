@@ -260,7 +260,9 @@ def save_model(run: Path, name: str, model: DVAE, model_config: dict, data_dim: 
 def load_run(run: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     """Rebuild the model of a run from its checkpoint, read as data: every entry is
     checked, and the sizes it declares against its weights' shapes before the model is
-    built (CheckpointError naming the file and the entry otherwise)."""
+    built (CheckpointError naming the file and the entry otherwise). The model comes
+    back in eval mode and in the precision runs are evaluated in
+    (:func:`dynvae.train.evaluation.evaluation_dtype`: float64, float32 for conv frames)."""
     config = read_config(run)
     path = Path(run) / MODEL
     where = f"checkpoint {path}"
