@@ -44,7 +44,7 @@ would never show it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import torch
@@ -117,12 +117,20 @@ class LatentODEConfig(FrameOptions, DictConfig):
     (semi-amortised inference: the ELBO of that sequence alone, over ``REFINE_SAMPLES``
     draws); 0: the encoder's q as it is. Imputation and latent plots use the encoder's
     q. refine_lr: their step size.
+    time_unit: the model's unit of time, in the data's: every time (and dt, encoder_dt)
+    is divided by it, so that the ODEs integrate over spans of the same order whatever
+    unit the times come in (dates read as days, seconds, years). `dynvae train` sets it
+    as for the latent SDE (dynvae.train.defaults): the median step, or a hundredth of the
+    median span of a training example where that is longer. Measured on 2026-12-03 on
+    co2 with 40% of the weeks dropped, 30 s of training: test imputation MSE 296 with
+    times in days and unit 1 (the training mean's: 266), 0.81 with times in weeks.
     """
 
     model_name = "latent ODE"
     # a run saved before segments existed holds the one-path model (dynvae.train.schema)
     # and predicted with the encoder's q as it is
-    SAVED_BEFORE: ClassVar[dict] = {"segment_steps": None, "refine_steps": 0}
+    SAVED_BEFORE: ClassVar[dict] = {"segment_steps": None, "refine_steps": 0,
+                                    "time_unit": 1.0}
 
     latent_dim: int = 8
     encoder_hidden: int = 32
@@ -146,6 +154,7 @@ class LatentODEConfig(FrameOptions, DictConfig):
     hide_from_encoder: float = 0.0
     refine_steps: int = 50
     refine_lr: float = 0.05
+    time_unit: float = 1.0
 
     @property
     def horizon_warmup(self) -> bool:
@@ -186,7 +195,7 @@ class LatentODEConfig(FrameOptions, DictConfig):
                 isinstance(self.refine_steps, int) and self.refine_steps >= 0):
             raise ConfigError(f"refine_steps must be an integer >= 0, got "
                               f"{self.refine_steps!r}")
-        check_positive(refine_lr=self.refine_lr)
+        check_positive(refine_lr=self.refine_lr, time_unit=self.time_unit)
 
     def adaptive_solver(self):
         """The adaptive solver named by ``solver`` with the tolerances (ConfigError if bad)."""
@@ -218,8 +227,9 @@ class LatentODE(DVAE):
         Z, D = c.latent_dim, data_dim
         self.data_dim, self.input_dim = D, 0
         self.frame_input, width = frame_input(c, D, 0)      # [x * mask, mask] -> ODE-RNN
-        self.encoder = ODERNNEncoder(width, c.encoder_hidden, c.encoder_field_hidden,
-                                     FIXED_SOLVERS[c.encoder_solver](), c.encoder_dt)
+        self.encoder = ODERNNEncoder(
+            width, c.encoder_hidden, c.encoder_field_hidden, FIXED_SOLVERS[c.encoder_solver](),
+            None if c.encoder_dt is None else c.encoder_dt / c.time_unit)
         self.initial_posterior = GaussianHead(c.encoder_hidden, Z, min_var=c.min_var)
         self.field = MLP(Z, c.field_hidden, Z, activation=nn.Tanh)
         self.emission_trunk, width = trunk(Z, c.emission_hidden)
@@ -235,10 +245,20 @@ class LatentODE(DVAE):
     def like(self) -> Tensor:
         return self.initial_posterior.mean.weight
 
-    def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
+    def _checked(self, batch: SequenceBatch) -> SequenceBatch:
+        """The batch checked and in the model's dtype, its times in the data's unit."""
         batch = prepare_batch(batch, self.data_dim, 0, self.like)
         self.observation.check_data(batch.x, batch.mask)
         return batch
+
+    def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
+        """The batch checked, in the model's dtype, its times in the model's unit."""
+        batch = self._checked(batch)
+        return replace(batch, t=self.model_time(batch.t))
+
+    def model_time(self, t: Tensor) -> Tensor:
+        """Times in the model's unit (``config.time_unit``)."""
+        return t / self.config.time_unit if self.config.time_unit != 1 else t
 
     def emission(self, z: Tensor) -> tuple[Tensor, ...]:
         """Parameters of p(x | z): z (…, Z) -> each (…, D)."""
@@ -247,7 +267,8 @@ class LatentODE(DVAE):
     def solve(self, z0: Tensor, t: Tensor, lengths: Tensor | None = None) -> Tensor:
         """z(t) from z0 (R, Z) at t[..., 0]: t (T,) or (R, T), with each row's number of
         valid times ``lengths`` (R,) (None: all) -> (R, T, Z)."""
-        return odeint(lambda s, z: self.field(z), z0, t, self.solver, self.config.dt,
+        dt = None if self.config.dt is None else self.config.dt / self.config.time_unit
+        return odeint(lambda s, z: self.field(z), z0, t, self.solver, dt,
                       self.config.checkpoint_every, lengths)
 
     def encoder_features(self, batch: SequenceBatch) -> Tensor:
@@ -514,10 +535,11 @@ class LatentODE(DVAE):
     @torch.no_grad()
     def reconstruct(self, batch: SequenceBatch) -> Prediction:
         """Posterior predictive mean and std of every entry, Monte Carlo over q(z_0 | x)."""
-        batch = self._prepare(batch)
-        z = self.paths(batch, self.config.n_predict_samples)
+        batch = self._checked(batch)
+        t = batch.t                                                         # the data's
+        z = self.paths(replace(batch, t=self.model_time(t)), self.config.n_predict_samples)
         mean, var = self.observation.moments(self.emission(z))
-        return Prediction(batch.t, *mixture_moments(mean, var))
+        return Prediction(t, *mixture_moments(mean, var))
 
     def paths(self, batch: SequenceBatch, n_samples: int) -> Tensor:
         """(K, B, T, Z) latent paths at the observation times of K posterior draws."""
@@ -533,8 +555,11 @@ class LatentODE(DVAE):
         segments: draws of the last segment's state, its ODE to the last time and on,
         with the jumps). q is the encoder's, refined for each sequence first
         (``refine_steps``). The model takes no inputs: ``u_future`` must be None."""
-        batch = self._prepare(batch)
-        check_future(batch, t_future, u_future, 0)
+        batch = self._checked(batch)
+        check_future(batch, t_future, u_future, 0)                # in the data's times
+        t_asked = t_future
+        batch = replace(batch, t=self.model_time(batch.t))
+        t_future = self.model_time(t_future.to(batch.t))
         if self.segmented:
             K, B = self.config.n_predict_samples, batch.batch_size
             last = (batch.lengths - 1).to(batch.t.device)
@@ -550,7 +575,7 @@ class LatentODE(DVAE):
                               t_future.to(batch.t).repeat(K, 1), first.repeat(K),
                               period.repeat(K))
             mean, var = self.observation.moments(self.emission(z.reshape(K, B, *z.shape[1:])))
-            return Prediction(t_future.to(mean), *mixture_moments(mean, var))
+            return Prediction(t_asked.to(mean), *mixture_moments(mean, var))
         q_mean, q_var = self.refined(batch, self.initial_posterior_of(batch))
         K, (B, H), Z = self.config.n_predict_samples, t_future.shape, self.config.latent_dim
         z0 = q_mean + q_var.sqrt() * torch.randn((K, B, Z), dtype=q_mean.dtype,
@@ -559,7 +584,7 @@ class LatentODE(DVAE):
         grid = torch.cat([t0, t_future.to(t0)], 1).repeat(K, 1)               # (K * B, H + 1)
         z = self.solve(z0.reshape(K * B, Z), grid)[:, 1:].reshape(K, B, H, Z)
         mean, var = self.observation.moments(self.emission(z))
-        return Prediction(t_future.to(mean), *mixture_moments(mean, var))
+        return Prediction(t_asked.to(mean), *mixture_moments(mean, var))
 
     @torch.no_grad()
     def sample(self, n: int, t: Tensor, u: Tensor | None = None) -> Tensor:
@@ -572,7 +597,7 @@ class LatentODE(DVAE):
         """(n, T, Z) prior paths at the times ``t`` (T,)."""
         z0 = torch.randn((n, self.config.latent_dim), dtype=self.like.dtype,
                          device=self.like.device)
-        t = t.to(z0)
+        t = self.model_time(t.to(z0))
         if not self.segmented:
             return self.solve(z0, t)
         dt = t.diff().quantile(0.5) if len(t) > 1 else torch.ones((), dtype=t.dtype)

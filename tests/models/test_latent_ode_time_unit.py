@@ -1,0 +1,71 @@
+"""The latent ODE's unit of time (LatentODEConfig.time_unit): data whose times are u
+times larger, read by a model with time_unit = u, give exactly the bound, imputations,
+forecasts and samples of the original data read by time_unit = 1 (same weights, same
+noise), with and without segments; predictions come back in the data's times; and
+``dynvae train``'s rule sets the unit as it does for the latent SDE."""
+
+import pytest
+import torch
+
+from dynvae.data.batch import SequenceBatch
+from dynvae.models.latent_ode import LatentODEConfig
+from dynvae.train.defaults import model_defaults
+from tests.models.test_latent_ode import irregular_batch, linear_model
+
+UNIT = 1024.0      # a power of two: scaling times by it is exact in floating point
+
+
+def scaled(batch: SequenceBatch, unit: float) -> SequenceBatch:
+    return SequenceBatch(batch.x, batch.mask, batch.t * unit, batch.lengths)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"segment_steps": 2, "jump_std": 0.4,
+                                            "random_phase": False},
+                                       {"solver": "rk4", "dt": 0.05, "encoder_dt": 0.05}])
+def test_results_do_not_depend_on_the_unit_of_the_data(overrides):
+    base = linear_model(**overrides)
+    fixed = {k: v * UNIT for k, v in overrides.items() if k in ("dt", "encoder_dt")}
+    other = linear_model(**{**overrides, **fixed, "time_unit": UNIT})
+    other.load_state_dict(base.state_dict())
+    batch = irregular_batch()
+    future = torch.tensor([[0.3, 0.5], [0.2, 0.9], [0.1, 0.4]], dtype=torch.float64)
+    t_last = batch.t.gather(1, (batch.lengths - 1)[:, None])
+    out = []
+    for model, unit in ((base, 1.0), (other, UNIT)):
+        torch.manual_seed(4)
+        bound = model.log_likelihood_bound(scaled(batch, unit), 8)
+        torch.manual_seed(5)
+        rec = model.reconstruct(scaled(batch, unit))
+        torch.manual_seed(6)
+        fc = model.forecast(scaled(batch, unit), (t_last + future) * unit)
+        torch.manual_seed(7)
+        draws = model.sample(4, torch.arange(6, dtype=torch.float64) * 0.2 * unit)
+        out.append((bound, rec, fc, draws))
+    (ba, ra, fa, sa), (bb, rb, fb, sb) = out
+    close = dict(rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(bb, ba, **close)
+    torch.testing.assert_close(rb.mean, ra.mean, **close)
+    torch.testing.assert_close(rb.std, ra.std, **close)
+    torch.testing.assert_close(rb.t, batch.t * UNIT)               # in the data's unit
+    torch.testing.assert_close(fb.mean, fa.mean, **close)
+    torch.testing.assert_close(fb.t, fa.t * UNIT)
+    torch.testing.assert_close(sb, sa, **close)
+    # guard: the unit is not ignored (the same times read in another unit differ)
+    torch.manual_seed(4)
+    assert not torch.allclose(other.log_likelihood_bound(batch, 8), ba)
+
+
+def test_forecast_time_errors_name_the_datas_times():
+    model = linear_model(time_unit=UNIT)
+    batch = scaled(irregular_batch(), UNIT)
+    last = float(batch.t[0, 5])
+    with pytest.raises(Exception, match=f"is not after its last time {last:g}"):
+        model.forecast(batch, torch.full((3, 1), last, dtype=torch.float64))
+
+
+def test_train_sets_the_unit_from_the_data_like_the_latent_sde():
+    class Size:
+        median_step, time_unit, latent_dim, width = 7.0, 7.0, 4, 32
+    assert model_defaults(LatentODEConfig(), Size())["time_unit"] == 7.0
+    with pytest.raises(Exception, match="time_unit"):
+        LatentODEConfig(time_unit=0.0)
