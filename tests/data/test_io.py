@@ -1,5 +1,7 @@
 """Readers: round trips of every format and one clear DataError per kind of bad input."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -177,7 +179,8 @@ def write_csv(tmp_path, text, name="d.csv"):
     ("t,v,u\n0,1,1\n1,1,\n", dict(time_col="t", input_cols=["u"]),
      r"column 'u' \(an input\) has a missing or inf value at row 1"),
     ("t,v\n0,1\n1,2\n", dict(time_col="t", value_cols=["v", "t"]), r"used twice"),
-    ("t,name\n0,x\n", dict(time_col="t"), r"no numeric value column"),
+    ("t,name\n0,x\n", dict(time_col="t"), r"column\(s\) \['name'\] of .* hold text"),
+    ("id,t\na,0\n", dict(id_col="id", time_col="t"), r"no numeric value column"),
     ("a,b\n", {}, r"is empty: 0 rows"),
     ("", {}, r"is empty: no header and no rows"),
 ])
@@ -265,3 +268,22 @@ def test_numpy_file_errors(tmp_path):
 def test_from_numpy_errors(kwargs, match):
     with pytest.raises(DataError, match=match):
         from_numpy(**kwargs)
+
+
+def test_a_text_column_left_over_is_an_error_unless_id_and_time_are_named(tmp_path):
+    """An exported table read back without column options: the text id column would
+    be dropped and every row read as one sequence; it is one error naming the column
+    and the options. A numeric column named like a time read as a value is warned of."""
+    path = tmp_path / "export.csv"
+    path.write_text("id,frame,lpc0\na,0,1.5\na,1,1.2\nb,0,0.3\nb,1,0.1\n")
+    with pytest.raises(DataError, match=r"column\(s\) \['id'\] of .*export.csv hold text.*"
+                                        r"--id-col.*--time-col.*--value-cols"):
+        read_table(path)
+    with pytest.warns(UserWarning, match=r"column 'frame' .* is read as a value.*--time-col frame"):
+        ds = read_table(path, id_col="id")
+    assert ds.feature_names == ["frame", "lpc0"] and len(ds) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds = read_table(path, id_col="id", time_col="frame")
+    assert ds.feature_names == ["lpc0"] and ds.ids == ["a", "b"]
+    assert read_table(path, value_cols=["lpc0"]).feature_names == ["lpc0"]   # named: fine

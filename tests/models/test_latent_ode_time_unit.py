@@ -2,7 +2,7 @@
 times larger, read by a model with time_unit = u, give exactly the bound, imputations,
 forecasts and samples of the original data read by time_unit = 1 (same weights, same
 noise), with and without segments; predictions come back in the data's times; and
-``dynvae train``'s rule sets the unit as it does for the latent SDE."""
+``dynvae train``'s rule sets the unit to a tenth of a training example's span."""
 
 import pytest
 import torch
@@ -63,9 +63,14 @@ def test_forecast_time_errors_name_the_datas_times():
         model.forecast(batch, torch.full((3, 1), last, dtype=torch.float64))
 
 
-def test_train_sets_the_unit_from_the_data_like_the_latent_sde():
+def test_train_sets_the_unit_to_a_tenth_of_a_training_example():
     class Size:
-        median_step, time_unit, latent_dim, width = 7.0, 7.0, 4, 32
-    assert model_defaults(LatentODEConfig(), Size())["time_unit"] == 7.0
+        median_step, time_unit, latent_dim, width, train_window = 7.0, 7.0, 4, 32, 64
+
+        def example_span(self, window):
+            return 441.0 if window == 64 else 1000.0
+    assert model_defaults(LatentODEConfig(), Size())["time_unit"] == 44.1
+    # one path from z_0 (no segments) trains on whole sequences
+    assert model_defaults(LatentODEConfig(segment_steps=None), Size())["time_unit"] == 100.0
     with pytest.raises(Exception, match="time_unit"):
         LatentODEConfig(time_unit=0.0)

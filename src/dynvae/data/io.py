@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import os
 import re
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -191,7 +192,11 @@ def from_dataframe(frame: pd.DataFrame, id_col: str | None = None,
             Rows are sorted by time within each sequence. None: times 0..T-1 in
             row order.
         value_cols: feature columns; None: every other column holding numbers (a
-            text column with any number in it counts, so a typo is reported).
+            text column with any number in it counts, so a typo is reported). A text
+            column left over while ``id_col`` or ``time_col`` is None is a DataError
+            (it may be the ids or the dates that were not named); a numeric column
+            named like a time (``TIME_NAMES``) read as a value while ``time_col`` is
+            None is warned of.
         input_cols: columns of known inputs u (finite at every row).
         source: name used in error messages.
         date_format: strftime format of text dates in ``time_col`` (e.g.
@@ -252,12 +257,33 @@ def _resolve_columns(frame, id_col, time_col, value_cols, input_cols, source):
     if value_cols is None:
         taken = set(requested)
         value_cols = [c for c in columns if c not in taken and _looks_numeric(frame[c])]
+        text = [c for c in columns if c not in taken and c not in value_cols]
+        if text and (id_col is None or time_col is None):
+            # a text column left out without a word is how an id or a date column that
+            # was not named turns a table of many sequences into one (and its dates into
+            # nothing): say so, and let the value columns be named to leave it out
+            raise DataError(
+                f"column(s) {text} of {source} hold text, which cannot be a value: name "
+                "the column of sequence ids as the id column (--id-col) and that of dates "
+                "or times as the time column (--time-col), or list the value columns "
+                f"(--value-cols) to leave the rest out; columns: {columns}")
         if not value_cols:
             raise DataError(f"{source} has no numeric value column besides the id, time and "
                             f"input columns; columns: {columns}")
+        if time_col is None:
+            timelike = [c for c in value_cols if c.strip().lower() in TIME_NAMES]
+            if timelike:
+                warnings.warn(f"column {timelike[0]!r} of {source} is read as a value and the "
+                              "times are the row numbers; if it holds the times, name it as "
+                              f"the time column (--time-col {timelike[0]})", stacklevel=3)
     if len(value_cols) == 0:
         raise DataError("value_cols is empty: name at least one feature column")
     return list(value_cols), input_cols
+
+
+# names of a column that likely holds times: read as a value without --time-col, warned
+TIME_NAMES = frozenset({"t", "time", "times", "timestamp", "date", "datetime", "frame",
+                        "step", "year", "day", "hour", "week", "month"})
 
 
 def _looks_numeric(series: pd.Series) -> bool:
