@@ -111,3 +111,20 @@ def test_default_fit_forecasts_the_last_week_better_than_seasonal_naive(tmp_path
     naive = seasonal_naive_rmse(truth, 7 * 24, 24)
     assert "periodic" in config["kernel_fitted"]
     assert rmse < 1.1 * naive
+
+
+def test_a_gp_run_given_to_the_model_commands_is_one_line_naming_its_predictions(tmp_path,
+                                                                                    capsys):
+    csv, _ = seattle_csv(tmp_path, 3 * 24)
+    out, _ = run_gp(tmp_path, csv, "--kernel", "matern32", "--max-iter", "2")
+    capsys.readouterr()
+    for command in (["impute", str(out), "--data", str(csv), "--out", str(tmp_path / "i.csv")],
+                    ["forecast", str(out), "--data", str(csv), "--horizon", "2",
+                     "--out", str(tmp_path / "f.csv")],
+                    ["evaluate", str(out)],
+                    ["sample", str(out), "-n", "2", "--steps", "3",
+                     "--out", str(tmp_path / "s.npy")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "was written by `dynvae gp`" in err[0], err
+        assert str(out / "predictions.csv") in err[0]

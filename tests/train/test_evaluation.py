@@ -177,6 +177,8 @@ def test_baselines_are_scored_on_the_models_entries_and_reported_with_a_verdict(
     [far] = baseline_lines({**fc, "forecast_mse": 1204.3 * fc["baseline_forecast_mse_mean"],
                             "baseline_forecast_season": 1.0})
     assert far.endswith("; worse than the training mean (1204x its MSE)")
+    [exact] = baseline_lines({"forecast_mse": 0.5, "baseline_forecast_mse_naive": 0.0})
+    assert exact.endswith("; worse than the last value, which is exact on these entries")
     [better] = baseline_lines({**out, "test_imputation_mse": 0.5 * best})
     assert better.endswith("; better than every baseline")
     no_season = {**fc, "baseline_forecast_season": 1.0, "forecast_mse": 1.0}

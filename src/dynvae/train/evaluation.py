@@ -299,6 +299,8 @@ def baseline_lines(metrics: dict[str, float]) -> list[str]:
                  1.0 if metrics[own] == 0 else math.inf)
         verdict = ("better than every baseline" if ratio < 0.99 else
                    f"about as good as {named(best)}" if ratio <= 1.01 else
+                   f"worse than {named(best)}, which is exact on these entries"
+                   if math.isinf(ratio) else
                    f"worse than {named(best)} ({_times(ratio)} its MSE)")
         lines.append(f"test {what} MSE {metrics[own]:.4g} against baselines on the same "
                      f"entries: {parts}; {verdict}")

@@ -180,6 +180,10 @@ def read_config(run: str | os.PathLike) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path} is not valid JSON: {err}") from None
+    if isinstance(config, dict) and "model" not in config and "kernel_fitted" in config:
+        raise ConfigError(f"{run} was written by `dynvae gp` (a fitted GP, not a trained "
+                          f"model): its predictions are {Path(run) / 'predictions.csv'}; "
+                          "impute, forecast, sample and evaluate read runs of `dynvae train`")
     return check_run_config(config, str(path))
 
 
