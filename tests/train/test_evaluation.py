@@ -184,3 +184,22 @@ def test_baselines_are_scored_on_the_models_entries_and_reported_with_a_verdict(
     no_season = {**fc, "baseline_forecast_season": 1.0, "forecast_mse": 1.0}
     [line] = baseline_lines(no_season)                  # seasonal-naive = the last value
     assert "seasonal-naive" not in line and "the last value" in line
+
+
+def test_no_seasonal_naive_on_irregular_times():
+    """A season in rows is one in time only on a regular grid: the same period-6 wave
+    with 40% of its grid points dropped gets no seasonal-naive baseline (season 1)."""
+    rng = np.random.default_rng(3)
+    m = DeepKalmanFilter(DKFConfig(**SMALL), 1).double()
+    t = np.arange(80, dtype=float)
+    seqs = []
+    for k in range(5):
+        kept = np.sort(rng.choice(80, 48, replace=False))
+        seqs.append(Sequence(t[kept], np.sin(2 * np.pi * (t[kept] + k) / 6)[:, None], None,
+                             f"w{k}"))
+    wave = SequenceDataset(seqs, ["x"])
+    fc = forecast_metrics(m, wave, identity(wave), 4)
+    assert fc["baseline_forecast_season"] == 1
+    regular = SequenceDataset([Sequence(t, np.sin(2 * np.pi * (t + k) / 6)[:, None], None,
+                                        f"r{k}") for k in range(5)], ["x"])
+    assert forecast_metrics(m, regular, identity(regular), 4)["baseline_forecast_season"] == 6

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor
 
 from dynvae.data import Sequence, SequenceDataset, Standardizer
+from dynvae.data.timing import time_irregularity
 from dynvae.errors import DataError
 from dynvae.models.base import DVAE, Prediction
 from dynvae.progress import quiet
@@ -254,7 +255,9 @@ def forecast_metrics(model: DVAE, data: SequenceDataset, standardizer: Standardi
     # last value (naive) and the value one season back, the season found in the histories
     histories = [standardizer.inverse_mean(s.x) for s in past]
     stacked = past.to_batch(dtype=torch.float64)
-    season = baselines.season_length(
+    # a season counted in rows is one in time only on a regular grid: on irregular times
+    # (gaps, off-grid stamps) there is no seasonal-naive forecast (season 1: the last value)
+    season = 1 if time_irregularity(past).irregular else baselines.season_length(
         np.where(stacked.mask.numpy(), standardizer.inverse_mean(stacked.x.numpy()), np.nan),
         stacked.valid.numpy())
     for key in baselines.FORECASTERS:
