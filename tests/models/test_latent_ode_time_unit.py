@@ -2,7 +2,8 @@
 times larger, read by a model with time_unit = u, give exactly the bound, imputations,
 forecasts and samples of the original data read by time_unit = 1 (same weights, same
 noise), with and without segments; predictions come back in the data's times; and
-``dynvae train``'s rule sets the unit to a tenth of a training example's span."""
+``dynvae train``'s rule keeps the data's unit unless a training example spans fewer
+than 1 or more than 100 of it."""
 
 import pytest
 import torch
@@ -63,14 +64,19 @@ def test_forecast_time_errors_name_the_datas_times():
         model.forecast(batch, torch.full((3, 1), last, dtype=torch.float64))
 
 
-def test_train_sets_the_unit_to_a_tenth_of_a_training_example():
-    class Size:
-        median_step, time_unit, latent_dim, width, train_window = 7.0, 7.0, 4, 32, 64
+def test_train_keeps_the_datas_unit_unless_an_example_spans_too_few_or_many():
+    def size(window_span, sequence_span):
+        class Size:
+            median_step, time_unit, latent_dim, width, train_window = 7.0, 7.0, 4, 32, 64
 
-        def example_span(self, window):
-            return 441.0 if window == 64 else 1000.0
-    assert model_defaults(LatentODEConfig(), Size())["time_unit"] == 44.1
+            def example_span(self, window):
+                return window_span if window == 64 else sequence_span
+        return Size()
+    unit = lambda s, **kw: model_defaults(LatentODEConfig(**kw), s)["time_unit"]  # noqa: E731
+    assert unit(size(441.0, 5000.0)) == 44.1            # dates in days: ten units a window
+    assert unit(size(63.0, 5000.0)) == 1.0              # hours: the data's own unit
+    assert unit(size(0.05, 5000.0)) == 0.005            # too short a span: stretched
     # one path from z_0 (no segments) trains on whole sequences
-    assert model_defaults(LatentODEConfig(segment_steps=None), Size())["time_unit"] == 100.0
+    assert unit(size(63.0, 1000.0), segment_steps=None) == 100.0
     with pytest.raises(Exception, match="time_unit"):
         LatentODEConfig(time_unit=0.0)

@@ -86,7 +86,13 @@ SOLVERS = {**ADAPTIVE_SOLVERS, **FIXED_SOLVERS}
 REFINE_SAMPLES = 4
 
 
-# units of model time a training example spans under `dynvae train`'s time_unit
+# `dynvae train`'s time_unit: the data's unit while a training example spans at most
+# MAX_EXAMPLE_UNITS of it (and at least 1); else one that makes it EXAMPLE_UNITS long.
+# Measured on 2026-12-03, 30 or 45 s of training: co2 with dates (days; a training
+# window spans 448 of them) imputed at MSE 296 in days, 1.001 with 100 units to a
+# window, 0.844 with 64, 0.459 with 10; seattle-temps (hours, 63 to a window) at 0.2055
+# in hours and 0.2334 with 10 units to a window (forecast MSE 9.891 against 41.07).
+MAX_EXAMPLE_UNITS = 100.0
 EXAMPLE_UNITS = 10.0
 
 
@@ -123,13 +129,11 @@ class LatentODEConfig(FrameOptions, DictConfig):
     q. refine_lr: their step size.
     time_unit: the model's unit of time, in the data's: every time (and dt, encoder_dt)
     is divided by it, so that the ODEs integrate over spans of the same order whatever
-    unit the times come in (dates read as days, seconds, years). `dynvae train` sets it
-    to a tenth of the span of a training example (``sized_for``). Measured on 2026-12-03
-    on co2 with 40% of the weeks dropped, times read from dates (days), 30 s of
-    training: test imputation MSE 296 with unit 1 (the training mean's: 266), 0.844 with
-    the median step (7 days), 0.459 with a tenth of a training window (44.1 days); on
-    the built-in basic-motions and co2 (seconds, years) at 45 s the rule gave 8.948 and
-    0.3288, against 8.446 and 0.3191 in their units (docs/results/quality.md).
+    unit the times come in (dates read as days, seconds, years). `dynvae train` keeps
+    the data's unit where a training example spans 1 to 100 of it and otherwise makes
+    it span 10 (``sized_for``, ``MAX_EXAMPLE_UNITS``): on co2 with 40% of the weeks
+    dropped and times read from dates (days), 30 s of training imputed at MSE 296 with
+    unit 1 (the training mean's: 266) and at 0.459 with the rule's 44.1 days.
     """
 
     model_name = "latent ODE"
@@ -164,11 +168,14 @@ class LatentODEConfig(FrameOptions, DictConfig):
 
     def sized_for(self, size) -> dict:
         """The fields the defaults' rule sets from the data (``dynvae.train.defaults``,
-        ``size`` a DataSize): time_unit, a tenth of the span of a training example (a
-        sequence, or a window of train_window steps), so that the ODEs integrate over
-        about ten units whatever unit the times come in."""
-        window = 0 if self.horizon_warmup else size.train_window
-        return {"time_unit": float(f"{size.example_span(window) / EXAMPLE_UNITS:.6g}")}
+        ``size`` a DataSize): time_unit 1 (the data's own unit) where a training example
+        (a sequence, or a window of train_window steps) spans between 1 and
+        MAX_EXAMPLE_UNITS of it, as on every built-in dataset (1.2 to 63 units); else a
+        tenth of that span, so that the ODEs integrate over about ten units."""
+        span = size.example_span(0 if self.horizon_warmup else size.train_window)
+        if 1.0 <= span <= MAX_EXAMPLE_UNITS:
+            return {"time_unit": 1.0}
+        return {"time_unit": float(f"{span / EXAMPLE_UNITS:.6g}")}
 
     @property
     def horizon_warmup(self) -> bool:
