@@ -68,6 +68,8 @@ def test_each_periodic_part_gets_its_own_period(tmp_path):
     (["--kernel", "periodic", "--period", "1,7"], "2 periods given"),
     (["--kernel", "periodic(x)"], "not a number"),
     (["--lengthscale", "-1"], "--lengthscale must be positive"),
+    (["--extrapolate", "-5"], "--extrapolate must be a finite time >= 0"),
+    (["--grid-points", "1"], "--grid-points must be >= 2"),
 ])
 def test_bad_periods_and_specs_exit_2(tmp_path, capsys, extra, message):
     csv, _ = seattle_csv(tmp_path, 48)

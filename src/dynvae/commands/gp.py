@@ -177,10 +177,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = GPConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(GPConfig)
                       if hasattr(args, f.name)})
     out = rundir.check_run_dir(cfg.out, cfg.force)
-    for name, value in (("--max-iter", cfg.max_iter), ("--grid-points", cfg.grid_points),
-                        ("--order", cfg.order)):
-        if value < 1:
-            raise ConfigError(f"{name} must be >= 1, got {value}")
+    for name, value, least in (("--max-iter", cfg.max_iter, 1),
+                               ("--grid-points", cfg.grid_points, 2), ("--order", cfg.order, 1)):
+        if value < least:
+            raise ConfigError(f"{name} must be >= {least}, got {value}")
+    if not (cfg.extrapolate >= 0 and math.isfinite(cfg.extrapolate)):
+        raise ConfigError(f"--extrapolate must be a finite time >= 0 past the last time, got "
+                          f"{cfg.extrapolate}")
     for name, value, known in (("--engine", cfg.engine, ENGINES), ("--mean", cfg.mean, MEANS)):
         if value is not None and value not in known:
             raise ConfigError(f"unknown {name} {value!r}; choose one of {sorted(known)}")
