@@ -150,7 +150,13 @@ def test_forecast_at_any_time_and_grid_errors_of_the_discrete_model(runs, gap_da
     out = tmp_path / "refused.csv"
     code = main(["forecast", str(runs / "discrete"), "--data", str(gap_data[0]),
                  "--out", str(out), "--at", "2024-03-04 11:22:30"])
-    assert code == 2 and "discrete-time" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 2 and "discrete-time" in err
+    assert "ends at 2024-03-04 " in err                      # the data's own dates
+    code = main(["forecast", str(runs / "auto"), "--data", str(gap_data[0]),
+                 "--out", str(out), "--at", "2024-03-01 00:00:00"])
+    err = capsys.readouterr().err
+    assert code == 2 and "(its last time is 2024-03-04 " in err
     code = main(["impute", str(runs / "discrete"), "--data", str(gap_data[0]),
                  "--out", str(out), "--grid", "auto"])
     assert code == 2 and "continuous-time model" in capsys.readouterr().err

@@ -135,11 +135,18 @@ def check_at_times(text: str, at, data, continuous_time: bool) -> None:
 
     from dynvae.models.common import STEP_TOLERANCE
     given = [p.strip() for p in text.split(",") if p.strip()]
+
+    def shown(t: float) -> str:               # a time as the data gives it: a date or a number
+        if data.time_origin is None:
+            return f"{t:g}"
+        import pandas as pd
+        stamp = str(pd.Timestamp(data.to_timestamps(np.array([t]))[0]))
+        return stamp.removesuffix(" 00:00:00")
     for seq in data:
         t_last = float(seq.t[-1])
         if at[0] <= t_last:
             raise DataError(f"--at {given[0]}: not after the end of sequence {seq.id!r} (its "
-                            f"last time is {t_last:g}); a forecast starts after each "
+                            f"last time is {shown(t_last)}); a forecast starts after each "
                             f"sequence's end")
         if continuous_time:
             continue
@@ -149,5 +156,6 @@ def check_at_times(text: str, at, data, continuous_time: bool) -> None:
         if off.any():
             h = int(np.flatnonzero(off)[0])
             raise DataError(f"--at {given[h]}: the model is discrete-time and forecasts at "
-                            f"t_last + k dt; sequence {seq.id!r} ends at {t_last:g} with a "
-                            f"median step dt = {dt:g}")
+                            f"t_last + k dt; sequence {seq.id!r} ends at {shown(t_last)} "
+                            f"with a median step dt = {dt:g}"
+                            + (f" {data.time_unit}" if data.time_origin is not None else ""))
