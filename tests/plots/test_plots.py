@@ -243,3 +243,14 @@ def test_frame_shape_draws_frames_whatever_the_feature_names(figure, tmp_path):
                  np.arange(7.0, 9.0), x[:2], x[:2] * 0.1, names, tmp_path / "f.png",
                  x_future=x[:2], frame_shape=(2, 6, 5))
     assert all(ax.images[0].get_array().shape == (12, 5) for ax in fig.axes if ax.images)
+
+
+def test_the_smoothed_loss_follows_a_fast_fall_without_lag():
+    """A loss that starts at 64 and falls to 1.5 within ten steps: the smoothed line is
+    at the curve from there on (a trailing average from the first value stayed near 3
+    for dozens of steps), and one spike does not move it."""
+    from dynvae.plots.training import _smoothed
+    y = np.r_[63.9, 10, 5, 3, 2.5, 2, 1.8, 1.6, 1.5, np.full(400, 1.5)]
+    y[200] = 50.0
+    s = _smoothed(y)
+    assert np.allclose(s[12:], 1.5) and s.shape == y.shape

@@ -39,13 +39,13 @@ def curve_columns(history: list[dict]) -> tuple[list[str], dict[str, float]]:
 
 
 def _smoothed(y: np.ndarray) -> np.ndarray:
-    """Exponential moving average over about 2% of the points (at least 5)."""
-    alpha = 1.0 / max(5.0, 0.02 * len(y))
-    out, level = np.empty_like(y), y[0]
-    for i, v in enumerate(y):
-        level = v if not np.isfinite(level) else (1 - alpha) * level + alpha * v
-        out[i] = level
-    return out
+    """Centred running median over about 2% of the points (at least 5; fewer at the
+    ends): no lag behind a loss that falls fast at the start, where a trailing average
+    stays above the curve for a window's length, and no pull from single spikes."""
+    import pandas as pd
+    window = int(max(5, round(0.02 * len(y)))) | 1                          # odd
+    return pd.Series(np.asarray(y, dtype=float)).rolling(
+        window, center=True, min_periods=1).median().to_numpy()
 
 
 def robust_limits(y: np.ndarray) -> tuple[float, float] | None:
