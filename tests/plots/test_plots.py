@@ -254,3 +254,20 @@ def test_the_smoothed_loss_follows_a_fast_fall_without_lag():
     y[200] = 50.0
     s = _smoothed(y)
     assert np.allclose(s[12:], 1.5) and s.shape == y.shape
+
+
+def test_many_imputed_entries_are_small_dots_and_a_few_are_circles(figure, tmp_path):
+    """926 imputed times (a grid added between observations) as open circles buried the
+    data and the band; above MANY_MARKERS they are small dots, a few keep their circles."""
+    from dynvae.plots.series import MANY_MARKERS
+    t = np.arange(1500.0)
+    for n_missing, marker in ((MANY_MARKERS + 300, "."), (12, "o")):
+        x = np.sin(t / 50)[:, None]
+        x[:n_missing] = np.nan
+        mask = np.isfinite(x)
+        fig = figure(plots.plot_imputation, t, x, mask, np.nan_to_num(x), np.full_like(x, 0.1),
+                     ["x"], tmp_path / "m.png")
+        imputed = next(line for line in fig.axes[0].lines
+                       if line.get_label().startswith("imputed (missing)"))
+        assert imputed.get_marker() == marker
+        assert len(imputed.get_xdata()) == n_missing

@@ -42,6 +42,7 @@ def observed_points(ax, t, y, label: str = "observed", zorder: float = 1.0) -> N
 
 
 SHORT = 5    # fewer time points than this are drawn as error bars, not a band
+MANY_MARKERS = 200    # more imputed entries than this in a panel: small dots, not circles
 
 
 def model_band(ax, t, mean, std, binary: bool, color: str, what: str) -> None:
@@ -90,7 +91,15 @@ def plot_imputation(t, x, mask, mean, std, feature_names: list[str],
             ax.plot(t[hidden], x[hidden, d], "x", color="C3", ms=5, label="hidden (truth)",
                     zorder=4)
         missing = ~mask[:, d] & ~np.isfinite(x[:, d])
-        if missing.any():
+        if missing.sum() > MANY_MARKERS:
+            # hundreds of open circles (e.g. a whole grid of added times) would bury the
+            # data and the band: small dots, at most about DENSE_POINTS of them
+            idx = np.flatnonzero(missing)
+            keep = idx[thin(len(idx))]
+            step = max(1, round(len(idx) / len(keep)))
+            ax.plot(t[keep], mean[keep, d], ".", color="C1", ms=2.5, alpha=0.8, zorder=4,
+                    label="imputed (missing)" + (f", 1 in {step} drawn" if step > 1 else ""))
+        elif missing.any():
             ax.plot(t[missing], mean[missing, d], "o", mfc="none", mec="C1", ms=5,
                     label="imputed (missing)", zorder=4)
         ax.set_ylabel(feature_names[d])
