@@ -6,7 +6,7 @@ import torch
 
 from dynvae.data import SequenceDataset
 from dynvae.data.dataset import Sequence
-from dynvae.data.timing import irregularity_of_times, time_irregularity
+from dynvae.data.timing import grid_step, irregularity_of_times, time_irregularity
 
 
 def test_regular_grids_are_regular_whatever_their_step():
@@ -52,3 +52,21 @@ def test_dataset_and_batch_give_the_same_measure():
     a, b = time_irregularity(data), time_irregularity(data.to_batch(dtype=torch.float64))
     assert a == b and a.n_steps == 5 and a.absent_share == pytest.approx(2 / 7)
     assert irregularity_of_times([np.array([1.0])]).n_steps == 0
+
+
+def test_readings_dropped_from_a_grid_keep_the_grids_step():
+    """Hourly readings with 60% of the hours dropped: a median gap of 2 h, but every
+    gap a whole number of hours, so the grid is hourly, its absent hours counted as
+    gaps (not steps off a 2-hour grid); random and regular times keep their median."""
+    rng = np.random.default_rng(0)
+    hours = np.sort(rng.choice(2000, 800, replace=False)).astype(float)
+    assert np.median(np.diff(hours)) >= 2.0
+    assert grid_step(np.diff(hours)) == 1.0
+    m = irregularity_of_times([hours])
+    assert m.median_step == 1.0 and m.off_grid_share == 0.0
+    assert m.absent_share == pytest.approx(1 - 799 / (hours[-1] - hours[0]))   # steps/grid
+    random = np.diff(np.cumsum(rng.exponential(1.0, 300)))
+    assert grid_step(random) == np.median(random)
+    assert grid_step(np.full(10, 0.25)) == 0.25
+    jittered = 1.0 + rng.uniform(-0.02, 0.02, 50)
+    assert grid_step(jittered) == np.median(jittered)

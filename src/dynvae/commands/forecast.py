@@ -35,12 +35,19 @@ def add_parser(sub) -> None:
     p.set_defaults(run=run)
 
 
-def future_times(data, horizon: int) -> np.ndarray:
-    """(B, H) times t_last + k dt, dt the median step of each sequence (1 if one step)."""
+def future_times(data, horizon: int, continuous_time: bool = False) -> np.ndarray:
+    """(B, H) times t_last + k dt, dt the median step of each sequence (1 if one step):
+    the step a discrete-time model takes per row. For a continuous-time model, the step
+    of the grid the sequence lies on (dynvae.data.timing.grid_step: hourly data with
+    most hours missing forecast by the hour, not by its 2-hour median gap)."""
     import numpy as np
+
+    from dynvae.data.timing import grid_step
     rows = []
     for seq in data:
-        dt = float(np.median(np.diff(seq.t))) if len(seq) > 1 else 1.0
+        steps = np.diff(seq.t)
+        dt = 1.0 if len(seq) < 2 else grid_step(steps) if continuous_time \
+            else float(np.median(steps))
         rows.append(seq.t[-1] + dt * np.arange(1, horizon + 1))
     return np.stack(rows)
 
@@ -69,7 +76,7 @@ def _forecast(args: argparse.Namespace) -> int:
     shape = frame_outputs.data_frame_shape(data, "--frames") if args.frames else None
     std = loaded.standardizer
     if args.at is None:
-        t_future = future_times(data, args.horizon)
+        t_future = future_times(data, args.horizon, loaded.model.continuous_time)
     else:
         at = parse_times(args.at, data)
         check_at_times(args.at, at, data, loaded.model.continuous_time)

@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
                        "for a time added by --at/--grid), on the original scale (plus a "
                        "timestamp column after t when the times are dates). With a "
                        "continuous-time model and irregular times, rows are added on the "
-                       "grid of the median step inside the gaps unless --grid none. For image "
+                       "grid of the data's step inside the gaps unless --grid none. For image "
                        "frames, --frames FILE.npy also writes the imputed frames (N, T, C, H, "
                        "W): observed pixels kept, the posterior mean at missing ones, NaN "
                        "beyond a sequence's end; FILE.npz holds the arrays imputed, mean, "
@@ -30,7 +30,7 @@ def add_parser(sub) -> None:
                    "the data's time unit, or dates), in every sequence's span")
     p.add_argument("--grid", metavar="STEP", help="also impute on the grid t_0 + k STEP "
                    "inside the gaps (a number, a duration such as 5min for dated data, "
-                   "'auto' for the median step, or 'none')")
+                   "'auto' for the data's grid step, or 'none')")
     p.add_argument("--frames", metavar="FILE", help="also write the imputed frames of image "
                    "data: .npy (N, T, C, H, W), or .npz with mean, std and more")
     common.add_force_arg(p, "existing --out, --plot and --frames files")
@@ -52,7 +52,7 @@ def requested_times(args: argparse.Namespace, data, model) -> list[np.ndarray] |
             irregular.absent_share > 0:
         grid = "auto"
         print(f"times have gaps ({irregular.describe()}): imputing on the grid of the "
-              f"median step inside them (--grid none turns this off)")
+              f"data's step inside them (--grid none turns this off)")
     if grid == "none":
         grid = None
     if grid is None and args.at is None:
