@@ -201,9 +201,11 @@ class SequenceDataset:
         origin = pd.Timestamp(self.time_origin)
         if origin.tz is not None:                 # absolute instants, returned in UTC
             origin = origin.tz_convert("UTC").tz_localize(None)
-        # round to whole nanoseconds: float days carry ~1e-16 relative error
-        nanoseconds = np.round(t.reshape(-1) * _NANOSECONDS[self.time_unit]).astype(np.int64)
-        delta = pd.to_timedelta(nanoseconds, unit="ns")
+        # round to whole microseconds: float days since an origin decades back carry
+        # ~1e-12 days (~0.1 us) of rounding error, which nanoseconds would show
+        # ("01:00:00.000000001" and every other stamp of a CSV written with 9 digits)
+        micro = np.round(t.reshape(-1) * (_NANOSECONDS[self.time_unit] / 1e3)).astype(np.int64)
+        delta = pd.to_timedelta(micro * 1000, unit="ns")
         return (origin + delta).to_numpy().reshape(t.shape)
 
     def to_frame(self, id_col: str = "id", time_col: str = "t"):
