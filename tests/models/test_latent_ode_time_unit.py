@@ -8,16 +8,10 @@ than 1 or more than 100 of it."""
 import pytest
 import torch
 
-from dynvae.data.batch import SequenceBatch
 from dynvae.models.latent_ode import LatentODEConfig
 from dynvae.train.defaults import model_defaults
 from tests.models.test_latent_ode import irregular_batch, linear_model
-
-UNIT = 1024.0      # a power of two: scaling times by it is exact in floating point
-
-
-def scaled(batch: SequenceBatch, unit: float) -> SequenceBatch:
-    return SequenceBatch(batch.x, batch.mask, batch.t * unit, batch.lengths)
+from tests.models.unit_checks import UNIT, assert_predictions_do_not_depend_on_the_unit, scaled
 
 
 @pytest.mark.parametrize("overrides", [{}, {"segment_steps": 2, "jump_std": 0.4,
@@ -29,28 +23,12 @@ def test_results_do_not_depend_on_the_unit_of_the_data(overrides):
     other = linear_model(**{**overrides, **fixed, "time_unit": UNIT})
     other.load_state_dict(base.state_dict())
     batch = irregular_batch()
-    future = torch.tensor([[0.3, 0.5], [0.2, 0.9], [0.1, 0.4]], dtype=torch.float64)
-    t_last = batch.t.gather(1, (batch.lengths - 1)[:, None])
-    out = []
-    for model, unit in ((base, 1.0), (other, UNIT)):
-        torch.manual_seed(4)
-        bound = model.log_likelihood_bound(scaled(batch, unit), 8)
-        torch.manual_seed(5)
-        rec = model.reconstruct(scaled(batch, unit))
-        torch.manual_seed(6)
-        fc = model.forecast(scaled(batch, unit), (t_last + future) * unit)
-        torch.manual_seed(7)
-        draws = model.sample(4, torch.arange(6, dtype=torch.float64) * 0.2 * unit)
-        out.append((bound, rec, fc, draws))
-    (ba, ra, fa, sa), (bb, rb, fb, sb) = out
-    close = dict(rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close(bb, ba, **close)
-    torch.testing.assert_close(rb.mean, ra.mean, **close)
-    torch.testing.assert_close(rb.std, ra.std, **close)
-    torch.testing.assert_close(rb.t, batch.t * UNIT)               # in the data's unit
-    torch.testing.assert_close(fb.mean, fa.mean, **close)
-    torch.testing.assert_close(fb.t, fa.t * UNIT)
-    torch.testing.assert_close(sb, sa, **close)
+    assert_predictions_do_not_depend_on_the_unit(base, other, batch, rtol=1e-9, atol=1e-9)
+    torch.manual_seed(4)
+    ba = base.log_likelihood_bound(batch, 8)
+    torch.manual_seed(4)
+    torch.testing.assert_close(other.log_likelihood_bound(scaled(batch, UNIT), 8), ba,
+                               rtol=1e-9, atol=1e-9)
     # guard: the unit is not ignored (the same times read in another unit differ)
     torch.manual_seed(4)
     assert not torch.allclose(other.log_likelihood_bound(batch, 8), ba)

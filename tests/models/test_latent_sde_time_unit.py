@@ -10,17 +10,11 @@ import pytest
 import torch
 
 from dynvae.data import Sequence, SequenceDataset
-from dynvae.data.batch import SequenceBatch
 from dynvae.models.registry import model_class
 from dynvae.sde import BrownianPath
 from dynvae.train.defaults import DataSize, model_defaults
 from tests.models.test_latent_sde import DT, Z, fixed_noise, irregular_batch, make_model
-
-UNIT = 1024.0      # a power of two: scaling times by it is exact in floating point
-
-
-def scaled(batch: SequenceBatch, unit: float) -> SequenceBatch:
-    return SequenceBatch(batch.x, batch.mask, batch.t * unit, batch.lengths)
+from tests.models.unit_checks import UNIT, assert_predictions_do_not_depend_on_the_unit, scaled
 
 
 def pair(**overrides):
@@ -46,25 +40,8 @@ def test_terms_do_not_depend_on_the_unit_of_the_data(solver):
 
 def test_predictions_and_samples_do_not_depend_on_the_unit_of_the_data():
     base, other = pair()
-    batch = irregular_batch()
-    future = torch.tensor([[0.3, 0.5], [0.2, 0.9], [0.1, 0.4]], dtype=torch.float64)
-    t_last = batch.t.gather(1, (batch.lengths - 1)[:, None])
-    outputs = []
-    for model, unit in ((base, 1.0), (other, UNIT)):
-        torch.manual_seed(5)
-        rec = model.reconstruct(scaled(batch, unit))
-        torch.manual_seed(6)
-        fc = model.forecast(scaled(batch, unit), (t_last + future) * unit)
-        torch.manual_seed(7)
-        draws = model.sample(4, torch.arange(6, dtype=torch.float64) * 0.2 * unit)
-        outputs.append((rec, fc, draws))
-    (ra, fa, sa), (rb, fb, sb) = outputs
-    torch.testing.assert_close(rb.mean, ra.mean, rtol=1e-12, atol=1e-10)
-    torch.testing.assert_close(rb.std, ra.std, rtol=1e-12, atol=1e-10)
-    torch.testing.assert_close(rb.t, batch.t * UNIT)               # in the data's unit
-    torch.testing.assert_close(fb.mean, fa.mean, rtol=1e-12, atol=1e-10)
-    torch.testing.assert_close(fb.t, fa.t * UNIT)
-    torch.testing.assert_close(sb, sa, rtol=1e-12, atol=1e-10)
+    assert_predictions_do_not_depend_on_the_unit(base, other, irregular_batch(),
+                                                 rtol=1e-12, atol=1e-10)
 
 
 def test_the_unit_changes_the_model_when_the_data_keeps_its_times():
