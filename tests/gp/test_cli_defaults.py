@@ -130,3 +130,13 @@ def test_a_gp_run_given_to_the_model_commands_is_one_line_naming_its_predictions
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "was written by `dynvae gp`" in err[0], err
         assert str(out / "predictions.csv") in err[0]
+
+
+def test_the_prediction_grid_falls_on_the_datas_times_where_they_are_dense():
+    from dynvae.commands.gp import prediction_grid
+    weeks = np.arange(0, 15617, 7.0)                       # 2231 weekly times > 1000 points
+    grid = prediction_grid(weeks, 365.0, 1000)
+    assert len(grid) <= 1000 and grid[-1] == weeks[-1] + 365.0
+    assert np.allclose(np.diff(grid[:-1]), 21.0)          # every third week, on the data's days
+    dense = prediction_grid(np.arange(10.0), 5.0, 1000)   # fewer data times: evenly, denser
+    assert np.allclose(dense, np.linspace(0.0, 14.0, 1000))

@@ -165,6 +165,29 @@ def load_table(cfg: GPConfig):
     return ds, seq.t, seq.x[:, cols], names
 
 
+def prediction_grid(t: np.ndarray, extrapolate: float, points: int) -> np.ndarray:
+    """At most ``points`` regular times from the first time to ``extrapolate`` past the
+    last: where the data's grid (dynvae.data.timing.grid_step) has more times than that,
+    every k-th of them and the end, so that they fall on the data's times (weekly co2:
+    every third week, not every 15.998 days); else ``points`` evenly spaced times,
+    denser than the data."""
+    import numpy as np
+
+    from dynvae.data.timing import grid_step
+    end = t[-1] + extrapolate
+    steps = np.diff(t)
+    if steps.size and points >= 2:
+        step = grid_step(steps[steps > 0]) if (steps > 0).any() else 0.0
+        if step > 0:
+            k = int(np.ceil((end - t[0]) / step / (points - 2)))   # room for the end
+            if k >= 2:
+                grid = t[0] + k * step * np.arange(int(np.floor((end - t[0]) / (k * step))) + 1)
+                grid = np.union1d(grid, [end])              # the end asked for, exactly
+                if 2 <= len(grid) <= points:
+                    return grid
+    return np.linspace(t[0], end, points)
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
@@ -212,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
     cfg.kernel_fitted = fitted.spec
     cfg.mean = next(name for name, cls in MEANS.items() if type(gp.means[0]) is cls)
     cfg.periods_used = [[p, source] for p, source in fitted.period_sources]
-    grid = np.linspace(t_np[0], t_np[-1] + cfg.extrapolate, cfg.grid_points)
+    grid = prediction_grid(t_np, cfg.extrapolate, cfg.grid_points)
     t_pred = torch.as_tensor(np.union1d(t_np, grid), dtype=torch.float64)
     with torch.no_grad():
         pred = gp.predict(t_pred)
