@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from dynvae.cli import main
 
@@ -128,6 +129,14 @@ def test_errors_are_clear(nile_run, nile_csv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt or truncated" in err and "model.pt" in err
     assert err.count("\n") == 1 and len(err) < 300      # one short line
+    if not torch.cuda.is_available():      # a healthy run is not called corrupt
+        for command in (["evaluate", str(nile_run), "--data", str(nile_csv),
+                         "--out", str(tmp_path / "m.json")],
+                        ["sample", str(nile_run), "-n", "2", "--steps", "3",
+                         "--out", str(tmp_path / "s.npy")]):
+            assert main([*command, "--device", "cuda"]) == 2
+            err = capsys.readouterr().err
+            assert "--device cuda was given but no CUDA device is available" in err, err
 
 
 def test_train_on_a_multi_sequence_file_splits_by_sequence(tmp_path):

@@ -268,6 +268,9 @@ def load_run(run: str | os.PathLike, device: str = "cpu") -> LoadedRun:
     back in eval mode and in the precision runs are evaluated in
     (:func:`dynvae.train.evaluation.evaluation_dtype`: float64, float32 for conv frames)."""
     config = read_config(run)
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        # else torch's refusal to map the weights there reads as a corrupt checkpoint
+        raise ConfigError(f"--device {device} was given but no CUDA device is available")
     path = Path(run) / MODEL
     where = f"checkpoint {path}"
     payload = load_checkpoint(path, map_location=device)
