@@ -244,7 +244,7 @@ def test_a_run_on_a_dataset_reads_its_export_without_column_options(nile_run, tm
     capsys.readouterr()
     assert main(["impute", str(nile_run), "--data", str(export),
                  "--out", str(tmp_path / "a.csv")]) == 0
-    assert ("with the columns of dataset 'nile''s export: --time-col year --value-cols "
+    assert ("with the columns of the export of dataset 'nile': --time-col year --value-cols "
             "volume" in capsys.readouterr().err)
     assert main(["impute", str(nile_run), "--data", str(export), "--time-col", "year",
                  "--value-cols", "volume", "--out", str(tmp_path / "b.csv")]) == 0
@@ -254,7 +254,7 @@ def test_a_run_on_a_dataset_reads_its_export_without_column_options(nile_run, tm
     pd.read_csv(export).rename(columns={"year": "when"}).to_csv(renamed, index=False)
     assert main(["impute", str(nile_run), "--data", str(renamed),
                  "--out", str(tmp_path / "b0.csv")]) == 0      # times 0, 1, ... in row order
-    assert capsys.readouterr().err.rstrip().endswith("export: --value-cols volume")
+    assert capsys.readouterr().err.rstrip().endswith("'nile': --value-cols volume")
     assert main(["impute", str(nile_run), "--data", str(renamed), "--time-col", "when",
                  "--out", str(tmp_path / "c.csv")]) == 0       # the rest from the export
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "a.csv").drop(columns="id"),

@@ -147,3 +147,19 @@ def test_force_is_one_documented_option(argv, capsys):
     assert "--force replace" in text
     assert "(without --force an existing file stops the command before anything is " \
         "written)" in text
+
+
+def test_out_names_the_format_the_command_writes(lgssm_run, tmp_path, capsys):
+    """--out x.npz, y.parquet or z.txt got CSV text (or JSON) under a name that promised
+    another format: one error line, exit 2, nothing written."""
+    data, run = lgssm_run
+    given = ["--data", data]
+    for command in (["sample", run, "-n", "2", "--steps", "3", "--out"],
+                    ["forecast", run, *given, "--horizon", "2", "--out"],
+                    ["impute", run, *given, "--out"],
+                    ["evaluate", run, *given, "--out"]):
+        for name in ("x.npz", "y.parquet", "z.txt"):
+            assert main([*command, str(tmp_path / name)]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and "give a file name ending in ." in err[0], err
+            assert not (tmp_path / name).exists()

@@ -151,12 +151,23 @@ def check_new_files(files: list[tuple[str, str]], force: bool,
         rundir.check_writable(path, flag or "file")
 
 
+# the files each command writes as --out: any other name would get CSV text under a
+# suffix that promises another format (.parquet, .npz, .txt); evaluate's: metrics_file
+OUT_SUFFIXES = {"impute": (".csv",), "forecast": (".csv",), "sample": (".npy", ".csv")}
+
+
 def check_outputs(args: argparse.Namespace) -> None:
     """check_new_files for every output flag given (--out, --plot, --frames, --gif,
-    --strip), with ``args.force``; never the input data or a file of the run."""
+    --strip), with ``args.force``; never the input data or a file of the run; and --out's
+    suffix, which must name the format the command writes (``OUT_SUFFIXES``)."""
     files = [(f"--{flag}", getattr(args, flag)) for flag in OUTPUT_FLAGS
              if getattr(args, flag, None)]
     check_new_files(files, getattr(args, "force", False), inputs_of(args))
+    out, allowed = getattr(args, "out", None), OUT_SUFFIXES.get(getattr(args, "command", ""))
+    if out and allowed and Path(out).suffix.lower() not in allowed:
+        raise ConfigError(f"--out {out}: `dynvae {args.command}` writes "
+                          f"{' or '.join(a[1:] for a in allowed)} files; give a file name "
+                          f"ending in {' or '.join(allowed)}")
 
 
 def inputs_of(args: argparse.Namespace) -> dict[Path, str]:
@@ -238,8 +249,8 @@ def exported_columns(dataset_spec: dict, spec: dict) -> dict:
         flags = " ".join(f"--{k.replace('_', '-')} "
                          f"{','.join(v) if isinstance(v, list) else v}"
                          for k, v in filled.items())
-        print(f"reading {spec['data']} with the columns of dataset "
-              f"{dataset_spec['dataset']!r}'s export: {flags}", file=sys.stderr)
+        print(f"reading {spec['data']} with the columns of the export of dataset "
+              f"{dataset_spec['dataset']!r}: {flags}", file=sys.stderr)
     return filled
 
 
