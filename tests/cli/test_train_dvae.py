@@ -45,9 +45,16 @@ def test_train_evaluate_sample_and_resume_on_healing_digits(tmp_path, capsys):
     # (the DKF's Config names its own learning rate, dynvae.train.defaults)
     assert sections["train"]["lr"] == 1e-2 and sections["model"]["hide_from_encoder"] == 0.3
     # resume through the CLI: 2 more steps continue from checkpoints/last.pt
-    assert _train(run, "--set", "max_steps=4", "--set", "kl_anneal_steps=1", "--resume") == 0
+    capsys.readouterr()
+    assert _train(run, "--set", "max_steps=4", "--set", "kl_anneal_steps=1", "--resume",
+                  "--set", "progress=true") == 0
+    assert f"resuming from step 2 ({run / 'checkpoints' / 'last.pt'})" in capsys.readouterr().err
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 4
     assert len(pd.read_csv(run / "metrics.csv")) == 4
+    assert _train(run, "--set", "max_steps=4", "--set", "kl_anneal_steps=1", "--resume",
+                  "--set", "progress=true") == 0                 # nothing left: said so
+    err = capsys.readouterr().err
+    assert "resuming from step 4 (" in err and "max_steps is reached: nothing left" in err
     (run / "metrics.json").unlink()
     assert main(["evaluate", str(run)]) == 0
     assert "test_iwae_per_step" in json.loads((run / "metrics.json").read_text())

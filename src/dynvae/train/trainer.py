@@ -388,6 +388,13 @@ class Trainer:
         stopped, message, running = "max_epochs", "", None
         if self._reached_max_steps(state):
             stopped = "max_steps"
+        if resume and cfg.progress and self.world.is_main:
+            budget = f"; max_seconds counts from now ({cfg.max_seconds:g} s)" \
+                if cfg.max_seconds else ""
+            done = "; max_steps is reached: nothing left to train" \
+                if stopped == "max_steps" else ""
+            print(f"resuming from step {state.step} ({self._checkpoint_dir() / 'last.pt'})"
+                  f"{budget}{done}", file=sys.stderr, flush=True)
         start, cpu_start = time.perf_counter(), time.process_time()
         self._clocks = (0.0, 0.0)
         streamed = isinstance(train, StreamedData)
