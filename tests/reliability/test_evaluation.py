@@ -45,11 +45,16 @@ def test_evaluate_on_other_data_leaves_the_runs_metrics(dkf_run, copy_run, seque
     data = ["--data", str(other), "--id-col", "id", "--time-col", "t"]
     assert main(["evaluate", str(run), *data]) == 0
     written = run / "metrics-other.json"
-    assert "wrote " + str(written) in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "wrote " + str(written) in printed.out
     assert (run / "metrics.json").read_text() == own
     metrics = json.loads(written.read_text())
     ids = {line.split(",")[0] for line in sequences_csv.read_text().splitlines()[1:]}
     assert metrics["n_test_sequences"] == len(ids)
+    # the file holds the run's own training sequences: counted, and said on stderr
+    trained = set(json.loads((run / "config.json").read_text())["split"]["train_ids"])
+    assert metrics["n_training_sequences"] == len(trained & ids) > 0
+    assert f"{len(trained & ids)} of the {len(ids)} sequences" in printed.err
     assert set(MONTE_CARLO) <= set(metrics)
     before = written.read_text()
     assert main(["evaluate", str(run), *data]) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from pathlib import Path
 
 from dynvae.commands import common
@@ -64,8 +65,15 @@ def run(args: argparse.Namespace) -> int:
     metrics = evaluate_model(loaded.model, test, loaded.standardizer, settings, bar=bar)
     bar.close()
     if out is not None:                    # other data: its own file, metrics.json kept
-        saved = dict(metrics, n_test_sequences=float(len(test)))
+        trained_on = set(config["split"].get("train_ids") or []) & set(data.ids)
+        saved = dict(metrics, n_test_sequences=float(len(test)),
+                     n_training_sequences=float(len(trained_on)))
         rundir.write_metrics(Path(args.run_dir), saved, path=out)
+        if trained_on:
+            print(f"dynvae evaluate: warning: {len(trained_on)} of the {len(data)} sequences "
+                  f"of {args.data} are training sequences of this run (by id; config.json's "
+                  "train_ids): these metrics are not held-out scores "
+                  "(n_training_sequences in the file)", file=sys.stderr)
     else:
         with DirectoryLock(args.run_dir):  # not while a training run writes RUN
             saved = rundir.read_metrics(args.run_dir)
