@@ -63,6 +63,7 @@ def test_evaluate_on_other_data_leaves_the_runs_metrics(dkf_run, copy_run, seque
     assert f"is a file of the run {run} (metrics.json)" in one_line_error(capsys)
     assert written.read_text() == before and (run / "metrics.json").read_text() == own
     assert main(["evaluate", str(run), *data, "--force"]) == 0
+    capsys.readouterr()
     assert main(["evaluate", str(run), "--out", str(tmp_path / "x.json")]) == 2
     assert "--out is for metrics on --data" in one_line_error(capsys)
     assert not (tmp_path / "x.json").exists()
