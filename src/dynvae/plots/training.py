@@ -40,12 +40,15 @@ def curve_columns(history: list[dict]) -> tuple[list[str], dict[str, float]]:
 
 def _smoothed(y: np.ndarray) -> np.ndarray:
     """Centred running median over about 2% of the points (at least 5; fewer at the
-    ends): no lag behind a loss that falls fast at the start, where a trailing average
-    stays above the curve for a window's length, and no pull from single spikes."""
+    ends), then a centred running mean over the same window: no lag behind a loss that
+    falls fast at the start, where a trailing average stays above the curve for a
+    window's length, no pull from single spikes, and no steps where the median of noisy
+    values holds one value for a while."""
     import pandas as pd
     window = int(max(5, round(0.02 * len(y)))) | 1                          # odd
-    return pd.Series(np.asarray(y, dtype=float)).rolling(
-        window, center=True, min_periods=1).median().to_numpy()
+    median = pd.Series(np.asarray(y, dtype=float)).rolling(
+        window, center=True, min_periods=1).median()
+    return median.rolling(window, center=True, min_periods=1).mean().to_numpy()
 
 
 def robust_limits(y: np.ndarray) -> tuple[float, float] | None:
