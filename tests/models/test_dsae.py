@@ -121,3 +121,13 @@ def test_kl_dims_are_the_dynamic_dimensions_then_the_static_ones():
                                paths.kl.mean(0) - static.sum(-1), rtol=1e-12, atol=1e-12)
     assert model.kl_dim_labels(Z + V) == [f"z[{i}]" for i in range(Z)] + \
         [f"v[{j}]" for j in range(V)]
+
+
+def test_the_latent_plot_says_the_static_latents_are_not_drawn():
+    """latents.png draws the paths z_t (_path_latents); its title names the static v."""
+    from dynvae.train.latents import latent_trajectories
+    m = build("dsae")
+    batch = make_batch(seed=0)
+    mean, _ = latent_trajectories(m, batch)
+    assert mean.shape[-1] == m.config.latent_dim
+    assert f"the {m.config.static_dim} static latents v" in m.latent_plot_note

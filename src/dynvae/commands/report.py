@@ -128,7 +128,8 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
     if latents is not None:
         plots.plot_latents(display_times(first, seq.t), latents[0][0, :n].cpu().numpy(),
                            latents[1][0, :n].cpu().numpy(), out / "plots" / "latents.png",
-                           title=f"posterior latents of sequence {seq.id!r}",
+                           title=f"posterior latents of sequence {seq.id!r}"
+                           + getattr(model, "latent_plot_note", ""),
                            time_label=time_label(first, spec))
     try:
         write_forecast_plot(out / "plots" / "forecast.png", model, first, standardizer,
