@@ -88,9 +88,10 @@ def retain_freed_memory() -> bool:
     handed back to the system and faulted in again page by page. Done for the command's
     own process only (``main`` called without arguments), never by the library; a user's
     own MALLOC_* or GLIBC_TUNABLES settings are left in force. Measured on 2026-12-03,
-    conv frames on 100 moving-mnist sequences: ``train`` with 15 steps 90.8 -> 70.7 s
-    (13.6 -> 4.2 million page faults, peak memory 2.58 -> 2.79 GB), ``evaluate`` 29.8 ->
-    23.2 s at the same peak. True when the settings were made."""
+    conv frames on 100 moving-mnist sequences: ``train`` with 15 steps 90.8 -> 68.4 s
+    (13.6 -> 4.2 million page faults, peak memory 2.58 -> 2.91 GB); ``evaluate``, with
+    the same settings made through the environment, 29.8 -> 23.2 s at the same peak.
+    True when the settings were made."""
     if not sys.platform.startswith("linux") or any(k in os.environ for k in _MALLOC_SETTINGS):
         return False
     import ctypes

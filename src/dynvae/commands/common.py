@@ -151,9 +151,19 @@ def check_new_files(files: list[tuple[str, str]], force: bool,
         rundir.check_writable(path, flag or "file")
 
 
-# the files each command writes as --out: any other name would get CSV text under a
-# suffix that promises another format (.parquet, .npz, .txt); evaluate's: metrics_file
-OUT_SUFFIXES = {"impute": (".csv",), "forecast": (".csv",), "sample": (".npy", ".csv")}
+# the files each command writes as --out: any other name would get CSV text (or JSON)
+# under a suffix that promises another format (.parquet, .npz, .txt)
+OUT_SUFFIXES = {"impute": (".csv",), "forecast": (".csv",), "sample": (".npy", ".csv"),
+                "evaluate": (".json",)}
+
+
+def check_out_suffix(command: str, out) -> None:
+    """ConfigError unless the file name ``out`` ends in what ``command`` writes."""
+    allowed = OUT_SUFFIXES.get(command)
+    if out and allowed and Path(out).suffix.lower() not in allowed:
+        raise ConfigError(f"--out {out}: `dynvae {command}` writes "
+                          f"{' or '.join(a[1:] for a in allowed)} files; give a file name "
+                          f"ending in {' or '.join(allowed)}")
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -163,11 +173,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     files = [(f"--{flag}", getattr(args, flag)) for flag in OUTPUT_FLAGS
              if getattr(args, flag, None)]
     check_new_files(files, getattr(args, "force", False), inputs_of(args))
-    out, allowed = getattr(args, "out", None), OUT_SUFFIXES.get(getattr(args, "command", ""))
-    if out and allowed and Path(out).suffix.lower() not in allowed:
-        raise ConfigError(f"--out {out}: `dynvae {args.command}` writes "
-                          f"{' or '.join(a[1:] for a in allowed)} files; give a file name "
-                          f"ending in {' or '.join(allowed)}")
+    check_out_suffix(getattr(args, "command", ""), getattr(args, "out", None))
 
 
 def inputs_of(args: argparse.Namespace) -> dict[Path, str]:

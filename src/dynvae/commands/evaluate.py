@@ -100,7 +100,5 @@ def metrics_file(args: argparse.Namespace) -> Path | None:
     stem = Path(args.data).name.split(".")[0] or "data"
     out = Path(args.out) if args.out is not None else Path(args.run_dir) / f"metrics-{stem}.json"
     common.check_new_files([("--out", str(out))], args.force, common.inputs_of(args))
-    if out.suffix.lower() != ".json":
-        raise ConfigError(f"--out {out}: `dynvae evaluate` writes json files; give a file "
-                          "name ending in .json")
+    common.check_out_suffix("evaluate", out)
     return out

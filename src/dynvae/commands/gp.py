@@ -175,16 +175,14 @@ def prediction_grid(t: np.ndarray, extrapolate: float, points: int) -> np.ndarra
 
     from dynvae.data.timing import grid_step
     end = t[-1] + extrapolate
-    steps = np.diff(t)
-    if steps.size and points >= 2:
-        step = grid_step(steps[steps > 0]) if (steps > 0).any() else 0.0
-        if step > 0:
-            k = int(np.ceil((end - t[0]) / step / (points - 2)))   # room for the end
-            if k >= 2:
-                grid = t[0] + k * step * np.arange(int(np.floor((end - t[0]) / (k * step))) + 1)
-                grid = np.union1d(grid, [end])              # the end asked for, exactly
-                if 2 <= len(grid) <= points:
-                    return grid
+    if len(t) > 1 and points > 2:                       # t strictly increases
+        step = grid_step(np.diff(t))
+        k = int(np.ceil((end - t[0]) / step / (points - 2)))    # room for the end
+        if k >= 2:
+            grid = t[0] + k * step * np.arange(int(np.floor((end - t[0]) / (k * step))) + 1)
+            grid = np.union1d(grid, [end])                      # the end asked for, exactly
+            if len(grid) <= points:
+                return grid
     return np.linspace(t[0], end, points)
 
 

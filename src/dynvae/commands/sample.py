@@ -42,6 +42,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from dynvae.train import run as rundir
+    from dynvae.train.evaluation import model_dtype
     from dynvae.utils import seed_everything
     frame_outputs.check_frame_suffixes(args)
     common.check_outputs(args)
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         else 1.0
     with torch.no_grad():
         draws = loaded.model.sample(args.n, step * torch.arange(
-            args.steps, dtype=next(loaded.model.parameters()).dtype))
+            args.steps, dtype=model_dtype(loaded.model)))
     x = loaded.standardizer.inverse_mean(draws.detach().cpu().double()).numpy()   # (N, T, D)
     written = []
     if shape is not None:

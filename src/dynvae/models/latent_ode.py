@@ -170,7 +170,7 @@ class LatentODEConfig(FrameOptions, DictConfig):
         """The fields the defaults' rule sets from the data (``dynvae.train.defaults``,
         ``size`` a DataSize): time_unit 1 (the data's own unit) where a training example
         (a sequence, or a window of train_window steps) spans between 1 and
-        MAX_EXAMPLE_UNITS of it, as on every built-in dataset (1.2 to 63 units); else a
+        MAX_EXAMPLE_UNITS of it, as on every built-in dataset (1.2 to 99 units); else a
         tenth of that span, so that the ODEs integrate over about ten units."""
         span = size.example_span(0 if self.horizon_warmup else size.train_window)
         if 1.0 <= span <= MAX_EXAMPLE_UNITS:
@@ -274,7 +274,9 @@ class LatentODE(DVAE):
 
     def _prepare(self, batch: SequenceBatch) -> SequenceBatch:
         """The batch checked, in the model's dtype, its times in the model's unit."""
-        batch = self._checked(batch)
+        return self._in_model_time(self._checked(batch))
+
+    def _in_model_time(self, batch: SequenceBatch) -> SequenceBatch:
         return replace(batch, t=self.model_time(batch.t))
 
     def model_time(self, t: Tensor) -> Tensor:
@@ -556,11 +558,10 @@ class LatentODE(DVAE):
     @torch.no_grad()
     def reconstruct(self, batch: SequenceBatch) -> Prediction:
         """Posterior predictive mean and std of every entry, Monte Carlo over q(z_0 | x)."""
-        batch = self._checked(batch)
-        t = batch.t                                                         # the data's
-        z = self.paths(replace(batch, t=self.model_time(t)), self.config.n_predict_samples)
+        batch = self._checked(batch)                                       # data's times
+        z = self.paths(self._in_model_time(batch), self.config.n_predict_samples)
         mean, var = self.observation.moments(self.emission(z))
-        return Prediction(t, *mixture_moments(mean, var))
+        return Prediction(batch.t, *mixture_moments(mean, var))
 
     def paths(self, batch: SequenceBatch, n_samples: int) -> Tensor:
         """(K, B, T, Z) latent paths at the observation times of K posterior draws."""
@@ -579,7 +580,7 @@ class LatentODE(DVAE):
         batch = self._checked(batch)
         check_future(batch, t_future, u_future, 0)                # in the data's times
         t_asked = t_future
-        batch = replace(batch, t=self.model_time(batch.t))
+        batch = self._in_model_time(batch)
         t_future = self.model_time(t_future.to(batch.t))
         if self.segmented:
             K, B = self.config.n_predict_samples, batch.batch_size

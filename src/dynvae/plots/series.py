@@ -95,8 +95,9 @@ def plot_imputation(t, x, mask, mean, std, feature_names: list[str],
             # hundreds of open circles (e.g. a whole grid of added times) would bury the
             # data and the band: small dots, at most about DENSE_POINTS of them
             idx = np.flatnonzero(missing)
-            keep = idx[thin(len(idx))]
-            step = max(1, round(len(idx) / len(keep)))
+            drawn = thin(len(idx))
+            step = drawn[1] - drawn[0] if len(drawn) > 1 else 1
+            keep = idx[drawn]
             ax.plot(t[keep], mean[keep, d], ".", color="C1", ms=2.5, alpha=0.8, zorder=4,
                     label="imputed (missing)" + (f", 1 in {step} drawn" if step > 1 else ""))
         elif missing.any():
