@@ -126,10 +126,11 @@ def write_plots(out: Path, model: DVAE, test: SequenceDataset, standardizer: Sta
     latents = latent_trajectories(model, batch.with_mask(batch.mask & ~hidden).to(
         dtype=model_dtype(model)))
     if latents is not None:
+        note = getattr(model, "latent_plot_note", "")              # a second title line
         plots.plot_latents(display_times(first, seq.t), latents[0][0, :n].cpu().numpy(),
                            latents[1][0, :n].cpu().numpy(), out / "plots" / "latents.png",
                            title=f"posterior latents of sequence {seq.id!r}"
-                           + getattr(model, "latent_plot_note", ""),
+                           + (f"\n{note}" if note else ""),
                            time_label=time_label(first, spec))
     try:
         write_forecast_plot(out / "plots" / "forecast.png", model, first, standardizer,

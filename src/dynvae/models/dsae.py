@@ -75,8 +75,8 @@ class DSAE(PathModel):
     @property
     def latent_plot_note(self) -> str:
         """Said in the title of a run's latents.png, which draws the paths z_t only."""
-        return (f": the dynamic z_t; the {self.config.static_dim} static latents v (one "
-                "per sequence) are not drawn")
+        return (f"the dynamic z_t; the {self.config.static_dim} static latents v (one per "
+                "sequence) are not drawn")
 
     def __init__(self, config: DSAEConfig, data_dim: int, input_dim: int = 0) -> None:
         super().__init__()
